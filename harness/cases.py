@@ -1,0 +1,160 @@
+"""Conformance cases and how one runs on a target.
+
+A :class:`Case` is a model plus data sets (inputs and reference outputs) and the
+tolerances to judge by. :func:`execute_case` compiles it on a host (see
+:mod:`harness.worker`), runs every data set, judges the outputs and returns an
+:class:`Outcome`. Nothing here raises for a target's failure: every way a case
+can end is an outcome with a status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from harness.judge import Judgement, compare_outputs, effective_tolerance
+from harness.target import Capabilities
+from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
+
+STATUSES = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
+#: statuses that are the harness's or infrastructure's failure, never the target's
+INFRA_STATUSES = ("infra_error",)
+
+
+@dataclass
+class DataSet:
+    inputs: dict[str, Any]
+    outputs: list[Any]  # in graph output order
+
+
+@dataclass
+class LoadedCase:
+    model: onnx.ModelProto
+    data_sets: list[DataSet]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.model.graph.output]
+
+
+@dataclass
+class Case:
+    """One conformance case. ``load`` is deferred so collection stays cheap."""
+
+    suite: str
+    name: str
+    load: Callable[[], LoadedCase]
+    rtol: float = 1e-3
+    atol: float = 1e-7
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    status: str
+    message: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    placement: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""  # e.g. a remote traceback; kept out of one-line messages
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return None
+
+
+def _tensor_dtypes(model: onnx.ModelProto) -> set[str]:
+    found: set[str] = set()
+
+    def visit(type_proto: onnx.TypeProto) -> None:
+        which = type_proto.WhichOneof("value")
+        if which == "tensor_type":
+            elem = type_proto.tensor_type.elem_type
+            if elem:
+                found.add(onnx.helper.tensor_dtype_to_np_dtype(elem).name
+                          if elem != onnx.TensorProto.STRING else "string")
+        elif which == "sequence_type":
+            visit(type_proto.sequence_type.elem_type)
+        elif which == "optional_type":
+            visit(type_proto.optional_type.elem_type)
+
+    for value in list(model.graph.input) + list(model.graph.output):
+        try:
+            visit(value.type)
+        except (KeyError, ValueError):
+            continue
+    return found
+
+
+def unsupported_reason(model: onnx.ModelProto, caps: Capabilities) -> str | None:
+    """Why a target's declared capabilities exclude this model, or None."""
+    opset = default_opset(model)
+    if opset is not None and not caps.opset_min <= opset <= caps.opset_max:
+        return (f"opset {opset} outside the target's declared range "
+                f"{caps.opset_min}..{caps.opset_max}")
+    if caps.dtypes:
+        missing = sorted(_tensor_dtypes(model) - set(caps.dtypes))
+        if missing:
+            return f"dtype(s) {', '.join(missing)} not declared by the target"
+    return None
+
+
+def _failure(exc: BaseException, started: float) -> Outcome:
+    elapsed = {"total_s": time.perf_counter() - started}
+    if isinstance(exc, CaseTimeout):
+        return Outcome("timeout", str(exc), metrics={"timeout_s": exc.seconds}, timings=elapsed)
+    if isinstance(exc, WorkerCrash):
+        return Outcome("crash", str(exc), timings=elapsed,
+                       metrics={"exit_code": exc.exitcode, "signal": exc.signal})
+    if isinstance(exc, InfraError):
+        return Outcome("infra_error", str(exc), timings=elapsed)
+    assert isinstance(exc, RemoteError)
+    first_line = exc.message.strip().splitlines()[0] if exc.message.strip() else ""
+    return Outcome("error", f"{exc.phase}: {exc.exc_type}: {first_line}"[:500],
+                   timings=elapsed, detail=exc.remote_traceback)
+
+
+def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
+                 key: str | None = None) -> Outcome:
+    """Run ``case`` on ``host`` within ``timeout`` seconds in all."""
+    started = time.perf_counter()
+    deadline = started + timeout
+    try:
+        loaded = case.load()
+    except Exception as exc:
+        return Outcome("infra_error", f"could not load the case: {type(exc).__name__}: {exc}")
+    reason = unsupported_reason(loaded.model, caps)
+    if reason:
+        return Outcome("skip", reason)
+    rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
+    key = key or f"{case.suite}::{case.name}"
+    timings: dict[str, float] = {}
+    try:
+        timings["compile_s"] = host.compile(key, loaded.model.SerializeToString(),
+                                            deadline - time.perf_counter())
+        verdict = Judgement(True)
+        run_times: list[float] = []
+        for data in loaded.data_sets:
+            outputs, seconds = host.run(key, data.inputs, deadline - time.perf_counter())
+            run_times.append(seconds)
+            verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names,
+                                           rtol, atol))
+        placement = host.placement(key, max(deadline - time.perf_counter(), 1.0))
+    except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
+        outcome = _failure(exc, started)
+        outcome.timings.update(timings)
+        return outcome
+    finally:
+        host.release(key)
+    timings["run_s"] = sum(run_times)
+    timings["total_s"] = time.perf_counter() - started
+    metrics = verdict.metrics() | {"rtol": rtol, "atol": atol}
+    status = "pass" if verdict.passed else "fail"
+    return Outcome(status, verdict.message, metrics, timings, placement)

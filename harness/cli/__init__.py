@@ -1,0 +1,1 @@
+"""The ``shipei`` command. Each ``cmd_*.py`` module here adds one subcommand."""

@@ -1,0 +1,45 @@
+"""Pieces the subcommands share."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A usage or configuration error: printed as one line, exit status 2."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def suites_root() -> Path:
+    """Where the ``suites`` package lives (found without importing it)."""
+    spec = importlib.util.find_spec("suites")
+    if spec is None or not spec.submodule_search_locations:
+        raise CliError("the 'suites' package is not installed; pip install shipei")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def known_suites() -> dict[str, Path]:
+    root = suites_root()
+    return {p.name: p for p in sorted(root.iterdir())
+            if p.is_dir() and any(p.glob("test_*.py"))}
+
+
+def resolve_suite(name: str) -> Path:
+    as_path = Path(name)
+    if as_path.exists() and (as_path.is_dir() or as_path.suffix == ".py"):
+        return as_path
+    suites = known_suites()
+    if name in suites:
+        return suites[name]
+    raise CliError(f"unknown suite {name!r}; known suites: {', '.join(suites) or 'none'}")
+
+
+def add_run_location_options(parser) -> None:  # type: ignore[no-untyped-def]
+    parser.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="where run records are (default results/)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="where reports go (default reports/)")

@@ -1,0 +1,118 @@
+"""Expectations: per-target files of cases known not to pass, each with a reason.
+
+Format (TOML), one table per suite, one entry per case (``fnmatch`` patterns allowed)::
+
+    [operators.test_cast_FLOAT_to_FLOAT8E4M3FN]
+    status = "error"
+    reason = "onnxruntime CPU has no float8 Cast kernel"
+
+A case with no entry is expected to pass. A result that differs from its
+expectation, an unexpected pass included, is an unexpected result.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXPECTABLE = ("fail", "error", "skip", "timeout", "crash")
+
+
+class ExpectationsError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Expectation:
+    status: str
+    reason: str
+    source: str = ""
+
+
+@dataclass
+class Expectations:
+    entries: dict[str, dict[str, Expectation]] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, paths: Iterable[Path]) -> Expectations:
+        expectations = cls()
+        for path in paths:
+            expectations.merge_file(path)
+        return expectations
+
+    def merge_file(self, path: Path) -> None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ExpectationsError(f"cannot read expectations {path}: {exc}") from exc
+        self.sources.append(str(path))
+        for suite, cases in data.items():
+            if not isinstance(cases, dict):
+                raise ExpectationsError(f"{path}: [{suite}] must be a table of cases")
+            for case, entry in cases.items():
+                status = entry.get("status") if isinstance(entry, dict) else None
+                reason = entry.get("reason", "") if isinstance(entry, dict) else ""
+                if status not in EXPECTABLE:
+                    raise ExpectationsError(
+                        f"{path}: {suite}.{case}: status must be one of {EXPECTABLE}")
+                if not reason.strip():
+                    raise ExpectationsError(f"{path}: {suite}.{case}: a reason is required")
+                self.entries.setdefault(suite, {})[case] = Expectation(status, reason, str(path))
+
+    def lookup(self, suite: str, case: str) -> Expectation | None:
+        cases = self.entries.get(suite, {})
+        if case in cases:
+            return cases[case]
+        for pattern, expectation in cases.items():
+            if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(case, pattern):
+                return expectation
+        return None
+
+
+def judge(status: str, expectation: Expectation | None) -> tuple[bool, str]:
+    """(as_expected, explanation) for a case status against its expectation."""
+    expected = expectation.status if expectation else "pass"
+    if status == expected:
+        return True, ""
+    if status == "skip" and expectation is None:
+        return True, ""  # a declared capability gap is reported, not an unexpected result
+    if status == "pass":
+        return False, (f"unexpected pass: expected {expected} ({expectation.reason}); "
+                       f"remove the entry from {expectation.source}") if expectation else ""
+    if expectation is None:
+        return False, f"expected pass, got {status}"
+    return False, f"expected {expected} ({expectation.reason}), got {status}"
+
+
+def _toml_key(text: str) -> str:
+    if text.replace("_", "").replace("-", "").isalnum():
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(records: Iterable[dict[str, Any]], previous: Expectations | None = None,
+           header: str = "") -> str:
+    """An expectations file from a run's non-pass records, keeping reviewed reasons."""
+    by_suite: dict[str, dict[str, tuple[str, str]]] = {}
+    for record in records:
+        status = record.get("status")
+        if status not in EXPECTABLE or status == "skip":  # skips are declared, not expected
+            continue
+        suite, case = record["suite"], record["case"]
+        old = previous.lookup(suite, case) if previous else None
+        reason = old.reason if old and old.status == status else (
+            record.get("message") or status).splitlines()[0][:200]
+        by_suite.setdefault(suite, {})[case] = (status, reason)
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    for suite in sorted(by_suite):
+        for case in sorted(by_suite[suite]):
+            status, reason = by_suite[suite][case]
+            escaped = reason.replace("\\", "\\\\").replace('"', '\\"')
+            lines += ["", f"[{_toml_key(suite)}.{_toml_key(case)}]",
+                      f'status = "{status}"', f'reason = "{escaped}"']
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -1,0 +1,51 @@
+"""Helpers for writing suites as plain pytest modules.
+
+:func:`define_tests` turns cases into module-level test functions named after
+the cases, so ids read ``test_abs[onnxruntime-cpu]`` and ``-k``, ``-m`` and
+``--junitxml`` behave as pytest users expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+import pytest
+
+from harness.cases import Case
+
+
+def _make_test(case: Case) -> Callable[..., None]:
+    def test(target: Any) -> None:
+        target.check(case)
+
+    test.__name__ = test.__qualname__ = case.name
+    test.__doc__ = f"{case.suite} case {case.name}"
+    return test
+
+
+def define_tests(namespace: MutableMapping[str, Any], cases: Iterable[Case],
+                 representative: Iterable[str] = (),
+                 marks: dict[str, list[pytest.MarkDecorator]] | None = None) -> int:
+    """Define one test function per case in ``namespace`` (a module's ``globals()``).
+
+    ``representative`` names the cases that carry the ``representative`` marker;
+    ``marks`` adds further markers per case name. Returns the number defined.
+    """
+    chosen = set(representative)
+    extra = marks or {}
+    count = 0
+    for case in cases:
+        if not case.name.startswith("test"):
+            raise ValueError(f"case name {case.name!r} must start with 'test'")
+        if case.name in namespace:
+            raise ValueError(f"case name {case.name!r} defined twice in suite {case.suite}")
+        test = _make_test(case)
+        test = pytest.mark.shipei_case(suite=case.suite, case=case.name)(test)
+        if case.name in chosen:
+            test = pytest.mark.representative(test)
+        for mark in extra.get(case.name, []):
+            test = mark(test)
+        namespace[case.name] = test
+        count += 1
+    return count

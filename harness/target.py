@@ -1,0 +1,142 @@
+"""The target driver API: what a framework, chip or sensor driver implements.
+
+A driver is a :class:`Target`. It states who it is (:class:`TargetIdentity`),
+whether it can run on this machine (:class:`Availability`) and what it supports
+(:class:`Capabilities`). ``compile`` turns ONNX model bytes into an
+:class:`Executable`; ``Executable.run`` maps named inputs to named outputs.
+
+Targets reach the harness through the ``shipei.targets`` entry-point group (see
+:mod:`harness.registry`); the harness never imports a driver by name.
+
+Value types accepted by ``run`` and returned from it: ``numpy.ndarray`` for
+tensors, ``list`` of arrays for ONNX sequences, ``None`` for an empty optional.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TargetKind = Literal["framework", "chip", "sensor"]
+TARGET_KINDS: tuple[str, ...] = ("framework", "chip", "sensor")
+
+
+class TargetError(Exception):
+    """A target refused or failed a request; the case is recorded as ``error``."""
+
+
+class UnsupportedModelError(TargetError):
+    """The target knows it cannot run this model (an op, dtype or opset it lacks)."""
+
+
+class InputMismatchError(TargetError):
+    """Inputs do not match the compiled model: unknown name, wrong dtype or shape."""
+
+
+@dataclass(frozen=True)
+class TargetIdentity:
+    """Who a target is. Every field ends up in run records and certificates."""
+
+    name: str
+    kind: TargetKind
+    vendor: str
+    driver_version: str
+    runtime: str
+    runtime_version: str
+    device: str = "cpu"
+    configuration: str = "default"
+    driver_distribution: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""
+
+    @classmethod
+    def yes(cls) -> Availability:
+        return cls(True, "")
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target declares it supports; cases outside it are skipped with a reason."""
+
+    opset_min: int = 1
+    opset_max: int = 10_000
+    dtypes: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ("cpu",)
+    precision: str = "fp32"
+    thread_safe: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dtypes"] = list(self.dtypes)
+        data["devices"] = list(self.devices)
+        data["extra"] = dict(self.extra)
+        return data
+
+
+class Executable(abc.ABC):
+    """A model compiled for a target."""
+
+    @abc.abstractmethod
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run once on named inputs and return every graph output by name."""
+
+    def placement(self) -> dict[str, Any]:
+        """Where the work actually ran.
+
+        A target that hands part of a graph to another device (an execution
+        provider falling back to the CPU) must say so here, e.g.
+        ``{"fallback": True, "fallback_nodes": 3, "devices": {"CPU": 3, "CUDA": 10}}``.
+        """
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the executable holds."""
+
+
+class Target(abc.ABC):
+    """A target driver. Construction must be cheap and must not fail when the
+    runtime is missing: report that through :meth:`availability` instead."""
+
+    #: Path of this driver's expectations file (cases known to fail), if any.
+    expectations_file: Path | None = None
+
+    @property
+    @abc.abstractmethod
+    def identity(self) -> TargetIdentity: ...
+
+    @abc.abstractmethod
+    def availability(self) -> Availability: ...
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abc.abstractmethod
+    def compile(self, model: bytes) -> Executable:
+        """Compile serialized ONNX model bytes into an executable."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the target holds."""
+
+    def describe(self) -> dict[str, Any]:
+        """Identity, availability and capabilities as one JSON-ready dict."""
+        avail = self.availability()
+        data: dict[str, Any] = self.identity.to_dict()
+        data["available"] = avail.available
+        data["reason"] = avail.reason
+        data["capabilities"] = self.capabilities().to_dict() if avail.available else None
+        return data

@@ -1,0 +1,1 @@
+"""Operator conformance suite: the ONNX backend node and model test cases."""

@@ -1,0 +1,181 @@
+"""The ONNX backend test cases shipped with the installed ``onnx`` package.
+
+- every node case ``onnx.backend.test.case.node.collect_testcases`` generates;
+- the model cases under ``onnx/backend/test/data/{pytorch-converted,pytorch-operator,simple}``.
+
+Each is judged with its own rtol/atol, as onnx's own backend test runner does.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from harness.cases import Case, DataSet, LoadedCase, default_opset
+
+SUITE = "operators"
+MODEL_KINDS = ("pytorch-converted", "pytorch-operator", "simple")
+
+#: ops whose canonical (shortest-named) case forms the representative subset CI runs
+REPRESENTATIVE_OPS = (
+    "Abs", "Add", "ArgMax", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat",
+    "Conv", "ConvTranspose", "Div", "Einsum", "Erf", "Exp", "Flatten", "Gather", "Gelu",
+    "Gemm", "GlobalAveragePool", "HardSigmoid", "InstanceNormalization",
+    "LayerNormalization", "LeakyRelu", "Log", "LSTM", "MatMul", "MaxPool", "Mul", "Pad",
+    "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "Split",
+    "Sqrt", "Squeeze", "Sub", "Tanh", "TopK", "Transpose", "Unsqueeze", "Where",
+)
+
+
+def _input_names(model: onnx.ModelProto) -> list[str]:
+    initializers = {init.name for init in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
+
+
+def _loaded(model: onnx.ModelProto, data_sets: list[tuple[list[Any], list[Any]]]
+            ) -> LoadedCase:
+    names = _input_names(model)
+    return LoadedCase(model, [
+        DataSet(dict(zip(names, map(_as_array, inputs), strict=False)),
+                [_as_array(o) for o in outputs])
+        for inputs, outputs in data_sets
+    ])
+
+
+def _as_array(value: Any) -> Any:
+    """numpy scalars and TensorProtos (some onnx cases store those) become arrays."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    return np.asarray(value) if isinstance(value, np.generic) else value
+
+
+def _dtype_names(values: list[Any]) -> list[str]:
+    names = []
+    for value in values:
+        if isinstance(value, np.ndarray):
+            names.append(value.dtype.name)
+    return sorted(set(names))
+
+
+def _case_tags(model: onnx.ModelProto, op_type: str, source: str, dtypes: list[str]
+               ) -> dict[str, Any]:
+    domains = sorted({n.domain or "ai.onnx" for n in model.graph.node})
+    return {
+        "op_type": op_type,
+        "domain": domains[0] if len(domains) == 1 else ",".join(domains),
+        "opset": default_opset(model),
+        "source": source,
+        "dtypes": dtypes,
+        "node_count": len(model.graph.node),
+    }
+
+
+def _single_op(model: onnx.ModelProto) -> str | None:
+    ops = {node.op_type for node in model.graph.node}
+    return ops.pop() if len(ops) == 1 else None
+
+
+def node_cases() -> list[Case]:
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        generated = collect_testcases()
+    by_name = {tc.name: tc for tc in generated}
+    cases = []
+    for tc in generated:
+        op_type = _single_op(tc.model)
+        if op_type is None:  # an expanded function body: name the op it expands
+            base = tc.name.split("_expanded")[0]
+            twin = by_name.get(base)
+            op_type = (_single_op(twin.model) if twin is not None else None) or \
+                tc.model.graph.node[0].op_type
+        inputs = tc.data_sets[0][0] if tc.data_sets else []
+        cases.append(Case(
+            suite=SUITE, name=tc.name,
+            load=functools.partial(_loaded, tc.model, tc.data_sets),
+            rtol=tc.rtol, atol=tc.atol,
+            tags=_case_tags(tc.model, op_type, "node", _dtype_names(list(inputs))),
+        ))
+    return cases
+
+
+def _load_proto(path: str, type_proto: onnx.TypeProto) -> Any:
+    with open(path, "rb") as handle:
+        content = handle.read()
+    if type_proto.HasField("sequence_type"):
+        sequence = onnx.SequenceProto()
+        sequence.ParseFromString(content)
+        return numpy_helper.to_list(sequence)
+    if type_proto.HasField("optional_type"):
+        optional = onnx.OptionalProto()
+        optional.ParseFromString(content)
+        return numpy_helper.to_optional(optional)
+    tensor = onnx.TensorProto()
+    tensor.ParseFromString(content)
+    return numpy_helper.to_array(tensor)
+
+
+def _load_model_dir(model_dir: str) -> LoadedCase:
+    model = onnx.load(os.path.join(model_dir, "model.onnx"))
+    graph_inputs = [i for i in model.graph.input
+                    if i.name not in {init.name for init in model.graph.initializer}]
+    data_sets = []
+    for data_dir in sorted(glob.glob(os.path.join(model_dir, "test_data_set*"))):
+        n_in = len(glob.glob(os.path.join(data_dir, "input_*.pb")))
+        n_out = len(glob.glob(os.path.join(data_dir, "output_*.pb")))
+        inputs = [_load_proto(os.path.join(data_dir, f"input_{i}.pb"), graph_inputs[i].type)
+                  for i in range(n_in)]
+        outputs = [_load_proto(os.path.join(data_dir, f"output_{i}.pb"),
+                               model.graph.output[i].type) for i in range(n_out)]
+        data_sets.append((inputs, outputs))
+    return _loaded(model, data_sets)
+
+
+def model_dir_cases(kinds: tuple[str, ...] = MODEL_KINDS) -> list[Case]:
+    from onnx.backend.test.loader import load_model_tests
+
+    cases = []
+    for kind in kinds:
+        for tc in sorted(load_model_tests(kind=kind), key=lambda t: t.name):
+            if tc.model_dir is None:
+                continue
+            model = onnx.load(os.path.join(tc.model_dir, "model.onnx"), load_external_data=False)
+            op_type = _single_op(model) or f"model:{kind}"
+            cases.append(Case(
+                suite=SUITE, name=tc.name,
+                load=functools.partial(_load_model_dir, tc.model_dir),
+                rtol=tc.rtol, atol=tc.atol,
+                tags=_case_tags(model, op_type, kind, []),
+            ))
+    return cases
+
+
+def all_cases() -> list[Case]:
+    node = node_cases()
+    taken = {c.name for c in node}
+    models = []
+    for case in model_dir_cases():
+        if case.name in taken:  # a model case named like a node case keeps both, renamed
+            case.name = f"{case.name}_{case.tags['source'].replace('-', '_')}"
+        models.append(case)
+    return node + models
+
+
+def representative(cases: list[Case]) -> set[str]:
+    """One canonical case per op in :data:`REPRESENTATIVE_OPS`: the shortest name."""
+    chosen: dict[str, Case] = {}
+    for case in cases:
+        op = case.tags.get("op_type")
+        if op in REPRESENTATIVE_OPS and case.tags.get("source") == "node":
+            best = chosen.get(op)
+            if best is None or (len(case.name), case.name) < (len(best.name), best.name):
+                chosen[op] = case
+    return {c.name for c in chosen.values()}

@@ -1,0 +1,261 @@
+"""ONNX Runtime targets: ``onnxruntime-cpu`` and one target per execution provider.
+
+Options (``--target onnxruntime-cpu,intra_op_threads=1,graph_optimization_level=basic``):
+
+- ``intra_op_threads``: threads inside an operator (0 = onnxruntime's default).
+- ``inter_op_threads``: threads across operators (0 = default).
+- ``graph_optimization_level``: ``disable``, ``basic``, ``extended`` or ``all``.
+
+Non-CPU execution providers may hand nodes back to the CPU provider. Those
+targets profile their first run and report in :meth:`Executable.placement` how
+many nodes each provider ran, so a record never claims GPU work the CPU did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.registry import TargetSpec
+from harness.target import (
+    Availability,
+    Capabilities,
+    Executable,
+    InputMismatchError,
+    Target,
+    TargetError,
+    TargetIdentity,
+)
+
+EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
+
+#: target suffix -> (execution provider, device, vendor of the device stack)
+PROVIDERS: dict[str, tuple[str, str, str]] = {
+    "cpu": ("CPUExecutionProvider", "cpu", "Microsoft"),
+    "cuda": ("CUDAExecutionProvider", "gpu", "NVIDIA"),
+    "tensorrt": ("TensorrtExecutionProvider", "gpu", "NVIDIA"),
+    "rocm": ("ROCMExecutionProvider", "gpu", "AMD"),
+    "migraphx": ("MIGraphXExecutionProvider", "gpu", "AMD"),
+    "openvino": ("OpenVINOExecutionProvider", "cpu", "Intel"),
+    "dnnl": ("DnnlExecutionProvider", "cpu", "Intel"),
+    "dml": ("DmlExecutionProvider", "gpu", "Microsoft"),
+    "coreml": ("CoreMLExecutionProvider", "npu", "Apple"),
+    "qnn": ("QNNExecutionProvider", "npu", "Qualcomm"),
+    "cann": ("CANNExecutionProvider", "npu", "Huawei"),
+}
+
+OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+ORT_DTYPES = (
+    "float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "bool", "string",
+)
+
+
+def _driver_version() -> str:
+    try:
+        return metadata.version("shipei")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def provide_targets() -> Iterable[TargetSpec]:
+    """Entry point of the built-in ONNX Runtime driver."""
+    for suffix in PROVIDERS:
+        yield TargetSpec(
+            name=f"onnxruntime-{suffix}",
+            factory="targets.onnxruntime_target:OnnxRuntimeTarget",
+            kwargs={"provider_key": suffix},
+            summary=f"ONNX Runtime with {PROVIDERS[suffix][0]}",
+        )
+
+
+class OnnxRuntimeExecutable(Executable):
+    def __init__(self, session: Any, profile_placement: bool) -> None:
+        self._session = session
+        self._inputs = {i.name: i for i in session.get_inputs()}
+        self._output_names = [o.name for o in session.get_outputs()]
+        self._profiling = profile_placement
+        self._placement: dict[str, Any] = {}
+
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(inputs) - set(self._inputs))
+        if unknown:
+            raise InputMismatchError(
+                f"unknown input name(s) {unknown}; the model takes {sorted(self._inputs)}"
+            )
+        feeds = {name: value for name, value in inputs.items() if value is not None}
+        for name, value in feeds.items():
+            expected = self._inputs[name]
+            if isinstance(value, np.ndarray) and expected.type.startswith("tensor("):
+                want = expected.type[len("tensor("):-1]
+                got = _ort_type_name(value.dtype)
+                if got != want:
+                    raise InputMismatchError(f"input {name!r}: dtype {got}, model expects {want}")
+                if len(expected.shape) != value.ndim:
+                    raise InputMismatchError(
+                        f"input {name!r}: rank {value.ndim} (shape {list(value.shape)}), "
+                        f"model expects shape {expected.shape}"
+                    )
+                for got_dim, want_dim in zip(value.shape, expected.shape, strict=True):
+                    if isinstance(want_dim, int) and got_dim != want_dim:
+                        raise InputMismatchError(
+                            f"input {name!r}: shape {list(value.shape)}, "
+                            f"model expects {expected.shape}"
+                        )
+        return feeds
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        feeds = self._check_inputs(inputs)
+        try:
+            values = self._session.run(self._output_names, feeds)
+        except Exception as exc:
+            raise TargetError(f"onnxruntime run failed: {exc}") from exc
+        if self._profiling:
+            self._profiling = False
+            self._placement = _placement_from_profile(self._session.end_profiling())
+        return dict(zip(self._output_names, values, strict=True))
+
+    def placement(self) -> dict[str, Any]:
+        return dict(self._placement)
+
+    def close(self) -> None:
+        self._session = None
+
+
+def _ort_type_name(dtype: np.dtype) -> str:
+    names = {"float32": "float", "float64": "double", "bool": "bool", "object": "string"}
+    if dtype.kind in "US":
+        return "string"
+    return names.get(dtype.name, dtype.name)
+
+
+def _placement_from_profile(path: str) -> dict[str, Any]:
+    """Count nodes per execution provider from an onnxruntime profile trace."""
+    try:
+        events = json.loads(Path(path).read_text())
+    finally:
+        Path(path).unlink(missing_ok=True)
+    per_node: dict[str, str] = {}
+    for event in events:
+        args = event.get("args") or {}
+        provider = args.get("provider")
+        if event.get("cat") == "Node" and provider:
+            per_node[event.get("name", "").rsplit("_kernel_time", 1)[0]] = provider
+    counts = Counter(per_node.values())
+    return {"nodes_by_provider": dict(counts)}
+
+
+class OnnxRuntimeTarget(Target):
+    def __init__(
+        self,
+        provider_key: str = "cpu",
+        configuration: str = "default",
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        graph_optimization_level: str = "all",
+    ) -> None:
+        if provider_key not in PROVIDERS:
+            raise TargetError(f"unknown onnxruntime provider {provider_key!r}")
+        if graph_optimization_level not in OPT_LEVELS:
+            raise TargetError(
+                f"graph_optimization_level must be one of {sorted(OPT_LEVELS)}, "
+                f"not {graph_optimization_level!r}"
+            )
+        self.provider_key = provider_key
+        self.provider, self.device, self.device_vendor = PROVIDERS[provider_key]
+        self.configuration = configuration
+        self.intra_op_threads = int(intra_op_threads)
+        self.inter_op_threads = int(inter_op_threads)
+        self.graph_optimization_level = graph_optimization_level
+        self.expectations_file = EXPECTATIONS_DIR / f"onnxruntime-{provider_key}.toml"
+
+    @property
+    def identity(self) -> TargetIdentity:
+        try:
+            version = metadata.version("onnxruntime")
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        return TargetIdentity(
+            name=f"onnxruntime-{self.provider_key}",
+            kind="framework",
+            vendor="Microsoft",
+            driver_version=_driver_version(),
+            runtime="onnxruntime",
+            runtime_version=version,
+            device=self.device,
+            configuration=self.configuration,
+            driver_distribution="shipei",
+        )
+
+    def availability(self) -> Availability:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            return Availability.no(f"onnxruntime is not installed ({exc}); pip install onnxruntime")
+        available = ort.get_available_providers()
+        if self.provider not in available:
+            return Availability.no(
+                f"this onnxruntime build has no {self.provider} "
+                f"(available: {', '.join(available)})"
+            )
+        return Availability.yes()
+
+    def capabilities(self) -> Capabilities:
+        import onnx.defs
+
+        return Capabilities(
+            opset_min=1,
+            opset_max=onnx.defs.onnx_opset_version(),
+            dtypes=ORT_DTYPES,
+            devices=(self.device,),
+            precision="fp32",
+            thread_safe=True,
+            extra={
+                "execution_provider": self.provider,
+                "intra_op_threads": self.intra_op_threads,
+                "inter_op_threads": self.inter_op_threads,
+                "graph_optimization_level": self.graph_optimization_level,
+            },
+        )
+
+    def session_options(self) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = self.inter_op_threads
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, OPT_LEVELS[self.graph_optimization_level]
+        )
+        options.log_severity_level = 3
+        return options
+
+    def compile(self, model: bytes) -> OnnxRuntimeExecutable:
+        import onnxruntime as ort
+
+        options = self.session_options()
+        profile = self.provider_key != "cpu"
+        if profile:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "shipei-ort")
+        providers = [self.provider] if self.provider_key == "cpu" else [
+            self.provider, "CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        except Exception as exc:
+            raise TargetError(f"onnxruntime could not load the model: {exc}") from exc
+        return OnnxRuntimeExecutable(session, profile_placement=profile)

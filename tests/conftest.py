@@ -1,0 +1,50 @@
+"""Shared fixtures for the harness's own tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    results: Path
+    reports: Path
+
+    def run_dirs(self) -> list[Path]:
+        return sorted(p for p in self.results.iterdir() if p.is_dir()) if self.results.exists() \
+            else []
+
+    def records(self) -> list[dict]:
+        (run_dir,) = self.run_dirs()
+        return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()
+                if line.strip()]
+
+
+@pytest.fixture
+def shipei_cli(tmp_path: Path):
+    """Run the ``shipei`` command in a subprocess with results/reports under tmp_path."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
+            locations: bool = True) -> CliResult:
+        results, reports = tmp_path / "results", tmp_path / "reports"
+        argv = [sys.executable, "-m", "harness", *args]
+        if locations and args and args[0] in ("run",):
+            argv += ["--results-dir", str(results), "--reports-dir", str(reports)]
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                              env=full_env, check=False)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr, results, reports)
+
+    return run

@@ -40,8 +40,8 @@ def shipei_cli(tmp_path: Path):
             locations: bool = True) -> CliResult:
         results, reports = tmp_path / "results", tmp_path / "reports"
         argv = [sys.executable, "-m", "harness", *args]
-        if locations and args and args[0] in ("run",):
-            argv += ["--results-dir", str(results), "--reports-dir", str(reports)]
+        if locations and args and args[0] == "run":  # before any '--' meant for pytest
+            argv[3:3] = ["--results-dir", str(results), "--reports-dir", str(reports)]
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                               env=full_env, check=False)

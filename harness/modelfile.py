@@ -20,9 +20,9 @@ def check_model_file(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise ModelFileError(f"model file {path} is not a valid ONNX model "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
-                             ) from None
+                             f"({type(exc).__name__}: {detail})") from None
     if not model.graph.node:
         raise ModelFileError(f"model file {path} has an empty graph (corrupt or not ONNX)")
     try:

@@ -13,6 +13,7 @@ for measuring the isolation overhead); it cannot enforce timeouts.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import signal
 import time
@@ -197,10 +198,8 @@ class ProcessHost:
         if process is None:
             return
         if not kill and conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 conn.send(("shutdown", ()))
-            except OSError:
-                pass
             process.join(10)
         if process.is_alive():
             process.kill()
@@ -256,10 +255,9 @@ class ProcessHost:
     def release(self, key: str) -> None:
         if self._conn is None:
             return
-        try:
+        # a replaced worker or a key already gone leaves nothing to release
+        with contextlib.suppress(CaseTimeout, WorkerCrash, RemoteError):
             self._request("release", (key,), 30.0)
-        except (CaseTimeout, WorkerCrash, RemoteError):
-            pass  # the worker was replaced or the key is gone: nothing left to release
 
 
 class InlineHost:

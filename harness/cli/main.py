@@ -1,4 +1,10 @@
-"""Entry point of the ``shipei`` command: discovers the ``cmd_*`` subcommand modules."""
+"""Entry point of the ``shipei`` command.
+
+Subcommands come from the ``cmd_*`` modules of this package and from the
+``shipei.commands`` entry-point group, through which a driver distribution adds
+commands of its own (the serial driver adds ``shipei sim``). Each is a callable
+``register(subparsers)`` that adds a parser with ``set_defaults(handler=...)``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,12 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from harness import __version__
 from harness.cli.common import CliError
+
+COMMANDS_GROUP = "shipei.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("cmd_"):
             importlib.import_module(f"harness.cli.{info.name}").register(subparsers)
+    for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()(subparsers)
+        except Exception as exc:  # a broken driver's command must not break the others
+            print(f"shipei: warning: command {ep.name!r} ({ep.value}) failed to load: {exc}",
+                  file=sys.stderr)
     return parser
 
 

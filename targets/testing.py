@@ -1,0 +1,116 @@
+"""Test-only targets that misbehave on purpose, to prove the harness survives them.
+
+They are *not* registered through the entry-point group (``shipei targets`` does
+not list them). Tests enable them with ``SHIPEI_PLUGINS=targets.testing:provide_targets``.
+
+``shipei-faulty`` wraps onnxruntime on the CPU and misbehaves when the model
+contains ``trigger_op`` (every model if it is ``*``)::
+
+    --target shipei-faulty,fault=abort,trigger_op=Abs
+
+Faults: ``abort`` (``os.abort()``), ``segfault`` (a real NULL dereference via
+ctypes), ``hang`` (sleeps ``hang_s`` seconds), ``wrong`` (adds ``offset`` to every
+floating-point output), ``raise`` (raises ``RuntimeError``), ``slow`` (sleeps
+``delay_ms`` inside every run: the injected slowdown of the performance tests),
+``leak`` (keeps ``leak_mb`` MiB per compile alive), ``none``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+
+from harness.registry import TargetSpec
+from harness.target import Availability, Capabilities, Executable, Target, TargetIdentity
+
+FAULTS = ("abort", "segfault", "hang", "wrong", "raise", "slow", "leak", "none")
+_LEAKED: list[bytearray] = []
+
+
+def provide_targets() -> Iterable[TargetSpec]:
+    yield TargetSpec(name="shipei-faulty", factory="targets.testing:FaultyTarget",
+                     summary="test-only: onnxruntime CPU with an injected fault")
+
+
+def _segfault() -> None:
+    ctypes.string_at(0)  # reads address 0: SIGSEGV in this process
+
+
+class FaultyExecutable(Executable):
+    def __init__(self, inner: Executable, target: FaultyTarget, triggered: bool) -> None:
+        self.inner = inner
+        self.target = target
+        self.triggered = triggered
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        fault = self.target.fault if self.triggered else "none"
+        if fault == "abort":
+            os.abort()
+        if fault == "segfault":
+            _segfault()
+        if fault == "hang":
+            time.sleep(self.target.hang_s)
+        if fault == "raise":
+            raise RuntimeError("injected failure")
+        if fault == "slow":
+            time.sleep(self.target.delay_ms / 1000.0)
+        outputs = self.inner.run(inputs)
+        if fault == "wrong":
+            outputs = {k: (v + np.asarray(self.target.offset, dtype=v.dtype)
+                           if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+                       for k, v in outputs.items()}
+        return outputs
+
+    def placement(self) -> dict[str, Any]:
+        return self.inner.placement()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class FaultyTarget(Target):
+    def __init__(self, configuration: str = "default", fault: str = "none",
+                 trigger_op: str = "*", hang_s: float = 3600.0, offset: float = 0.5,
+                 delay_ms: float = 5.0, leak_mb: int = 8) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
+        from targets.onnxruntime_target import OnnxRuntimeTarget
+
+        self.inner = OnnxRuntimeTarget("cpu", intra_op_threads=1)
+        self.configuration = configuration
+        self.fault = fault
+        self.trigger_op = trigger_op
+        self.hang_s = float(hang_s)
+        self.offset = float(offset)
+        self.delay_ms = float(delay_ms)
+        self.leak_mb = int(leak_mb)
+
+    @property
+    def identity(self) -> TargetIdentity:
+        inner = self.inner.identity
+        return TargetIdentity(
+            name="shipei-faulty", kind="framework", vendor="Shipei test fixtures",
+            driver_version=inner.driver_version, runtime=inner.runtime,
+            runtime_version=inner.runtime_version, device="cpu",
+            configuration=f"fault={self.fault},trigger_op={self.trigger_op}",
+            driver_distribution="shipei",
+        )
+
+    def availability(self) -> Availability:
+        return self.inner.availability()
+
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities()
+
+    def compile(self, model: bytes) -> Executable:
+        ops = {node.op_type for node in onnx.load_from_string(model).graph.node}
+        triggered = self.trigger_op == "*" or self.trigger_op in ops
+        if triggered and self.fault == "leak":
+            _LEAKED.append(bytearray(self.leak_mb * 1024 * 1024))
+        return FaultyExecutable(self.inner.compile(model), self, triggered)

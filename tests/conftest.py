@@ -41,7 +41,7 @@ def shipei_cli(tmp_path: Path):
         results, reports = tmp_path / "results", tmp_path / "reports"
         argv = [sys.executable, "-m", "harness", *args]
         if locations and args and args[0] == "run":  # before any '--' meant for pytest
-            argv[3:3] = ["--results-dir", str(results), "--reports-dir", str(reports)]
+            argv[4:4] = ["--results-dir", str(results), "--reports-dir", str(reports)]
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                               env=full_env, check=False)

@@ -53,7 +53,26 @@ def _suite_names() -> list[str]:
         return []
 
 
+def check_targets(labels: list[str]) -> None:
+    """Fail fast, with one line, on an unknown, misconfigured or unavailable target."""
+    from harness.registry import RegistryError, TargetRequest, discover
+
+    registry = discover()
+    for label in labels:
+        try:
+            request = TargetRequest.parse(label)
+            target = registry.build(request)
+        except RegistryError as exc:
+            raise CliError(str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise CliError(f"bad options for target {label!r}: {exc}") from None
+        availability = target.availability()
+        if not availability.available:
+            raise CliError(f"target {label!r} is not available here: {availability.reason}")
+
+
 def pytest_arguments(args: argparse.Namespace) -> list[str]:
+    check_targets(args.target)
     for path in args.model:
         try:
             check_model_file(path)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import pickle
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from harness.cache import cache_dir, write_atomically
 from harness.cases import Case, DataSet, LoadedCase, default_opset
 
 SUITE = "operators"
@@ -82,12 +85,42 @@ def _single_op(model: onnx.ModelProto) -> str | None:
     return ops.pop() if len(ops) == 1 else None
 
 
-def node_cases() -> list[Case]:
+@dataclass
+class _NodeCase:
+    name: str
+    model: onnx.ModelProto
+    data_sets: list[tuple[list[Any], list[Any]]]
+    rtol: float
+    atol: float
+
+
+def _generate_node_cases() -> list[_NodeCase]:
+    """Run onnx's case generators (several seconds), or read their cached output.
+
+    The cache is keyed by the onnx and numpy versions that produced it, so a
+    different installation regenerates rather than reusing stale data.
+    """
+    key = f"onnx-{onnx.__version__}-numpy-{np.__version__}"
+    path = cache_dir("onnx-node-cases") / f"{key}.pkl"
+    if path.exists():
+        try:
+            rows = pickle.loads(path.read_bytes())
+            return [_NodeCase(n, onnx.load_from_string(m), d, r, a) for n, m, d, r, a in rows]
+        except Exception:  # a corrupt or foreign cache is regenerated, not trusted
+            path.unlink(missing_ok=True)
     from onnx.backend.test.case.node import collect_testcases
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         generated = collect_testcases()
+    rows = [(tc.name, tc.model.SerializeToString(), tc.data_sets, tc.rtol, tc.atol)
+            for tc in generated]
+    write_atomically(path, pickle.dumps(rows))
+    return [_NodeCase(tc.name, tc.model, tc.data_sets, tc.rtol, tc.atol) for tc in generated]
+
+
+def node_cases() -> list[Case]:
+    generated = _generate_node_cases()
     by_name = {tc.name: tc for tc in generated}
     cases = []
     for tc in generated:

@@ -1,0 +1,1 @@
+"""Ad-hoc check of model files given with ``shipei run --model PATH``."""

@@ -1,0 +1,353 @@
+"""OpenVINO targets: ``openvino-cpu``, ``openvino-gpu``, ``openvino-npu``.
+
+The model goes through OpenVINO's own ONNX frontend (``Core.read_model`` on the
+model bytes) and is compiled for one device. The inference precision hint is
+always set explicitly: on CPUs with native bf16 OpenVINO otherwise computes
+fp32 models in bf16. Reduced precision is a declared configuration of the same
+target (``openvino-cpu:bf16``, ``openvino-cpu:f16``); its
+:class:`~harness.target.Capabilities` precision loosens the judge's tolerances.
+After compiling, the driver reads the precision back from the compiled model and
+refuses to run if the device quietly chose another one (this CPU plugin turns
+``f16`` into ``bf16`` on CPUs without fp16 arithmetic).
+
+Options (``--target openvino-cpu,threads=1``):
+
+- ``threads``: ``INFERENCE_NUM_THREADS`` (0 = OpenVINO's choice).
+
+Exchanging tensors: OpenVINO's Python binding hands bf16 and fp8 tensors to numpy
+as float16/uint8 arrays holding the raw bits. The driver moves those bits
+unchanged between the ml_dtypes arrays of the cases and OpenVINO tensors, which
+is exact, and says so in :meth:`Executable.placement` (``bit_exchanged``).
+No value is ever converted to another dtype: an output dtype that differs from
+the ONNX model's is reported as it is and judged a failure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from harness.registry import TargetSpec
+from harness.target import (
+    Availability,
+    Capabilities,
+    Executable,
+    InputMismatchError,
+    Target,
+    TargetError,
+    TargetIdentity,
+    UnsupportedModelError,
+)
+
+EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
+
+#: target suffix -> (OpenVINO device name, configurations, default precision hint)
+DEVICES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "cpu": ("CPU", ("default", "bf16", "f16"), "f32"),
+    "gpu": ("GPU", ("default", "f16"), "f32"),
+    "npu": ("NPU", ("default",), "f16"),  # NPUs compute in fp16
+}
+
+#: configuration -> INFERENCE_PRECISION_HINT (``default`` takes the device's own)
+CONFIG_HINTS = {"bf16": "bf16", "f16": "f16"}
+#: precision hint -> (harness precision class, OPTIMIZATION_CAPABILITIES entry needed)
+HINT_PRECISION = {"f32": ("fp32", "FP32"), "bf16": ("bf16", "BF16"), "f16": ("fp16", "FP16")}
+
+#: OpenVINO element type name -> numpy dtype name of the cases (ml_dtypes for the exotic)
+OV_TO_NUMPY = {
+    "f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16",
+    "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
+    "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",
+    "boolean": "bool", "string": "string",
+    "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2",
+}
+#: element types the Python binding exchanges as raw bits of this width
+BIT_EXCHANGED = {"bf16": np.uint16, "f8e4m3": np.uint8, "f8e5m2": np.uint8}
+#: dtypes the driver can hand to OpenVINO and read back without loss
+OPENVINO_DTYPES = tuple(OV_TO_NUMPY.values())
+
+_UNSUPPORTED = re.compile(
+    r"No conversion rule found|Unsupported operation|is not supported|not implemented|"
+    r"Unsupported (?:data|element) type|doesn't support", re.IGNORECASE)
+_SOURCE_REFS = re.compile(r"(Exception from|Check '.*?' failed at) src/\S+:\d+:")
+_NOISE = re.compile(r"^(Exception from |Check '|FrontEnd API failed with|To facilitate|"
+                    r"Model wasn't fully converted|Summary:|\[ GENERAL_ERROR \]$)")
+
+
+def _driver_version() -> str:
+    try:
+        return metadata.version("shipei")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def provide_targets() -> Iterable[TargetSpec]:
+    """Entry point of the built-in OpenVINO driver."""
+    for suffix, (device, configurations, _) in DEVICES.items():
+        yield TargetSpec(
+            name=f"openvino-{suffix}",
+            factory="targets.openvino_target:OpenVinoTarget",
+            kwargs={"device_key": suffix},
+            configurations=configurations,
+            summary=f"OpenVINO ONNX frontend compiled for the {device} device",
+        )
+
+
+def summarize_error(exc: BaseException) -> str:
+    """OpenVINO's multi-line C++ exception text reduced to its informative lines."""
+    text = _SOURCE_REFS.sub("", str(exc))
+    lines = [line.strip(" -\t") for line in text.splitlines()]
+    useful = [line for line in lines if line and not _NOISE.match(line)]
+    return "; ".join(useful) or type(exc).__name__
+
+
+def _numpy_dtype_name(value: np.ndarray) -> str:
+    return "string" if value.dtype.kind in "USO" else value.dtype.name
+
+
+def _dims_match(shape: tuple[int, ...], partial: Any) -> bool:
+    if partial.rank.is_dynamic:
+        return True
+    if partial.rank.get_length() != len(shape):
+        return False
+    return all(not dim.is_static or dim.get_length() == got
+               for dim, got in zip(partial, shape, strict=True))
+
+
+class OpenVinoExecutable(Executable):
+    def __init__(self, compiled: Any, onnx_inputs: list[str], onnx_outputs: list[str],
+                 placement: dict[str, Any]) -> None:
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._onnx_inputs = onnx_inputs
+        self._placement = placement
+        self._ports = self._map_inputs()
+        self._outputs = self._map_outputs(onnx_outputs)
+        self._bit_exchanged: set[str] = set()
+
+    def _map_inputs(self) -> dict[str, int]:
+        """ONNX input name -> compiled input index.
+
+        OpenVINO's frontend sometimes renames a parameter after the graph output it
+        passes straight through (``Identity``, inference ``Dropout``): ``x`` becomes
+        ``y``. When no input was pruned, parameters keep the ONNX input order, so a
+        name missing from every port is taken from its position and the record
+        says so (``renamed_inputs``). Anything else is matched by name only.
+        """
+        ports = list(self._compiled.inputs)
+        by_name = {name: index for index, port in enumerate(ports) for name in port.get_names()}
+        renamed: dict[str, str] = {}
+        if len(ports) == len(self._onnx_inputs):
+            for index, name in enumerate(self._onnx_inputs):
+                if name not in by_name:
+                    by_name[name] = index
+                    renamed[name] = ports[index].get_any_name()
+        if renamed:
+            self._placement["renamed_inputs"] = renamed
+        return by_name
+
+    def _map_outputs(self, onnx_outputs: list[str]) -> dict[str, int]:
+        """ONNX output name -> compiled output index, by name only."""
+        by_name: dict[str, int] = {}
+        for index, port in enumerate(self._compiled.outputs):
+            for name in port.get_names():
+                by_name.setdefault(name, index)
+        missing = [name for name in onnx_outputs if name not in by_name]
+        if missing:
+            raise TargetError(f"OpenVINO dropped the name(s) of output(s) {missing}; "
+                              f"compiled outputs are named {sorted(by_name)}")
+        return {name: by_name[name] for name in onnx_outputs}
+
+    def _tensor(self, name: str, value: Any) -> Any:
+        import openvino as ov
+
+        port = self._compiled.inputs[self._ports[name]]
+        ov_type = port.get_element_type().get_type_name()
+        if not isinstance(value, np.ndarray):
+            raise InputMismatchError(
+                f"input {name!r}: {type(value).__name__} given; OpenVINO takes tensors only")
+        want = OV_TO_NUMPY.get(ov_type, ov_type)
+        got = _numpy_dtype_name(value)
+        if got != want:
+            raise InputMismatchError(f"input {name!r}: dtype {got}, model expects {want}")
+        if not _dims_match(value.shape, port.get_partial_shape()):
+            raise InputMismatchError(f"input {name!r}: shape {list(value.shape)}, "
+                                     f"model expects {port.get_partial_shape()}")
+        if ov_type in BIT_EXCHANGED:
+            bits = BIT_EXCHANGED[ov_type]
+            tensor = ov.Tensor(port.get_element_type(), ov.Shape(list(value.shape)))
+            tensor.data.view(bits)[...] = np.ascontiguousarray(value).view(bits)
+            self._bit_exchanged.add(name)
+            return tensor
+        if value.dtype == object:  # the binding takes str arrays, not object arrays
+            return np.asarray(value.tolist(), dtype=str)
+        return value
+
+    def _feeds(self, inputs: Mapping[str, Any]) -> dict[int, Any]:
+        """Checked input tensors keyed by compiled input index (names may be renamed)."""
+        unknown = sorted(set(inputs) - set(self._ports) - set(self._onnx_inputs))
+        if unknown:
+            raise InputMismatchError(
+                f"unknown input name(s) {unknown}; the model takes {sorted(self._onnx_inputs)}")
+        feeds: dict[int, Any] = {}
+        for name, value in inputs.items():
+            if value is None or name not in self._ports:
+                continue  # an omitted optional, or an input the graph never reads
+            feeds[self._ports[name]] = self._tensor(name, value)
+        missing = sorted(port.get_any_name() for index, port in enumerate(self._compiled.inputs)
+                         if index not in feeds)
+        if missing:
+            raise InputMismatchError(f"missing input(s) {missing}")
+        return feeds
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        feeds = self._feeds(inputs)
+        try:
+            self._request.infer(feeds)
+        except RuntimeError as exc:
+            raise TargetError(f"OpenVINO inference failed: {summarize_error(exc)}") from exc
+        return {name: self._read_output(name, index) for name, index in self._outputs.items()}
+
+    def _read_output(self, name: str, index: int) -> np.ndarray:
+        tensor = self._request.get_output_tensor(index)
+        ov_type = tensor.element_type.get_type_name()
+        if ov_type == "string":
+            return np.array(tensor.str_data, dtype=object).reshape(tuple(tensor.shape))
+        data = np.array(tensor.data, copy=True)
+        if ov_type in BIT_EXCHANGED:
+            import ml_dtypes
+
+            self._bit_exchanged.add(name)
+            return data.view(BIT_EXCHANGED[ov_type]).view(getattr(ml_dtypes, OV_TO_NUMPY[ov_type]))
+        return data
+
+    def placement(self) -> dict[str, Any]:
+        placement = dict(self._placement)
+        if self._bit_exchanged:
+            placement["bit_exchanged"] = sorted(self._bit_exchanged)
+        return placement
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+
+
+class OpenVinoTarget(Target):
+    def __init__(self, device_key: str = "cpu", configuration: str = "default",
+                 threads: int = 0) -> None:
+        if device_key not in DEVICES:
+            raise TargetError(f"unknown OpenVINO device {device_key!r}; known: {sorted(DEVICES)}")
+        self.device_key = device_key
+        self.device, configurations, default_hint = DEVICES[device_key]
+        if configuration not in configurations:
+            raise TargetError(f"openvino-{device_key} has no configuration {configuration!r}")
+        self.configuration = configuration
+        self.hint = CONFIG_HINTS.get(configuration, default_hint)
+        self.threads = int(threads)
+        self._core: Any = None
+        name = f"openvino-{device_key}"
+        own = EXPECTATIONS_DIR / f"{name}.{configuration}.toml"
+        self.expectations_file = own if own.exists() else EXPECTATIONS_DIR / f"{name}.toml"
+
+    @property
+    def name(self) -> str:
+        return f"openvino-{self.device_key}"
+
+    def core(self) -> Any:
+        if self._core is None:
+            import openvino as ov
+
+            self._core = ov.Core()
+        return self._core
+
+    @property
+    def identity(self) -> TargetIdentity:
+        try:
+            version = metadata.version("openvino")
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        return TargetIdentity(
+            name=self.name, kind="framework", vendor="Intel", driver_version=_driver_version(),
+            runtime="openvino", runtime_version=version, device=self.device.lower(),
+            configuration=self.configuration, driver_distribution="shipei",
+        )
+
+    def availability(self) -> Availability:
+        try:
+            core = self.core()
+        except ImportError as exc:
+            return Availability.no(f"openvino is not installed ({exc}); "
+                                   "pip install 'shipei[openvino]'")
+        devices = core.available_devices
+        if not any(d == self.device or d.startswith(self.device + ".") for d in devices):
+            return Availability.no(f"OpenVINO sees no {self.device} device on this machine "
+                                   f"(available: {', '.join(devices) or 'none'})")
+        needed = HINT_PRECISION[self.hint][1]
+        capabilities = core.get_property(self.device, "OPTIMIZATION_CAPABILITIES")
+        if needed not in capabilities:
+            return Availability.no(
+                f"the {self.device} device lacks {needed} arithmetic "
+                f"(OPTIMIZATION_CAPABILITIES: {', '.join(capabilities)}); OpenVINO would "
+                f"silently compute in another precision")
+        return Availability.yes()
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            opset_min=1,
+            opset_max=onnx.defs.onnx_opset_version(),
+            dtypes=OPENVINO_DTYPES,
+            devices=(self.device.lower(),),
+            precision=HINT_PRECISION[self.hint][0],
+            thread_safe=False,
+            extra={"openvino_device": self.device, "inference_precision_hint": self.hint,
+                   "inference_num_threads": self.threads},
+        )
+
+    def compile_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.hint,
+                                  "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        return config
+
+    def compile(self, model: bytes) -> OpenVinoExecutable:
+        try:
+            proto = onnx.load_from_string(model)
+        except Exception as exc:
+            raise TargetError(f"not a readable ONNX model: {exc}") from exc
+        core = self.core()
+        try:
+            ov_model = core.read_model(model, b"")
+        except RuntimeError as exc:
+            raise _classify("OpenVINO's ONNX frontend could not convert the model", exc) from exc
+        try:
+            compiled = core.compile_model(ov_model, self.device, self.compile_config())
+        except RuntimeError as exc:
+            raise _classify(f"OpenVINO could not compile the model for {self.device}",
+                            exc) from exc
+        effective = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if effective != self.hint:
+            raise TargetError(f"asked {self.device} for {self.hint} inference, but the "
+                              f"compiled model computes in {effective}")
+        initializers = {init.name for init in proto.graph.initializer}
+        placement = {"device": self.device,
+                     "execution_devices": list(compiled.get_property("EXECUTION_DEVICES")),
+                     "inference_precision": effective}
+        return OpenVinoExecutable(
+            compiled,
+            [i.name for i in proto.graph.input if i.name not in initializers],
+            [o.name for o in proto.graph.output],
+            placement,
+        )
+
+
+def _classify(what: str, exc: BaseException) -> TargetError:
+    summary = summarize_error(exc)
+    kind = UnsupportedModelError if _UNSUPPORTED.search(summary) else TargetError
+    return kind(f"{what}: {summary}")

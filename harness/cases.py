@@ -135,26 +135,17 @@ def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
         return Outcome("skip", reason)
     rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
     key = key or f"{case.suite}::{case.name}"
-    timings: dict[str, float] = {}
     try:
-        timings["compile_s"] = host.compile(key, loaded.model.SerializeToString(),
-                                            deadline - time.perf_counter())
-        verdict = Judgement(True)
-        run_times: list[float] = []
-        for data in loaded.data_sets:
-            outputs, seconds = host.run(key, data.inputs, deadline - time.perf_counter())
-            run_times.append(seconds)
-            verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names,
-                                           rtol, atol))
-        placement = host.placement(key, max(deadline - time.perf_counter(), 1.0))
+        result = host.run_case(key, loaded.model.SerializeToString(),
+                               [data.inputs for data in loaded.data_sets],
+                               deadline - time.perf_counter())
     except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
-        outcome = _failure(exc, started)
-        outcome.timings.update(timings)
-        return outcome
-    finally:
-        host.release(key)
-    timings["run_s"] = sum(run_times)
-    timings["total_s"] = time.perf_counter() - started
+        return _failure(exc, started)
+    verdict = Judgement(True)
+    for data, outputs in zip(loaded.data_sets, result["outputs"], strict=True):
+        verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names, rtol, atol))
+    timings = {"compile_s": result["compile_s"], "run_s": sum(result["run_s"]),
+               "total_s": time.perf_counter() - started}
     metrics = verdict.metrics() | {"rtol": rtol, "atol": atol}
     status = "pass" if verdict.passed else "fail"
-    return Outcome(status, verdict.message, metrics, timings, placement)
+    return Outcome(status, verdict.message, metrics, timings, result["placement"])

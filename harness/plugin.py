@@ -124,18 +124,30 @@ class TargetHandle:
         record = self.session.make_record(self.label, suite, case, outcome, expectation,
                                           as_expected, tags or {})
         self.item.user_properties.append((RECORD_PROPERTY, record))
-        _finish_test(outcome, expectation, as_expected, explanation)
+        _finish_test(self.item, outcome, expectation, as_expected, explanation)
 
 
-def _finish_test(outcome: Outcome, expectation: Expectation | None, as_expected: bool,
-                 explanation: str) -> None:
+#: an as-expected non-pass, turned into a skip/xfail report by pytest_runtest_makereport
+VERDICT_KEY = pytest.StashKey[tuple[str, str]]()
+
+
+def _finish_test(item: pytest.Item, outcome: Outcome, expectation: Expectation | None,
+                 as_expected: bool, explanation: str) -> None:
+    """Turn an outcome into the test's pytest outcome.
+
+    As-expected non-passes are not raised: the report is rewritten afterwards
+    (as pytest's own xfail does), which spares formatting a traceback per case.
+    """
     if outcome.status == "pass" and as_expected:
         return
     if as_expected:
         if outcome.status == "skip":
-            pytest.skip(outcome.message)
-        pytest.xfail(f"{outcome.status} as expected ({expectation.reason}): {outcome.message}"
-                     if expectation else outcome.message)
+            item.stash[VERDICT_KEY] = ("skip", outcome.message)
+        else:
+            reason = expectation.reason if expectation else ""
+            item.stash[VERDICT_KEY] = (
+                "xfail", f"{outcome.status} as expected ({reason}): {outcome.message}")
+        return
     detail = f"\n{outcome.detail}" if outcome.detail else ""
     pytest.fail(f"{explanation}: {outcome.message}{detail}" if outcome.message
                 else explanation, pytrace=False)
@@ -300,6 +312,20 @@ class ShipeiSession:
         if "target" in metafunc.fixturenames:
             labels = [r.label for r in self.requests()]
             metafunc.parametrize("target", labels, indirect=True, ids=labels)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
+                                  ) -> Any:
+        report = yield
+        verdict = item.stash.get(VERDICT_KEY, None)
+        if verdict is not None and call.when == "call" and report.passed:
+            kind, reason = verdict
+            report.outcome = "skipped"
+            if kind == "xfail":
+                report.wasxfail = reason
+            else:
+                report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {reason}")
+        return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if _is_xdist_worker(self.config):

@@ -81,6 +81,8 @@ class Host(Protocol):
             ) -> tuple[dict[str, Any], float]: ...
     def placement(self, key: str, timeout: float) -> dict[str, Any]: ...
     def call(self, function: str, key: str, payload: Any, timeout: float) -> Any: ...
+    def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]],
+                 timeout: float) -> dict[str, Any]: ...
     def release(self, key: str) -> None: ...
     def close(self) -> None: ...
 
@@ -115,6 +117,24 @@ class _Executor:
         if executable is not None:
             executable.close()
 
+    def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]]
+                 ) -> dict[str, Any]:
+        """Compile, run every data set, report placement and release: one round trip."""
+        phase = "compile"
+        try:
+            compile_s = self.compile(key, model)
+            phase = "run"
+            runs = [self.run(key, feeds) for feeds in feeds_list]
+            phase = "placement"
+            placement = self.placement(key)
+        except BaseException as exc:
+            exc.shipei_phase = phase  # type: ignore[attr-defined]
+            raise
+        finally:
+            self.release(key)
+        return {"compile_s": compile_s, "outputs": [outputs for outputs, _ in runs],
+                "run_s": [seconds for _, seconds in runs], "placement": placement}
+
     def close(self) -> None:
         for key in list(self.executables):
             self.release(key)
@@ -139,7 +159,8 @@ def _worker_main(conn: Connection, spec: TargetSpec, configuration: str,
         try:
             conn.send(("ok", getattr(executor, op)(*args)))
         except BaseException as exc:  # the target's failure travels back, the worker lives on
-            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
+            phase = getattr(exc, "shipei_phase", op)
+            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc(), phase)))
     executor.close()
 
 
@@ -235,8 +256,8 @@ class ProcessHost:
             self._stop(kill=True)
             raise WorkerCrash(exitcode, op) from None
         if status == "error":
-            exc_type, message, remote_tb = payload
-            raise RemoteError(exc_type, message, op, remote_tb)
+            exc_type, message, remote_tb, phase = payload
+            raise RemoteError(exc_type, message, phase, remote_tb)
         return payload
 
     def compile(self, key: str, model: bytes, timeout: float) -> float:
@@ -251,6 +272,10 @@ class ProcessHost:
 
     def call(self, function: str, key: str, payload: Any, timeout: float) -> Any:
         return self._request("call", (function, key, payload), timeout)
+
+    def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]],
+                 timeout: float) -> dict[str, Any]:
+        return self._request("run_case", (key, model, [dict(f) for f in feeds_list]), timeout)
 
     def release(self, key: str) -> None:
         if self._conn is None:
@@ -271,7 +296,8 @@ class InlineHost:
         try:
             return getattr(self._executor, op)(*args)
         except Exception as exc:
-            raise RemoteError(type(exc).__name__, str(exc), op, traceback.format_exc()) from exc
+            raise RemoteError(type(exc).__name__, str(exc), getattr(exc, "shipei_phase", op),
+                              traceback.format_exc()) from exc
 
     def compile(self, key: str, model: bytes, timeout: float) -> float:
         return self._guard("compile", key, model)
@@ -285,6 +311,10 @@ class InlineHost:
 
     def call(self, function: str, key: str, payload: Any, timeout: float) -> Any:
         return self._guard("call", function, key, payload)
+
+    def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]],
+                 timeout: float) -> dict[str, Any]:
+        return self._guard("run_case", key, model, feeds_list)
 
     def release(self, key: str) -> None:
         self._executor.release(key)

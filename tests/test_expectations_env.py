@@ -1,0 +1,96 @@
+"""Expectations files and the environment fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.environment import fingerprint, os_info
+from harness.expectations import Expectations, ExpectationsError, judge, render
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "e.toml"
+    path.write_text(text)
+    return path
+
+
+def test_lookup_exact_and_pattern(tmp_path: Path) -> None:
+    exp = Expectations.load([_write(tmp_path, """
+[operators.test_a]
+status = "fail"
+reason = "known numerical difference"
+
+[operators."test_cast_*"]
+status = "error"
+reason = "no float8 kernels"
+""")])
+    assert exp.lookup("operators", "test_a").status == "fail"
+    assert exp.lookup("operators", "test_cast_FLOAT_to_FLOAT8E5M2").reason == "no float8 kernels"
+    assert exp.lookup("operators", "test_b") is None
+    assert exp.lookup("models", "test_a") is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[operators.test_a]\nstatus = "broken"\nreason = "x"\n', "status must be one of"),
+    ('[operators.test_a]\nstatus = "fail"\n', "a reason is required"),
+    ("[operators\n", "cannot read expectations"),
+])
+def test_bad_expectations_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ExpectationsError, match=message):
+        Expectations.load([_write(tmp_path, text)])
+
+
+def test_judge_outcomes() -> None:
+    from harness.expectations import Expectation
+
+    known = Expectation("fail", "known", "f.toml")
+    assert judge("pass", None) == (True, "")
+    assert judge("skip", None) == (True, "")
+    assert judge("fail", known) == (True, "")
+    ok, why = judge("pass", known)
+    assert not ok and "unexpected pass" in why and "f.toml" in why
+    ok, why = judge("crash", known)
+    assert not ok and "expected fail (known), got crash" in why
+    assert judge("error", None) == (False, "expected pass, got error")
+
+
+def test_render_keeps_reviewed_reasons(tmp_path: Path) -> None:
+    previous = Expectations.load([_write(tmp_path, """
+[operators.test_a]
+status = "fail"
+reason = "reviewed: accumulation order"
+""")])
+    records = [
+        {"suite": "operators", "case": "test_a", "status": "fail", "message": "raw a"},
+        {"suite": "operators", "case": "test_b", "status": "error", "message": "raw \"b\""},
+        {"suite": "operators", "case": "test_c", "status": "pass", "message": ""},
+        {"suite": "operators", "case": "test_d", "status": "skip", "message": "opset"},
+    ]
+    text = render(records, previous, header="drafted")
+    reloaded = Expectations.load([_write(tmp_path, text)])
+    assert reloaded.lookup("operators", "test_a").reason == "reviewed: accumulation order"
+    assert reloaded.lookup("operators", "test_b").status == "error"
+    assert reloaded.lookup("operators", "test_c") is None
+    assert reloaded.lookup("operators", "test_d") is None
+
+
+@pytest.mark.parametrize("release, family", [
+    ('NAME="Kylin Linux Advanced Server"\nID=kylin\nVERSION_ID="V10"\n', "Kylin (麒麟)"),
+    ('NAME="UnionTech OS Server 20"\nID=uos\nVERSION_ID="20"\n', "UOS (统信)"),
+    ('NAME="openEuler"\nID="openEuler"\nVERSION_ID="22.03"\n', "openEuler (欧拉)"),
+    ('NAME="Deepin"\nID=Deepin\nVERSION_ID="23"\n', "Deepin (深度)"),
+    ('NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\n', None),
+])
+def test_domestic_distributions_are_recognised(tmp_path: Path, release: str,
+                                               family: str | None) -> None:
+    path = tmp_path / "os-release"
+    path.write_text(release)
+    assert os_info(path)["domestic_distribution"] == family
+
+
+def test_fingerprint_has_the_platform_digest() -> None:
+    env = fingerprint()
+    assert len(env["platform_id"]) == 64 and env["cpu_count"] >= 1
+    assert "onnxruntime" in env["runtimes"]

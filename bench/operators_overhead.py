@@ -65,6 +65,10 @@ def harness_run(isolation: str) -> float:
     return elapsed
 
 
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -78,9 +82,8 @@ def main() -> None:
         harness_times.append(harness_run(args.isolation))
     bare, harness = statistics.median(bare_times), statistics.median(harness_times)
     print(f"\ncases: {ran}   repeats: {args.repeats}   isolation: {args.isolation}")
-    print(f"bare onnxruntime loop: {bare:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in bare_times)})")
-    print(f"shipei harness:        {harness:7.2f} s   (runs: "
-          f"{', '.join(f'{t:.2f}' for t in harness_times)})")
+    print(f"bare onnxruntime loop: {bare:7.2f} s   (runs: {_seconds(bare_times)})")
+    print(f"shipei harness:        {harness:7.2f} s   (runs: {_seconds(harness_times)})")
     print(f"ratio harness/bare:    {harness / bare:7.3f}   (goal <= 1.15)")
 
 

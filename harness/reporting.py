@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.junit import write_junit
+from harness.perf.report import write_performance_report
 from harness.records import RunPaths
 
 ReportWriter = Callable[[RunPaths, dict[str, Any], list[dict[str, Any]]], list[Path]]
@@ -19,6 +20,7 @@ def _junit(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, An
 
 #: Writers run in order; each returns the files it wrote.
 REPORT_WRITERS: list[ReportWriter] = [_junit]
+REPORT_WRITERS.append(write_performance_report)  # reports/<run-id>/performance.html
 
 
 def write_reports(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]

@@ -1,0 +1,34 @@
+"""Performance cases: a model, prepared inputs, a reference to check once, and the
+scenario rules to time it by."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from harness.cases import DataSet
+from harness.perf.settings import ScenarioSettings
+
+
+@dataclass
+class PerfWorkload:
+    model: onnx.ModelProto
+    #: prepared before timing: one feed per query (single-stream) or per batch (offline)
+    feeds: list[dict[str, Any]]
+    #: run once, outside the timed region, and judged against its reference outputs
+    check: DataSet
+
+
+@dataclass
+class PerfCase:
+    suite: str
+    name: str
+    model: str
+    settings: ScenarioSettings
+    load: Callable[[ScenarioSettings], PerfWorkload]
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    tags: dict[str, Any] = field(default_factory=dict)

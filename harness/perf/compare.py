@@ -1,0 +1,223 @@
+"""Latency regression check between two runs, on their stored samples.
+
+For every case measured in both runs the statistic is the relative change of the
+median inference time, ``new / baseline - 1``. Its confidence interval comes
+from a circular block bootstrap of each run's samples (blocks of consecutive
+samples keep the time-correlated noise of a busy machine in the interval
+instead of pretending every sample is independent).
+
+Verdicts, with ``threshold`` t and interval [lo, hi]:
+
+- ``regression``: lo > t - slower by more than the threshold, with confidence;
+- ``improvement``: hi < -t;
+- ``slower`` / ``faster``: the interval excludes 0 but not the threshold band;
+- ``no change``: the interval contains 0.
+
+Only ``regression`` fails the check. Run-to-run drift on a shared machine is not
+sampling noise; the threshold is what absorbs it (calibrate it by comparing two
+runs of the same build: see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.perf import samples as samples_io
+from harness.records import load_run
+
+DEFAULT_THRESHOLD = 0.10
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_RESAMPLES = 1000
+_CHUNK = 50
+
+
+@dataclass
+class CaseComparison:
+    baseline_target: str
+    new_target: str
+    case: str
+    scenario: str
+    baseline_median_ms: float
+    new_median_ms: float
+    change: float
+    ci_low: float
+    ci_high: float
+    baseline_count: int
+    new_count: int
+    p99_change: float
+    verdict: str
+
+
+@dataclass
+class Comparison:
+    baseline_run: str
+    new_run: str
+    threshold: float
+    confidence: float
+    cases: list[CaseComparison] = field(default_factory=list)
+    #: "target case: why" for every case that could not be compared
+    not_compared: list[str] = field(default_factory=list)
+    pairs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> list[CaseComparison]:
+        return [c for c in self.cases if c.verdict == "regression"]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["regression_count"] = len(self.regressions)
+        return data
+
+
+def block_bootstrap_medians(samples: np.ndarray, resamples: int, rng: np.random.Generator,
+                            block: int | None = None) -> np.ndarray:
+    """Medians of ``resamples`` circular block-bootstrap resamples of ``samples``."""
+    values = np.asarray(samples, dtype=np.float64)
+    n = values.size
+    length = block or max(1, round(n ** (1 / 3)))
+    blocks = -(-n // length)
+    extended = np.concatenate([values, values[:length]])
+    offsets = np.arange(length)
+    medians = np.empty(resamples)
+    for first in range(0, resamples, _CHUNK):
+        count = min(_CHUNK, resamples - first)
+        starts = rng.integers(0, n, size=(count, blocks))
+        index = (starts[:, :, None] + offsets).reshape(count, -1)[:, :n]
+        medians[first:first + count] = np.median(extended[index], axis=1)
+    return medians
+
+
+def change_interval(baseline: np.ndarray, new: np.ndarray, confidence: float = DEFAULT_CONFIDENCE,
+                    resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """(change, low, high): relative change of the median and its bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    base_boot = block_bootstrap_medians(baseline, resamples, rng)
+    new_boot = block_bootstrap_medians(new, resamples, rng)
+    ratios = new_boot / base_boot - 1.0
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    change = float(np.median(new)) / float(np.median(baseline)) - 1.0
+    return change, float(low), float(high)
+
+
+def verdict(low: float, high: float, threshold: float) -> str:
+    if low > threshold:
+        return "regression"
+    if high < -threshold:
+        return "improvement"
+    if low > 0:
+        return "slower"
+    if high < 0:
+        return "faster"
+    return "no change"
+
+
+def _measured(run_dir: Path) -> tuple[str, dict[tuple[str, str], dict[str, Any]], list[str]]:
+    info, records = load_run(run_dir)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    unusable = []
+    for record in records:
+        if "perf_schema_version" not in record.get("metrics", {}):
+            continue
+        key = (record["target"], record["case"])
+        if record["status"] == "pass" and record["metrics"].get("samples_file"):
+            found[key] = record
+        else:
+            found.pop(key, None)
+            unusable.append(f"{record['target']} {record['case']}: {record['status']} "
+                            f"in run {info.get('run_id', run_dir.name)}")
+    return str(info.get("run_id", run_dir.name)), found, unusable
+
+
+def pair_targets(baseline: set[str], new: set[str], pairs: Mapping[str, str] | None
+                 ) -> dict[str, str]:
+    """Baseline label -> new label: explicit pairs, else equal labels, else the only two."""
+    if pairs:
+        return dict(pairs)
+    common = {label: label for label in sorted(baseline & new)}
+    if not common and len(baseline) == 1 and len(new) == 1:
+        return {next(iter(baseline)): next(iter(new))}
+    return common
+
+
+def compare_runs(baseline: Path, new: Path, threshold: float = DEFAULT_THRESHOLD,
+                 confidence: float = DEFAULT_CONFIDENCE,
+                 pairs: Mapping[str, str] | None = None,
+                 resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Comparison:
+    """Compare every performance case two run folders share; see the module docstring."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    if threshold < 0:
+        raise ValueError(f"threshold must not be negative, not {threshold}")
+    base_id, base_cases, base_bad = _measured(baseline)
+    new_id, new_cases, new_bad = _measured(new)
+    result = Comparison(base_id, new_id, threshold, confidence,
+                        not_compared=base_bad + new_bad)
+    result.pairs = pair_targets({t for t, _ in base_cases}, {t for t, _ in new_cases}, pairs)
+    for (target, case), base_record in sorted(base_cases.items()):
+        other = result.pairs.get(target)
+        new_record = new_cases.get((other, case)) if other else None
+        if new_record is None:
+            result.not_compared.append(f"{target} {case}: not measured in run {new_id}")
+            continue
+        try:
+            base_s = samples_io.load(baseline, base_record["metrics"]["samples_file"])
+            new_s = samples_io.load(new, new_record["metrics"]["samples_file"])
+        except samples_io.SamplesError as exc:
+            result.not_compared.append(f"{target} {case}: {exc}")
+            continue
+        if base_s.samples_per_query != new_s.samples_per_query:
+            result.not_compared.append(
+                f"{target} {case}: batch size {base_s.samples_per_query} vs "
+                f"{new_s.samples_per_query}")
+            continue
+        result.cases.append(_compare_case(target, str(other), case, base_record, base_s,
+                                          new_s, threshold, confidence, resamples, seed))
+    return result
+
+
+def _compare_case(base_target: str, new_target: str, case: str, record: dict[str, Any],
+                  base: samples_io.Samples, new: samples_io.Samples, threshold: float,
+                  confidence: float, resamples: int, seed: int) -> CaseComparison:
+    change, low, high = change_interval(base.latency_ns, new.latency_ns, confidence,
+                                        resamples, seed)
+    p99 = float(np.percentile(new.latency_ns, 99)) / float(np.percentile(base.latency_ns, 99))
+    return CaseComparison(
+        baseline_target=base_target, new_target=new_target, case=case,
+        scenario=str(record["metrics"].get("scenario", "")),
+        baseline_median_ms=float(np.median(base.latency_ns)) / 1e6,
+        new_median_ms=float(np.median(new.latency_ns)) / 1e6,
+        change=change, ci_low=low, ci_high=high,
+        baseline_count=int(base.latency_ns.size), new_count=int(new.latency_ns.size),
+        p99_change=p99 - 1.0, verdict=verdict(low, high, threshold))
+
+
+def format_table(result: Comparison) -> list[str]:
+    """Human-readable lines: one per case, then what was not compared, then the verdict."""
+    level = f"{result.confidence:.0%}"
+    lines = [f"baseline {result.baseline_run}  ->  new {result.new_run}   "
+             f"(threshold {result.threshold:.1%}, {level} block-bootstrap interval)"]
+    for base, new in sorted(result.pairs.items()):
+        if base != new:
+            lines.append(f"comparing target {base} (baseline) with {new} (new)")
+    header = ("case", "target", "base p50 ms", "new p50 ms", "change", f"{level} interval",
+              "p99 change", "verdict")
+    rows = [(c.case, c.new_target, f"{c.baseline_median_ms:.4f}", f"{c.new_median_ms:.4f}",
+             f"{c.change:+.1%}", f"[{c.ci_low:+.1%}, {c.ci_high:+.1%}]",
+             f"{c.p99_change:+.1%}", c.verdict.upper() if c.verdict == "regression"
+             else c.verdict) for c in result.cases]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    lines += [f"not compared: {why}" for why in result.not_compared]
+    count = len(result.regressions)
+    lines.append(f"{count} significant regression(s) beyond {result.threshold:.1%}"
+                 if count else f"no significant regression beyond {result.threshold:.1%} "
+                 f"in {len(result.cases)} compared case(s)")
+    return lines

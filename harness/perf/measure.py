@@ -1,0 +1,135 @@
+"""Measuring one performance case on a target, from the controlling process.
+
+Order: load (inputs prepared here, before any timing) -> compile -> one checked
+run, judged against the reference outside the timed region -> warm-up and
+LoadGen timing inside the worker (:mod:`harness.perf.loops`) -> statistics.
+Every way this can end is an :class:`~harness.cases.Outcome`, as for conformance
+cases: a wrong output is ``fail`` and is not timed; a target that raises, hangs
+or dies is ``error``/``timeout``/``crash``; a harness fault is ``infra_error``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.cases import Outcome, _failure, unsupported_reason
+from harness.judge import compare_outputs, effective_tolerance
+from harness.perf import samples as samples_io
+from harness.perf.cases import PerfCase
+from harness.perf.loadgen_log import unmet
+from harness.perf.stats import summarize
+from harness.target import Capabilities
+from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
+
+PERF_SCHEMA_VERSION = "1.0"
+LOOP_FUNCTION = "harness.perf.loops:measure"
+#: capability ``extra`` keys that describe thread settings, recorded with every figure
+THREAD_KEYS = ("thread", "stream", "core", "affinity", "pin", "num_")
+
+
+@dataclass
+class PerfResult:
+    outcome: Outcome
+    samples: samples_io.Samples | None = None
+    logs: dict[str, str] = field(default_factory=dict)
+
+
+def loadgen_missing() -> str | None:
+    if importlib.util.find_spec("mlperf_loadgen") is None:
+        return "MLPerf LoadGen is not installed: pip install 'shipei[perf]' (mlcommons-loadgen)"
+    return None
+
+
+def declared_threads(caps: Capabilities) -> dict[str, Any]:
+    return {k: v for k, v in caps.extra.items() if any(word in k.lower() for word in THREAD_KEYS)}
+
+
+def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
+                 key: str | None = None) -> PerfResult:
+    """Check and time ``case`` on ``host`` within ``timeout`` seconds in all."""
+    started = time.perf_counter()
+    deadline = started + timeout
+    missing = loadgen_missing()
+    if missing:
+        return PerfResult(Outcome("skip", missing))
+    try:
+        workload = case.load(case.settings)
+    except Exception as exc:
+        return PerfResult(Outcome("infra_error",
+                                  f"could not prepare the workload: {type(exc).__name__}: {exc}"))
+    reason = unsupported_reason(workload.model, caps)
+    if reason:
+        return PerfResult(Outcome("skip", reason))
+    rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
+    key = key or f"{case.suite}::{case.name}"
+    timings: dict[str, float] = {}
+    try:
+        timings["compile_s"] = host.compile(key, workload.model.SerializeToString(),
+                                            deadline - time.perf_counter())
+        outputs, timings["check_s"] = host.run(key, workload.check.inputs,
+                                               deadline - time.perf_counter())
+        names = [o.name for o in workload.model.graph.output]
+        verdict = compare_outputs(workload.check.outputs, outputs, names, rtol, atol)
+        if not verdict.passed:
+            return PerfResult(Outcome(
+                "fail", f"outputs differ from the reference, so not timed: {verdict.message}",
+                verdict.metrics(), timings | {"total_s": time.perf_counter() - started}))
+        begin = time.perf_counter()
+        raw = host.call(LOOP_FUNCTION, key,
+                        {"settings": case.settings.to_dict(), "feeds": workload.feeds},
+                        deadline - time.perf_counter())
+        timings["measure_s"] = time.perf_counter() - begin
+        placement = host.placement(key, max(deadline - time.perf_counter(), 1.0))
+    except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
+        outcome = _failure(exc, started)
+        outcome.timings.update(timings)
+        return PerfResult(outcome)
+    finally:
+        host.release(key)
+    timings["total_s"] = time.perf_counter() - started
+    return _result(case, caps, raw, verdict.metrics() | {"rtol": rtol, "atol": atol},
+                   timings, placement)
+
+
+def _result(case: PerfCase, caps: Capabilities, raw: dict[str, Any],
+            check: dict[str, Any], timings: dict[str, float], placement: dict[str, Any]
+            ) -> PerfResult:
+    latency = np.asarray(raw["latency_ns"], dtype=np.int64)
+    start = np.asarray(raw["start_ns"], dtype=np.int64)
+    per_query = int(raw["samples_per_query"])
+    loadgen = raw["loadgen"]
+    metrics: dict[str, Any] = {
+        "perf_schema_version": PERF_SCHEMA_VERSION,
+        "scenario": case.settings.scenario,
+        "model": case.model,
+        "batch_size": per_query,
+        "engine": raw["engine"],
+        "settings": case.settings.to_dict(),
+        "loadgen": {k: v for k, v in loadgen.items() if k != "version"},
+        "warmup": raw["warmup"],
+        "attempts": raw["attempts"],
+        "threads": {"declared": declared_threads(caps)} | raw["threads"],
+        "machine": raw["machine"],
+        "output_check": check,
+    }
+    if latency.size == 0:
+        return PerfResult(Outcome("error", "no inference completed under LoadGen", metrics,
+                                  timings, placement), logs=raw["loadgen_logs"])
+    span_s = (start[-1] + latency[-1]) / 1e9
+    metrics["summary"] = summarize(latency, per_query, span_s)
+    status, message = "pass", ""
+    if not loadgen.get("valid"):
+        status = "error"
+        message = (f"LoadGen result {loadgen.get('validity', 'missing')}: "
+                   f"{'; '.join(unmet(loadgen))} (after {raw['attempts']} attempt(s))")
+    elif raw["machine"].get("alone") is False:
+        message = (f"not alone on the machine: other processes used "
+                   f"{raw['machine']['foreign_cpu_share']:.0%} of the CPU time")
+    outcome = Outcome(status, message, metrics, timings, placement)
+    return PerfResult(outcome, samples_io.Samples(latency, start, per_query),
+                      raw["loadgen_logs"])

@@ -46,7 +46,9 @@ class WorkerCrash(Exception):
 
 
 class InfraError(Exception):
-    """The harness could not provide a working worker: not the target's fault."""
+    """The harness could not provide a working worker, or a target's infrastructure
+    (a serial link, a network bench) failed: not the target's fault. A driver raises
+    a subclass of it for such failures; the worker carries it back as InfraError."""
 
 
 @dataclass
@@ -160,7 +162,8 @@ def _worker_main(conn: Connection, spec: TargetSpec, configuration: str,
             conn.send(("ok", getattr(executor, op)(*args)))
         except BaseException as exc:  # the target's failure travels back, the worker lives on
             phase = getattr(exc, "shipei_phase", op)
-            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc(), phase)))
+            status = "infra_error" if isinstance(exc, InfraError) else "error"
+            conn.send((status, (type(exc).__name__, str(exc), traceback.format_exc(), phase)))
     executor.close()
 
 
@@ -258,6 +261,9 @@ class ProcessHost:
         if status == "error":
             exc_type, message, remote_tb, phase = payload
             raise RemoteError(exc_type, message, phase, remote_tb)
+        if status == "infra_error":
+            exc_type, message, _, phase = payload
+            raise InfraError(f"{phase}: {exc_type}: {message}")
         return payload
 
     def compile(self, key: str, model: bytes, timeout: float) -> float:
@@ -281,7 +287,7 @@ class ProcessHost:
         if self._conn is None:
             return
         # a replaced worker or a key already gone leaves nothing to release
-        with contextlib.suppress(CaseTimeout, WorkerCrash, RemoteError):
+        with contextlib.suppress(CaseTimeout, WorkerCrash, RemoteError, InfraError):
             self._request("release", (key,), 30.0)
 
 
@@ -295,6 +301,8 @@ class InlineHost:
     def _guard(self, op: str, *args: Any) -> Any:
         try:
             return getattr(self._executor, op)(*args)
+        except InfraError:
+            raise
         except Exception as exc:
             raise RemoteError(type(exc).__name__, str(exc), getattr(exc, "shipei_phase", op),
                               traceback.format_exc()) from exc

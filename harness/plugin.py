@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from harness import __version__
+from harness import __version__, selection
 from harness.cases import Case, Outcome, execute_case
 from harness.environment import fingerprint, git_commit
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
@@ -30,6 +30,7 @@ from harness.records import (
     RecordWriter,
     RunPaths,
     json_safe,
+    latest_attempts,
     new_run_id,
     now_iso,
     write_json,
@@ -67,6 +68,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="PATH", help="ONNX model file for the model_file suite; repeatable")
     group.addoption("--run-id", dest="shipei_run_id", default=None,
                     help="run id to use (default: a new timestamped id)")
+    selection.add_options(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,6 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long sweeps excluded from the default test run")
     config.addinivalue_line("markers",
                             "representative: a small subset of a suite that CI runs per target")
+    selection.register(config)
     session = ShipeiSession(config)
     if config.getoption("shipei_targets"):
         session.validate_requests()
@@ -267,8 +270,10 @@ class ShipeiSession:
             run_id = opt("shipei_run_id") or new_run_id()
             self.paths = RunPaths(Path(opt("shipei_results")), Path(opt("shipei_reports")),
                                   run_id)
+            # a resumed or retried run continues its run.json and records
+            self.run_info, self.records = selection.open_run(self.config,
+                                                             self._describe_run(run_id))
             self.writer = RecordWriter(self.paths.records)
-            self.run_info = self._describe_run(run_id)
             write_json(self.paths.run_json, self.run_info)
         return self.paths
 
@@ -301,7 +306,8 @@ class ShipeiSession:
 
     def write_record(self, record: dict[str, Any], nodeid: str) -> None:
         paths = self._open_run()
-        record = dict(record, run_id=paths.run_id, nodeid=nodeid)
+        record = dict(record, run_id=paths.run_id, nodeid=nodeid,
+                      attempt=selection.attempt_number(self.config, record))
         assert self.writer is not None
         self.writer.write(record)
         self.records.append(record)
@@ -343,23 +349,25 @@ class ShipeiSession:
         self._hosts.clear()
         if self.paths is None or _is_xdist_worker(self.config):
             return
+        selection.finish_run(self.config, self.run_info)
+        effective = latest_attempts(self.records)
         self.run_info.update(finished_at=now_iso(), exit_status=int(exitstatus),
                              wall_time_s=round(time.time() - self.started, 3),
-                             target_wall_s=time_per_target(self.records),
-                             counts=count_statuses(self.records))
+                             target_wall_s=time_per_target(effective),
+                             counts=count_statuses(effective))
         write_json(self.paths.run_json, self.run_info)
         if self.writer:
             self.writer.close()
         from harness.reporting import write_reports  # deferred: only runs with records
 
-        self.report_files = write_reports(self.paths, self.run_info, self.records)
+        self.report_files = write_reports(self.paths, self.run_info, effective)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.paths is None or _is_xdist_worker(self.config):
             return
         from harness.reporting import terminal_summary
 
-        for line in terminal_summary(self.records, self.run_info, self.paths,
+        for line in terminal_summary(latest_attempts(self.records), self.run_info, self.paths,
                                      getattr(self, "report_files", [])):
             terminalreporter.write_line(line)
 

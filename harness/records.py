@@ -13,7 +13,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,12 +127,89 @@ def find_run(results_root: Path, run_id: str) -> Path:
     raise FileNotFoundError(f"run id {run_id!r} is ambiguous: {[m.name for m in matches]}")
 
 
-def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def load_run(run_dir: Path, all_attempts: bool = False
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """run.json and the run's records: one per case (:func:`latest_attempts`), or every
+    line of ``records.jsonl`` with ``all_attempts``."""
     run_json = run_dir / RUN_FILE
     info = json.loads(run_json.read_text()) if run_json.exists() else {"run_id": run_dir.name}
     records_path = run_dir / RECORDS_FILE
     records = list(read_records(records_path)) if records_path.exists() else []
-    return info, records
+    return info, records if all_attempts else latest_attempts(records)
+
+
+def _attempt(record: dict[str, Any]) -> int:
+    try:
+        return int(record.get("attempt") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def latest_attempts(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The effective record of each case of a run retried with ``--retry-failed``.
+
+    A retried case has several lines (``attempt`` 1, 2, ...); its effective
+    record is the last attempt, with the earlier ones under ``previous_attempts``.
+    A case whose earlier attempt ended unexpectedly and whose last attempt passed
+    is reported with the derived status ``flaky`` (not ``pass``), ``as_expected``
+    false and ``flaky`` true. Cases never retried pass through unchanged.
+    """
+    records = list(records)
+    key = _attempt_key
+    retried = {key(r) for r in records if _attempt(r) > 1}
+    if not retried:
+        return records
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        if key(record) in retried:
+            groups.setdefault(key(record), []).append(record)
+    effective: list[dict[str, Any]] = []
+    for record in records:
+        k = key(record)
+        if k not in retried:
+            effective.append(record)
+        elif k in groups:
+            effective.append(_collapse(groups.pop(k)))
+    return effective
+
+
+def _attempt_key(record: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(record.get(f, "")) for f in ("target", "suite", "case"))
+
+
+def _collapse(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(enumerate(attempts), key=lambda pair: (_attempt(pair[1]), pair[0]))
+    *earlier, last = [record for _, record in ordered]
+    history = [{"attempt": _attempt(r), "status": r.get("status"),
+                "as_expected": r.get("as_expected"), "message": r.get("message", ""),
+                "finished_at": r.get("finished_at")} for r in earlier]
+    record = dict(last, previous_attempts=history)
+    unsteady = [r for r in earlier if not r.get("as_expected", True)]
+    if last.get("status") == "pass" and last.get("as_expected", True) and unsteady:
+        first = unsteady[0]
+        said = (first.get("message") or "").strip().splitlines()
+        record.update(
+            status="flaky", as_expected=False, flaky=True,
+            message=f"flaky: {first.get('status')} on attempt {_attempt(first)} "
+                    f"({said[0][:200] if said else 'no message'}), "
+                    f"pass on attempt {_attempt(last)}")
+    return record
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut a torn last line (a run killed mid-write) so appended records start clean.
+
+    Returns the number of bytes removed.
+    """
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        handle.truncate(keep)
+    return len(data) - keep
 
 
 def now_iso() -> str:

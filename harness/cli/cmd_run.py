@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.cli.common import CliError, add_run_location_options, known_suites, resolve_suite
 from harness.modelfile import ModelFileError, check_model_file
+from harness.selection import SelectionError, continuation_argv, finalize, resolve_run
 
 DEFAULT_SUITE = "operators"
 MODEL_FILE_SUITE = "model_file"
@@ -40,6 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--expectations", action="append", default=[], type=Path,
                         help="expectations file to use instead of the targets' own")
     parser.add_argument("--run-id", help="id for this run (default: new timestamped id)")
+    parser.add_argument("--shard", metavar="I/N", help="run only the I-th of N balanced parts "
+                        "of the cases (one job of a CI matrix); join them with shipei merge")
+    parser.add_argument("--durations-from", metavar="RUN",
+                        help="balance --shard by the durations recorded in RUN")
+    parser.add_argument("--resume", metavar="RUN", help="run only the cases missing from RUN "
+                        "(an interrupted run), appending to it; alone, repeats RUN's selection")
+    parser.add_argument("--retry-failed", metavar="RUN", help="re-run the cases that ended "
+                        "unexpectedly in RUN, recording the new attempt (failed then passed "
+                        "is reported as flaky)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     add_run_location_options(parser)
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
@@ -92,7 +102,9 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
         argv += ["--expectations", str(path)]
     options = {"-k": args.keyword, "-m": args.markexpr, "-n": args.numprocesses,
                "--case-timeout": args.case_timeout, "--isolation": args.isolation,
-               "--run-id": args.run_id}
+               "--run-id": args.run_id, "--shard": args.shard,
+               "--durations-from": args.durations_from, "--resume": args.resume,
+               "--retry-failed": args.retry_failed}
     for flag, value in options.items():
         if value is not None:
             argv += [flag, str(value)]
@@ -105,8 +117,20 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import pytest
 
-    argv = pytest_arguments(args)
+    continuing = args.resume or args.retry_failed
+    try:
+        argv = continuation_argv(args.results_dir, args.reports_dir, args.resume,
+                                 args.retry_failed, args.numprocesses) if continuing and not (
+            args.suite or args.target or args.model or args.keyword or args.markexpr
+            or args.pytest_args) else pytest_arguments(args)
+    except SelectionError as exc:
+        raise CliError(str(exc)) from None
     status = int(pytest.main(argv))
+    if status == 5 and continuing:
+        run_dir = resolve_run(args.results_dir, continuing, "--resume")
+        info = finalize(run_dir, args.reports_dir)
+        print(f"nothing left to {'resume' if args.resume else 'retry'} in run {run_dir.name}")
+        return int(info.get("exit_status") or 0)
     if status == 5:
         raise CliError("no cases were selected (check --suite, -k and -m)")
     return EXIT_CODES.get(status, status)

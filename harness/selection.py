@@ -1,0 +1,390 @@
+"""Which cases a run executes: shards, resume and retry (a pytest plugin).
+
+- ``--shard I/N`` keeps the I-th of N deterministic, balanced parts of the cases
+  pytest selected (after ``-k``/``-m``). Cases are weighed by the durations
+  recorded in ``--durations-from RUN`` when given (else all weigh the same) and
+  dealt largest first to the lightest shard, ties broken by case id, so every
+  machine computes the same split without talking to the others.
+- ``--resume RUN`` runs only the cases that have no record in RUN and appends to
+  RUN's records (a run killed halfway loses nothing it finished).
+- ``--retry-failed RUN`` re-runs the cases whose latest attempt in RUN ended
+  unexpectedly and appends the new attempt (record field ``attempt``); the
+  effective view (:func:`harness.records.latest_attempts`) reports a case that
+  failed and then passed as ``flaky``.
+
+Every decision works on case keys (target, suite, case), so it does not depend
+on where pytest was started. A run's ``run.json`` carries what was selected
+(``selection``) so shards can be merged and runs resumed safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.records import (
+    find_run,
+    latest_attempts,
+    load_run,
+    now_iso,
+    read_records,
+    repair_torn_tail,
+)
+
+PLUGIN_NAME = "shipei-selection"
+WORKEROUTPUT_KEY = "shipei_selection"
+#: statuses a retry re-runs when they were not expected
+RETRY_STATUSES = ("fail", "error", "timeout", "crash", "infra_error")
+
+CaseKey = tuple[str, str, str]  # (target label, suite, case)
+
+
+class SelectionError(Exception):
+    """A bad --shard/--resume/--retry-failed/--durations-from request."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, sep, count = text.partition("/")
+        try:
+            shard = cls(int(index), int(count))
+        except ValueError:
+            raise SelectionError(f"--shard must be I/N (e.g. 2/4), not {text!r}") from None
+        if not sep or not 1 <= shard.index <= shard.count:
+            raise SelectionError(f"--shard {text!r}: need 1 <= I <= N")
+        return shard
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def add_options(group: Any) -> None:
+    """The selection options, added to the Shipei option group by :mod:`harness.plugin`."""
+    group.addoption("--shard", dest="shipei_shard", default=None, metavar="I/N",
+                    help="run only the I-th of N deterministic, balanced parts of the cases")
+    group.addoption("--durations-from", dest="shipei_durations_from", default=None,
+                    metavar="RUN", help="balance --shard by the durations recorded in RUN")
+    group.addoption("--resume", dest="shipei_resume", default=None, metavar="RUN",
+                    help="run only the cases missing from RUN, appending to its records")
+    group.addoption("--retry-failed", dest="shipei_retry_failed", default=None, metavar="RUN",
+                    help="re-run the cases that ended unexpectedly in RUN, recording the "
+                         "new attempt in RUN")
+
+
+# -- case keys ---------------------------------------------------------------------
+def record_key(record: dict[str, Any]) -> CaseKey:
+    return (str(record.get("target", "")), str(record.get("suite", "")),
+            str(record.get("case", "")))
+
+
+def item_key(item: pytest.Item) -> CaseKey | None:
+    """The key a test's record will carry, or None for a test without a target."""
+    callspec = getattr(item, "callspec", None)
+    label = callspec.params.get("target") if callspec is not None else None
+    if label is None:
+        return None
+    from harness.plugin import suite_and_case  # the plugin imports this module
+
+    suite, case = suite_and_case(item)
+    return (str(label), suite, case)
+
+
+def _key_text(key: CaseKey | None, nodeid: str) -> str:
+    return "\x1f".join(key) if key else nodeid
+
+
+def digest(texts: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(texts)).encode()).hexdigest()
+
+
+# -- splitting ---------------------------------------------------------------------
+def split(names: Sequence[str], count: int, weights: dict[str, float] | None = None
+          ) -> list[list[str]]:
+    """Deal ``names`` into ``count`` parts of near-equal total weight, deterministically.
+
+    Heaviest first, each to the currently lightest part (lowest index on ties);
+    with equal weights that is a round robin over the sorted names, so part sizes
+    differ by at most one.
+    """
+    weights = weights or {}
+    known = sorted(weights[n] for n in names if n in weights)
+    default = known[len(known) // 2] if known else 1.0
+    ordered = sorted(names, key=lambda n: (-weights.get(n, default), n))
+    parts: list[list[str]] = [[] for _ in range(count)]
+    loads = [0.0] * count
+    for name in ordered:
+        lightest = min(range(count), key=lambda i: (loads[i], len(parts[i]), i))
+        parts[lightest].append(name)
+        loads[lightest] += weights.get(name, default)
+    return parts
+
+
+def durations_by_key(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for record in records:
+        seconds = record.get("duration_s")
+        if isinstance(seconds, (int, float)):
+            found[_key_text(record_key(record), "")] = float(seconds)
+    return found
+
+
+# -- previous runs -----------------------------------------------------------------
+def resolve_run(results_root: Path, reference: str, option: str) -> Path:
+    try:
+        return find_run(results_root, reference)
+    except FileNotFoundError as exc:
+        raise SelectionError(f"{option}: {exc}") from None
+
+
+def retry_wanted(record: dict[str, Any]) -> bool:
+    return record.get("status") in RETRY_STATUSES and not record.get("as_expected", False)
+
+
+STRIPPED_OPTIONS = ("--run-id", "--results-dir", "--reports-dir", "--resume", "--retry-failed",
+                    "-n", "--shard", "--durations-from")
+
+
+def resumable_pytest_args(run_dir: Path) -> list[str]:
+    """The pytest arguments a run was started with, less those a continuation sets itself."""
+    info, _ = load_run(run_dir)
+    args = [str(a) for a in info.get("pytest_args") or []]
+    if not args:
+        raise SelectionError(f"run {run_dir.name} does not record its pytest arguments; "
+                             "give --suite/--target/-k/-m again")
+    kept: list[str] = []
+    skip_next = False
+    for arg in args:
+        if skip_next:
+            skip_next = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in STRIPPED_OPTIONS:
+            skip_next = "=" not in arg
+            continue
+        if arg.startswith("-n") and arg[2:].isdigit():
+            continue
+        kept.append(arg)
+    return kept
+
+
+class SelectionPlugin:
+    """Applies the selection options (registered by :mod:`harness.plugin`)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        opt = config.getoption
+        results_root = Path(opt("shipei_results"))
+        self.shard: Shard | None = None
+        self.durations_run: Path | None = None
+        self.weights: dict[str, float] = {}
+        self.continued: Path | None = None  # the run we resume or retry
+        self.mode: list[str] = []
+        self.recorded: set[str] = set()
+        self.recorded_nodeids: set[str] = set()
+        self.to_retry: set[str] = set()
+        self.attempts: dict[str, int] = {}
+        self.previous_info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}
+        self.rerun: dict[str, int] = {}
+        try:
+            self._configure(results_root)
+        except SelectionError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def _configure(self, results_root: Path) -> None:
+        opt = self.config.getoption
+        resume, retry = opt("shipei_resume"), opt("shipei_retry_failed")
+        if resume or retry:
+            self._load_previous(results_root, resume, retry)
+        previous = self.previous_info.get("selection") or {}
+        shard_text = opt("shipei_shard") or previous.get("shard")
+        if shard_text:
+            self.shard = Shard.parse(str(shard_text))
+        if previous.get("shard") and str(self.shard) != previous["shard"]:
+            raise SelectionError(f"run {self.previous_info.get('run_id')} was shard "
+                                 f"{previous['shard']}, not {self.shard}")
+        durations = opt("shipei_durations_from") or (
+            previous.get("durations_from") if self.shard else None)
+        if durations and not self.shard:
+            raise SelectionError("--durations-from only applies with --shard")
+        if durations:
+            self.durations_run = resolve_run(results_root, str(durations), "--durations-from")
+            self.weights = durations_by_key(read_records(self.durations_run / "records.jsonl"))
+
+    def _load_previous(self, results_root: Path, resume: str | None, retry: str | None) -> None:
+        dirs = {resolve_run(results_root, ref, flag).resolve()
+                for flag, ref in (("--resume", resume), ("--retry-failed", retry)) if ref}
+        if len(dirs) > 1:
+            raise SelectionError("--resume and --retry-failed must name the same run")
+        run_dir = dirs.pop()
+        self.continued = run_dir
+        self.mode = [m for m, ref in (("resume", resume), ("retry-failed", retry)) if ref]
+        opt = self.config.option
+        if opt.shipei_run_id and opt.shipei_run_id != run_dir.name:
+            raise SelectionError(f"--run-id {opt.shipei_run_id} differs from the continued "
+                                 f"run {run_dir.name}")
+        opt.shipei_run_id = run_dir.name
+        opt.shipei_results = run_dir.parent
+        self.previous_info, raw = load_run(run_dir, all_attempts=True)
+        for record in raw:
+            text = _key_text(record_key(record), "")
+            self.recorded.add(text)
+            self.recorded_nodeids.add(str(record.get("nodeid", "")))
+            self.attempts[text] = max(self.attempts.get(text, 0), int(record.get("attempt") or 1))
+        self.to_retry = {_key_text(record_key(r), "") for r in latest_attempts(raw)
+                         if retry_wanted(r)} if retry else set()
+
+    # -- collection ------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]
+                                      ) -> None:
+        keyed = [(item, _key_text(item_key(item), item.nodeid)) for item in items]
+        info: dict[str, Any] = {"collected": len(keyed),
+                                "collected_digest": digest(t for _, t in keyed)}
+        if self.shard:
+            parts = split([t for _, t in keyed], self.shard.count, self.weights)
+            mine = set(parts[self.shard.index - 1])
+            keyed = [(item, t) for item, t in keyed if t in mine]
+            info.update(shard=str(self.shard), shard_sizes=[len(p) for p in parts])
+            if self.durations_run:
+                info["durations_from"] = self.durations_run.name
+        info.update(selected=len(keyed), selected_digest=digest(t for _, t in keyed))
+        if self.continued is not None:
+            self._check_same_selection(info)
+            before = len(keyed)
+            keyed = [(item, t) for item, t in keyed if self._wanted_again(item, t)]
+            self.rerun = {"to_run": len(keyed), "left_alone": before - len(keyed)}
+        kept = {id(item) for item, _ in keyed}
+        deselected = [item for item in items if id(item) not in kept]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item, _ in keyed]
+        self.info = info
+        workeroutput = getattr(config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller reads it at the end
+            workeroutput[WORKEROUTPUT_KEY] = {"selection": info, "rerun": self.rerun}
+
+    def _wanted_again(self, item: pytest.Item, text: str) -> bool:
+        if "retry-failed" in self.mode and text in self.to_retry:
+            return True
+        if "resume" in self.mode:
+            return text not in self.recorded and item.nodeid not in self.recorded_nodeids
+        return False
+
+    def _check_same_selection(self, info: dict[str, Any]) -> None:
+        previous = self.previous_info.get("selection") or {}
+        if "resume" in self.mode and previous.get("selected_digest") and \
+                previous["selected_digest"] != info["selected_digest"]:
+            raise pytest.UsageError(
+                f"the cases selected now ({info['selected']}) are not the ones run "
+                f"{self.continued.name if self.continued else '?'} selected "
+                f"({previous.get('selected')}); resume with the same suites, targets, -k and -m")
+
+    # -- xdist controller ----------------------------------------------------------------
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        found = (getattr(node, "workeroutput", None) or {}).get(WORKEROUTPUT_KEY)
+        if found and not self.info:
+            self.info, self.rerun = found["selection"], found["rerun"]
+
+    # -- records -----------------------------------------------------------------------
+    def next_attempt(self, record: dict[str, Any]) -> int:
+        return self.attempts.get(_key_text(record_key(record), ""), 0) + 1
+
+    def describe(self, fresh: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """run.json content and the records already in the run, for a run being opened."""
+        if self.continued is None:
+            return dict(fresh, selection=self.info or None), []
+        from harness.merge import compatibility_problems
+
+        problems = compatibility_problems(self.previous_info, fresh)
+        if problems:
+            raise pytest.UsageError(f"cannot continue run {self.continued.name}: "
+                                    + "; ".join(problems))
+        repair_torn_tail(self.continued / "records.jsonl")
+        _, previous_records = load_run(self.continued, all_attempts=True)
+        info = dict(self.previous_info)
+        info["continuations"] = [*info.get("continuations", []), {
+            "mode": self.mode, "started_at": fresh["started_at"],
+            "command_line": fresh["command_line"], "pytest_args": fresh["pytest_args"],
+            "git_commit": fresh["git_commit"], "harness_version": fresh["harness_version"],
+            "previous_finished_at": info.get("finished_at"),
+            "previous_exit_status": info.get("exit_status"),
+        }]
+        info.update(finished_at=None, exit_status=None)
+        return info, previous_records
+
+    def final_info(self) -> dict[str, Any] | None:
+        if self.continued is not None and self.previous_info.get("selection"):
+            return self.previous_info["selection"]
+        return self.info or None
+
+
+# -- what harness.plugin calls -------------------------------------------------------
+def _plugin(config: pytest.Config) -> SelectionPlugin | None:
+    return config.pluginmanager.get_plugin(PLUGIN_NAME)
+
+
+def register(config: pytest.Config) -> None:
+    config.pluginmanager.register(SelectionPlugin(config), PLUGIN_NAME)
+
+
+def open_run(config: pytest.Config, fresh: dict[str, Any]
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(run_info, records already in the run) for the run the plugin is about to write."""
+    plugin = _plugin(config)
+    return plugin.describe(fresh) if plugin else (fresh, [])
+
+
+def attempt_number(config: pytest.Config, record: dict[str, Any]) -> int:
+    plugin = _plugin(config)
+    return plugin.next_attempt(record) if plugin else 1
+
+
+def finish_run(config: pytest.Config, run_info: dict[str, Any]) -> None:
+    """Fill in what is only known at the end (an xdist controller learns it from workers)."""
+    plugin = _plugin(config)
+    if plugin is None:
+        return
+    run_info["selection"] = plugin.final_info()
+    if plugin.continued is not None:
+        run_info["continuations"][-1].update(finished_at=now_iso(), **plugin.rerun)
+
+
+# -- what the shipei run command calls ----------------------------------------------------
+def continuation_argv(results_root: Path, reports_root: Path, resume: str | None,
+                      retry: str | None, numprocesses: str | None) -> list[str]:
+    """pytest arguments that continue a run with the suites, targets and filters it had."""
+    run_dir = resolve_run(results_root, resume or retry or "", "--resume" if resume
+                          else "--retry-failed")
+    argv = resumable_pytest_args(run_dir)
+    argv += ["--results-dir", str(run_dir.parent), "--reports-dir", str(reports_root)]
+    argv += ["--resume", str(run_dir)] if resume else []
+    argv += ["--retry-failed", str(run_dir)] if retry else []
+    return argv + (["-n", numprocesses] if numprocesses else [])
+
+
+def finalize(run_dir: Path, reports_root: Path) -> dict[str, Any]:
+    """Close a run whose every case is recorded but whose process died before finishing it."""
+    from harness.plugin import count_statuses, time_per_target
+    from harness.records import RunPaths, write_json
+    from harness.reporting import write_reports
+
+    info, records = load_run(run_dir)
+    if info.get("finished_at") is None:
+        info.update(finished_at=now_iso(),
+                    exit_status=0 if all(r.get("as_expected") for r in records) else 1,
+                    counts=count_statuses(records), target_wall_s=time_per_target(records))
+        write_json(run_dir / "run.json", info)
+    write_reports(RunPaths(run_dir.parent, reports_root, run_dir.name), info, records)
+    return info

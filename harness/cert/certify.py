@@ -1,0 +1,123 @@
+"""Issuing a certificate from runs: check the evidence, compute the level, sign, write.
+
+The runs themselves are made by ``shipei run`` (see ``harness.cli.cmd_certify``);
+this module only reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from harness.cert import dsse
+from harness.cert.evaluate import Evaluation, evaluate
+from harness.cert.evidence import (
+    EvidenceError,
+    RunEvidence,
+    check_disjoint,
+    check_run,
+    load_evidence,
+    model_files,
+)
+from harness.cert.files import cite_tree, distribution_digest, manifest_digest
+from harness.cert.keys import fingerprint
+from harness.cert.page import render_certificate
+from harness.cert.profile import Profile
+from harness.cert.statement import PAYLOAD_TYPE, Issue, build_statement, encode
+
+CERTIFICATE_SUFFIX = ".dsse.json"
+PAGE_SUFFIX = ".html"
+#: distributions cited besides the runtimes the run fingerprint lists
+EXTRA_DISTRIBUTIONS = ("shipei", "cryptography")
+
+
+@dataclass
+class CertifyRequest:
+    profile: Profile
+    scope: str
+    label: str
+    identity: dict[str, Any]
+    capabilities: Any
+    driver_root: Path
+    suite_dirs: dict[str, Path]
+    environment: dict[str, Any]
+    harness: dict[str, Any]
+    key: Ed25519PrivateKey
+    issuer_name: str
+    valid_days: int
+    out_dir: Path
+
+
+@dataclass
+class Issued:
+    certificate: Path
+    page: Path
+    statement: dict[str, Any]
+    evaluation: Evaluation
+
+
+def collect(request: CertifyRequest, run_dirs: list[Path]) -> tuple[list[RunEvidence],
+                                                                     Evaluation]:
+    """Load and check the runs and compute the level; raise :class:`EvidenceError`."""
+    if request.identity.get("kind") != request.profile.kind:
+        raise EvidenceError(f"profile {request.profile.name!r} certifies {request.profile.kind} "
+                            f"targets; {request.label} is a {request.identity.get('kind')}")
+    scope = request.profile.scope(request.scope)
+    runs = [load_evidence(d, request.label) for d in run_dirs]
+    for run in runs:
+        check_run(run, request.label, request.identity, request.environment, request.harness,
+                  scope)
+    check_disjoint(runs)
+    records = [r for run in runs for r in run.records]
+    evaluation = evaluate(request.profile, request.scope, records)
+    if not evaluation.issuable:
+        raise EvidenceError("not enough evidence to issue any level: "
+                            + "; ".join(evaluation.blockers["limited"]))
+    return runs, evaluation
+
+
+def _suite_files(request: CertifyRequest, suites: list[str]) -> list[dict[str, str]]:
+    cited = []
+    for suite in suites:
+        if suite not in request.suite_dirs:
+            raise EvidenceError(f"suite {suite!r} is not installed here; its files cannot "
+                                "be cited")
+        cited += cite_tree(request.suite_dirs[suite])
+    return cited
+
+
+def _distributions(request: CertifyRequest) -> list[dict[str, Any]]:
+    names = sorted({*request.environment.get("runtimes", {}), *EXTRA_DISTRIBUTIONS,
+                    str(request.identity.get("runtime", ""))} - {""})
+    return [d for d in map(distribution_digest, names) if d is not None]
+
+
+def issue(request: CertifyRequest, run_dirs: list[Path]) -> Issued:
+    runs, evaluation = collect(request, run_dirs)
+    records = [r for run in runs for r in run.records]
+    driver_files = cite_tree(request.driver_root)
+    files = {
+        "driver": driver_files,
+        "suites": _suite_files(request, sorted({r["suite"] for r in records})),
+        "models": model_files(records),
+    }
+    keyid = fingerprint(request.key.public_key())
+    content = Issue(
+        profile=request.profile, evaluation=evaluation, label=request.label,
+        identity=request.identity, capabilities=request.capabilities,
+        environment=runs[0].info["environment"], runs=[r.citation() for r in runs],
+        files=files, distributions=_distributions(request), records=records,
+        harness=request.harness, issuer={"name": request.issuer_name, "keyid": keyid},
+        valid_days=request.valid_days)
+    statement = build_statement(content, manifest_digest(driver_files))
+    envelope = dsse.sign(PAYLOAD_TYPE, encode(statement), request.key, keyid)
+    cid = statement["predicate"]["certificate_id"]
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    certificate = request.out_dir / f"{cid}{CERTIFICATE_SUFFIX}"
+    certificate.write_text(dsse.dumps(envelope), encoding="utf-8")
+    page = request.out_dir / f"{cid}{PAGE_SUFFIX}"
+    page.write_text(render_certificate(statement, keyid), encoding="utf-8")
+    return Issued(certificate, page, statement, evaluation)

@@ -1,0 +1,197 @@
+"""The runs a certificate rests on: loading them, refusing ones that do not fit, citing them.
+
+A run fits when it finished, its records include the certified target with the
+same identity, it was made on this platform (``environment.platform_id``, also
+recomputed from the fingerprint so an edited ``run.json`` is caught), with the
+same harness version and commit and the same runtime versions, and it selected
+exactly the cases the scope asks for (no ``-k``, no ``-x``, the scope's ``-m``).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.cert.files import cite_file, file_ref, ref_label, sha256_file
+from harness.cert.profile import Scope
+from harness.environment import platform_digest
+from harness.records import RECORDS_FILE, RUN_FILE, load_run
+
+#: identity fields that must be equal between a run and the target being certified
+IDENTITY_FIELDS = ("name", "kind", "vendor", "driver_version", "runtime", "runtime_version",
+                   "device", "configuration", "driver_distribution")
+#: pytest options that stop a run early or leave cases out (value-taking ones first)
+SELECTING_OPTIONS = ("-k", "-m", "--deselect", "--maxfail", "--shard")
+SELECTING_FLAGS = ("-x", "--exitfirst", "--lf", "--last-failed", "--sw", "--stepwise",
+                   "--stepwise-skip", "--resume", "--retry-failed")
+#: record tags that may name the model file a case ran
+MODEL_TAGS = ("model_file", "model_path", "source")
+FINISHED_STATUSES = (0, 1)
+
+
+class EvidenceError(Exception):
+    """A run that cannot back a certificate; the message says why in one line."""
+
+
+@dataclass
+class RunEvidence:
+    run_dir: Path
+    info: dict[str, Any]
+    records: list[dict[str, Any]]  # the certified target's records only
+    all_records: int
+
+    @property
+    def run_id(self) -> str:
+        return str(self.info.get("run_id") or self.run_dir.name)
+
+    @property
+    def suites(self) -> list[str]:
+        return sorted({r["suite"] for r in self.records})
+
+    def citation(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "records_sha256": sha256_file(self.run_dir / RECORDS_FILE),
+            "run_json_sha256": sha256_file(self.run_dir / RUN_FILE),
+            "records": self.all_records,
+            "target_records": len(self.records),
+            "suites": self.suites,
+            "started_at": self.info.get("started_at"),
+            "finished_at": self.info.get("finished_at"),
+            "exit_status": self.info.get("exit_status"),
+            "pytest_args": selection_args(self.info.get("pytest_args") or []),
+        }
+
+
+def load_evidence(run_dir: Path, label: str) -> RunEvidence:
+    if not (run_dir / RUN_FILE).is_file():
+        raise EvidenceError(f"run {run_dir.name} has no {RUN_FILE}")
+    if not (run_dir / RECORDS_FILE).is_file():
+        raise EvidenceError(f"run {run_dir.name} has no {RECORDS_FILE}")
+    try:
+        info, records = load_run(run_dir)
+    except ValueError as exc:
+        raise EvidenceError(f"run {run_dir.name}: {RUN_FILE} is not valid JSON ({exc})") from None
+    mine = [r for r in records if r.get("target") == label]
+    return RunEvidence(run_dir, info, mine, len(records))
+
+
+def selection_args(pytest_args: list[str]) -> list[str]:
+    """The options in ``pytest_args`` that select or stop cases (with their values)."""
+    found: list[str] = []
+    args = list(pytest_args)
+    for i, arg in enumerate(args):
+        option, sep, _ = arg.partition("=")
+        if option in SELECTING_OPTIONS:
+            found.append(arg if sep else f"{arg} {args[i + 1] if i + 1 < len(args) else ''}")
+        elif arg in SELECTING_FLAGS or _joined_short_option(arg) or _node_id(arg):
+            found.append(arg)
+    return [f.strip() for f in found]
+
+
+def _joined_short_option(arg: str) -> bool:
+    """``-kEXPR`` or ``-mEXPR``."""
+    return arg[:2] in ("-k", "-m") and len(arg) > 2 and not arg.startswith("--")
+
+
+def _node_id(arg: str) -> bool:
+    """A positional ``path::test`` argument, which selects single tests."""
+    return "::" in arg and not arg.startswith("-")
+
+
+def check_scope(evidence: RunEvidence, scope: Scope) -> None:
+    expected = [f"-m {scope.markexpr}"] if scope.markexpr else []
+    got = selection_args(evidence.info.get("pytest_args") or [])
+    normalized = [_normalize_mark(a) for a in got]
+    if normalized != expected:
+        shown = " ".join(shlex.quote(a) for a in got) or "no selection"
+        wanted = " ".join(expected) or "no selection (every case)"
+        raise EvidenceError(f"run {evidence.run_id} selected cases with {shown}; scope "
+                            f"{scope.name!r} needs {wanted}")
+
+
+def _normalize_mark(arg: str) -> str:
+    if arg.startswith("-m") and not arg.startswith("-m ") and len(arg) > 2:
+        return "-m " + arg[2:].lstrip("=")
+    return arg.replace("-m=", "-m ", 1) if arg.startswith("-m=") else arg
+
+
+def check_run(evidence: RunEvidence, label: str, identity: dict[str, Any],
+              environment: dict[str, Any], harness: dict[str, Any], scope: Scope) -> None:
+    """Raise :class:`EvidenceError` unless the run fits the target, platform and scope."""
+    info, run_id = evidence.info, evidence.run_id
+    if info.get("exit_status") not in FINISHED_STATUSES or not info.get("finished_at"):
+        raise EvidenceError(f"run {run_id} did not finish (exit status "
+                            f"{info.get('exit_status')}); re-run it")
+    targets = info.get("targets") or {}
+    if label not in targets:
+        raise EvidenceError(f"run {run_id} has no target {label!r} (it has: "
+                            f"{', '.join(sorted(targets)) or 'none'})")
+    recorded = targets[label]
+    for key in IDENTITY_FIELDS:
+        if recorded.get(key) != identity.get(key):
+            raise EvidenceError(f"run {run_id} was made with {key} {recorded.get(key)!r}; the "
+                                f"target being certified has {identity.get(key)!r}")
+    env = info.get("environment") or {}
+    if env.get("platform_id") != platform_digest(env):
+        raise EvidenceError(f"run {run_id}: its environment does not hash to its platform_id "
+                            "(run.json was edited)")
+    if env.get("platform_id") != environment.get("platform_id"):
+        raise EvidenceError(f"run {run_id} was made on another platform (platform id "
+                            f"{str(env.get('platform_id'))[:12]}, this machine "
+                            f"{str(environment.get('platform_id'))[:12]})")
+    if env.get("runtimes") != environment.get("runtimes"):
+        changed = sorted(k for k in set(env.get("runtimes", {})) | set(environment["runtimes"])
+                         if env.get("runtimes", {}).get(k) != environment["runtimes"].get(k))
+        raise EvidenceError(f"run {run_id} was made with other package versions "
+                            f"({', '.join(changed)}) than are installed now")
+    for key, ours in (("harness_version", harness.get("version")),
+                      ("git_commit", harness.get("git_commit"))):
+        if info.get(key) != ours:
+            raise EvidenceError(f"run {run_id} was made by harness {key} {info.get(key)!r}, "
+                                f"this is {ours!r}; re-run it with this harness")
+    if not evidence.records:
+        raise EvidenceError(f"run {run_id} has no records for target {label!r}")
+    check_scope(evidence, scope)
+
+
+def check_disjoint(runs: list[RunEvidence]) -> None:
+    """One run per suite: two runs of the same suite would let results be picked."""
+    owner: dict[str, str] = {}
+    for run in runs:
+        if run.run_id in owner.values():
+            raise EvidenceError(f"run {run.run_id} is cited twice")
+        for suite in run.suites:
+            if suite in owner:
+                raise EvidenceError(f"suite {suite!r} is in runs {owner[suite]} and "
+                                    f"{run.run_id}; cite one run per suite")
+            owner[suite] = run.run_id
+
+
+def model_files(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Cite every model file the records name (tags model_file, model_path or source)."""
+    cited: dict[str, dict[str, str]] = {}
+    for record in records:
+        tags = record.get("tags") or {}
+        for key in MODEL_TAGS:
+            value = tags.get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            path = Path(value)
+            if not path.is_file():
+                if key != "source":  # "source" is often a label, not a path
+                    raise EvidenceError(f"model file {value} named by {record['suite']}::"
+                                        f"{record['case']} is missing")
+                continue
+            label = ref_label(file_ref(path))
+            if label in cited:
+                continue
+            entry = cite_file(path)
+            recorded = tags.get("model_sha256")
+            if recorded and recorded != entry["sha256"]:
+                raise EvidenceError(f"model file {value} changed since "
+                                    f"{record['suite']}::{record['case']} ran (sha256)")
+            cited[label] = entry
+    return [cited[k] for k in sorted(cited)]

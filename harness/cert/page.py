@@ -1,0 +1,287 @@
+"""The bilingual (中文/English) certificate page: one self-contained HTML file.
+
+Everything on the page comes from the signed statement, so the page never says
+more than the certificate does. No external assets: fonts are the system's
+(a CJK font such as Noto Sans CJK must be installed to render Chinese), styles are
+inline, and ``@page`` sets A4 so the browser prints it as a document.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from harness.cert.keys import display_fingerprint
+
+STATUS_ORDER = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
+LEVEL_COLOURS = {"full": "#17693a", "limited": "#9a6200", "none": "#a61b1b"}
+
+STYLE = """
+@page { size: A4; margin: 14mm 13mm 16mm 13mm; }
+* { box-sizing: border-box; }
+body { font-family: "Noto Sans CJK SC", "Source Han Sans SC", "Noto Sans SC", "PingFang SC",
+       "Microsoft YaHei", "WenQuanYi Micro Hei", sans-serif; color: #1b1b1b; margin: 0;
+       font-size: 9.5pt; line-height: 1.35; }
+main { max-width: 184mm; margin: 0 auto; padding: 6mm 0; }
+header { border-bottom: 2.5pt solid #1f3b63; padding-bottom: 3mm; margin-bottom: 4mm;
+         display: flex; justify-content: space-between; align-items: flex-end; gap: 6mm; }
+h1 { font-size: 19pt; margin: 0; color: #1f3b63; letter-spacing: 0.04em; }
+h1 small { display: block; font-size: 11pt; letter-spacing: 0; color: #3a4d68; }
+h2 { font-size: 11pt; color: #1f3b63; border-bottom: 0.6pt solid #b9c4d3; margin: 4.5mm 0 1.8mm;
+     padding-bottom: 0.6mm; break-after: avoid; }
+.issuer { font-size: 10pt; color: #3a4d68; }
+.cid { font-family: "DejaVu Sans Mono", monospace; font-size: 10pt; text-align: right; }
+.verdict { display: flex; gap: 5mm; align-items: center; border: 1pt solid #c7cfdb;
+           border-radius: 2mm; padding: 3mm 4mm; break-inside: avoid; }
+.level { color: #fff; border-radius: 1.5mm; padding: 2mm 4mm; font-size: 16pt; font-weight: bold;
+         text-align: center; min-width: 58mm; -webkit-print-color-adjust: exact;
+         print-color-adjust: exact; }
+.level small { display: block; font-size: 10pt; font-weight: normal; }
+table { width: 100%; border-collapse: collapse; margin: 1mm 0; }
+th, td { border: 0.5pt solid #c7cfdb; padding: 0.9mm 1.6mm; text-align: left; vertical-align: top; }
+th { background: #eef2f7; font-weight: 600; -webkit-print-color-adjust: exact;
+     print-color-adjust: exact; }
+tr { break-inside: avoid; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.kv th { width: 34%; }
+.mono { font-family: "DejaVu Sans Mono", monospace; font-size: 8pt; word-break: break-all; }
+.met { color: #17693a; font-weight: 600; } .unmet { color: #a61b1b; font-weight: 600; }
+.unmeasured { color: #7a5a00; font-weight: 600; }
+.note { color: #555; font-size: 8.5pt; margin: 1mm 0; }
+ul.tight { margin: 1mm 0; padding-left: 5mm; }
+footer { margin-top: 5mm; border-top: 0.6pt solid #b9c4d3; padding-top: 2mm; font-size: 8.5pt;
+         color: #444; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 4mm; }
+"""
+
+
+def e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _date(stamp: str | None) -> str:
+    return (stamp or "")[:10]
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"
+
+
+def _kv(rows: list[tuple[str, Any]], mono: tuple[str, ...] = ()) -> str:
+    cells = "".join(
+        f"<tr><th>{label}</th><td class=\"{'mono' if label in mono else ''}\">{e(value)}</td></tr>"
+        for label, value in rows)
+    return f"<table class=\"kv\">{cells}</table>"
+
+
+def _target(predicate: dict[str, Any]) -> str:
+    ident = predicate["target"]["identity"]
+    return _kv([
+        ("名称 / Name", ident.get("name")),
+        ("厂商 / Vendor", ident.get("vendor")),
+        ("类别 / Kind", ident.get("kind")),
+        ("驱动 / Driver", f"{ident.get('driver_distribution')} {ident.get('driver_version')}"),
+        ("运行时 / Runtime", f"{ident.get('runtime')} {ident.get('runtime_version')}"),
+        ("设备 / Device", ident.get("device")),
+        ("配置 / Configuration", ident.get("configuration")),
+        ("目标标识 / Target label", predicate["target"]["label"]),
+    ])
+
+
+def _platform(predicate: dict[str, Any]) -> str:
+    env = predicate.get("platform") or {}
+    os_info = env.get("os") or {}
+    memory = env.get("memory_bytes")
+    domestic = os_info.get("domestic_distribution")
+    return _kv([
+        ("操作系统 / OS", os_info.get("pretty_name")
+         + (f" — 信创 / domestic: {domestic}" if domestic else "")),
+        ("内核 / Kernel", env.get("kernel")),
+        ("架构 / Machine", env.get("machine")),
+        ("处理器 / CPU", f"{env.get('cpu_model')} × {env.get('cpu_count')}"),
+        ("内存 / Memory", f"{memory / 2**30:.1f} GiB" if memory else "unknown"),
+        ("Python", env.get("python")),
+        ("平台指纹 / Platform id", env.get("platform_id")),
+    ], mono=("平台指纹 / Platform id",))
+
+
+def _criterion_state(row: dict[str, Any], level: str) -> str:
+    if not row["measured"]:
+        return "<span class=\"unmeasured\">未测量 / Not measured</span>"
+    met = row["met"].get(level)
+    if met is None:
+        return "—"
+    return "<span class=\"met\">达标 / Met</span>" if met else \
+        "<span class=\"unmet\">未达标 / Not met</span>"
+
+
+def _criteria(predicate: dict[str, Any]) -> str:
+    rows = []
+    for row in predicate["criteria"]:
+        thresholds = row["thresholds"]
+        result = (f"{row['passed']}/{row['measured_cases']} = {_percent(row['value'])}"
+                  if row["measured"] else e(row["reason"]))
+        rows.append(
+            f"<tr><td>{e(row['title_zh'])}<br>{e(row['title_en'])}</td><td>{e(row['suite'])}</td>"
+            f"<td>{result}</td>"
+            f"<td class=\"num\">{_percent(thresholds.get('full'))}</td>"
+            f"<td class=\"num\">{_percent(thresholds.get('limited'))}</td>"
+            f"<td>{_criterion_state(row, 'full')}</td>"
+            f"<td>{_criterion_state(row, 'limited')}</td></tr>")
+    head = ("<tr><th>判定项 / Criterion</th><th>套件 / Suite</th><th>结果 / Result</th>"
+            "<th>完全兼容阈值<br>Full</th><th>基本兼容阈值<br>Limited</th>"
+            "<th>完全兼容<br>Full</th><th>基本兼容<br>Limited</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _suites(predicate: dict[str, Any]) -> str:
+    head = "".join(f"<th>{s}</th>" for s in STATUS_ORDER)
+    rows = []
+    for name, summary in predicate["suites"].items():
+        counts = summary["counts"]
+        cells = "".join(f"<td class=\"num\">{counts.get(s, 0)}</td>" for s in STATUS_ORDER)
+        rows.append(f"<tr><td>{e(name)}</td><td class=\"num\">{summary['cases']}</td>{cells}"
+                    f"<td class=\"mono\">{e(', '.join(summary.get('runs', [])))}</td></tr>")
+    return (f"<table><tr><th>套件 / Suite</th><th>用例 / Cases</th>{head}"
+            f"<th>运行 / Runs</th></tr>{''.join(rows)}</table>")
+
+
+def _metrics(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "—"
+
+
+def _models(predicate: dict[str, Any]) -> str:
+    rows = predicate.get("models") or []
+    files = {f.get("path", "").rsplit("/", 1)[-1]: f for f in predicate["files"].get("models", [])}
+    if not rows:
+        return ("<p class=\"unmeasured\">未测量：本证书未包含模型套件记录 / Not measured: "
+                "this certificate cites no model-suite records.</p>")
+    body = "".join(
+        f"<tr><td>{e(r['suite'])}</td><td>{e(r['case'])}</td><td>{e(r['status'])}</td>"
+        f"<td>{e(_metrics(r['metrics']))}</td></tr>" for r in rows)
+    file_rows = "".join(
+        f"<tr><td>{e(name)}</td><td class=\"mono\">{e(f['sha256'])}</td></tr>"
+        for name, f in sorted(files.items()))
+    files_table = (f"<table><tr><th>模型文件 / Model file</th><th>SHA-256</th></tr>{file_rows}"
+                   "</table>") if file_rows else ""
+    return (f"<table><tr><th>套件 / Suite</th><th>模型 / Model</th><th>结果 / Status</th>"
+            f"<th>精度指标 / Accuracy metrics</th></tr>{body}</table>{files_table}")
+
+
+def _latency(predicate: dict[str, Any]) -> str:
+    latency = predicate.get("latency") or {}
+    perf = latency.get("performance") or []
+    if perf:
+        body = "".join(f"<tr><td>{e(r['case'])}</td><td>{e(r['status'])}</td>"
+                       f"<td>{e(_metrics(r['metrics']))}</td></tr>" for r in perf)
+        parts = [f"<table><tr><th>场景 / Scenario</th><th>结果 / Status</th>"
+                 f"<th>时延与吞吐 / Latency and throughput</th></tr>{body}</table>"]
+    else:
+        parts = ["<p class=\"unmeasured\">未测量：本证书未包含性能套件记录 / Not measured: "
+                 "this certificate cites no performance-suite records.</p>"]
+    conformance = latency.get("conformance_run_time") or {}
+    if conformance:
+        body = "".join(
+            f"<tr><td>{e(s)}</td><td class=\"num\">{v['cases']}</td>"
+            f"<td class=\"num\">{v['median_ms']:.3f}</td><td class=\"num\">{v['p90_ms']:.3f}</td>"
+            f"<td class=\"num\">{v['max_ms']:.3f}</td></tr>" for s, v in conformance.items())
+        parts.append(
+            "<p class=\"note\">一致性用例单次执行时间（非基准测试）/ Run time of one conformance "
+            "case (not a benchmark):</p><table><tr><th>套件 / Suite</th><th>通过用例 / Passed "
+            "cases</th><th>中位数 / Median ms</th><th>P90 ms</th><th>最大 / Max ms</th></tr>"
+            f"{body}</table>")
+    return "".join(parts)
+
+
+def _limitations(predicate: dict[str, Any]) -> str:
+    level = predicate["level"]["id"]
+    blockers = predicate.get("blockers") or {}
+    shown = [] if level == "full" else blockers.get("full", [])
+    if not shown:
+        return ""
+    items = "".join(f"<li>{e(b)}</li>" for b in shown)
+    return (f"<h2>限制说明 / Limitations (why not 完全兼容 / Fully compatible)</h2>"
+            f"<ul class=\"tight\">{items}</ul>")
+
+
+def _evidence(predicate: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td class=\"mono\">{e(r['run_id'])}</td><td class=\"num\">{r['target_records']}"
+        f"</td><td class=\"mono\">{e(r['records_sha256'])}</td></tr>" for r in predicate["runs"])
+    files = predicate["files"]
+    counts = ", ".join(f"{k}: {len(v)}" for k, v in files.items())
+    return (f"<table><tr><th>运行 / Run</th><th>记录 / Records</th><th>records.jsonl "
+            f"SHA-256</th></tr>{rows}</table><p class=\"note\">证书另记录了所用驱动、套件与模型"
+            f"文件的 SHA-256 / The certificate also cites the SHA-256 of every driver, suite "
+            f"and model file used ({e(counts)}).</p>")
+
+
+def render_certificate(statement: dict[str, Any], keyid: str) -> str:
+    p = statement["predicate"]
+    level = p["level"]
+    colour = LEVEL_COLOURS.get(level["id"], "#333")
+    scope = p["scope"]
+    profile = p["profile"]
+    harness = p.get("harness") or {}
+    issuer = p.get("issuer") or {}
+    cid = p["certificate_id"]
+    ident = p["target"]["identity"]
+    subset = "" if scope["complete"] else (
+        "<p class=\"unmeasured\">本证书基于用例子集，并非完整认证 / This certificate rests on a "
+        "subset of the cases and is not a full certification.</p>")
+    return f"""<!DOCTYPE html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(cid)} — 兼容性认证证书 / Compatibility Certificate</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<main>
+<header>
+  <div><h1>兼容性认证证书<small>Compatibility Certificate — Shipei 适配</small></h1>
+  <div class="issuer">签发机构 / Issued by: {e(issuer.get('name') or '—')}</div></div>
+  <div class="cid">证书编号 / Certificate ID<br><strong>{e(cid)}</strong></div>
+</header>
+<section class="verdict">
+  <div class="level" style="background:{colour}">{e(level['zh'])}<small>{e(level['en'])}</small>
+  </div>
+  <div>
+    <div><strong>{e(ident.get('name'))}</strong> · {e(ident.get('vendor'))} ·
+      {e(ident.get('runtime'))} {e(ident.get('runtime_version'))}</div>
+    <div>认证规范 / Profile: {e(profile['title_zh'])} / {e(profile['title_en'])}
+      (<span class="mono">{e(profile['name'])} v{e(profile['version'])}</span>)</div>
+    <div>范围 / Scope: {e(scope['title_zh'])}<br>{e(scope['title_en'])}</div>
+    <div>有效期 / Valid: {e(_date(p['issued_at']))} — {e(_date(p['expires_at']))}</div>
+  </div>
+</section>
+{subset}
+<div class="grid">
+<section><h2>认证对象 / Certified target</h2>{_target(p)}</section>
+<section><h2>平台 / Platform</h2>{_platform(p)}</section>
+</div>
+<section><h2>判定标准 / Criteria</h2>{_criteria(p)}
+<p class="note">等级由记录计算得出，而非人工填写 / The level is computed from the records,
+never typed in.</p></section>
+{_limitations(p)}
+<section><h2>套件 / Suites</h2>{_suites(p)}</section>
+<section><h2>模型 / Models</h2>{_models(p)}</section>
+<section><h2>时延 / Latency</h2>{_latency(p)}</section>
+<section><h2>证据 / Evidence</h2>{_evidence(p)}</section>
+<section><h2>有效期与签名 / Validity and signature</h2>{_kv([
+    ("签发日期 / Issued", p['issued_at']),
+    ("有效期至 / Expires", p['expires_at']),
+    ("签名密钥指纹 / Signing key fingerprint", display_fingerprint(keyid)),
+    ("测试工具 / Harness", f"shipei {harness.get('version')} "
+                          f"(commit {harness.get('git_commit') or 'unknown'})"),
+], mono=("签名密钥指纹 / Signing key fingerprint",))}</section>
+<footer>核验方法 / How to verify (offline):
+<span class="mono">shipei cert verify {e(cid)}.dsse.json --pubkey center.pub
+--records results/</span><br>
+本页面内容均来自已签名的证书文件；以证书文件核验结果为准 / Everything on this page comes from
+the signed certificate file; the verification of that file is authoritative.</footer>
+</main>
+</body>
+</html>
+"""

@@ -1,0 +1,270 @@
+"""Certification profiles: which suites a target kind needs and the thresholds per level.
+
+A profile is a TOML file (``harness/cert/profiles/<name>.toml`` or any path). Its
+``[sets]`` table names lists that criteria refer to as ``"@name"``; its
+``[scopes.*]`` tables say which selections of cases a certificate may rest on
+(a subset scope caps the level); each ``[[criteria]]`` entry measures one thing
+over one suite's records and gives, per level, the threshold to reach. The
+level is computed from records by :mod:`harness.cert.evaluate`, never typed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+#: levels, best first: id -> (中文, English)
+LEVELS: dict[str, tuple[str, str]] = {
+    "full": ("完全兼容", "Fully compatible"),
+    "limited": ("基本兼容", "Compatible with limitations"),
+    "none": ("不兼容", "Not compatible"),
+}
+#: levels a criterion can set thresholds for (``none`` is what remains)
+GRADED_LEVELS = ("full", "limited")
+MEASURES = ("pass_rate", "metric")
+SKIP_POLICIES = ("not_pass", "unmeasured")
+TARGET_KINDS = ("framework", "chip", "sensor")
+
+
+class ProfileError(Exception):
+    """A profile that cannot be read or is inconsistent; the message is one line."""
+
+
+def level_label(level: str) -> str:
+    zh, en = LEVELS[level]
+    return f"{zh} / {en}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which cases a certificate rests on. ``complete`` scopes run every case."""
+
+    name: str
+    title_zh: str
+    title_en: str
+    complete: bool
+    max_level: str
+    markexpr: str | None = None
+
+
+@dataclass(frozen=True)
+class Criterion:
+    id: str
+    title_zh: str
+    title_en: str
+    suite: str
+    measure: str
+    thresholds: dict[str, float]
+    match: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    exclude_cases: tuple[str, ...] = ()
+    coverage: str | None = None
+    skips: str = "not_pass"
+    min_cases: int = 1
+    metrics: tuple[str, ...] = ()
+    bounds: dict[str, float] = field(default_factory=dict)
+    #: lowest level that needs this criterion measured; below it, not measured is no bar
+    required: str = "limited"
+
+    def required_for(self, level: str) -> bool:
+        """Whether ``level`` needs this criterion measured (and met, if it has a threshold)."""
+        return GRADED_LEVELS.index(level) <= GRADED_LEVELS.index(self.required)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    version: str
+    kind: str
+    title_zh: str
+    title_en: str
+    validity_days: int
+    suites: tuple[str, ...]
+    scopes: dict[str, Scope]
+    criteria: tuple[Criterion, ...]
+    sets: dict[str, tuple[str, ...]]
+    definition: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        return definition_digest(self.definition)
+
+    def scope(self, name: str) -> Scope:
+        try:
+            return self.scopes[name]
+        except KeyError:
+            raise ProfileError(f"profile {self.name!r} has no scope {name!r}; "
+                               f"known: {', '.join(self.scopes)}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "profile") -> Profile:
+        return _parse(data, origin)
+
+
+def definition_digest(definition: dict[str, Any]) -> str:
+    canonical = json.dumps(definition, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def available_profiles() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(PROFILES_DIR.glob("*.toml"))}
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A packaged profile by name (``framework``) or a profile file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        known = available_profiles()
+        if str(name_or_path) not in known:
+            raise ProfileError(f"unknown profile {str(name_or_path)!r}; known profiles: "
+                               f"{', '.join(known) or 'none'} (or give a .toml path)")
+        path = known[str(name_or_path)]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"profile {path} is not valid TOML: {exc}") from None
+    return _parse(data, str(path))
+
+
+def _text(data: dict[str, Any], key: str, where: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ProfileError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def _strings(value: Any, where: str, sets: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """A list of strings, or ``"@set"`` naming one of the profile's sets."""
+    if isinstance(value, str) and value.startswith("@"):
+        if value[1:] not in sets:
+            raise ProfileError(f"{where}: unknown set {value!r}; sets: {', '.join(sets)}")
+        return sets[value[1:]]
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProfileError(f"{where}: must be a list of strings or '@set'")
+    return tuple(value)
+
+
+def _numbers(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        raise ProfileError(f"{where}: must be a table of numbers")
+    return {k: float(v) for k, v in value.items()}
+
+
+def _parse_scope(name: str, data: Any, origin: str) -> Scope:
+    where = f"{origin}: scopes.{name}"
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: must be a table")
+    max_level = data.get("max_level", "full")
+    if max_level not in GRADED_LEVELS:
+        raise ProfileError(f"{where}: max_level must be one of {GRADED_LEVELS}")
+    markexpr = data.get("markexpr")
+    if markexpr is not None and not isinstance(markexpr, str):
+        raise ProfileError(f"{where}: markexpr must be a string")
+    complete = data.get("complete", markexpr is None)
+    if complete and markexpr:
+        raise ProfileError(f"{where}: a scope that selects cases (markexpr) is not complete")
+    return Scope(name, _text(data, "title_zh", where), _text(data, "title_en", where),
+                 bool(complete), max_level, markexpr)
+
+
+def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[str, ...]]
+                     ) -> Criterion:
+    where = f"{origin}: criteria[{index}]"
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: must be a table")
+    cid = _text(data, "id", where)
+    where = f"{origin}: criterion {cid!r}"
+    measure = data.get("measure", "pass_rate")
+    if measure not in MEASURES:
+        raise ProfileError(f"{where}: measure must be one of {MEASURES}, not {measure!r}")
+    thresholds = _numbers(data.get("thresholds"), f"{where}: thresholds")
+    unknown = sorted(set(thresholds) - set(GRADED_LEVELS))
+    if unknown or not thresholds:
+        raise ProfileError(f"{where}: thresholds must set some of {GRADED_LEVELS}"
+                           + (f", not {unknown}" if unknown else ""))
+    if any(not 0.0 <= v <= 1.0 for v in thresholds.values()):
+        raise ProfileError(f"{where}: thresholds are fractions between 0 and 1")
+    if thresholds.get("full", 1.0) < thresholds.get("limited", 0.0):
+        raise ProfileError(f"{where}: the 'full' threshold is below the 'limited' one")
+    match_table = data.get("match", {})
+    if not isinstance(match_table, dict):
+        raise ProfileError(f"{where}: match must be a table of tag -> values")
+    match = {k: _strings(v, f"{where}: match.{k}", sets) for k, v in match_table.items()}
+    skips = data.get("skips", "not_pass")
+    if skips not in SKIP_POLICIES:
+        raise ProfileError(f"{where}: skips must be one of {SKIP_POLICIES}")
+    coverage = data.get("coverage")
+    if coverage is not None and coverage not in match:
+        raise ProfileError(f"{where}: coverage {coverage!r} must name a key of match")
+    min_cases = data.get("min_cases", 1)
+    if not isinstance(min_cases, int) or min_cases < 1:
+        raise ProfileError(f"{where}: min_cases must be a positive integer")
+    metrics = _strings(data.get("metrics", []), f"{where}: metrics", sets)
+    if measure == "metric" and not metrics:
+        raise ProfileError(f"{where}: measure 'metric' needs metrics = [...]")
+    bounds = _numbers(data.get("bounds", {}), f"{where}: bounds")
+    if set(bounds) - set(metrics):
+        raise ProfileError(f"{where}: bounds may only name listed metrics")
+    required = data.get("required", "limited" if "limited" in thresholds else "full")
+    if required not in GRADED_LEVELS or required not in thresholds:
+        raise ProfileError(f"{where}: required must be a level the thresholds set")
+    return Criterion(
+        id=cid, title_zh=_text(data, "title_zh", where), title_en=_text(data, "title_en", where),
+        suite=_text(data, "suite", where), measure=measure, thresholds=thresholds, match=match,
+        exclude_cases=_strings(data.get("exclude_cases", []), f"{where}: exclude_cases", sets),
+        coverage=coverage, skips=skips, min_cases=min_cases, metrics=metrics, bounds=bounds,
+        required=required)
+
+
+def _parse(data: dict[str, Any], origin: str) -> Profile:
+    where = origin
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError):
+        raise ProfileError(f"{where}: only strings, numbers, booleans, lists and tables "
+                           "are allowed (no TOML dates)") from None
+    kind = data.get("kind")
+    if kind not in TARGET_KINDS:
+        raise ProfileError(f"{where}: kind must be one of {TARGET_KINDS}")
+    raw_sets = data.get("sets", {})
+    if not isinstance(raw_sets, dict):
+        raise ProfileError(f"{where}: [sets] must be a table of lists")
+    sets = {k: _strings(v, f"{where}: sets.{k}", {}) for k, v in raw_sets.items()}
+    raw_scopes = data.get("scopes", {})
+    if not isinstance(raw_scopes, dict) or "full" not in raw_scopes:
+        raise ProfileError(f"{where}: a [scopes.full] table is required")
+    scopes = {n: _parse_scope(n, s, origin) for n, s in raw_scopes.items()}
+    if not scopes["full"].complete:
+        raise ProfileError(f"{where}: scopes.full must be complete (no markexpr)")
+    raw_criteria = data.get("criteria")
+    if not isinstance(raw_criteria, list) or not raw_criteria:
+        raise ProfileError(f"{where}: at least one [[criteria]] entry is required")
+    criteria = tuple(_parse_criterion(i, c, origin, sets) for i, c in enumerate(raw_criteria))
+    ids = [c.id for c in criteria]
+    if len(set(ids)) != len(ids):
+        raise ProfileError(f"{where}: criterion ids must be unique")
+    for level in GRADED_LEVELS:
+        if not any(c.required_for(level) for c in criteria):
+            raise ProfileError(f"{where}: no criterion is required for level {level!r}")
+    suites = tuple(dict.fromkeys(c.suite for c in criteria))
+    validity = data.get("validity_days", 365)
+    if not isinstance(validity, int) or validity < 1:
+        raise ProfileError(f"{where}: validity_days must be a positive integer")
+    version = data.get("version")
+    if not isinstance(version, str) or not version:
+        raise ProfileError(f"{where}: version must be a non-empty string, e.g. \"1.0\"")
+    return Profile(
+        name=_text(data, "name", where), version=version, kind=kind,
+        title_zh=_text(data, "title_zh", where), title_en=_text(data, "title_en", where),
+        validity_days=validity, suites=suites, scopes=scopes, criteria=criteria, sets=sets,
+        definition=data)

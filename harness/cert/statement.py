@@ -1,0 +1,178 @@
+"""The certificate's content: an in-toto Statement v1 with a Shipei predicate.
+
+https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md ::
+
+    {"_type": "https://in-toto.io/Statement/v1",
+     "subject": [{"name": ..., "digest": {"sha256": ...}}, ...],
+     "predicateType": PREDICATE_TYPE,
+     "predicate": {...}}
+
+Subjects: the target driver (sha256 over its files), its runtime distribution
+(sha256 of the wheel's RECORD) when it is a Python distribution, and the platform
+fingerprint. The predicate is documented in ``docs/certificates.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from harness.cert.evaluate import Evaluation
+from harness.cert.profile import LEVELS, Profile
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://shipei.dev/attestations/compatibility-certificate/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+PREDICATE_SCHEMA_VERSION = "1.0"
+#: suites whose records are shown in the certificate's model table
+MODEL_SUITES = ("models", "model_file")
+PERFORMANCE_SUITE = "performance"
+#: metric-name fragments that mark a latency or throughput figure
+LATENCY_HINTS = ("_ms", "_us", "_s", "qps", "per_s", "throughput", "latency")
+MAX_METRICS_SHOWN = 8
+
+
+class StatementError(Exception):
+    """A payload that is not a Shipei certificate statement."""
+
+
+def new_certificate_id(now: datetime) -> str:
+    return f"SP-{now:%Y%m%d}-{secrets.token_hex(4).upper()}"
+
+
+def _numeric(metrics: dict[str, Any], keep: Any = None) -> dict[str, float]:
+    found = {}
+    for key, value in sorted((metrics or {}).items()):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and (keep is None or keep(key)):
+            found[key] = value
+    return dict(list(found.items())[:MAX_METRICS_SHOWN])
+
+
+def model_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"suite": r["suite"], "case": r["case"], "status": r["status"],
+             "metrics": _numeric(r.get("metrics") or {})}
+            for r in sorted(records, key=lambda r: (r["suite"], r["case"]))
+            if r["suite"] in MODEL_SUITES]
+
+
+def latency_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Performance-suite figures, and per suite the time per conformance case
+    (labelled as such: a conformance case is not a benchmark)."""
+    def is_latency(key: str) -> bool:
+        return any(hint in key.lower() for hint in LATENCY_HINTS)
+
+    performance = [{"case": r["case"], "status": r["status"],
+                    "metrics": _numeric(r.get("metrics") or {}, is_latency)}
+                   for r in sorted(records, key=lambda r: r["case"])
+                   if r["suite"] == PERFORMANCE_SUITE]
+    per_suite: dict[str, dict[str, Any]] = {}
+    for suite in sorted({r["suite"] for r in records} - {PERFORMANCE_SUITE}):
+        times = sorted(float(r["timings"]["run_s"]) * 1000.0 for r in records
+                       if r["suite"] == suite and r["status"] == "pass"
+                       and isinstance((r.get("timings") or {}).get("run_s"), (int, float)))
+        if times:
+            p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
+            per_suite[suite] = {"cases": len(times), "median_ms": statistics.median(times),
+                                "p90_ms": p90, "max_ms": times[-1]}
+    return {"performance": performance, "conformance_run_time": per_suite}
+
+
+@dataclass
+class Issue:
+    """Everything a certificate states, gathered by :mod:`harness.cert.certify`."""
+
+    profile: Profile
+    evaluation: Evaluation
+    label: str
+    identity: dict[str, Any]
+    capabilities: Any
+    environment: dict[str, Any]
+    runs: list[dict[str, Any]]
+    files: dict[str, list[dict[str, str]]]
+    distributions: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    harness: dict[str, Any]
+    issuer: dict[str, str]
+    valid_days: int
+
+
+def subjects(issue: Issue, driver_digest: str) -> list[dict[str, Any]]:
+    ident = issue.identity
+    found = [{"name": f"driver:{ident.get('driver_distribution') or 'unknown'}/"
+                      f"{ident['name']}@{ident['driver_version']}",
+              "digest": {"sha256": driver_digest}}]
+    runtime = next((d for d in issue.distributions if d["name"] == ident.get("runtime")
+                    and d.get("record_sha256")), None)
+    if runtime:
+        found.append({"name": f"runtime:{runtime['name']}@{runtime['version']}",
+                      "digest": {"sha256": runtime["record_sha256"]}})
+    platform_id = issue.environment["platform_id"]
+    found.append({"name": f"platform:{platform_id}", "digest": {"sha256": platform_id}})
+    return found
+
+
+def build_statement(issue: Issue, driver_digest: str, now: datetime | None = None
+                    ) -> dict[str, Any]:
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    evaluation, profile = issue.evaluation, issue.profile
+    level = evaluation.level
+    suites = dict(evaluation.suites)
+    for name, summary in suites.items():
+        summary["runs"] = [r["run_id"] for r in issue.runs if name in r["suites"]]
+    scope = evaluation.scope
+    predicate = {
+        "schema_version": PREDICATE_SCHEMA_VERSION,
+        "certificate_id": new_certificate_id(now),
+        "issued_at": now.isoformat(),
+        "expires_at": (now + timedelta(days=issue.valid_days)).isoformat(),
+        "issuer": issue.issuer,
+        "level": {"id": level, "zh": LEVELS[level][0], "en": LEVELS[level][1]},
+        "profile": {"name": profile.name, "version": profile.version, "kind": profile.kind,
+                    "title_zh": profile.title_zh, "title_en": profile.title_en,
+                    "sha256": profile.sha256, "definition": profile.definition},
+        "scope": {"name": scope.name, "title_zh": scope.title_zh, "title_en": scope.title_en,
+                  "complete": scope.complete, "max_level": scope.max_level,
+                  "markexpr": scope.markexpr},
+        "target": {"label": issue.label, "identity": issue.identity,
+                   "capabilities": issue.capabilities},
+        "platform": issue.environment,
+        "criteria": [r.to_dict() for r in evaluation.criteria],
+        "blockers": evaluation.blockers,
+        "suites": suites,
+        "runs": issue.runs,
+        "files": issue.files,
+        "distributions": issue.distributions,
+        "models": model_rows(issue.records),
+        "latency": latency_summary(issue.records),
+        "harness": issue.harness,
+    }
+    return {"_type": STATEMENT_TYPE, "subject": subjects(issue, driver_digest),
+            "predicateType": PREDICATE_TYPE, "predicate": predicate}
+
+
+def encode(statement: dict[str, Any]) -> bytes:
+    return json.dumps(statement, ensure_ascii=False, sort_keys=True,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """The statement in a verified payload; raise :class:`StatementError` if it is not ours."""
+    try:
+        statement = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StatementError(f"the payload is not JSON ({exc})") from None
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+        raise StatementError(f"the payload is not an in-toto Statement v1 ({STATEMENT_TYPE})")
+    if statement.get("predicateType") != PREDICATE_TYPE:
+        raise StatementError(f"predicateType is {statement.get('predicateType')!r}, "
+                             f"not {PREDICATE_TYPE}")
+    predicate = statement.get("predicate")
+    needed = ("certificate_id", "issued_at", "expires_at", "level", "profile", "scope")
+    if not isinstance(predicate, dict) or any(k not in predicate for k in needed):
+        raise StatementError("the predicate lacks certificate fields")
+    return statement

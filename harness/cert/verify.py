@@ -1,0 +1,186 @@
+"""Offline verification of a certificate: signature, validity period, revocation and,
+given the records, their hashes and the level recomputed from them.
+
+Every check either adds an ``ok`` line or raises :class:`VerificationError` with a
+one-line reason that starts with what failed (``signature:``, ``expired:``,
+``revoked:``, ``records:``, ``level:``, ``files:``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from harness.cert import dsse
+from harness.cert.evaluate import evaluate
+from harness.cert.evidence import EvidenceError, load_evidence
+from harness.cert.files import changed_files, manifest_digest, sha256_file
+from harness.cert.keys import display_fingerprint, fingerprint
+from harness.cert.profile import Profile, ProfileError, definition_digest, level_label
+from harness.cert.revocation import (
+    REVOCATIONS_FILE,
+    RevocationError,
+    find_revocation,
+    load_revocations,
+)
+from harness.cert.statement import PAYLOAD_TYPE, StatementError, decode
+from harness.records import RECORDS_FILE, RUN_FILE, find_run
+
+
+class VerificationError(Exception):
+    """The certificate is not valid; the message is the one-line reason."""
+
+
+@dataclass
+class VerifyOptions:
+    public_key: Ed25519PublicKey
+    records_dir: Path | None = None
+    revocations: Path | None = None
+    check_files: bool = False
+    at: datetime | None = None
+
+
+def open_certificate(raw: bytes, public_key: Ed25519PublicKey) -> dict[str, Any]:
+    """The statement of a certificate whose signature verifies under ``public_key``."""
+    try:
+        envelope = dsse.Envelope.parse(raw)
+        if envelope.payload_type != PAYLOAD_TYPE:
+            raise dsse.EnvelopeError(f"payloadType is {envelope.payload_type!r}, "
+                                     f"not {PAYLOAD_TYPE}")
+        keyid = fingerprint(public_key)
+        envelope.verify(public_key, keyid)
+        statement = decode(envelope.body)
+    except (dsse.EnvelopeError, StatementError) as exc:
+        raise VerificationError(f"signature: {exc}") from None
+    issuer = statement["predicate"].get("issuer") or {}
+    if issuer.get("keyid") != keyid:
+        raise VerificationError("signature: the certificate names another issuer key")
+    return statement
+
+
+def _parse_time(stamp: str) -> datetime:
+    parsed = datetime.fromisoformat(stamp)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def check_validity(predicate: dict[str, Any], at: datetime) -> str:
+    issued, expires = _parse_time(predicate["issued_at"]), _parse_time(predicate["expires_at"])
+    if at < issued:
+        raise VerificationError(f"not yet valid: issued {predicate['issued_at']}, "
+                                f"checked at {at.isoformat(timespec='seconds')}")
+    if at > expires:
+        raise VerificationError(f"expired: the certificate expired on {predicate['expires_at']}")
+    return f"validity: {predicate['issued_at']} to {predicate['expires_at']}"
+
+
+def check_revocation(predicate: dict[str, Any], certificate: Path, options: VerifyOptions
+                     ) -> str:
+    path = options.revocations or certificate.parent / REVOCATIONS_FILE
+    if not path.exists():
+        if options.revocations:
+            raise VerificationError(f"revocation: list {path} does not exist")
+        return (f"revocation: not checked (no {REVOCATIONS_FILE} beside the certificate; "
+                "pass --revocations)")
+    try:
+        revocations = load_revocations(path, options.public_key)
+    except RevocationError as exc:
+        raise VerificationError(f"revocation: {exc}") from None
+    entry = find_revocation(revocations, predicate["certificate_id"])
+    if entry:
+        raise VerificationError(f"revoked: certificate {predicate['certificate_id']} was "
+                                f"revoked on {entry['revoked_at']}: {entry['reason']}")
+    return (f"revocation: not revoked (list #{revocations.get('sequence')} of "
+            f"{revocations.get('updated_at') or 'never'})")
+
+
+def _run_dir(records_dir: Path, run_id: str) -> Path:
+    try:
+        return find_run(records_dir, run_id)
+    except FileNotFoundError:
+        if records_dir.name == run_id and (records_dir / RECORDS_FILE).exists():
+            return records_dir
+        raise VerificationError(f"records: run {run_id} not found under {records_dir}") \
+            from None
+
+
+def check_records(predicate: dict[str, Any], records_dir: Path) -> list[str]:
+    lines = []
+    label = predicate["target"]["label"]
+    records: list[dict[str, Any]] = []
+    for cited in predicate["runs"]:
+        run_dir = _run_dir(records_dir, cited["run_id"])
+        for name, key in ((RECORDS_FILE, "records_sha256"), (RUN_FILE, "run_json_sha256")):
+            path = run_dir / name
+            if not path.is_file():
+                raise VerificationError(f"records: run {cited['run_id']} has no {name}")
+            if sha256_file(path) != cited[key]:
+                raise VerificationError(f"records: {name} of run {cited['run_id']} does not "
+                                        "match the certificate (edited or replaced)")
+        try:
+            records += load_evidence(run_dir, label).records
+        except EvidenceError as exc:
+            raise VerificationError(f"records: {exc}") from None
+        lines.append(f"records: run {cited['run_id']} matches (sha256)")
+    definition = predicate["profile"]["definition"]
+    if definition_digest(definition) != predicate["profile"]["sha256"]:
+        raise VerificationError("level: the embedded profile does not match its sha256")
+    try:
+        profile = Profile.from_dict(definition, f"profile {predicate['profile']['name']}")
+        evaluation = evaluate(profile, predicate["scope"]["name"], records)
+    except ProfileError as exc:
+        raise VerificationError(f"level: cannot recompute ({exc})") from None
+    claimed = predicate["level"]["id"]
+    if evaluation.level != claimed:
+        raise VerificationError(f"level: recomputed from the records it is "
+                                f"{level_label(evaluation.level)}; the certificate claims "
+                                f"{level_label(claimed)}")
+    recomputed = [r.to_dict() for r in evaluation.criteria]
+    for mine, theirs in zip(recomputed, predicate["criteria"], strict=False):
+        if mine != theirs:
+            raise VerificationError(f"level: criterion {mine['id']} recomputes to "
+                                    f"{mine['passed']}/{mine['measured_cases']}, the "
+                                    f"certificate says {theirs.get('passed')}/"
+                                    f"{theirs.get('measured_cases')}")
+    lines.append(f"level: recomputed from the records: {level_label(evaluation.level)}")
+    return lines
+
+
+def check_files(statement: dict[str, Any]) -> list[str]:
+    files = statement["predicate"]["files"]
+    labels = {"driver": "driver file", "suites": "suite file", "models": "model file"}
+    for group, cited in files.items():
+        problems = changed_files(cited)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise VerificationError(f"files: {labels.get(group, group)} {problems[0]}{more}")
+    driver_subject = statement["subject"][0]["digest"]["sha256"]
+    if manifest_digest(files["driver"]) != driver_subject:
+        raise VerificationError("files: the driver files do not match the driver subject")
+    return [f"files: {len(files['driver'])} driver, {len(files['suites'])} suite and "
+            f"{len(files['models'])} model file(s) match this installation"]
+
+
+def verify_certificate(path: Path, options: VerifyOptions) -> list[str]:
+    """Run every check; return the ``ok`` lines or raise :class:`VerificationError`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError(f"cannot read {path}: {exc.strerror}") from None
+    statement = open_certificate(raw, options.public_key)
+    predicate = statement["predicate"]
+    lines = [f"signature: valid, key {display_fingerprint(fingerprint(options.public_key))}"]
+    lines.append(check_validity(predicate, options.at or datetime.now(UTC)))
+    lines.append(check_revocation(predicate, path, options))
+    if options.records_dir is not None:
+        lines += check_records(predicate, options.records_dir)
+    if options.check_files:
+        lines += check_files(statement)
+    lines.append(f"certificate {predicate['certificate_id']} is valid: "
+                 f"{level_label(predicate['level']['id'])} "
+                 f"({predicate['target']['label']}, profile {predicate['profile']['name']} "
+                 f"v{predicate['profile']['version']}, scope {predicate['scope']['name']})")
+    return lines

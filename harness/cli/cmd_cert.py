@@ -1,0 +1,252 @@
+"""``shipei cert``: verify, publish, revoke and render certificates; list profiles."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.cert.keys import (
+    DEFAULT_KEY_DIR,
+    PRIVATE_FILE,
+    PUBLIC_FILE,
+    KeyFileError,
+    fingerprint,
+    load_private_key,
+    load_public_key,
+    public_pem,
+)
+from harness.cert.page import render_certificate
+from harness.cert.profile import ProfileError, available_profiles, load_profile
+from harness.cert.publish import RegistryError, publish, refresh
+from harness.cert.revocation import (
+    REVOCATIONS_FILE,
+    RevocationError,
+    load_revocations,
+    revoke,
+)
+from harness.cert.verify import (
+    VerificationError,
+    VerifyOptions,
+    check_validity,
+    open_certificate,
+    verify_certificate,
+)
+from harness.cli.cmd_certify import DEFAULT_CERT_DIR
+from harness.cli.common import CliError
+
+DEFAULT_REGISTRY = Path("reports") / "registry"
+DEFAULT_PUBKEY = DEFAULT_KEY_DIR / PUBLIC_FILE
+DEFAULT_KEY = DEFAULT_KEY_DIR / PRIVATE_FILE
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cert", help="verify, publish, revoke or render certificates",
+        description="Work with certificates written by 'shipei certify'.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    verify = actions.add_parser(
+        "verify", help="verify a certificate offline",
+        description="Check the signature, the validity period and the revocation list; with "
+                    "--records, that the cited records are unchanged and give the claimed "
+                    "level; with --check-files, that the driver, suite and model files "
+                    "installed here are the certified ones. Exit 0 valid, 1 invalid (one-line "
+                    "reason), 2 usage error.")
+    verify.add_argument("certificate", type=Path, help="a .dsse.json certificate")
+    verify.add_argument("--pubkey", type=Path, default=DEFAULT_PUBKEY,
+                        help=f"the center's public key (default {DEFAULT_PUBKEY})")
+    verify.add_argument("--records", type=Path, metavar="DIR",
+                        help="results folder (or one run folder) holding the cited runs")
+    verify.add_argument("--revocations", type=Path, metavar="FILE",
+                        help=f"signed revocation list (default: {REVOCATIONS_FILE} beside "
+                             "the certificate)")
+    verify.add_argument("--check-files", action="store_true",
+                        help="re-hash the cited driver, suite and model files installed here")
+    verify.add_argument("--at", type=_timestamp, metavar="ISO_TIME",
+                        help="check validity at this time instead of now")
+    verify.set_defaults(handler=run_verify)
+
+    pub = actions.add_parser(
+        "publish", help="add certificates to a static registry folder",
+        description="Verify each certificate and add it, with its page, to a static folder "
+                    "(index.json and a searchable index.html, no external assets) that a "
+                    "center can host as it is.")
+    pub.add_argument("certificates", type=Path, nargs="+", help=".dsse.json certificates")
+    pub.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY,
+                     help=f"registry folder (default {DEFAULT_REGISTRY}/)")
+    pub.add_argument("--pubkey", type=Path, default=DEFAULT_PUBKEY,
+                     help=f"the center's public key (default {DEFAULT_PUBKEY})")
+    pub.set_defaults(handler=run_publish)
+
+    rev = actions.add_parser(
+        "revoke", help="revoke a certificate (signed revocation list)",
+        description=f"Add a certificate to the signed {REVOCATIONS_FILE} in "
+                    "--certificates-dir and, when it exists, in the registry folder.")
+    rev.add_argument("certificate_id", help="certificate id, e.g. SP-20260101-1A2B3C4D")
+    rev.add_argument("--reason", required=True, help="why it is revoked (published)")
+    rev.add_argument("--key", type=Path, default=DEFAULT_KEY,
+                     help=f"the center's private key (default {DEFAULT_KEY})")
+    rev.add_argument("--certificates-dir", type=Path, default=DEFAULT_CERT_DIR,
+                     help=f"where certificates are (default {DEFAULT_CERT_DIR}/)")
+    rev.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY,
+                     help=f"registry folder to update if it exists (default {DEFAULT_REGISTRY}/)")
+    rev.set_defaults(handler=run_revoke)
+
+    page = actions.add_parser(
+        "page", help="render a certificate's bilingual HTML page (and PDF)",
+        description="Write the certificate's page from the verified certificate alone.")
+    page.add_argument("certificate", type=Path, help="a .dsse.json certificate")
+    page.add_argument("--pubkey", type=Path, default=DEFAULT_PUBKEY,
+                      help=f"the center's public key (default {DEFAULT_PUBKEY})")
+    page.add_argument("-o", "--output", type=Path, help="HTML file (default: beside the "
+                      "certificate)")
+    page.add_argument("--pdf", type=Path, metavar="FILE",
+                      help="also write an A4 PDF (needs weasyprint: pip install 'shipei[pdf]')")
+    page.set_defaults(handler=run_page)
+
+    profiles = actions.add_parser("profiles", help="list certification profiles",
+                                  description="List the packaged certification profiles.")
+    profiles.set_defaults(handler=run_profiles)
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _public_key(path: Path) -> Any:
+    try:
+        return load_public_key(path)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    key = _public_key(args.pubkey)
+    if not args.certificate.is_file():
+        raise CliError(f"certificate {args.certificate} does not exist")
+    if args.records is not None and not args.records.is_dir():
+        raise CliError(f"records folder {args.records} does not exist")
+    options = VerifyOptions(key, args.records, args.revocations, args.check_files, args.at)
+    try:
+        lines = verify_certificate(args.certificate, options)
+    except VerificationError as exc:
+        print(f"shipei cert verify: INVALID: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _revocations(path: Path, key: Any) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return load_revocations(path, key)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    key = _public_key(args.pubkey)
+    keyid = fingerprint(key)
+    index = None
+    for certificate in args.certificates:
+        try:
+            statement = open_certificate(_read(certificate), key)
+            check_validity(statement["predicate"], datetime.now(UTC))
+        except VerificationError as exc:
+            raise CliError(f"{certificate}: not published: {exc}") from None
+        revocations_file = certificate.parent / REVOCATIONS_FILE
+        revocations = _revocations(revocations_file, key)
+        page = certificate.with_name(certificate.name.replace(".dsse.json", ".html"))
+        try:
+            index = publish(args.registry, certificate, page, statement, keyid, public_pem(key),
+                            revocations_file if revocations else None, revocations)
+        except RegistryError as exc:
+            raise CliError(str(exc)) from None
+        print(f"published {statement['predicate']['certificate_id']} "
+              f"({statement['predicate']['level']['en']})")
+    print(f"registry: {index}")
+    return 0
+
+
+def _known_ids(args: argparse.Namespace) -> set[str]:
+    ids = {p.name.removesuffix(".dsse.json") for p in args.certificates_dir.glob("*.dsse.json")
+           if p.name != REVOCATIONS_FILE}
+    ids |= {p.name.removesuffix(".dsse.json")
+            for p in (args.registry / "certificates").glob("*.dsse.json")}
+    return ids
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    try:
+        key = load_private_key(args.key)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    if args.certificate_id not in _known_ids(args):
+        raise CliError(f"no certificate {args.certificate_id} in {args.certificates_dir}/ "
+                       f"or {args.registry}/")
+    master = args.certificates_dir / REVOCATIONS_FILE
+    try:
+        revocations = revoke(master, key, args.certificate_id, args.reason)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    print(f"revoked {args.certificate_id}: {args.reason} (list #{revocations['sequence']}, "
+          f"{master})")
+    if (args.registry / "index.json").exists():
+        try:
+            refresh(args.registry, None, master, revocations)
+        except (RegistryError, OSError, ValueError) as exc:
+            raise CliError(f"revoked, but the registry was not updated: {exc}") from None
+        print(f"registry updated: {args.registry}")
+    return 0
+
+
+def run_page(args: argparse.Namespace) -> int:
+    key = _public_key(args.pubkey)
+    try:
+        statement = open_certificate(_read(args.certificate), key)
+    except VerificationError as exc:
+        raise CliError(f"{args.certificate}: {exc}") from None
+    html_text = render_certificate(statement, fingerprint(key))
+    output = args.output or args.certificate.with_name(
+        args.certificate.name.replace(".dsse.json", ".html"))
+    output.write_text(html_text, encoding="utf-8")
+    print(f"page: {output}")
+    if args.pdf:
+        from harness.cert.pdf import PdfError, write_pdf
+
+        try:
+            write_pdf(html_text, args.pdf)
+        except PdfError as exc:
+            raise CliError(str(exc)) from None
+        print(f"pdf:  {args.pdf}")
+    return 0
+
+
+def run_profiles(args: argparse.Namespace) -> int:
+    for name in available_profiles():
+        try:
+            profile = load_profile(name)
+        except ProfileError as exc:
+            print(f"{name}: broken: {exc}")
+            continue
+        scopes = ", ".join(profile.scopes)
+        print(f"{profile.name:<10} v{profile.version:<5} kind {profile.kind:<9} "
+              f"suites {', '.join(profile.suites)}; scopes {scopes}")
+        print(f"           {profile.title_zh} / {profile.title_en}")
+    return 0

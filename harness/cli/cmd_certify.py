@@ -1,0 +1,161 @@
+"""``shipei certify``: run what a profile requires on a target (or take existing runs)
+and issue a signed certificate under ``reports/certificates/``."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.cert.certify import CertifyRequest, Issued, issue
+from harness.cert.evidence import EvidenceError
+from harness.cert.files import package_dir
+from harness.cert.keys import DEFAULT_KEY_DIR, PRIVATE_FILE, KeyFileError, center_name
+from harness.cert.keys import load_private_key as load_key
+from harness.cert.profile import Profile, ProfileError, available_profiles, level_label
+from harness.cert.profile import load_profile as read_profile
+from harness.cli.common import CliError, add_run_location_options, known_suites
+from harness.environment import fingerprint, git_commit
+from harness.records import find_run, new_run_id
+from harness.registry import RegistryError, TargetRequest, discover
+
+DEFAULT_CERT_DIR = Path("reports") / "certificates"
+RUN_OK = (0, 1)  # 1: some case did not go as expected - still evidence
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "certify", help="certify a target against a profile and sign the certificate",
+        description="Run the suites a certification profile requires on a target (through "
+                    "'shipei run'), or take existing runs with --runs, compute the level from "
+                    "the records and write a signed certificate (DSSE envelope of an in-toto "
+                    "Statement) and its bilingual page under --certificates-dir.")
+    parser.add_argument("--target", required=True, help="target NAME[:CONFIG][,k=v]")
+    parser.add_argument("--profile", required=True,
+                        help=f"profile name ({', '.join(available_profiles())}) or TOML path")
+    parser.add_argument("--scope", default="full",
+                        help="which cases the certificate rests on (profile scopes: full, "
+                             "representative); a subset scope caps the level")
+    parser.add_argument("--runs", nargs="+", metavar="RUN_ID",
+                        help="certify from these existing runs instead of running suites")
+    parser.add_argument("--key", type=Path, default=DEFAULT_KEY_DIR / PRIVATE_FILE,
+                        help=f"the center's private key (default {DEFAULT_KEY_DIR}/{PRIVATE_FILE})")
+    parser.add_argument("--valid-days", type=int,
+                        help="validity in days (default and maximum: the profile's)")
+    parser.add_argument("--certificates-dir", type=Path, default=DEFAULT_CERT_DIR,
+                        help=f"where certificates go (default {DEFAULT_CERT_DIR}/)")
+    parser.add_argument("--case-timeout", type=float, help="per-case timeout for the run")
+    parser.add_argument("--isolation", choices=("process", "inline"),
+                        help="worker subprocess per target (default) or in-process")
+    parser.add_argument("-n", dest="numprocesses", help="parallel pytest-xdist workers")
+    add_run_location_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    try:
+        profile = read_profile(args.profile)
+        profile.scope(args.scope)
+    except ProfileError as exc:
+        raise CliError(str(exc)) from None
+    return profile
+
+
+def _target(label: str) -> tuple[TargetRequest, dict[str, Any], Path]:
+    """The target's description (identity, availability, capabilities) and driver folder."""
+    try:
+        request = TargetRequest.parse(label)
+        registry = discover()
+        spec = registry.spec(request.name)
+        described = registry.build(request).describe()
+    except (RegistryError, TypeError) as exc:
+        raise CliError(str(exc)) from None
+    module = spec.factory.partition(":")[0]
+    driver_root = package_dir(module.split(".")[0])
+    if driver_root is None:
+        raise CliError(f"cannot locate the package of driver {spec.factory}")
+    return request, described, driver_root
+
+
+def _run_suites(args: argparse.Namespace, profile: Profile, label: str) -> Path:
+    installed = known_suites()
+    suites = [s for s in profile.suites if s in installed]
+    for missing in (s for s in profile.suites if s not in installed):
+        print(f"certify: suite {missing!r} is not installed; criteria over it will be "
+              "'not measured'")
+    if not suites:
+        raise CliError(f"none of the suites profile {profile.name!r} requires is installed")
+    scope = profile.scope(args.scope)
+    run_id = new_run_id()
+    argv = [sys.executable, "-m", "harness", "run", "--target", label,
+            "--results-dir", str(args.results_dir), "--reports-dir", str(args.reports_dir),
+            "--run-id", run_id]
+    for suite in suites:
+        argv += ["--suite", suite]
+    options = {"-m": scope.markexpr, "--case-timeout": args.case_timeout,
+               "--isolation": args.isolation, "-n": args.numprocesses}
+    argv += [str(x) for flag, value in options.items() if value is not None
+             for x in (flag, value)]
+    print(f"certify: running {', '.join(suites)} on {label} (scope {scope.name}, run {run_id})",
+          flush=True)
+    status = subprocess.run(argv, check=False).returncode
+    if status not in RUN_OK:
+        raise CliError(f"'shipei run' ended with exit status {status}; no certificate issued")
+    return args.results_dir / run_id
+
+
+def _summary(issued: Issued) -> list[str]:
+    lines = []
+    for result in issued.evaluation.criteria:
+        c = result.criterion
+        shown = (f"{result.passed}/{result.measured} = {result.value:.2%}" if result.is_measured
+                 else f"not measured: {result.reason}")
+        lines.append(f"  {c.id:<18} {c.suite:<12} {shown}")
+    p = issued.statement["predicate"]
+    lines += [f"level:       {level_label(p['level']['id'])} (scope {p['scope']['name']})",
+              f"certificate: {issued.certificate}",
+              f"page:        {issued.page}",
+              f"id:          {p['certificate_id']}, valid until {p['expires_at']}"]
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    try:
+        key = load_key(args.key)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    valid_days = args.valid_days or profile.validity_days
+    if not 1 <= valid_days <= profile.validity_days:
+        raise CliError(f"--valid-days must be between 1 and {profile.validity_days} "
+                       f"(profile {profile.name})")
+    request, described, driver_root = _target(args.target)
+    if args.runs:
+        try:
+            run_dirs = [find_run(args.results_dir, r) for r in args.runs]
+        except FileNotFoundError as exc:
+            raise CliError(str(exc)) from None
+    else:
+        if not described.get("available"):
+            raise CliError(f"target {request.label!r} is not available here: "
+                           f"{described.get('reason')}")
+        run_dirs = [_run_suites(args, profile, request.label)]
+    identity = {k: v for k, v in described.items()
+                if k not in ("available", "reason", "capabilities")}
+    certify = CertifyRequest(
+        profile=profile, scope=args.scope, label=request.label, identity=identity,
+        capabilities=described.get("capabilities"), driver_root=driver_root,
+        suite_dirs=known_suites(), environment=fingerprint(),
+        harness={"version": __version__, "git_commit": git_commit()}, key=key,
+        issuer_name=center_name(args.key.parent), valid_days=valid_days,
+        out_dir=args.certificates_dir)
+    try:
+        issued = issue(certify, run_dirs)
+    except EvidenceError as exc:
+        raise CliError(f"cannot certify: {exc}") from None
+    for line in _summary(issued):
+        print(line)
+    return 0

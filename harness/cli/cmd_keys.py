@@ -1,0 +1,52 @@
+"""``shipei keys``: the certification center's signing key pair."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.cert.keys import (
+    DEFAULT_KEY_DIR,
+    PRIVATE_FILE,
+    PUBLIC_FILE,
+    KeyFileError,
+    KeyPair,
+    center_name,
+    display_fingerprint,
+    fingerprint,
+    init_keys,
+    load_public_key,
+)
+from harness.cli.common import CliError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "keys", help="create or show the center's Ed25519 signing key pair",
+        description=f"'init' writes {PRIVATE_FILE} (mode 0600, never printed) and "
+                    f"{PUBLIC_FILE} into --dir; 'show' prints the public key's fingerprint. "
+                    "People verify certificates against the public key and its fingerprint.")
+    parser.add_argument("action", choices=["init", "show"])
+    parser.add_argument("--dir", type=Path, default=DEFAULT_KEY_DIR,
+                        help=f"key folder (default {DEFAULT_KEY_DIR}/)")
+    parser.add_argument("--name", default="",
+                        help="the center's name, shown on certificates (init)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing key pair (init)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "init":
+            pair, keyid = init_keys(args.dir, args.name, args.force)
+            print(f"private key: {pair.private} (mode 0600; keep it secret, back it up)")
+        else:
+            pair = KeyPair(args.dir)
+            keyid = fingerprint(load_public_key(pair.public))
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"public key:  {pair.public}")
+    print(f"center:      {center_name(args.dir) or '(no name; keys init --name)'}")
+    print(f"fingerprint: {display_fingerprint(keyid)}")
+    return 0

@@ -182,7 +182,7 @@ class OpenVinoExecutable(Executable):
         if ov_type in BIT_EXCHANGED:
             bits = BIT_EXCHANGED[ov_type]
             tensor = ov.Tensor(port.get_element_type(), ov.Shape(list(value.shape)))
-            tensor.data.view(bits)[...] = np.ascontiguousarray(value).view(bits)
+            tensor.data.view(bits)[...] = np.require(value, requirements="C").view(bits)
             self._bit_exchanged.add(name)
             return tensor
         if value.dtype == object:  # the binding takes str arrays, not object arrays

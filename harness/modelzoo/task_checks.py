@@ -1,0 +1,240 @@
+"""Task-level checks on a target: the OCR answer and the VAD segments.
+
+Each check runs the whole task on the target under test and compares the
+answer with the reference's: the stored task golden when it was computed from
+the same input and model bytes, otherwise (a different font or Pillow renders
+other pixels) the reference target live, which the record then says. Figures
+and the answers themselves (recognized strings, segments) go into the record,
+where the models report shows them per target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.cases import Outcome
+from harness.cases import _failure as outcome_from_exception
+from harness.modelzoo import golden as golden_store
+from harness.modelzoo.execute import HOST_FAILURES, Deadline
+from harness.modelzoo.manifest import ManifestError
+from harness.modelzoo.reference import Reference, ReferenceUnavailable
+from harness.modelzoo.sources import SourceError
+from harness.modelzoo.streaming import WORKER_FUNCTION, worker_payload
+from harness.modelzoo.tasks import ocr, vad
+from harness.modelzoo.zoo import Zoo, ZooEntry
+from harness.worker import Host
+
+OCR_TASK = "ocr_pipeline"
+OCR_MODELS = {"det": "ppocrv4_det", "cls": "ppocr_mobile_cls", "rec": "ppocrv4_rec"}
+VAD_TASK = "vad_segments"
+VAD_MODEL = "silero_vad"
+#: seconds of silence, speech, silence, speech, silence
+VAD_DURATIONS = (0.8, 1.5, 1.0, 1.2, 0.7)
+VAD_SEED = 1
+VAD_RATE = 16000
+
+
+class TaskUnavailable(Exception):
+    """The check cannot run here (a package, font or library missing): a skip."""
+
+
+def _entries(zoo: Zoo, names: Mapping[str, str]) -> dict[str, ZooEntry]:
+    entries = {role: zoo.entry(name) for role, name in names.items()}
+    for entry in entries.values():
+        state = entry.status()
+        if not state.available:
+            raise TaskUnavailable(f"{entry.name}: {state.reason}")
+    return entries
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+# -- OCR ----------------------------------------------------------------------------
+def ocr_image() -> tuple[Any, dict[str, Any]]:
+    """The rendered test image and what describes it (font, lines, pixel sha256)."""
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise TaskUnavailable("Pillow is not installed; pip install pillow") from None
+    font = ocr.find_cjk_font()
+    if font is None:
+        raise TaskUnavailable(f"no CJK font found; {ocr.FONT_HINT}")
+    image = ocr.render_text(font)
+    return image, {"font": f"{font[0].name}#{font[1]}", "lines": list(ocr.LINES),
+                   "input_sha256": _digest(np.asarray(image))}
+
+
+def ocr_answer(zoo: Zoo, host: Host, image: Any, deadline: Deadline) -> ocr.OcrResult:
+    entries = _entries(zoo, OCR_MODELS)
+    keys = {role: f"models::{OCR_TASK}::{role}" for role in entries}
+    try:
+        for role, entry in entries.items():
+            host.compile(keys[role], entry.model_bytes(), deadline.left())
+        characters = ocr.character_list(entries["rec"].model_bytes())
+        return ocr.run_pipeline(lambda key, feeds: host.run(key, feeds, deadline.left())[0],
+                                keys, image, characters)
+    finally:
+        for key in keys.values():
+            host.release(key)
+
+
+def _models_digest(zoo: Zoo, names: Mapping[str, str]) -> dict[str, str]:
+    return {name: zoo.entry(name).manifest.sha256 for name in names.values()}
+
+
+def _reference_answer(zoo: Zoo, task: str, input_sha256: str, models: Mapping[str, str],
+                      compute: Any) -> tuple[Any, str]:
+    """The stored golden's answer if it matches this input, else the reference live."""
+    try:
+        stored = golden_store.load_task(zoo.golden_dir, task)
+    except golden_store.GoldenError:
+        stored = None
+    if stored and stored.get("input_sha256") == input_sha256 and stored.get("models") == dict(
+            models):
+        return stored["result"], "golden"
+    with Reference() as reference:
+        return compute(reference.host), "live reference (the stored golden is of another input)"
+
+
+def check_ocr(zoo: Zoo, host: Host, timeout: float) -> Outcome:
+    started = time.perf_counter()
+    deadline = Deadline(timeout)
+    try:
+        image, described = ocr_image()
+        _entries(zoo, OCR_MODELS)
+        models = _models_digest(zoo, OCR_MODELS)
+    except TaskUnavailable as exc:
+        return Outcome("skip", str(exc))
+    except ManifestError as exc:
+        return Outcome("infra_error", str(exc))
+    try:
+        result = ocr_answer(zoo, host, image, deadline)
+    except HOST_FAILURES as exc:
+        return outcome_from_exception(exc, started)
+    except (SourceError, ManifestError, ValueError) as exc:
+        return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
+    try:
+        stored, origin = _reference_answer(
+            zoo, OCR_TASK, described["input_sha256"], models,
+            lambda ref_host: ocr_answer(zoo, ref_host, image, Deadline(600)).to_dict())
+    except (ReferenceUnavailable, *HOST_FAILURES) as exc:
+        return Outcome("infra_error", f"the reference could not run: {exc}")
+    reference = ocr.OcrResult.from_dict(stored)
+    agrees, message, figures = ocr.compare(result, reference)
+    metrics = {**figures, "texts": result.texts, "boxes": result.boxes, "angles": result.angles,
+               "text_scores": result.text_scores, "reference_texts": reference.texts,
+               "ground_truth": described["lines"], "reference_origin": origin,
+               "char_accuracy": round(ocr.char_accuracy(result.texts, described["lines"]), 4),
+               "font": described["font"]}
+    return Outcome("pass" if agrees else "fail", message, metrics,
+                   {"total_s": time.perf_counter() - started})
+
+
+def refresh_ocr(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
+    image, described = ocr_image()
+    result = ocr_answer(zoo, reference.host, image, Deadline(600))
+    data = {**described, "models": _models_digest(zoo, OCR_MODELS), "result": result.to_dict(),
+            "char_accuracy": round(ocr.char_accuracy(result.texts, described["lines"]), 4),
+            "reference": reference.summary()}
+    return _store_task(zoo.golden_dir, OCR_TASK, data, write,
+                       f"read {result.texts} (rendered {described['lines']})")
+
+
+# -- VAD ----------------------------------------------------------------------------
+def vad_signal() -> np.ndarray:
+    return vad.speech_like(VAD_DURATIONS, VAD_RATE, VAD_SEED)
+
+
+def vad_answer(zoo: Zoo, host: Host, signal: np.ndarray, deadline: Deadline
+               ) -> dict[str, Any]:
+    entry = _entries(zoo, {"vad": VAD_MODEL})["vad"]
+    manifest = entry.manifest
+    if manifest.streaming is None:
+        raise ManifestError(f"{manifest.path.name}: the VAD model needs a [streaming] table")
+    feeds = dict(entry.data_sets()[0])
+    feeds[manifest.streaming.chunk_input] = signal
+    key = f"models::{VAD_TASK}"
+    try:
+        host.compile(key, entry.model_bytes(), deadline.left())
+        outputs = host.call(WORKER_FUNCTION, key, worker_payload(feeds, manifest.streaming),
+                            deadline.left())
+    finally:
+        host.release(key)
+    probabilities = np.asarray(outputs[manifest.streaming.collect[0]], dtype=np.float64)
+    probabilities = probabilities.reshape(len(probabilities), -1)[:, 0]
+    found = vad.segments(probabilities.tolist(), manifest.streaming.chunk, VAD_RATE,
+                         signal.size)
+    return {"segments": [list(s) for s in found],
+            "probabilities": [round(float(p), 6) for p in probabilities]}
+
+
+def check_vad(zoo: Zoo, host: Host, timeout: float) -> Outcome:
+    started = time.perf_counter()
+    signal = vad_signal()
+    try:
+        _entries(zoo, {"vad": VAD_MODEL})
+        models = _models_digest(zoo, {"vad": VAD_MODEL})
+    except TaskUnavailable as exc:
+        return Outcome("skip", str(exc))
+    except ManifestError as exc:
+        return Outcome("infra_error", str(exc))
+    try:
+        answer = vad_answer(zoo, host, signal, Deadline(timeout))
+    except HOST_FAILURES as exc:
+        return outcome_from_exception(exc, started)
+    except (SourceError, ManifestError, KeyError, ValueError) as exc:
+        return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
+    try:
+        stored, origin = _reference_answer(
+            zoo, VAD_TASK, _digest(signal), models,
+            lambda ref_host: vad_answer(zoo, ref_host, signal, Deadline(600)))
+    except (ReferenceUnavailable, *HOST_FAILURES) as exc:
+        return Outcome("infra_error", f"the reference could not run: {exc}")
+    agrees, message, figures = vad.compare(answer["segments"], stored["segments"])
+    truth = vad.true_segments(VAD_DURATIONS)
+    diff = np.abs(np.asarray(answer["probabilities"]) - np.asarray(stored["probabilities"]))
+    metrics = {**figures, "speech_segments": answer["segments"],
+               "reference_segments": stored["segments"], "true_segments": truth,
+               "speech_coverage": vad.overlap_with_truth(answer["segments"], truth),
+               "max_probability_diff": float(diff.max()) if diff.size else 0.0,
+               "chunks": len(answer["probabilities"]), "reference_origin": origin}
+    return Outcome("pass" if agrees else "fail", message, metrics,
+                   {"total_s": time.perf_counter() - started})
+
+
+def refresh_vad(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
+    signal = vad_signal()
+    answer = vad_answer(zoo, reference.host, signal, Deadline(600))
+    data = {"input_sha256": _digest(signal), "durations": list(VAD_DURATIONS),
+            "seed": VAD_SEED, "sample_rate": VAD_RATE,
+            "models": _models_digest(zoo, {"vad": VAD_MODEL}), "result": answer,
+            "true_segments": vad.true_segments(VAD_DURATIONS),
+            "reference": reference.summary()}
+    return _store_task(zoo.golden_dir, VAD_TASK, data, write,
+                       f"segments {answer['segments']} "
+                       f"(speech put at {vad.true_segments(VAD_DURATIONS)})")
+
+
+def _store_task(golden_dir: Path, task: str, data: dict[str, Any], write: bool,
+                summary: str) -> list[str]:
+    try:
+        old = golden_store.load_task(golden_dir, task)
+    except golden_store.GoldenError:
+        old = None
+    comparable = ("input_sha256", "models", "result")
+    if old is not None and all(old.get(k) == data[k] for k in comparable):
+        return ["unchanged", summary]
+    if write:
+        golden_store.save_task(golden_dir, task, data)
+    if old is None:
+        return ["new golden", summary]
+    changed = [k for k in comparable if old.get(k) != data[k]]
+    return [f"changed: {', '.join(changed)}", summary]

@@ -1,0 +1,142 @@
+"""The timed loops under MLPerf LoadGen, in this process, on real onnxruntime."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.perf import loops
+from harness.perf.settings import OFFLINE, SINGLE_STREAM, ScenarioSettings
+from harness.target import Executable
+from suites.performance.models import MODELS, model_bytes
+from targets.onnxruntime_target import OnnxRuntimeTarget
+
+pytest.importorskip("mlperf_loadgen")
+
+QUICK = dict(warmup_s=0.05, warmup_queries=5, min_duration_s=0.3, distinct_inputs=4)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Executable:
+    return OnnxRuntimeTarget("cpu", intra_op_threads=1).compile(model_bytes("tiny"))
+
+
+def test_single_stream_samples_agree_with_loadgen(tiny: Executable):
+    settings = ScenarioSettings(SINGLE_STREAM, min_queries=300, **QUICK)
+    feeds = MODELS["tiny"].inputs(4)
+    raw = loops.measure(tiny, {"settings": settings.to_dict(), "feeds": feeds})
+    latency, lg = raw["latency_ns"], raw["loadgen"]
+    assert lg["valid"], lg
+    assert latency.size == lg["query_count"] >= 300
+    assert raw["start_ns"][0] == 0 and np.all(np.diff(raw["start_ns"]) > 0)
+    # LoadGen times issue -> completion around our timed run, so each of its order
+    # statistics is at least ours, and only its dispatch overhead apart
+    ours = np.sort(latency)
+    n = ours.size
+    for key, index in (("min_latency_ns", 0), ("50.00_percentile_latency_ns", int(n * 0.5)),
+                       ("90.00_percentile_latency_ns", int(n * 0.9)),
+                       ("max_latency_ns", n - 1)):
+        assert lg[key] >= ours[index], key
+    assert lg["50.00_percentile_latency_ns"] - ours[n // 2] < 1_000_000
+    # our span runs from the first inference to the end of the last; LoadGen's (which
+    # met the minimum) adds its dispatch before the first and completion after the last
+    span = (raw["start_ns"][-1] + latency[-1]) / 1e9
+    assert 0.9 * settings.min_duration_s <= span <= raw["loadgen_wall_s"]
+    assert raw["warmup"]["queries"] >= settings.warmup_queries
+    assert raw["threads"]["process_threads"] >= 1
+    assert "mlperf_log_summary.txt" in raw["loadgen_logs"]
+    assert raw["engine"].startswith("mlperf_loadgen ")
+
+
+def test_offline_batches_and_counts_samples(tiny: Executable):
+    settings = ScenarioSettings(OFFLINE, min_queries=400, batch_size=8, **QUICK)
+    feeds = MODELS["tiny"].inputs(4, batch=8)
+    raw = loops.measure(tiny, {"settings": settings.to_dict(), "feeds": feeds})
+    lg = raw["loadgen"]
+    assert lg["valid"], lg
+    assert raw["samples_per_query"] == 8
+    # every issued sample ran inside one of our batches (the last one padded)
+    assert raw["latency_ns"].size == -(-lg["effective_samples_per_query"] // 8)
+    assert lg["effective_samples_per_query"] >= 400
+
+
+class _BreaksAfter(Executable):
+    """Raises on its fourth run: once the warm-up is over, inside LoadGen's thread."""
+
+    def __init__(self, inner: Executable) -> None:
+        self.inner, self.calls = inner, 0
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls == 4:
+            raise RuntimeError("device lost")
+        return self.inner.run(inputs)
+
+
+def test_a_failure_inside_loadgen_is_raised_not_fatal(tiny: Executable):
+    settings = ScenarioSettings(SINGLE_STREAM, min_queries=10,
+                                **(QUICK | {"warmup_queries": 3, "warmup_s": 0.0}))
+    with pytest.raises(RuntimeError, match="device lost"):
+        loops.measure(_BreaksAfter(tiny), {"settings": settings.to_dict(),
+                                           "feeds": MODELS["tiny"].inputs(2)})
+
+
+def test_settings_reject_nonsense():
+    with pytest.raises(ValueError, match="scenario"):
+        ScenarioSettings("server")
+    with pytest.raises(ValueError):
+        ScenarioSettings(SINGLE_STREAM, min_queries=0)
+
+
+# -- measure_case: the controller's side ---------------------------------------------------
+
+def _case(load: Any, scenario: str = SINGLE_STREAM) -> Any:
+    from harness.perf.cases import PerfCase
+
+    return PerfCase("performance", "test_x", "tiny",
+                    ScenarioSettings(scenario, min_queries=50, **QUICK), load)
+
+
+def _host():
+    from harness.worker import InlineHost
+
+    target = OnnxRuntimeTarget("cpu", intra_op_threads=1)
+    return InlineHost(target), target.capabilities()
+
+
+def test_measure_case_times_a_checked_model():
+    from harness.perf.measure import measure_case
+    from suites.performance.cases import workload
+
+    host, caps = _host()
+    result = measure_case(_case(lambda s: workload("tiny", s)), host, caps, timeout=60)
+    assert result.outcome.status == "pass", result.outcome.message
+    metrics = result.outcome.metrics
+    assert metrics["summary"]["count"] == result.samples.latency_ns.size
+    assert metrics["output_check"]["compared_elements"] == 16
+    assert metrics["threads"]["declared"] == {"intra_op_threads": 1, "inter_op_threads": 0}
+    assert {"compile_s", "check_s", "measure_s", "total_s"} <= set(result.outcome.timings)
+
+
+def test_measure_case_blames_the_harness_for_a_broken_workload():
+    from harness.perf.measure import measure_case
+
+    def broken(settings: ScenarioSettings) -> Any:
+        raise OSError("model file vanished")
+
+    host, caps = _host()
+    outcome = measure_case(_case(broken), host, caps, timeout=60).outcome
+    assert outcome.status == "infra_error"
+    assert "model file vanished" in outcome.message
+
+
+def test_measure_case_skips_without_loadgen(monkeypatch: pytest.MonkeyPatch):
+    from harness.perf import measure
+
+    monkeypatch.setattr(measure.importlib.util, "find_spec", lambda name: None)
+    host, caps = _host()
+    outcome = measure.measure_case(_case(lambda s: None), host, caps, timeout=60).outcome
+    assert outcome.status == "skip" and "pip install 'shipei[perf]'" in outcome.message

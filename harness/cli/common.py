@@ -29,12 +29,12 @@ def known_suites() -> dict[str, Path]:
 
 
 def resolve_suite(name: str) -> Path:
+    suites = known_suites()
+    if name in suites:  # a suite name wins over a same-named folder (models/ holds data)
+        return suites[name]
     as_path = Path(name)
     if as_path.exists() and (as_path.is_dir() or as_path.suffix == ".py"):
         return as_path
-    suites = known_suites()
-    if name in suites:
-        return suites[name]
     raise CliError(f"unknown suite {name!r}; known suites: {', '.join(suites) or 'none'}")
 
 

@@ -1,0 +1,1 @@
+"""Driver contract suite: what every target driver must honour (run by ``shipei gate``)."""

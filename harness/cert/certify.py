@@ -22,7 +22,7 @@ from harness.cert.evidence import (
     load_evidence,
     model_files,
 )
-from harness.cert.files import cite_tree, distribution_digest, manifest_digest
+from harness.cert.files import cite_file, cite_tree, distribution_digest, manifest_digest
 from harness.cert.keys import fingerprint
 from harness.cert.page import render_certificate
 from harness.cert.profile import Profile
@@ -41,7 +41,7 @@ class CertifyRequest:
     label: str
     identity: dict[str, Any]
     capabilities: Any
-    driver_root: Path
+    driver_files: list[Path]
     suite_dirs: dict[str, Path]
     environment: dict[str, Any]
     harness: dict[str, Any]
@@ -98,7 +98,7 @@ def _distributions(request: CertifyRequest) -> list[dict[str, Any]]:
 def issue(request: CertifyRequest, run_dirs: list[Path]) -> Issued:
     runs, evaluation = collect(request, run_dirs)
     records = [r for run in runs for r in run.records]
-    driver_files = cite_tree(request.driver_root)
+    driver_files = [cite_file(p) for p in request.driver_files]
     files = {
         "driver": driver_files,
         "suites": _suite_files(request, sorted({r["suite"] for r in records})),

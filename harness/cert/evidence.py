@@ -25,7 +25,7 @@ IDENTITY_FIELDS = ("name", "kind", "vendor", "driver_version", "runtime", "runti
 #: pytest options that stop a run early or leave cases out (value-taking ones first)
 SELECTING_OPTIONS = ("-k", "-m", "--deselect", "--maxfail", "--shard")
 SELECTING_FLAGS = ("-x", "--exitfirst", "--lf", "--last-failed", "--sw", "--stepwise",
-                   "--stepwise-skip", "--resume", "--retry-failed")
+                   "--stepwise-skip")
 #: record tags that may name the model file a case ran
 MODEL_TAGS = ("model_file", "model_path", "source")
 FINISHED_STATUSES = (0, 1)
@@ -39,8 +39,9 @@ class EvidenceError(Exception):
 class RunEvidence:
     run_dir: Path
     info: dict[str, Any]
-    records: list[dict[str, Any]]  # the certified target's records only
+    records: list[dict[str, Any]]  # the certified target's records only (every attempt)
     all_records: int
+    distinct_cases: int  # (target, suite, case) keys over all targets
 
     @property
     def run_id(self) -> str:
@@ -71,11 +72,12 @@ def load_evidence(run_dir: Path, label: str) -> RunEvidence:
     if not (run_dir / RECORDS_FILE).is_file():
         raise EvidenceError(f"run {run_dir.name} has no {RECORDS_FILE}")
     try:
-        info, records = load_run(run_dir)
+        info, records = load_run(run_dir, all_attempts=True)
     except ValueError as exc:
         raise EvidenceError(f"run {run_dir.name}: {RUN_FILE} is not valid JSON ({exc})") from None
     mine = [r for r in records if r.get("target") == label]
-    return RunEvidence(run_dir, info, mine, len(records))
+    keys = {(r.get("target"), r.get("suite"), r.get("case")) for r in records}
+    return RunEvidence(run_dir, info, mine, len(records), len(keys))
 
 
 def selection_args(pytest_args: list[str]) -> list[str]:
@@ -102,8 +104,19 @@ def _node_id(arg: str) -> bool:
 
 
 def check_scope(evidence: RunEvidence, scope: Scope) -> None:
+    """The run selected exactly the scope's cases and recorded every one of them."""
     expected = [f"-m {scope.markexpr}"] if scope.markexpr else []
     got = selection_args(evidence.info.get("pytest_args") or [])
+    selection = evidence.info.get("selection") or {}
+    merged = str(selection.get("merged_shards") or "")
+    done, _, total = merged.partition("/")
+    if merged and done == total:  # every shard of a sharded run, merged back into one
+        got = [a for a in got if not a.startswith("--shard")]
+    selected = selection.get("selected")
+    if isinstance(selected, int) and evidence.distinct_cases < selected:
+        raise EvidenceError(f"run {evidence.run_id} recorded {evidence.distinct_cases} of the "
+                            f"{selected} cases it selected; resume it first "
+                            f"(shipei run --resume {evidence.run_id})")
     normalized = [_normalize_mark(a) for a in got]
     if normalized != expected:
         shown = " ".join(shlex.quote(a) for a in got) or "no selection"

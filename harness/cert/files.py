@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,30 @@ def tree_files(root: Path) -> list[Path]:
 def cite_tree(root: Path) -> list[dict[str, str]]:
     """Every file under ``root`` (caches excluded), each cited with its sha256."""
     return [cite_file(p) for p in tree_files(root)]
+
+
+_LOADED_MODULES = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+top = sys.argv[1].split(".")[0]
+files = {getattr(m, "__file__", None) for n, m in list(sys.modules.items())
+         if n == top or n.startswith(top + ".")}
+print(json.dumps(sorted(f for f in files if f)))
+"""
+
+
+def loaded_package_files(module: str) -> list[Path]:
+    """The files of ``module``'s top-level package that importing ``module`` loads, found
+    in a fresh interpreter: a driver's own code, not its neighbours in the package."""
+    try:
+        out = subprocess.run([sys.executable, "-c", _LOADED_MODULES, module],
+                             capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise OSError(f"cannot list the files of {module}: {exc}") from None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OSError(f"importing {module} failed: {last}")
+    return [Path(p) for p in json.loads(out.stdout)]
 
 
 def manifest_digest(cited: list[dict[str, str]]) -> str:

@@ -32,6 +32,14 @@ SKIP_POLICIES = ("not_pass", "unmeasured")
 TARGET_KINDS = ("framework", "chip", "sensor")
 
 
+PROFILE_KEYS = {"name", "version", "kind", "title_zh", "title_en", "validity_days", "sets",
+                "scopes", "criteria"}
+SCOPE_KEYS = {"title_zh", "title_en", "markexpr", "complete", "max_level"}
+CRITERION_KEYS = {"id", "title_zh", "title_en", "suite", "measure", "thresholds", "match",
+                  "exclude_cases", "coverage", "skips", "min_cases", "metrics", "bounds",
+                  "required"}
+
+
 class ProfileError(Exception):
     """A profile that cannot be read or is inconsistent; the message is one line."""
 
@@ -116,7 +124,27 @@ def available_profiles() -> dict[str, Path]:
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """A packaged profile by name (``framework``) or a profile file by path."""
+    """A packaged profile by name (``framework``) or a profile file by path.
+
+    ``extends = "other"`` takes the ``[sets]`` and ``[scopes]`` of the packaged
+    profile ``other`` (entries of the same name here win); criteria are never
+    inherited. The resolved tables are what a certificate embeds.
+    """
+    data, origin = _read_profile(name_or_path)
+    base_name = data.pop("extends", None)
+    if base_name is not None:
+        if not isinstance(base_name, str) or base_name == data.get("name"):
+            raise ProfileError(f"{origin}: extends must name another packaged profile")
+        base, _ = _read_profile(base_name)
+        if "extends" in base:
+            raise ProfileError(f"{origin}: profile {base_name!r} extends another; "
+                               "only one level of extends is allowed")
+        for table in ("sets", "scopes"):
+            data[table] = {**base.get(table, {}), **data.get(table, {})}
+    return _parse(data, origin)
+
+
+def _read_profile(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     path = Path(name_or_path)
     if not path.suffix:
         known = available_profiles()
@@ -130,7 +158,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"profile {path} is not valid TOML: {exc}") from None
-    return _parse(data, str(path))
+    return data, str(path)
 
 
 def _text(data: dict[str, Any], key: str, where: str) -> str:
@@ -160,10 +188,18 @@ def _numbers(value: Any, where: str) -> dict[str, float]:
     return {k: float(v) for k, v in value.items()}
 
 
+def _known_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                           f"allowed: {', '.join(sorted(allowed))}")
+
+
 def _parse_scope(name: str, data: Any, origin: str) -> Scope:
     where = f"{origin}: scopes.{name}"
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: must be a table")
+    _known_keys(data, SCOPE_KEYS, where)
     max_level = data.get("max_level", "full")
     if max_level not in GRADED_LEVELS:
         raise ProfileError(f"{where}: max_level must be one of {GRADED_LEVELS}")
@@ -184,6 +220,7 @@ def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[s
         raise ProfileError(f"{where}: must be a table")
     cid = _text(data, "id", where)
     where = f"{origin}: criterion {cid!r}"
+    _known_keys(data, CRITERION_KEYS, where)
     measure = data.get("measure", "pass_rate")
     if measure not in MEASURES:
         raise ProfileError(f"{where}: measure must be one of {MEASURES}, not {measure!r}")
@@ -233,6 +270,7 @@ def _parse(data: dict[str, Any], origin: str) -> Profile:
     except (TypeError, ValueError):
         raise ProfileError(f"{where}: only strings, numbers, booleans, lists and tables "
                            "are allowed (no TOML dates)") from None
+    _known_keys(data, PROFILE_KEYS, where)
     kind = data.get("kind")
     if kind not in TARGET_KINDS:
         raise ProfileError(f"{where}: kind must be one of {TARGET_KINDS}")

@@ -12,7 +12,7 @@ from typing import Any
 from harness import __version__
 from harness.cert.certify import CertifyRequest, Issued, issue
 from harness.cert.evidence import EvidenceError
-from harness.cert.files import package_dir
+from harness.cert.files import loaded_package_files
 from harness.cert.keys import DEFAULT_KEY_DIR, PRIVATE_FILE, KeyFileError, center_name
 from harness.cert.keys import load_private_key as load_key
 from harness.cert.profile import Profile, ProfileError, available_profiles, level_label
@@ -64,20 +64,22 @@ def _profile(args: argparse.Namespace) -> Profile:
     return profile
 
 
-def _target(label: str) -> tuple[TargetRequest, dict[str, Any], Path]:
-    """The target's description (identity, availability, capabilities) and driver folder."""
+def _target(label: str) -> tuple[TargetRequest, dict[str, Any], list[Path]]:
+    """The target's description (identity, availability, capabilities) and driver files:
+    the modules its factory loads and its expectations file."""
     try:
         request = TargetRequest.parse(label)
         registry = discover()
         spec = registry.spec(request.name)
-        described = registry.build(request).describe()
-    except (RegistryError, TypeError) as exc:
+        target = registry.build(request)
+        described = target.describe()
+        files = loaded_package_files(spec.factory.partition(":")[0])
+    except (RegistryError, TypeError, OSError) as exc:
         raise CliError(str(exc)) from None
-    module = spec.factory.partition(":")[0]
-    driver_root = package_dir(module.split(".")[0])
-    if driver_root is None:
-        raise CliError(f"cannot locate the package of driver {spec.factory}")
-    return request, described, driver_root
+    expectations = target.expectations_file
+    if expectations is not None and Path(expectations).is_file():
+        files.append(Path(expectations))
+    return request, described, files
 
 
 def _run_suites(args: argparse.Namespace, profile: Profile, label: str) -> Path:
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= valid_days <= profile.validity_days:
         raise CliError(f"--valid-days must be between 1 and {profile.validity_days} "
                        f"(profile {profile.name})")
-    request, described, driver_root = _target(args.target)
+    request, described, driver_files = _target(args.target)
     if args.runs:
         try:
             run_dirs = [find_run(args.results_dir, r) for r in args.runs]
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                 if k not in ("available", "reason", "capabilities")}
     certify = CertifyRequest(
         profile=profile, scope=args.scope, label=request.label, identity=identity,
-        capabilities=described.get("capabilities"), driver_root=driver_root,
+        capabilities=described.get("capabilities"), driver_files=driver_files,
         suite_dirs=known_suites(), environment=fingerprint(),
         harness={"version": __version__, "git_commit": git_commit()}, key=key,
         issuer_name=center_name(args.key.parent), valid_days=valid_days,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.junit import write_junit
+from harness.modelzoo.report import write_models_report
 from harness.perf.report import write_performance_report
 from harness.records import RunPaths
 
@@ -21,6 +22,7 @@ def _junit(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, An
 #: Writers run in order; each returns the files it wrote.
 REPORT_WRITERS: list[ReportWriter] = [_junit]
 REPORT_WRITERS.append(write_performance_report)  # reports/<run-id>/performance.html
+REPORT_WRITERS.append(write_models_report)  # reports/<run-id>/models.html
 
 
 def write_reports(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]

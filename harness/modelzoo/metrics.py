@@ -1,7 +1,7 @@
 """Accuracy metrics per output, and tolerance policies by precision class.
 
 Per output, over every data set: ``max_abs_error``; ``max_rel_error`` (each
-element's error over its reference magnitude, floored at 1e-6 of the output's
+element's error over its reference magnitude, floored at 1e-3 of the output's
 peak magnitude so exact zeros do not turn every difference into infinity);
 ``rel_l2_error`` (``||a - e|| / ||e||``); ``cosine_similarity``. For classifier
 outputs (``probabilities`` or ``logits``, classes along ``class_axis``):
@@ -117,7 +117,7 @@ class OutputMetrics:
             diff = np.abs(act - exp)
             diff = np.where(np.isnan(diff), np.inf, diff)
             peak = float(np.abs(exp).max())
-            floor = max(1e-6 * peak, np.finfo(np.float64).tiny)
+            floor = max(1e-3 * peak, np.finfo(np.float64).tiny)
             self.max_abs_error = max(self.max_abs_error, float(diff.max()))
             self.max_rel_error = max(self.max_rel_error,
                                      float((diff / np.maximum(np.abs(exp), floor)).max()))

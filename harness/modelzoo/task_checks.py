@@ -205,7 +205,8 @@ def check_vad(zoo: Zoo, host: Host, timeout: float) -> Outcome:
                "reference_segments": stored["segments"], "true_segments": truth,
                "speech_coverage": vad.overlap_with_truth(answer["segments"], truth),
                "max_probability_diff": float(diff.max()) if diff.size else 0.0,
-               "chunks": len(answer["probabilities"]), "reference_origin": origin}
+               "chunks": len(answer["probabilities"]), "reference_origin": origin,
+               "probabilities": [round(p, 4) for p in answer["probabilities"]]}
     return Outcome("pass" if agrees else "fail", message, metrics,
                    {"total_s": time.perf_counter() - started})
 

@@ -1,0 +1,360 @@
+"""``serial-board``: a chip on a development board, reached over a serial line.
+
+``Target.compile`` sends the model (LOAD_BEGIN, LOAD_CHUNK..., LOAD_END; the
+device acknowledges the model's sha256); ``Executable.run`` sends INFER and
+receives RESULT with the device's own compute time. Each case's record carries,
+in ``placement``, the device-side compute time and the host round-trip time::
+
+    --target serial-board,url=/dev/ttyUSB0
+    --target serial-board,url=socket://127.0.0.1:5555,timeout=5,retries=2
+
+Options: ``url`` (required), ``baud``, ``timeout`` (seconds of silence before a
+retransmission), ``retries``, ``inter_byte_timeout``, ``load_timeout`` and
+``infer_timeout`` (seconds the device may take to compile / to answer INFER),
+``chunk`` (model chunk bytes, capped by the device's ``max_chunk``),
+``pace_baud`` and ``bits_per_byte`` (hold host writes to a line rate, for links
+with no baud rate of their own such as a pty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from harness.target import (
+    Availability,
+    Capabilities,
+    Executable,
+    InputMismatchError,
+    Target,
+    TargetError,
+    TargetIdentity,
+    UnsupportedModelError,
+)
+from targets.serial.protocol import (
+    WIRE_DTYPES,
+    DeviceClass,
+    ErrorCode,
+    Identity,
+    MsgType,
+    ProtocolError,
+    decode_loaded,
+    decode_result,
+    decode_u32s,
+    encode_chunk,
+    encode_infer,
+    encode_load_begin,
+    encode_u32s,
+    sha256,
+)
+from targets.serial.transport import (
+    DeviceError,
+    DeviceProtocolError,
+    LinkError,
+    LinkSettings,
+    SerialLink,
+)
+from targets.serial.util import EXPECTATIONS_DIR, driver_version
+
+DEFAULT_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    handle: int
+    sha256: bytes
+    device_load_s: float
+    host_load_s: float
+    chunks: int
+
+
+class BoardClient:
+    """The board messages of the protocol over one :class:`SerialLink`."""
+
+    def __init__(self, link: SerialLink, infer_timeout: float = 30.0,
+                 load_timeout: float = 60.0, chunk: int = DEFAULT_CHUNK) -> None:
+        self.link = link
+        self.infer_timeout = infer_timeout
+        self.load_timeout = load_timeout
+        self.chunk = chunk
+
+    def identify(self) -> Identity:
+        frame = self.link.request(MsgType.IDENTIFY)
+        return _decoded(Identity.decode, frame.payload, "IDENTITY")
+
+    def load(self, model: bytes, name: str, max_chunk: int) -> LoadedModel:
+        started = time.perf_counter()
+        digest = sha256(model)
+        ready = self.link.request(MsgType.LOAD_BEGIN, encode_load_begin(len(model), digest, name))
+        handle, device_chunk = _decoded(_two_u32, ready.payload, "LOAD_READY")
+        size = max(1, min(self.chunk, device_chunk or max_chunk, max_chunk or self.chunk))
+        chunks = 0
+        for offset in range(0, len(model), size):
+            piece = model[offset:offset + size]
+            ack = self.link.request(MsgType.LOAD_CHUNK, encode_chunk(handle, offset, piece))
+            ack_handle, received = _decoded(_two_u32, ack.payload, "CHUNK_ACK")
+            if ack_handle != handle or received != offset + len(piece):
+                raise DeviceProtocolError(
+                    f"CHUNK_ACK for handle {ack_handle} at {received} bytes, expected handle "
+                    f"{handle} at {offset + len(piece)}")
+            chunks += 1
+        loaded = self.link.request(MsgType.LOAD_END, encode_u32s(handle),
+                                   first_byte_timeout=self.load_timeout)
+        ack_handle, ack_digest, load_us = _decoded(decode_loaded, loaded.payload, "LOADED")
+        if ack_digest != digest:
+            raise TargetError(f"device acknowledged sha256 {ack_digest.hex()} for a model "
+                              f"whose sha256 is {digest.hex()}: the model was corrupted")
+        return LoadedModel(ack_handle, digest, load_us / 1e6, time.perf_counter() - started,
+                           chunks)
+
+    def infer(self, handle: int, tensors: list[tuple[str, np.ndarray]]
+              ) -> tuple[list[tuple[str, np.ndarray]], float]:
+        frame = self.link.request(MsgType.INFER, encode_infer(handle, tensors),
+                                  first_byte_timeout=self.infer_timeout)
+        got_handle, compute_ns, outputs = _decoded(decode_result, frame.payload, "RESULT")
+        if got_handle != handle:
+            raise DeviceProtocolError(f"RESULT for handle {got_handle}, expected {handle}")
+        return outputs, compute_ns / 1e9
+
+    def unload(self, handle: int) -> None:
+        self.link.request(MsgType.UNLOAD, encode_u32s(handle))
+
+
+def _two_u32(payload: bytes) -> tuple[int, ...]:
+    return decode_u32s(payload, 2)
+
+
+def _decoded(decoder: Any, payload: bytes, what: str) -> Any:
+    try:
+        return decoder(payload)
+    except ProtocolError as exc:
+        raise DeviceProtocolError(f"malformed {what} payload: {exc}") from None
+
+
+def _io_problem(model: onnx.ModelProto, dtypes: tuple[str, ...]) -> str | None:
+    """Why this model's inputs or outputs cannot cross the wire, or None."""
+    initializers = {i.name for i in model.graph.initializer}
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name in initializers:
+            continue
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            return f"{value.name!r} is a {kind or 'untyped value'}; the wire carries tensors only"
+        elem = value.type.tensor_type.elem_type
+        try:
+            name = onnx.helper.tensor_dtype_to_np_dtype(elem).name
+        except (KeyError, ValueError, TypeError):
+            name = onnx.TensorProto.DataType.Name(elem).lower()
+        if elem == onnx.TensorProto.STRING:
+            name = "string"
+        if name not in dtypes:
+            return f"{value.name!r} has dtype {name}, which the device does not take"
+    return None
+
+
+class BoardExecutable(Executable):
+    def __init__(self, target: SerialBoardTarget, model: onnx.ModelProto, raw: bytes,
+                 loaded: LoadedModel) -> None:
+        self.target = target
+        self.raw = raw
+        self.loaded = loaded
+        initializers = {i.name for i in model.graph.initializer}
+        self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
+        self.output_names = [o.name for o in model.graph.output]
+        self.runs = 0
+        self.device_compute_s = 0.0
+        self.round_trip_s = 0.0
+        self.reloads = 0
+
+    def _tensors(self, inputs: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
+        unknown = sorted(set(inputs) - set(self.input_names))
+        if unknown:
+            raise InputMismatchError(f"unknown input name(s) {unknown}; the model takes "
+                                     f"{self.input_names}")
+        tensors = []
+        for name in self.input_names:
+            value = inputs.get(name)
+            if value is None:
+                continue  # an omitted optional input
+            if not isinstance(value, np.ndarray):
+                value = np.asarray(value)
+            if value.dtype == object or value.dtype.kind in "US":
+                raise UnsupportedModelError(f"input {name!r}: string tensors do not cross "
+                                            "the wire")
+            tensors.append((name, value))
+        return tensors
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        tensors = self._tensors(inputs)
+        client = self.target.client()
+        started = time.perf_counter()
+        try:
+            outputs, compute_s = client.infer(self.loaded.handle, tensors)
+        except DeviceError as exc:
+            if exc.code != ErrorCode.NO_MODEL:
+                raise
+            # the device lost the model (reset, evicted): load it again, once
+            self.reloads += 1
+            self.loaded = self.target.load(self.raw)
+            started = time.perf_counter()
+            outputs, compute_s = client.infer(self.loaded.handle, tensors)
+        self.round_trip_s += time.perf_counter() - started
+        self.device_compute_s += compute_s
+        self.runs += 1
+        names = [name for name, _ in outputs]
+        if names != self.output_names:
+            raise DeviceProtocolError(f"RESULT carries outputs {names}, the model has "
+                                      f"{self.output_names}")
+        return dict(outputs)
+
+    def placement(self) -> dict[str, Any]:
+        link = self.target.link_stats()
+        return {
+            "device": self.target.device_name(),
+            "link": self.target.settings.url,
+            "runs": self.runs,
+            "device_compute_s": self.device_compute_s,
+            "round_trip_s": self.round_trip_s,
+            "link_overhead_s": max(self.round_trip_s - self.device_compute_s, 0.0),
+            "model_load_s": self.loaded.host_load_s,
+            "device_model_load_s": self.loaded.device_load_s,
+            "model_chunks": self.loaded.chunks,
+            "model_sha256": self.loaded.sha256.hex(),
+            "model_reloads": self.reloads,
+            "retransmissions": link["retransmissions"],
+            "damaged_frames": link["receiver"].get("damaged_total", 0),
+        }
+
+    def close(self) -> None:
+        if not self.target.link_is_open():
+            return  # the link dropped: the device is unreachable, nothing to release
+        with contextlib.suppress(TargetError, LinkError):
+            self.target.client().unload(self.loaded.handle)
+
+
+class SerialBoardTarget(Target):
+    def __init__(self, configuration: str = "default", url: str = "", baud: int = 921600,
+                 timeout: float = 2.0, retries: int = 3, inter_byte_timeout: float = 0.2,
+                 infer_timeout: float = 30.0, load_timeout: float = 60.0,
+                 chunk: int = DEFAULT_CHUNK, pace_baud: float = 0.0,
+                 bits_per_byte: float = 10.0) -> None:
+        self.configuration = configuration
+        self.url = str(url)
+        self.settings = LinkSettings(
+            url=self.url or "unset", baudrate=int(baud), timeout=float(timeout),
+            retries=int(retries), inter_byte_timeout=float(inter_byte_timeout),
+            pace_baud=float(pace_baud), bits_per_byte=float(bits_per_byte))
+        self.infer_timeout = float(infer_timeout)
+        self.load_timeout = float(load_timeout)
+        self.chunk = int(chunk)
+        self.expectations_file = EXPECTATIONS_DIR / "serial-board.toml"
+        self._link: SerialLink | None = None
+        self._client: BoardClient | None = None
+        self._identity: Identity | None = None
+        self._availability: Availability | None = None
+
+    # -- the link ------------------------------------------------------------------
+    def client(self) -> BoardClient:
+        if self._client is None:
+            self._link = SerialLink(self.settings)
+            self._client = BoardClient(self._link, self.infer_timeout, self.load_timeout,
+                                       self.chunk)
+        assert self._link is not None
+        self._link.open()
+        if self._identity is None:
+            self._identity = self._checked_identity(self._client.identify())
+        return self._client
+
+    def link_is_open(self) -> bool:
+        return self._link is not None and self._link.is_open
+
+    def link_stats(self) -> dict[str, Any]:
+        return self._link.stats.as_dict() if self._link else {"retransmissions": 0,
+                                                              "receiver": {}}
+
+    def _checked_identity(self, identity: Identity) -> Identity:
+        if identity.device_class != DeviceClass.BOARD:
+            raise TargetError(f"the device at {self.url} is not a board "
+                              f"(device class {identity.device_class})")
+        return identity
+
+    def load(self, model: bytes) -> LoadedModel:
+        client = self.client()
+        assert self._identity is not None
+        max_chunk = self._identity.cap_int("max_chunk", self.chunk)
+        return client.load(model, "model.onnx", max_chunk)
+
+    # -- Target --------------------------------------------------------------------
+    def device_name(self) -> str:
+        ident = self._identity
+        return f"{ident.vendor} {ident.model}" if ident else "serial board (not queried)"
+
+    @property
+    def identity(self) -> TargetIdentity:
+        ident = self._identity
+        return TargetIdentity(
+            name="serial-board", kind="chip",
+            vendor=ident.vendor if ident else "unknown (device not queried)",
+            driver_version=driver_version(),
+            runtime=ident.capabilities.get("runtime", ident.model) if ident else "serial",
+            runtime_version=ident.firmware if ident else "unknown",
+            device=ident.model if ident else "serial",
+            configuration=self.configuration,
+            driver_distribution="shipei",
+        )
+
+    def availability(self) -> Availability:
+        if self._availability is None:
+            self._availability = self._probe()
+        return self._availability
+
+    def _probe(self) -> Availability:
+        if not self.url:
+            return Availability.no("no device given: use --target serial-board,url=PORT_OR_URL")
+        try:
+            self.client()
+        except LinkError as exc:
+            return Availability.no(str(exc))
+        except TargetError as exc:
+            return Availability.no(f"the device at {self.url} did not identify: {exc}")
+        finally:
+            self.close()  # a worker process opens its own link
+        return Availability.yes()
+
+    def capabilities(self) -> Capabilities:
+        ident = self._identity
+        caps = ident.capabilities if ident else {}
+        declared = [d.strip() for d in caps.get("dtypes", "").split(",") if d.strip()]
+        dtypes = tuple(d for d in declared if d in WIRE_DTYPES) or WIRE_DTYPES
+        return Capabilities(
+            opset_min=int(caps.get("opset_min", 1)),
+            opset_max=int(caps.get("opset_max", onnx.defs.onnx_opset_version())),
+            dtypes=dtypes,
+            devices=(ident.model if ident else "serial",),
+            precision=caps.get("precision", "fp32"),
+            thread_safe=False,
+            extra={"url": self.url, "firmware": ident.firmware if ident else "",
+                   "serial_number": ident.serial_number if ident else "",
+                   "device_capabilities": dict(caps)},
+        )
+
+    def compile(self, model: bytes) -> BoardExecutable:
+        try:
+            proto = onnx.load_from_string(model)
+        except Exception as exc:
+            raise TargetError(f"not an ONNX model: {exc}") from None
+        self.client()
+        problem = _io_problem(proto, self.capabilities().dtypes)
+        if problem:
+            raise UnsupportedModelError(problem)
+        return BoardExecutable(self, proto, model, self.load(model))
+
+    def close(self) -> None:
+        if self._link is not None:
+            self._link.close()

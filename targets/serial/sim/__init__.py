@@ -1,0 +1,1 @@
+"""Simulated devices for ``shipei sim``: endpoints, fault plans, board and sensors."""

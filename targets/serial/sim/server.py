@@ -1,0 +1,184 @@
+"""What every simulator shares: serving one peer at a time, receiving requests,
+answering retransmissions from a cache, sending through the fault plan."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from targets.serial.protocol import (
+    VERSION,
+    ErrorCode,
+    Frame,
+    Identity,
+    MsgType,
+    ProtocolError,
+    crc32,
+    encode_error,
+    encode_frame,
+)
+from targets.serial.receiver import Damage, FrameReceiver
+from targets.serial.sim.endpoint import Endpoint, PeerGone
+from targets.serial.sim.faults import FaultPlan, summary
+
+INTER_BYTE_TIMEOUT = 0.2
+REQUEST_TYPES = {int(t) for t in MsgType if t < 0x80}
+
+
+@dataclass
+class Reply:
+    type: int
+    payload: bytes
+
+
+class Stop(Exception):
+    """Leave the serving loop (a signal, the configured duration, exit_after)."""
+
+
+class Simulator:
+    """A device on an endpoint. Subclasses answer requests in :meth:`answer`."""
+
+    device_name = "device"
+
+    def __init__(self, endpoint: Endpoint, faults: FaultPlan, *, down_s: float = 0.3,
+                 stall_s: float = 1.0, duration: float | None = None,
+                 exit_after: int | None = None, mute_after: int | None = None,
+                 quiet: bool = False) -> None:
+        self.endpoint = endpoint
+        self.faults = faults
+        self.down_s = down_s
+        self.stall_s = stall_s
+        self.deadline = time.monotonic() + duration if duration else None
+        self.exit_after = exit_after
+        self.mute_after = mute_after
+        self.quiet = quiet
+        self.receiver = FrameReceiver()
+        self.frames_sent = 0
+        self.requests_answered = 0
+        self.connections = 0
+        self._last_request: tuple[int, int, int] | None = None
+        self._last_replies: list[Reply] = []
+        self._stopping = False
+
+    # -- to be provided ------------------------------------------------------------
+    def identity(self) -> Identity:
+        raise NotImplementedError
+
+    def answer(self, frame: Frame) -> list[Reply]:
+        raise NotImplementedError
+
+    def on_connect(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def on_disconnect(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def wake_in(self) -> float:
+        """Seconds until the device has something to do unasked (stream samples)."""
+        return 0.1
+
+    def tick(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    # -- serving -------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            print(f"shipei sim {self.device_name}: {message}", file=sys.stderr, flush=True)
+
+    def request_stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def _check_stop(self) -> None:
+        if self._stopping:
+            raise Stop("signal")
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise Stop("duration reached")
+
+    def serve(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+        try:
+            while True:
+                self._check_stop()
+                if not self.endpoint.wait_peer(0.1):
+                    continue
+                self.connections += 1
+                self.receiver.reset()
+                self.on_connect()
+                try:
+                    self._session()
+                except PeerGone as exc:
+                    self.log(f"peer gone ({exc})")
+                finally:
+                    self.on_disconnect()
+        except Stop as exc:
+            self.log(f"stopping: {exc}")
+        finally:
+            self.endpoint.close()
+            self.faults.close()
+            self.log(f"injected: {summary(self.faults.counts)}")
+
+    def _session(self) -> None:
+        last_rx = time.monotonic()
+        while True:
+            self._check_stop()
+            data = self.endpoint.read(min(max(self.wake_in(), 0.0), 0.1))
+            now = time.monotonic()
+            events = []
+            if data:
+                last_rx = now
+                events = self.receiver.feed(data)
+            elif self.receiver.pending and now - last_rx >= INTER_BYTE_TIMEOUT:
+                events = self.receiver.expire()
+            for event in events:
+                if isinstance(event, Frame):
+                    self._on_frame(event)
+                elif isinstance(event, Damage) and event.header.type in REQUEST_TYPES:
+                    self.send(MsgType.ERROR, event.header.seq, encode_error(
+                        ErrorCode.BAD_FRAME, "frame check failed; retransmit"))
+            self.tick()
+
+    def _on_frame(self, frame: Frame) -> None:
+        if self.mute_after is not None and self.requests_answered >= self.mute_after:
+            return  # a hung device: the link stays up, nothing answers
+        if frame.version != VERSION:
+            replies = [Reply(MsgType.ERROR, encode_error(
+                ErrorCode.VERSION, f"protocol version {frame.version} not supported; "
+                                   f"this device speaks {VERSION}"))]
+        else:
+            key = (frame.seq, frame.type, crc32(frame.payload))
+            if key == self._last_request:
+                replies = self._last_replies  # a retransmission: answer again, do not redo
+            else:
+                try:
+                    replies = self.answer(frame)
+                except ProtocolError as exc:
+                    replies = [Reply(MsgType.ERROR, encode_error(ErrorCode.BAD_PAYLOAD,
+                                                                 str(exc)))]
+                self._last_request, self._last_replies = key, replies
+        self.requests_answered += 1
+        for reply in replies:
+            self.send(reply.type, frame.seq, reply.payload)
+        if self.exit_after is not None and self.requests_answered >= self.exit_after:
+            self.log(f"exit_after={self.exit_after}: vanishing")
+            self.endpoint.close()
+            raise Stop("exit_after reached")
+
+    def send(self, msg_type: int, seq: int, payload: bytes) -> None:
+        """Encode one frame and send it through the byte-level faults."""
+        index = self.frames_sent
+        self.frames_sent += 1
+        detail = {"seq": seq, "type": int(msg_type)}
+        if self.faults.hits("disconnect", index):
+            self.faults.record("disconnect", index=index, **detail)
+            self.log(f"fault: disconnect for {self.down_s:g} s")
+            self.endpoint.drop(self.down_s)
+            raise PeerGone("injected disconnect")
+        if self.faults.hits("stall", index):
+            self.faults.record("stall", index=index, seconds=self.stall_s, **detail)
+            time.sleep(self.stall_s)
+        data = self.faults.damage(encode_frame(msg_type, seq, payload), index, **detail)
+        if data is not None:
+            self.endpoint.write(data)

@@ -52,6 +52,10 @@ class Violation(Exception):
     """Raised inside a check to end it with ``fail``."""
 
 
+class NotApplicable(Exception):
+    """Raised inside a check to end it with ``skip`` and the reason."""
+
+
 def run_check(check: Callable[[], Outcome], what: str) -> Outcome:
     """Run a check, turning a worker's death, a timeout or a refused request into an outcome."""
     started = time.perf_counter()
@@ -59,6 +63,8 @@ def run_check(check: Callable[[], Outcome], what: str) -> Outcome:
         outcome = check()
     except Violation as exc:
         outcome = Outcome("fail", str(exc))
+    except NotApplicable as exc:
+        outcome = Outcome("skip", str(exc))
     except CaseTimeout as exc:
         outcome = Outcome("timeout", f"{what}: {exc}", metrics={"timeout_s": exc.seconds})
     except WorkerCrash as exc:
@@ -89,6 +95,9 @@ def _compile_probe(host: Host, key: str, timeout: float) -> None:
     try:
         host.compile(key, PROBE.model, timeout)
     except RemoteError as exc:
+        if exc.exc_type == "UnsupportedModelError":  # a sensor, or a chip without these ops
+            raise NotApplicable(f"the target refuses the probe model (MatMul, Add, Relu; "
+                                f"opset 13): {exc.message[:200]}") from None
         raise Violation(f"the probe model (MatMul, Add, Relu; opset 13) does not compile: "
                         f"{exc}") from None
 

@@ -1,0 +1,128 @@
+"""``shipei gate --target T [--baseline RUN_OR_FILE]``: the CI gate for a target driver."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from harness.cli.common import CliError, add_run_location_options, resolve_suite
+from harness.gate import (
+    CONTRACT_SUITE,
+    DEFAULT_MARKEXPR,
+    REQUIRED_SUITES,
+    GateError,
+    GatePolicy,
+    evaluate,
+    load_baseline,
+    write_outputs,
+)
+
+#: exit statuses: 0 pass, 1 driver findings, 2 usage, 3 only infrastructure failures
+EXIT_INFRASTRUCTURE = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    kinds = "; ".join(f"{k}: {', '.join(v)}" for k, v in REQUIRED_SUITES.items())
+    parser = subparsers.add_parser(
+        "gate", help="CI gate for a target driver: contract + required suites vs a baseline",
+        description="Run the driver contract and the suites the target's kind requires "
+                    f"({kinds}; other cases filtered by -m, default {DEFAULT_MARKEXPR!r}), then "
+                    "fail on any contract violation, unexpected result, or regression against "
+                    "--baseline (pass to fail/error, accuracy drift, significant latency "
+                    "regression). Prints a Markdown summary for a pull-request comment and "
+                    "writes gate.md, gate.json and gate-junit.xml next to the run's junit.xml. "
+                    "Exit status: 0 pass, 1 findings, 2 usage error, 3 infrastructure "
+                    "failures only.")
+    parser.add_argument("--target", required=True, help="target NAME[:CONFIG][,k=v]")
+    parser.add_argument("--baseline", metavar="RUN_OR_FILE",
+                        help="run id, run folder or records.jsonl file to compare against")
+    parser.add_argument("--suite", action="append", default=[],
+                        help="suite to require instead of the kind's (repeatable); the "
+                             "contract always runs")
+    parser.add_argument("-m", dest="markexpr", default=DEFAULT_MARKEXPR,
+                        help=f"marker expression for the non-contract cases (default "
+                             f"{DEFAULT_MARKEXPR!r}; 'all' for every case)")
+    parser.add_argument("-n", dest="numprocesses", help="parallel pytest-xdist workers")
+    parser.add_argument("--case-timeout", type=float, help="per-case timeout in seconds")
+    parser.add_argument("--expectations", action="append", default=[], type=Path,
+                        help="expectations file to use instead of the target's own")
+    parser.add_argument("--run-id", help="id for the gate's run (default: a new one)")
+    parser.add_argument("--drift-factor", type=float, default=GatePolicy.drift_factor,
+                        help="accuracy drift: fail when max abs error exceeds FACTOR x "
+                             "baseline + max(atol, 1e-6) (default %(default)s)")
+    parser.add_argument("--latency-threshold", type=float,
+                        default=GatePolicy.latency_threshold,
+                        help="relative latency change counted as a regression "
+                             "(default %(default)s)")
+    add_run_location_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def _selection(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    from harness.registry import discover
+
+    if args.suite:
+        suites = list(dict.fromkeys(args.suite))
+    else:
+        kind = discover().build(args.target).identity.kind
+        suites = list(REQUIRED_SUITES.get(kind, ()))
+    suites = [s for s in suites if s != CONTRACT_SUITE]
+    for suite in [CONTRACT_SUITE, *suites]:
+        resolve_suite(suite)
+    markexpr = None if args.markexpr in ("", "all") else args.markexpr
+    return suites, markexpr
+
+
+def _pytest_argv(args: argparse.Namespace, suites: list[str], markexpr: str | None,
+                 run_id: str) -> list[str]:
+    from harness.cli.cmd_run import pytest_arguments
+
+    run_args = argparse.Namespace(
+        suite=[CONTRACT_SUITE, *suites], target=[args.target], model=[], keyword=None,
+        markexpr=f"{CONTRACT_SUITE} or ({markexpr})" if markexpr else None,
+        numprocesses=args.numprocesses, case_timeout=args.case_timeout, isolation=None,
+        expectations=args.expectations, run_id=run_id, exitfirst=False, verbose=False,
+        results_dir=args.results_dir, reports_dir=args.reports_dir, pytest_args=[],
+        shard=None, durations_from=None, resume=None, retry_failed=None)
+    return pytest_arguments(run_args)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.cli.cmd_run import check_targets
+    from harness.records import RunPaths, find_run, load_run, new_run_id
+
+    check_targets([args.target])
+    suites, markexpr = _selection(args)
+    try:
+        baseline = load_baseline(args.baseline, args.results_dir, args.target) \
+            if args.baseline else None
+    except GateError as exc:
+        raise CliError(str(exc)) from None
+    run_id = args.run_id or new_run_id()
+    status = int(pytest.main(_pytest_argv(args, suites, markexpr, run_id)))
+    if status == 5:
+        raise CliError("the gate selected no cases (check --suite and -m)")
+    try:
+        run_dir = find_run(args.results_dir, run_id)
+    except FileNotFoundError:
+        raise CliError(f"the gate run recorded nothing (pytest exit status {status})") from None
+    if status in (2, 3, 4):
+        print(f"shipei gate: pytest ended with status {status}; judging what was recorded")
+    info, records = load_run(run_dir)
+    policy = GatePolicy(drift_factor=args.drift_factor,
+                        latency_threshold=args.latency_threshold)
+    verdict = evaluate(info, records, args.target, suites, markexpr, baseline, policy, run_dir)
+    paths = RunPaths(args.results_dir, args.reports_dir, run_id)
+    markdown = write_outputs(verdict, records, paths.report_dir)
+    print()
+    print(markdown)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:  # GitHub Actions shows this on the workflow run's page
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(markdown)
+    if verdict.passed:
+        return 0
+    return EXIT_INFRASTRUCTURE if verdict.infrastructure_only else 1

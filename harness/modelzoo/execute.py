@@ -89,7 +89,7 @@ def judge_outputs(manifest: Manifest, expected: list[Mapping[str, Any]],
         element = compare_outputs([golden_outputs[n] for n in names], dict(outputs), names,
                                   rtol, atol)
         verdict.absorb(element)
-        if element.max_abs_error == float("inf") and not element.compared:
+        if not element.passed and not element.compared:
             continue  # missing output, wrong shape or dtype: no figures to compute
         for name in names:
             accumulators[name].add(golden_outputs[name], outputs[name], policy)

@@ -1,0 +1,135 @@
+"""Golden outputs: integrity checks, and ``shipei models golden [--refresh]`` on a copy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.modelzoo import golden
+from harness.modelzoo.refresh import check_against_shipped
+from harness.modelzoo.zoo import Zoo, default_models_dir
+
+MODELS = default_models_dir()
+COPIED = ("small_cnn", "transformer_encoder", "silero_vad", "ppocrv4_det", "ppocrv4_rec",
+          "ppocr_mobile_cls")
+
+
+@pytest.fixture
+def zoo_copy(tmp_path: Path) -> Path:
+    """A models folder with a few manifests and their goldens (generators stay in place)."""
+    root = tmp_path / "zoo"
+    (root / "manifests").mkdir(parents=True)
+    (root / "golden" / "tasks").mkdir(parents=True)
+    for name in COPIED:
+        shutil.copy(MODELS / "manifests" / f"{name}.toml", root / "manifests")
+        for suffix in (".npz", ".json"):
+            shutil.copy(MODELS / "golden" / f"{name}{suffix}", root / "golden")
+    for task in ("ocr_pipeline", "vad_segments"):
+        shutil.copy(MODELS / "golden" / "tasks" / f"{task}.json", root / "golden" / "tasks")
+    return root
+
+
+def _stored(root: Path, name: str) -> golden.Golden:
+    return golden.read(root / "golden", name)
+
+
+def test_the_committed_goldens_are_usable():
+    zoo = Zoo()
+    for entry in zoo.entries:
+        if entry.status().available:
+            golden.load(zoo.golden_dir, entry.name, entry.manifest.sha256,
+                        entry.inputs_digest())
+
+
+def test_an_edited_golden_is_refused(zoo_copy, shipei_cli):
+    npz, _ = golden.paths(zoo_copy / "golden", "small_cnn")
+    with np.load(npz) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["d0/prob"] = arrays["d0/prob"] + 1e-3
+    np.savez_compressed(npz, **arrays)
+    result = shipei_cli("models", "golden", "--models-dir", str(zoo_copy))
+    assert result.returncode == 1
+    assert "small_cnn: BAD: golden of small_cnn does not match its recorded sha256" in \
+        result.stdout
+    assert "transformer_encoder: ok" in result.stdout
+
+
+def test_stale_and_missing_goldens_are_refused(zoo_copy):
+    zoo = Zoo(zoo_copy)
+    entry = zoo.entry("small_cnn")
+    with pytest.raises(golden.GoldenError, match="inputs of small_cnn differ"):
+        golden.load(zoo.golden_dir, "small_cnn", entry.manifest.sha256, "0" * 64)
+    with pytest.raises(golden.GoldenError, match="computed for model"):
+        golden.load(zoo.golden_dir, "small_cnn", "f" * 64, entry.inputs_digest())
+    for suffix in (".npz", ".json"):
+        (zoo.golden_dir / f"small_cnn{suffix}").unlink()
+    with pytest.raises(golden.GoldenError, match="shipei models golden --refresh small_cnn"):
+        golden.load(zoo.golden_dir, "small_cnn", entry.manifest.sha256, entry.inputs_digest())
+
+
+def test_refresh_reports_unchanged_changed_and_new(zoo_copy, shipei_cli):
+    directory = zoo_copy / "golden"
+    old = _stored(zoo_copy, "small_cnn")
+    moved = golden.Golden(old.name, old.model_sha256, old.inputs_sha256,
+                          [{k: v + np.float32(0.25) for k, v in d.items()} for d in old.outputs],
+                          old.reference)
+    golden.save(directory, moved)  # a consistent golden from "another reference"
+    for suffix in (".npz", ".json"):
+        (directory / f"transformer_encoder{suffix}").unlink()
+    manifest = zoo_copy / "manifests" / "silero_vad.toml"
+    manifest.write_text(manifest.read_text().replace("seed = 3,", "seed = 4,"))
+
+    dry = shipei_cli("models", "golden", "--refresh", "--dry-run", "--models-dir",
+                     str(zoo_copy), "small_cnn")
+    assert dry.returncode == 0, dry.stderr
+    assert _stored(zoo_copy, "small_cnn").outputs_sha256 == moved.outputs_sha256
+
+    result = shipei_cli("models", "golden", "--refresh", "--models-dir", str(zoo_copy),
+                        "small_cnn", "transformer_encoder", "silero_vad", "ppocrv4_det")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "small_cnn: changed" in out and "data set 0 prob: max abs change 0.25" in out
+    assert "transformer_encoder: new - new golden" in out
+    assert "silero_vad: changed - inputs changed" in out
+    assert "ppocrv4_det: unchanged" in out
+    assert _stored(zoo_copy, "small_cnn").outputs_sha256 == old.outputs_sha256
+    assert (directory / "transformer_encoder.npz").exists()
+    meta = json.loads((directory / "transformer_encoder.json").read_text())
+    assert meta["reference"]["target"] == "onnxruntime-cpu,graph_optimization_level=disable"
+
+    check = shipei_cli("models", "golden", "--models-dir", str(zoo_copy))
+    assert check.returncode == 0 and "6 of 6 goldens usable" in check.stdout
+
+
+def test_task_goldens_refresh(zoo_copy, shipei_cli):
+    result = shipei_cli("models", "golden", "--refresh", "--models-dir", str(zoo_copy),
+                        "vad_segments", "ocr_pipeline")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "vad_segments: unchanged" in result.stdout
+    if "ocr_pipeline: skipped" in result.stdout:
+        pytest.skip(result.stdout.split("ocr_pipeline: skipped - ")[1].splitlines()[0])
+    assert "ocr_pipeline: unchanged" in result.stdout
+    assert "适配测试中心" in result.stdout
+
+
+def test_the_reference_agrees_with_the_outputs_onnx_ships():
+    zoo = Zoo()
+    entry = zoo.entry("light_squeezenet")
+    stored = golden.load(zoo.golden_dir, entry.name, entry.manifest.sha256,
+                         entry.inputs_digest())
+    assert check_against_shipped(entry, stored.outputs)["agrees"]
+    shifted = [{k: v * np.float32(1.01) for k, v in d.items()} for d in stored.outputs]
+    verdict = check_against_shipped(entry, shifted)
+    assert not verdict["agrees"] and "outside rtol" in verdict["message"]
+
+
+def test_golden_refresh_usage_errors(shipei_cli, tmp_path):
+    result = shipei_cli("models", "golden", "--dry-run")
+    assert result.returncode == 2 and "only makes sense with --refresh" in result.stderr
+    result = shipei_cli("models", "--models-dir", str(tmp_path))
+    assert result.returncode == 2 and "no manifests/ folder" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -66,7 +66,8 @@ def test_ocr_pipeline(target: Any) -> None:
     """PP-OCRv4 detection, direction classification and recognition of rendered text."""
     outcome = check_ocr(ZOO, target.host, target.timeout())
     target.conclude(SUITE, "test_ocr_pipeline", outcome,
-                    {"task": "ocr", "models": sorted(OCR_MODELS.values())})
+                    {"task": "ocr", "title": "OCR end to end: detection, direction, recognition",
+                     "models": sorted(OCR_MODELS.values())})
 
 
 @pytest.mark.representative
@@ -74,4 +75,6 @@ def test_ocr_pipeline(target: Any) -> None:
 def test_vad_segments(target: Any) -> None:
     """Silero VAD streamed over a synthetic signal; speech segments against the reference."""
     outcome = check_vad(ZOO, target.host, target.timeout())
-    target.conclude(SUITE, "test_vad_segments", outcome, {"task": "vad", "models": [VAD_MODEL]})
+    target.conclude(SUITE, "test_vad_segments", outcome,
+                    {"task": "vad", "title": "VAD speech segments over a whole signal",
+                     "models": [VAD_MODEL]})

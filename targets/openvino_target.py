@@ -120,37 +120,72 @@ def _dims_match(shape: tuple[int, ...], partial: Any) -> bool:
                for dim, got in zip(partial, shape, strict=True))
 
 
+#: (numpy dtype name, static shape) of a tensor input; None when not fully static
+InputSignature = tuple[str, tuple[str, tuple[int, ...]] | None]
+
+
+def _onnx_signature(value_info: onnx.ValueInfoProto) -> tuple[str, tuple[int, ...]] | None:
+    tensor_type = value_info.type.tensor_type
+    if not value_info.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
+        return None
+    dims = tensor_type.shape.dim
+    if not tensor_type.elem_type or not all(d.HasField("dim_value") for d in dims):
+        return None
+    dtype = ("string" if tensor_type.elem_type == onnx.TensorProto.STRING
+             else onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name)
+    return dtype, tuple(d.dim_value for d in dims)
+
+
+def _port_signature(port: Any) -> tuple[str, tuple[int, ...]] | None:
+    partial = port.get_partial_shape()
+    if partial.is_dynamic:
+        return None
+    ov_type = port.get_element_type().get_type_name()
+    return OV_TO_NUMPY.get(ov_type, ov_type), tuple(partial.to_shape())
+
+
 class OpenVinoExecutable(Executable):
-    def __init__(self, compiled: Any, onnx_inputs: list[str], onnx_outputs: list[str],
-                 placement: dict[str, Any]) -> None:
+    def __init__(self, compiled: Any, onnx_inputs: list[InputSignature],
+                 onnx_outputs: list[str], placement: dict[str, Any]) -> None:
         self._compiled = compiled
         self._request = compiled.create_infer_request()
-        self._onnx_inputs = onnx_inputs
+        self._onnx_inputs = [name for name, _ in onnx_inputs]
         self._placement = placement
-        self._ports = self._map_inputs()
+        self._ports = self._map_inputs(onnx_inputs)
         self._outputs = self._map_outputs(onnx_outputs)
         self._bit_exchanged: set[str] = set()
 
-    def _map_inputs(self) -> dict[str, int]:
+    def _map_inputs(self, onnx_inputs: list[InputSignature]) -> dict[str, int]:
         """ONNX input name -> compiled input index.
 
         OpenVINO's frontend sometimes renames a parameter after the graph output it
         passes straight through (``Identity``, inference ``Dropout``): ``x`` becomes
-        ``y``. When no input was pruned, parameters keep the ONNX input order, so a
-        name missing from every port is taken from its position and the record
-        says so (``renamed_inputs``). Anything else is matched by name only.
+        ``y``; it also drops inputs the graph never reads. A port that carries no
+        ONNX input name is given the one unnamed ONNX input it can be: the one at
+        its position when nothing was dropped, else the only one with its exact
+        dtype and static shape. The record says so (``renamed_inputs``); anything
+        more ambiguous stays unmapped and feeding it is an error.
         """
         ports = list(self._compiled.inputs)
-        by_name = {name: index for index, port in enumerate(ports) for name in port.get_names()}
+        names = {name for name, _ in onnx_inputs}
+        mapping = {name: index for index, port in enumerate(ports)
+                   for name in port.get_names() if name in names}
+        free = [i for i in range(len(ports)) if i not in mapping.values()]
+        unnamed = [(name, sig) for name, sig in onnx_inputs if name not in mapping]
         renamed: dict[str, str] = {}
-        if len(ports) == len(self._onnx_inputs):
-            for index, name in enumerate(self._onnx_inputs):
-                if name not in by_name:
-                    by_name[name] = index
-                    renamed[name] = ports[index].get_any_name()
+        for index in free:
+            if len(ports) == len(onnx_inputs):
+                candidates = [onnx_inputs[index][0]] if onnx_inputs[index][0] not in mapping \
+                    else []
+            else:
+                candidates = [name for name, sig in unnamed
+                              if sig is not None and sig == _port_signature(ports[index])]
+            if len(candidates) == 1 and candidates[0] not in mapping:
+                mapping[candidates[0]] = index
+                renamed[candidates[0]] = ports[index].get_any_name()
         if renamed:
             self._placement["renamed_inputs"] = renamed
-        return by_name
+        return mapping
 
     def _map_outputs(self, onnx_outputs: list[str]) -> dict[str, int]:
         """ONNX output name -> compiled output index, by name only."""
@@ -341,7 +376,7 @@ class OpenVinoTarget(Target):
                      "inference_precision": effective}
         return OpenVinoExecutable(
             compiled,
-            [i.name for i in proto.graph.input if i.name not in initializers],
+            [(i.name, _onnx_signature(i)) for i in proto.graph.input if i.name not in initializers],
             [o.name for o in proto.graph.output],
             placement,
         )

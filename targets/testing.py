@@ -12,7 +12,9 @@ Faults: ``abort`` (``os.abort()``), ``segfault`` (a real NULL dereference via
 ctypes), ``hang`` (sleeps ``hang_s`` seconds), ``wrong`` (adds ``offset`` to every
 floating-point output), ``raise`` (raises ``RuntimeError``), ``slow`` (sleeps
 ``delay_ms`` inside every run: the injected slowdown of the performance tests),
-``leak`` (keeps ``leak_mb`` MiB per compile alive), ``none``.
+``leak`` (keeps ``leak_mb`` MiB per compile alive), ``flaky`` (the first triggered
+run raises, later ones pass; with ``flaky_marker=PATH`` "first" spans processes, for
+retry tests), ``none``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ctypes
 import os
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,7 @@ import onnx
 from harness.registry import TargetSpec
 from harness.target import Availability, Capabilities, Executable, Target, TargetIdentity
 
-FAULTS = ("abort", "segfault", "hang", "wrong", "raise", "slow", "leak", "none")
+FAULTS = ("abort", "segfault", "hang", "wrong", "raise", "slow", "leak", "flaky", "none")
 _LEAKED: list[bytearray] = []
 
 
@@ -58,6 +61,8 @@ class FaultyExecutable(Executable):
             time.sleep(self.target.hang_s)
         if fault == "raise":
             raise RuntimeError("injected failure")
+        if fault == "flaky" and self.target.first_attempt():
+            raise RuntimeError("injected flaky failure (first attempt)")
         if fault == "slow":
             time.sleep(self.target.delay_ms / 1000.0)
         outputs = self.inner.run(inputs)
@@ -77,7 +82,7 @@ class FaultyExecutable(Executable):
 class FaultyTarget(Target):
     def __init__(self, configuration: str = "default", fault: str = "none",
                  trigger_op: str = "*", hang_s: float = 3600.0, offset: float = 0.5,
-                 delay_ms: float = 5.0, leak_mb: int = 8) -> None:
+                 delay_ms: float = 5.0, leak_mb: int = 8, flaky_marker: str = "") -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
         from targets.onnxruntime_target import OnnxRuntimeTarget
@@ -90,6 +95,23 @@ class FaultyTarget(Target):
         self.offset = float(offset)
         self.delay_ms = float(delay_ms)
         self.leak_mb = int(leak_mb)
+        self.flaky_marker = str(flaky_marker)
+        self._failed_once = False
+
+    def first_attempt(self) -> bool:
+        """True once: the first triggered run fails, later ones (also in a later process,
+        through the ``flaky_marker`` file) pass."""
+        marker = Path(self.flaky_marker) if self.flaky_marker else None
+        if marker is not None:
+            try:
+                marker.touch(exist_ok=False)
+            except FileExistsError:
+                return False
+            return True
+        if self._failed_once:
+            return False
+        self._failed_once = True
+        return True
 
     @property
     def identity(self) -> TargetIdentity:

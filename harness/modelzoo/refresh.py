@@ -8,6 +8,7 @@ the golden then rests on two independent computations (onnx's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -111,8 +112,10 @@ def refresh(zoo: Zoo, names: Iterable[str] = (), write: bool = True,
             progress: Callable[[RefreshResult], None] | None = None) -> list[RefreshResult]:
     """Refresh the named models' goldens (all when none), then the task goldens."""
     wanted = list(names)
-    tasks = {task_checks.OCR_TASK: task_checks.refresh_ocr,
-             task_checks.VAD_TASK: task_checks.refresh_vad}
+    tasks: dict[str, Callable[[Zoo, Reference, bool], list[str]]] = {
+        task_checks.OCR_TASK: task_checks.refresh_ocr}
+    for task in task_checks.VAD_TASKS:
+        tasks[task] = functools.partial(task_checks.refresh_vad, task=task)
     entries = [zoo.entry(n) for n in wanted if n not in tasks] if wanted else zoo.entries
     chosen_tasks = [t for t in tasks if not wanted or t in wanted]
     results = []

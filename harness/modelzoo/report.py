@@ -93,12 +93,10 @@ def _matrix(records: list[dict[str, Any]], targets: list[str]) -> str:
 
 
 def _ocr(records: list[dict[str, Any]]) -> str:
-    found = [r for r in records if r["case"] == "test_ocr_pipeline" and
-             (r.get("metrics") or {}).get("texts") is not None]
+    tried = [r for r in records if r["case"] == "test_ocr_pipeline"]
+    found = [r for r in tried if (r.get("metrics") or {}).get("texts") is not None]
     if not found:
-        skipped = [r for r in records if r["case"] == "test_ocr_pipeline"]
-        reasons = "; ".join(f"{r['target']}: {r.get('message', '')}" for r in skipped)
-        return f"<p class='note'>未运行 / not run. {_e(reasons)}</p>" if skipped else ""
+        return f"<ul>{_not_run(tried)}</ul>" if tried else ""
     first = found[0]["metrics"]
     truth = first.get("ground_truth") or []
     reference = first.get("reference_texts") or []
@@ -121,7 +119,15 @@ def _ocr(records: list[dict[str, Any]]) -> str:
         f"reference 参考: {_e(r['metrics'].get('reference_origin', ''))}</li>" for r in found)
     return (f"<p class='note'>字体 font: {_e(first.get('font', ''))}</p>"
             f"<table><tr><th>#</th><th>渲染文本 / rendered</th><th>参考识别 / reference</th>"
-            f"{head}</tr>{''.join(rows)}</table><ul>{figures}</ul>")
+            f"{head}</tr>{''.join(rows)}</table>"
+            f"<ul>{figures}{_not_run([r for r in tried if r not in found])}</ul>")
+
+
+def _not_run(records: list[dict[str, Any]]) -> str:
+    """List items for task checks that gave no answer (skipped, errors, crashes)."""
+    return "".join(f"<li>{_e(r['target'])} {_e(r['case'])}: "
+                   f"{_badge(r['status'], r.get('as_expected', True))} "
+                   f"{_e((r.get('message') or '')[:200])}</li>" for r in records)
 
 
 def _sparkline(values: Sequence[float], truth: Sequence[Sequence[float]], seconds: float,
@@ -142,28 +148,31 @@ def _sparkline(values: Sequence[float], truth: Sequence[Sequence[float]], second
 
 
 def _vad(records: list[dict[str, Any]]) -> str:
-    found = [r for r in records if r["case"] == "test_vad_segments" and
-             (r.get("metrics") or {}).get("speech_segments") is not None]
+    tried = [r for r in records if r["case"].startswith("test_vad_segments")]
+    found = [r for r in tried if (r.get("metrics") or {}).get("speech_segments") is not None]
     if not found:
-        return ""
+        return f"<ul>{_not_run(tried)}</ul>" if tried else ""
     rows = []
     for record in found:
         m = record["metrics"]
         truth = m.get("true_segments") or []
         seconds = m.get("chunks", 0) * 512 / 16000
+        model = ", ".join((record.get("tags") or {}).get("models") or [])
         rows.append(
-            f"<tr><td>{_e(record['target'])}</td>"
+            f"<tr><td>{_e(record['target'])}</td><td>{_e(model)}</td>"
             f"<td>{_badge(record['status'], record.get('as_expected', True))}</td>"
             f"<td>{_e(m.get('speech_segments'))}</td><td>{_e(m.get('reference_segments'))}</td>"
             f"<td>{_number(m.get('max_boundary_shift_s'))}</td>"
             f"<td>{_sparkline(m.get('probabilities') or [], truth, seconds)}</td></tr>")
     truth = found[0]["metrics"].get("true_segments")
+    skipped = _not_run([r for r in tried if r not in found])
     return (f"<p class='note'>合成语音位置 / speech synthesized at {_e(truth)} s; "
             f"绿色为合成语音段，虚线为阈值 0.5 / green: synthesized speech, dashed: "
-            f"threshold 0.5</p><table><tr><th>目标 / target</th><th>状态 / status</th>"
+            f"threshold 0.5</p><table><tr><th>目标 / target</th><th>模型 / model</th>"
+            f"<th>状态 / status</th>"
             f"<th>语音段 / segments (s)</th><th>参考 / reference</th>"
             f"<th>最大边界偏移 / max shift (s)</th><th>语音概率 / speech probability</th></tr>"
-            f"{''.join(rows)}</table>")
+            f"{''.join(rows)}</table><ul>{skipped}</ul>")
 
 
 NOTES = """<p class="note">判定 / Judging: 每个目标的输出与参考实现（onnxruntime-cpu，fp32，

@@ -32,8 +32,9 @@ from harness.worker import Host
 
 OCR_TASK = "ocr_pipeline"
 OCR_MODELS = {"det": "ppocrv4_det", "cls": "ppocr_mobile_cls", "rec": "ppocrv4_rec"}
-VAD_TASK = "vad_segments"
-VAD_MODEL = "silero_vad"
+#: VAD task -> model: silero's default export (what load_silero_vad(onnx=True) loads)
+#: and its opset-18 export, which more converters accept
+VAD_TASKS = {"vad_segments": "silero_vad", "vad_segments_op18": "silero_vad_ifless"}
 #: seconds of silence, speech, silence, speech, silence
 VAD_DURATIONS = (0.8, 1.5, 1.0, 1.2, 0.7)
 VAD_SEED = 1
@@ -153,15 +154,15 @@ def vad_signal() -> np.ndarray:
     return vad.speech_like(VAD_DURATIONS, VAD_RATE, VAD_SEED)
 
 
-def vad_answer(zoo: Zoo, host: Host, signal: np.ndarray, deadline: Deadline
+def vad_answer(zoo: Zoo, host: Host, signal: np.ndarray, deadline: Deadline, task: str
                ) -> dict[str, Any]:
-    entry = _entries(zoo, {"vad": VAD_MODEL})["vad"]
+    entry = _entries(zoo, {"vad": VAD_TASKS[task]})["vad"]
     manifest = entry.manifest
     if manifest.streaming is None:
         raise ManifestError(f"{manifest.path.name}: the VAD model needs a [streaming] table")
     feeds = dict(entry.data_sets()[0])
     feeds[manifest.streaming.chunk_input] = signal
-    key = f"models::{VAD_TASK}"
+    key = f"models::{task}"
     try:
         host.compile(key, entry.model_bytes(), deadline.left())
         outputs = host.call(WORKER_FUNCTION, key, worker_payload(feeds, manifest.streaming),
@@ -176,26 +177,26 @@ def vad_answer(zoo: Zoo, host: Host, signal: np.ndarray, deadline: Deadline
             "probabilities": [round(float(p), 6) for p in probabilities]}
 
 
-def check_vad(zoo: Zoo, host: Host, timeout: float) -> Outcome:
+def check_vad(zoo: Zoo, host: Host, timeout: float, task: str = "vad_segments") -> Outcome:
     started = time.perf_counter()
     signal = vad_signal()
     try:
-        _entries(zoo, {"vad": VAD_MODEL})
-        models = _models_digest(zoo, {"vad": VAD_MODEL})
+        _entries(zoo, {"vad": VAD_TASKS[task]})
+        models = _models_digest(zoo, {"vad": VAD_TASKS[task]})
     except TaskUnavailable as exc:
         return Outcome("skip", str(exc))
     except ManifestError as exc:
         return Outcome("infra_error", str(exc))
     try:
-        answer = vad_answer(zoo, host, signal, Deadline(timeout))
+        answer = vad_answer(zoo, host, signal, Deadline(timeout), task)
     except HOST_FAILURES as exc:
         return outcome_from_exception(exc, started)
     except (SourceError, ManifestError, KeyError, ValueError) as exc:
         return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
     try:
         stored, origin = _reference_answer(
-            zoo, VAD_TASK, _digest(signal), models,
-            lambda ref_host: vad_answer(zoo, ref_host, signal, Deadline(600)))
+            zoo, task, _digest(signal), models,
+            lambda ref_host: vad_answer(zoo, ref_host, signal, Deadline(600), task))
     except (ReferenceUnavailable, *HOST_FAILURES) as exc:
         return Outcome("infra_error", f"the reference could not run: {exc}")
     agrees, message, figures = vad.compare(answer["segments"], stored["segments"])
@@ -211,15 +212,16 @@ def check_vad(zoo: Zoo, host: Host, timeout: float) -> Outcome:
                    {"total_s": time.perf_counter() - started})
 
 
-def refresh_vad(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
+def refresh_vad(zoo: Zoo, reference: Reference, write: bool, task: str = "vad_segments"
+                ) -> list[str]:
     signal = vad_signal()
-    answer = vad_answer(zoo, reference.host, signal, Deadline(600))
+    answer = vad_answer(zoo, reference.host, signal, Deadline(600), task)
     data = {"input_sha256": _digest(signal), "durations": list(VAD_DURATIONS),
             "seed": VAD_SEED, "sample_rate": VAD_RATE,
-            "models": _models_digest(zoo, {"vad": VAD_MODEL}), "result": answer,
+            "models": _models_digest(zoo, {"vad": VAD_TASKS[task]}), "result": answer,
             "true_segments": vad.true_segments(VAD_DURATIONS),
             "reference": reference.summary()}
-    return _store_task(zoo.golden_dir, VAD_TASK, data, write,
+    return _store_task(zoo.golden_dir, task, data, write,
                        f"segments {answer['segments']} "
                        f"(speech put at {vad.true_segments(VAD_DURATIONS)})")
 

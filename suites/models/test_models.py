@@ -16,7 +16,7 @@ import pytest
 
 from harness.cases import Outcome
 from harness.modelzoo.execute import execute_model, model_tags
-from harness.modelzoo.task_checks import OCR_MODELS, VAD_MODEL, check_ocr, check_vad
+from harness.modelzoo.task_checks import OCR_MODELS, VAD_TASKS, check_ocr, check_vad
 from harness.modelzoo.zoo import BrokenManifest, Zoo, ZooEntry
 
 SUITE = "models"
@@ -70,11 +70,17 @@ def test_ocr_pipeline(target: Any) -> None:
                      "models": sorted(OCR_MODELS.values())})
 
 
-@pytest.mark.representative
-@pytest.mark.shipei_case(suite=SUITE, case="test_vad_segments")
-def test_vad_segments(target: Any) -> None:
-    """Silero VAD streamed over a synthetic signal; speech segments against the reference."""
-    outcome = check_vad(ZOO, target.host, target.timeout())
-    target.conclude(SUITE, "test_vad_segments", outcome,
-                    {"task": "vad", "title": "VAD speech segments over a whole signal",
-                     "models": [VAD_MODEL]})
+def _vad_test(task: str, model: str) -> Callable[..., None]:
+    def test(target: Any) -> None:
+        outcome = check_vad(ZOO, target.host, target.timeout(), task)
+        target.conclude(SUITE, f"test_{task}", outcome,
+                        {"task": "vad", "title": f"VAD speech segments, {model}",
+                         "models": [model]})
+
+    marks = [pytest.mark.representative] if task == "vad_segments" else []
+    return _named(test, f"test_{task}", f"Silero VAD ({model}) streamed over a synthetic "
+                                        "signal; speech segments against the reference", marks)
+
+
+for _task, _model in VAD_TASKS.items():
+    globals()[f"test_{_task}"] = _vad_test(_task, _model)

@@ -148,3 +148,19 @@ def test_generated_models_are_deterministic():
 
     for build in (cnn.build, transformer.build, transformer.build_fp16):
         assert build().SerializeToString() == build().SerializeToString()
+
+
+def test_int8_artifacts_regenerate_to_the_pinned_bytes(capsys):
+    import onnxruntime
+
+    from models.generators import quantized
+
+    if onnxruntime.__version__ != quantized.MADE_WITH_ONNXRUNTIME:
+        pytest.skip(f"the artifacts were made with onnxruntime "
+                    f"{quantized.MADE_WITH_ONNXRUNTIME}, this is {onnxruntime.__version__}")
+    assert quantized.main(["--check"]) == 0
+    out = capsys.readouterr().out
+    zoo = Zoo()
+    for name in quantized.VARIANTS:
+        manifest = zoo.entry(name.removesuffix(".onnx")).manifest
+        assert f"{name}: sha256 {manifest.sha256}" in out and "same" in out

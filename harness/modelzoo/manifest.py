@@ -118,7 +118,8 @@ class _Reader:
         self.path, self.table, self.where = path, table, where
 
     def fail(self, key: str, problem: str) -> ManifestError:
-        return ManifestError(f"{self.path.name}: {self.where}{key}: {problem}")
+        field_name = f"{self.where}{key}" if key else self.where.rstrip(".")
+        return ManifestError(f"{self.path.name}: {field_name}: {problem}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
         if key not in self.table:
@@ -126,10 +127,10 @@ class _Reader:
                 raise self.fail(key, "required field is missing")
             return default
         value = self.table[key]
-        if isinstance(value, bool) and kind is not bool and bool not in (
-                kind if isinstance(kind, tuple) else (kind,)):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:  # bool is an int in Python
             raise self.fail(key, f"expected {_kind_name(kind)}, got a boolean")
-        if not isinstance(value, kind):
+        if not isinstance(value, kinds):
             raise self.fail(key, f"expected {_kind_name(kind)}, got {type(value).__name__}")
         return value
 

@@ -73,13 +73,18 @@ def ocr_image() -> tuple[Any, dict[str, Any]]:
                    "input_sha256": _digest(np.asarray(image))}
 
 
-def ocr_answer(zoo: Zoo, host: Host, image: Any, deadline: Deadline) -> ocr.OcrResult:
+def ocr_models(zoo: Zoo) -> tuple[dict[str, ZooEntry], list[str]]:
+    """The three OCR models (bytes checked) and the recognizer's dictionary."""
     entries = _entries(zoo, OCR_MODELS)
+    return entries, ocr.character_list(entries["rec"].model_bytes())
+
+
+def ocr_answer(host: Host, entries: Mapping[str, ZooEntry], characters: list[str], image: Any,
+               deadline: Deadline) -> ocr.OcrResult:
     keys = {role: f"models::{OCR_TASK}::{role}" for role in entries}
     try:
         for role, entry in entries.items():
             host.compile(keys[role], entry.model_bytes(), deadline.left())
-        characters = ocr.character_list(entries["rec"].model_bytes())
         return ocr.run_pipeline(lambda key, feeds: host.run(key, feeds, deadline.left())[0],
                                 keys, image, characters)
     finally:
@@ -110,22 +115,24 @@ def check_ocr(zoo: Zoo, host: Host, timeout: float) -> Outcome:
     deadline = Deadline(timeout)
     try:
         image, described = ocr_image()
-        _entries(zoo, OCR_MODELS)
+        entries, characters = ocr_models(zoo)
         models = _models_digest(zoo, OCR_MODELS)
     except TaskUnavailable as exc:
         return Outcome("skip", str(exc))
-    except ManifestError as exc:
-        return Outcome("infra_error", str(exc))
-    try:
-        result = ocr_answer(zoo, host, image, deadline)
-    except HOST_FAILURES as exc:
-        return outcome_from_exception(exc, started)
     except (SourceError, ManifestError, ValueError) as exc:
         return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
     try:
+        result = ocr_answer(host, entries, characters, image, deadline)
+    except HOST_FAILURES as exc:
+        return outcome_from_exception(exc, started)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        return Outcome("fail", f"the target's outputs cannot be read as OCR results: "
+                               f"{type(exc).__name__}: {exc}")
+    try:
         stored, origin = _reference_answer(
             zoo, OCR_TASK, described["input_sha256"], models,
-            lambda ref_host: ocr_answer(zoo, ref_host, image, Deadline(600)).to_dict())
+            lambda ref_host: ocr_answer(ref_host, entries, characters, image,
+                                        Deadline(600)).to_dict())
     except (ReferenceUnavailable, *HOST_FAILURES) as exc:
         return Outcome("infra_error", f"the reference could not run: {exc}")
     reference = ocr.OcrResult.from_dict(stored)
@@ -141,7 +148,8 @@ def check_ocr(zoo: Zoo, host: Host, timeout: float) -> Outcome:
 
 def refresh_ocr(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
     image, described = ocr_image()
-    result = ocr_answer(zoo, reference.host, image, Deadline(600))
+    entries, characters = ocr_models(zoo)
+    result = ocr_answer(reference.host, entries, characters, image, Deadline(600))
     data = {**described, "models": _models_digest(zoo, OCR_MODELS), "result": result.to_dict(),
             "char_accuracy": round(ocr.char_accuracy(result.texts, described["lines"]), 4),
             "reference": reference.summary()}
@@ -154,25 +162,30 @@ def vad_signal() -> np.ndarray:
     return vad.speech_like(VAD_DURATIONS, VAD_RATE, VAD_SEED)
 
 
-def vad_answer(zoo: Zoo, host: Host, signal: np.ndarray, deadline: Deadline, task: str
-               ) -> dict[str, Any]:
+def vad_model(zoo: Zoo, task: str) -> ZooEntry:
     entry = _entries(zoo, {"vad": VAD_TASKS[task]})["vad"]
-    manifest = entry.manifest
-    if manifest.streaming is None:
-        raise ManifestError(f"{manifest.path.name}: the VAD model needs a [streaming] table")
+    if entry.manifest.streaming is None:
+        raise ManifestError(f"{entry.manifest.path.name}: a VAD model needs a [streaming] table")
+    entry.model_bytes()
+    return entry
+
+
+def vad_answer(host: Host, entry: ZooEntry, signal: np.ndarray, deadline: Deadline
+               ) -> dict[str, Any]:
+    streaming = entry.manifest.streaming
+    assert streaming is not None  # checked by vad_model
     feeds = dict(entry.data_sets()[0])
-    feeds[manifest.streaming.chunk_input] = signal
-    key = f"models::{task}"
+    feeds[streaming.chunk_input] = signal
+    key = f"models::vad::{entry.name}"
     try:
         host.compile(key, entry.model_bytes(), deadline.left())
-        outputs = host.call(WORKER_FUNCTION, key, worker_payload(feeds, manifest.streaming),
+        outputs = host.call(WORKER_FUNCTION, key, worker_payload(feeds, streaming),
                             deadline.left())
     finally:
         host.release(key)
-    probabilities = np.asarray(outputs[manifest.streaming.collect[0]], dtype=np.float64)
+    probabilities = np.asarray(outputs[streaming.collect[0]], dtype=np.float64)
     probabilities = probabilities.reshape(len(probabilities), -1)[:, 0]
-    found = vad.segments(probabilities.tolist(), manifest.streaming.chunk, VAD_RATE,
-                         signal.size)
+    found = vad.segments(probabilities.tolist(), streaming.chunk, VAD_RATE, signal.size)
     return {"segments": [list(s) for s in found],
             "probabilities": [round(float(p), 6) for p in probabilities]}
 
@@ -181,33 +194,35 @@ def check_vad(zoo: Zoo, host: Host, timeout: float, task: str = "vad_segments") 
     started = time.perf_counter()
     signal = vad_signal()
     try:
-        _entries(zoo, {"vad": VAD_TASKS[task]})
+        entry = vad_model(zoo, task)
         models = _models_digest(zoo, {"vad": VAD_TASKS[task]})
     except TaskUnavailable as exc:
         return Outcome("skip", str(exc))
-    except ManifestError as exc:
+    except (SourceError, ManifestError) as exc:
         return Outcome("infra_error", str(exc))
     try:
-        answer = vad_answer(zoo, host, signal, Deadline(timeout), task)
+        answer = vad_answer(host, entry, signal, Deadline(timeout))
     except HOST_FAILURES as exc:
         return outcome_from_exception(exc, started)
-    except (SourceError, ManifestError, KeyError, ValueError) as exc:
-        return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        return Outcome("fail", f"the target's outputs cannot be read as speech "
+                               f"probabilities: {type(exc).__name__}: {exc}")
     try:
         stored, origin = _reference_answer(
             zoo, task, _digest(signal), models,
-            lambda ref_host: vad_answer(zoo, ref_host, signal, Deadline(600), task))
+            lambda ref_host: vad_answer(ref_host, entry, signal, Deadline(600)))
     except (ReferenceUnavailable, *HOST_FAILURES) as exc:
         return Outcome("infra_error", f"the reference could not run: {exc}")
     agrees, message, figures = vad.compare(answer["segments"], stored["segments"])
     truth = vad.true_segments(VAD_DURATIONS)
-    diff = np.abs(np.asarray(answer["probabilities"]) - np.asarray(stored["probabilities"]))
+    mine, theirs = answer["probabilities"], stored["probabilities"]
     metrics = {**figures, "speech_segments": answer["segments"],
                "reference_segments": stored["segments"], "true_segments": truth,
                "speech_coverage": vad.overlap_with_truth(answer["segments"], truth),
-               "max_probability_diff": float(diff.max()) if diff.size else 0.0,
-               "chunks": len(answer["probabilities"]), "reference_origin": origin,
-               "probabilities": [round(p, 4) for p in answer["probabilities"]]}
+               "max_probability_diff": float(np.abs(np.subtract(mine, theirs)).max())
+               if len(mine) == len(theirs) and mine else None,
+               "chunks": len(mine), "reference_origin": origin,
+               "probabilities": [round(p, 4) for p in mine]}
     return Outcome("pass" if agrees else "fail", message, metrics,
                    {"total_s": time.perf_counter() - started})
 
@@ -215,7 +230,7 @@ def check_vad(zoo: Zoo, host: Host, timeout: float, task: str = "vad_segments") 
 def refresh_vad(zoo: Zoo, reference: Reference, write: bool, task: str = "vad_segments"
                 ) -> list[str]:
     signal = vad_signal()
-    answer = vad_answer(zoo, reference.host, signal, Deadline(600), task)
+    answer = vad_answer(reference.host, vad_model(zoo, task), signal, Deadline(600))
     data = {"input_sha256": _digest(signal), "durations": list(VAD_DURATIONS),
             "seed": VAD_SEED, "sample_rate": VAD_RATE,
             "models": _models_digest(zoo, {"vad": VAD_TASKS[task]}), "result": answer,

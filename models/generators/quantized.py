@@ -28,6 +28,8 @@ from harness.modelzoo.tasks.ocr import strokes_image
 from models.generators import cnn, transformer
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+#: the onnxruntime that made the checked-in artifacts (another may quantize differently)
+MADE_WITH_ONNXRUNTIME = "1.32.0"
 CALIBRATION_SAMPLES = 16
 
 

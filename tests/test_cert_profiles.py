@@ -25,8 +25,8 @@ MINI = {
         {"id": "models", "title_zh": "模型", "title_en": "Models", "suite": "models",
          "skips": "unmeasured", "thresholds": {"full": 1.0, "limited": 0.5}, "required": "full"},
         {"id": "latency", "title_zh": "时延", "title_en": "Latency", "suite": "performance",
-         "measure": "metric", "metrics": ["p50_ms"], "bounds": {"p50_ms": 10.0},
-         "thresholds": {"full": 1.0}},
+         "measure": "metric", "metrics": ["summary.p50_ms"], "bounds": {"summary.p50_ms": 10.0},
+         "flags": ["loadgen.valid"], "thresholds": {"full": 1.0}},
     ],
 }
 
@@ -46,7 +46,11 @@ def mini(**changes: object) -> Profile:
 def full_evidence() -> list[dict]:
     return [record("operators", "test_add", op="Add"), record("operators", "test_mul", op="Mul"),
             record("models", "test_resnet"),
-            record("performance", "test_p", metrics={"p50_ms": 2.5})]
+            record("performance", "test_p", metrics=perf(2.5))]
+
+
+def perf(p50: float, valid: bool = True) -> dict:
+    return {"summary": {"p50_ms": p50}, "loadgen": {"valid": valid}}
 
 
 @pytest.mark.parametrize("name", ["framework", "chip", "sensor"])
@@ -160,9 +164,11 @@ def test_skip_policy_and_metric_bounds() -> None:
     evidence = full_evidence() + [record("models", "test_missing_package", "skip")]
     models = evaluate(mini(), "full", evidence).criteria[1]
     assert (models.passed, models.measured) == (1, 1)  # skips = "unmeasured"
-    slow = full_evidence()[:-1] + [record("performance", "test_p", metrics={"p50_ms": 12.0})]
+    slow = full_evidence()[:-1] + [record("performance", "test_p", metrics=perf(12.0))]
     latency = evaluate(mini(), "full", slow).criteria[2]
     assert latency.is_measured and latency.value == 0.0
+    invalid = full_evidence()[:-1] + [record("performance", "test_p", metrics=perf(2.0, False))]
+    assert evaluate(mini(), "full", invalid).level == "limited"
     missing = full_evidence()[:-1] + [record("performance", "test_p", metrics={})]
     assert evaluate(mini(), "full", missing).level == "limited"
 

@@ -110,6 +110,14 @@ def _matches(record: dict[str, Any], criterion: Criterion) -> bool:
     return not any(fnmatch.fnmatchcase(case, p.lower()) for p in criterion.exclude_cases)
 
 
+def metric(metrics: dict[str, Any], path: str) -> Any:
+    """``metrics["summary"]["p50_ms"]`` for the dotted path ``summary.p50_ms``."""
+    value: Any = metrics
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _passes(record: dict[str, Any], criterion: Criterion) -> bool:
     if record["status"] != "pass":
         return False
@@ -117,12 +125,12 @@ def _passes(record: dict[str, Any], criterion: Criterion) -> bool:
         return True
     metrics = record.get("metrics") or {}
     for name in criterion.metrics:
-        value = metrics.get(name)
+        value = metric(metrics, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
             return False
         if name in criterion.bounds and value > criterion.bounds[name]:
             return False
-    return True
+    return all(metric(metrics, flag) is True for flag in criterion.flags)
 
 
 def measure(criterion: Criterion, outcomes: list[dict[str, Any]], scope: Scope,

@@ -9,12 +9,11 @@ exactly the cases the scope asks for (no ``-k``, no ``-x``, the scope's ``-m``).
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.cert.files import cite_file, file_ref, ref_label, sha256_file
+from harness.cert.files import cite_file, package_dir, sha256_file
 from harness.cert.profile import Scope
 from harness.environment import platform_digest
 from harness.records import RECORDS_FILE, RUN_FILE, load_run
@@ -45,7 +44,8 @@ class RunEvidence:
 
     @property
     def run_id(self) -> str:
-        return str(self.info.get("run_id") or self.run_dir.name)
+        """The run folder's name: what ``find_run`` resolves when the run is verified."""
+        return self.run_dir.name
 
     @property
     def suites(self) -> list[str]:
@@ -119,7 +119,7 @@ def check_scope(evidence: RunEvidence, scope: Scope) -> None:
                             f"(shipei run --resume {evidence.run_id})")
     normalized = [_normalize_mark(a) for a in got]
     if normalized != expected:
-        shown = " ".join(shlex.quote(a) for a in got) or "no selection"
+        shown = " ".join(got) or "no selection"
         wanted = " ".join(expected) or "no selection (every case)"
         raise EvidenceError(f"run {evidence.run_id} selected cases with {shown}; scope "
                             f"{scope.name!r} needs {wanted}")
@@ -135,6 +135,9 @@ def check_run(evidence: RunEvidence, label: str, identity: dict[str, Any],
               environment: dict[str, Any], harness: dict[str, Any], scope: Scope) -> None:
     """Raise :class:`EvidenceError` unless the run fits the target, platform and scope."""
     info, run_id = evidence.info, evidence.run_id
+    if info.get("run_id") != run_id:
+        raise EvidenceError(f"run folder {run_id} holds run {info.get('run_id')!r} "
+                            "(renamed or copied); cite runs under their own id")
     if info.get("exit_status") not in FINISHED_STATUSES or not info.get("finished_at"):
         raise EvidenceError(f"run {run_id} did not finish (exit status "
                             f"{info.get('exit_status')}); re-run it")
@@ -160,14 +163,15 @@ def check_run(evidence: RunEvidence, label: str, identity: dict[str, Any],
                          if env.get("runtimes", {}).get(k) != environment["runtimes"].get(k))
         raise EvidenceError(f"run {run_id} was made with other package versions "
                             f"({', '.join(changed)}) than are installed now")
+    if not evidence.records:
+        raise EvidenceError(f"run {run_id} has no records for target {label!r}")
+    check_scope(evidence, scope)
+    # last: the suite and driver files cited are hashed now, so they must be the run's
     for key, ours in (("harness_version", harness.get("version")),
                       ("git_commit", harness.get("git_commit"))):
         if info.get(key) != ours:
             raise EvidenceError(f"run {run_id} was made by harness {key} {info.get(key)!r}, "
                                 f"this is {ours!r}; re-run it with this harness")
-    if not evidence.records:
-        raise EvidenceError(f"run {run_id} has no records for target {label!r}")
-    check_scope(evidence, scope)
 
 
 def check_disjoint(runs: list[RunEvidence]) -> None:
@@ -183,28 +187,42 @@ def check_disjoint(runs: list[RunEvidence]) -> None:
             owner[suite] = run.run_id
 
 
-def model_files(records: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Cite every model file the records name (tags model_file, model_path or source)."""
-    cited: dict[str, dict[str, str]] = {}
+def resolve_model_source(value: str) -> Path | None:
+    """A model file named ``package:path/in/package`` or by a path, if it exists here."""
+    package, sep, relative = value.partition(":")
+    if sep and package.isidentifier():
+        root = package_dir(package)
+        if root is not None and (root / relative).is_file():
+            return root / relative
+    path = Path(value)
+    return path if path.is_file() else None
+
+
+def model_files(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cite every model the records name: a file found here (tags ``model_file``,
+    ``model_path`` or ``source``) with the sha256 of its bytes, or, for a model made by
+    a generator, the ``model_sha256`` its suite recorded."""
+    cited: dict[str, dict[str, Any]] = {}
     for record in records:
         tags = record.get("tags") or {}
+        where = f"{record['suite']}::{record['case']}"
+        recorded = tags.get("model_sha256")
         for key in MODEL_TAGS:
             value = tags.get(key)
-            if not isinstance(value, str) or not value:
+            if not isinstance(value, str) or not value or value in cited:
                 continue
-            path = Path(value)
-            if not path.is_file():
-                if key != "source":  # "source" is often a label, not a path
-                    raise EvidenceError(f"model file {value} named by {record['suite']}::"
-                                        f"{record['case']} is missing")
+            path = resolve_model_source(value)
+            if path is None:
+                if key != "source":  # "source" may be a label or a generator
+                    raise EvidenceError(f"model file {value} named by {where} is missing")
+                if isinstance(recorded, str) and recorded:
+                    cited[value] = {"model": tags.get("model") or record["case"],
+                                    "source": value, "sha256": recorded, "generated": True}
                 continue
-            label = ref_label(file_ref(path))
-            if label in cited:
-                continue
-            entry = cite_file(path)
-            recorded = tags.get("model_sha256")
+            entry = {"model": tags.get("model") or record["case"], "source": value,
+                     **cite_file(path)}
             if recorded and recorded != entry["sha256"]:
-                raise EvidenceError(f"model file {value} changed since "
-                                    f"{record['suite']}::{record['case']} ran (sha256)")
-            cited[label] = entry
+                raise EvidenceError(f"model file {value} changed since {where} ran (sha256)")
+            cited[value] = entry
+            break
     return [cited[k] for k in sorted(cited)]

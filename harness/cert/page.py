@@ -152,30 +152,29 @@ def _metrics(metrics: dict[str, Any]) -> str:
 
 def _models(predicate: dict[str, Any]) -> str:
     rows = predicate.get("models") or []
-    files = {f.get("path", "").rsplit("/", 1)[-1]: f for f in predicate["files"].get("models", [])}
     if not rows:
         return ("<p class=\"unmeasured\">未测量：本证书未包含模型套件记录 / Not measured: "
                 "this certificate cites no model-suite records.</p>")
     body = "".join(
-        f"<tr><td>{e(r['suite'])}</td><td>{e(r['case'])}</td><td>{e(r['status'])}</td>"
-        f"<td>{e(_metrics(r['metrics']))}</td></tr>" for r in rows)
-    file_rows = "".join(
-        f"<tr><td>{e(name)}</td><td class=\"mono\">{e(f['sha256'])}</td></tr>"
-        for name, f in sorted(files.items()))
-    files_table = (f"<table><tr><th>模型文件 / Model file</th><th>SHA-256</th></tr>{file_rows}"
-                   "</table>") if file_rows else ""
-    return (f"<table><tr><th>套件 / Suite</th><th>模型 / Model</th><th>结果 / Status</th>"
-            f"<th>精度指标 / Accuracy metrics</th></tr>{body}</table>{files_table}")
+        f"<tr><td>{e(r['model'])}<br><span class=\"mono\">{e(r['case'])}</span></td>"
+        f"<td>{e(r.get('precision') or '—')}</td><td>{e(r['status'])}</td>"
+        f"<td>{e(_metrics(r['metrics']))}</td>"
+        f"<td class=\"mono\">{e((r.get('sha256') or '—')[:16])}</td></tr>" for r in rows)
+    return (f"<table><tr><th>模型 / Model</th><th>精度 / Precision</th><th>结果 / Status</th>"
+            f"<th>精度指标 / Accuracy metrics</th><th>SHA-256</th></tr>{body}</table>")
 
 
 def _latency(predicate: dict[str, Any]) -> str:
     latency = predicate.get("latency") or {}
     perf = latency.get("performance") or []
     if perf:
-        body = "".join(f"<tr><td>{e(r['case'])}</td><td>{e(r['status'])}</td>"
-                       f"<td>{e(_metrics(r['metrics']))}</td></tr>" for r in perf)
-        parts = [f"<table><tr><th>场景 / Scenario</th><th>结果 / Status</th>"
-                 f"<th>时延与吞吐 / Latency and throughput</th></tr>{body}</table>"]
+        body = "".join(
+            f"<tr><td>{e(r.get('model') or r['case'])}</td><td>{e(r.get('scenario'))}"
+            f"{'' if not r.get('batch_size') else ' ×' + e(r['batch_size'])}</td>"
+            f"<td>{e(r['status'])}{'' if r.get('valid') is not False else ' (INVALID)'}</td>"
+            f"<td>{e(_metrics(r['figures']))}</td></tr>" for r in perf)
+        parts = [f"<table><tr><th>模型 / Model</th><th>场景 / Scenario</th><th>结果 / Status"
+                 f"</th><th>时延与吞吐 / Latency and throughput</th></tr>{body}</table>"]
     else:
         parts = ["<p class=\"unmeasured\">未测量：本证书未包含性能套件记录 / Not measured: "
                  "this certificate cites no performance-suite records.</p>"]

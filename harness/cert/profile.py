@@ -37,7 +37,7 @@ PROFILE_KEYS = {"name", "version", "kind", "title_zh", "title_en", "validity_day
 SCOPE_KEYS = {"title_zh", "title_en", "markexpr", "complete", "max_level"}
 CRITERION_KEYS = {"id", "title_zh", "title_en", "suite", "measure", "thresholds", "match",
                   "exclude_cases", "coverage", "skips", "min_cases", "metrics", "bounds",
-                  "required"}
+                  "flags", "required"}
 
 
 class ProfileError(Exception):
@@ -76,6 +76,7 @@ class Criterion:
     min_cases: int = 1
     metrics: tuple[str, ...] = ()
     bounds: dict[str, float] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()  # dotted metric paths that must be true (measure "metric")
     #: lowest level that needs this criterion measured; below it, not measured is no bar
     required: str = "limited"
 
@@ -252,6 +253,9 @@ def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[s
     bounds = _numbers(data.get("bounds", {}), f"{where}: bounds")
     if set(bounds) - set(metrics):
         raise ProfileError(f"{where}: bounds may only name listed metrics")
+    flags = _strings(data.get("flags", []), f"{where}: flags", sets)
+    if flags and measure != "metric":
+        raise ProfileError(f"{where}: flags apply to measure 'metric' only")
     required = data.get("required", "limited" if "limited" in thresholds else "full")
     if required not in GRADED_LEVELS or required not in thresholds:
         raise ProfileError(f"{where}: required must be a level the thresholds set")
@@ -260,7 +264,7 @@ def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[s
         suite=_text(data, "suite", where), measure=measure, thresholds=thresholds, match=match,
         exclude_cases=_strings(data.get("exclude_cases", []), f"{where}: exclude_cases", sets),
         coverage=coverage, skips=skips, min_cases=min_cases, metrics=metrics, bounds=bounds,
-        required=required)
+        flags=flags, required=required)
 
 
 def _parse(data: dict[str, Any], origin: str) -> Profile:

@@ -31,8 +31,6 @@ PREDICATE_SCHEMA_VERSION = "1.0"
 #: suites whose records are shown in the certificate's model table
 MODEL_SUITES = ("models", "model_file")
 PERFORMANCE_SUITE = "performance"
-#: metric-name fragments that mark a latency or throughput figure
-LATENCY_HINTS = ("_ms", "_us", "_s", "qps", "per_s", "throughput", "latency")
 MAX_METRICS_SHOWN = 8
 
 
@@ -44,31 +42,53 @@ def new_certificate_id(now: datetime) -> str:
     return f"SP-{now:%Y%m%d}-{secrets.token_hex(4).upper()}"
 
 
-def _numeric(metrics: dict[str, Any], keep: Any = None) -> dict[str, float]:
-    found = {}
-    for key, value in sorted((metrics or {}).items()):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and (keep is None or keep(key)):
-            found[key] = value
-    return dict(list(found.items())[:MAX_METRICS_SHOWN])
+#: accuracy figures shown first in the model table, when a record has them
+ACCURACY_FIGURES = ("max_abs_error", "max_rel_error", "min_cosine_similarity",
+                    "cosine_similarity", "top1_agreement", "top5_overlap")
+#: latency and throughput figures of a performance record's ``metrics.summary``
+LATENCY_FIGURES = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms", "queries_per_s",
+                   "samples_per_s")
+
+
+def _numbers(metrics: dict[str, Any], preferred: tuple[str, ...]) -> dict[str, float]:
+    def numeric(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    chosen = {k: metrics[k] for k in preferred if numeric(metrics.get(k))}
+    if not chosen:
+        chosen = {k: v for k, v in sorted(metrics.items()) if numeric(v)}
+    return dict(list(chosen.items())[:MAX_METRICS_SHOWN])
 
 
 def model_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"suite": r["suite"], "case": r["case"], "status": r["status"],
-             "metrics": _numeric(r.get("metrics") or {})}
-            for r in sorted(records, key=lambda r: (r["suite"], r["case"]))
-            if r["suite"] in MODEL_SUITES]
+    rows = []
+    for r in sorted(records, key=lambda r: (r["suite"], r["case"])):
+        if r["suite"] not in MODEL_SUITES:
+            continue
+        tags = r.get("tags") or {}
+        rows.append({"suite": r["suite"], "case": r["case"], "status": r["status"],
+                     "model": tags.get("title") or tags.get("model") or r["case"],
+                     "precision": tags.get("precision"), "sha256": tags.get("model_sha256"),
+                     "metrics": _numbers(r.get("metrics") or {}, ACCURACY_FIGURES)})
+    return rows
+
+
+def _performance_row(record: dict[str, Any]) -> dict[str, Any]:
+    metrics = record.get("metrics") or {}
+    summary = metrics.get("summary") if isinstance(metrics.get("summary"), dict) else metrics
+    loadgen = metrics.get("loadgen") if isinstance(metrics.get("loadgen"), dict) else {}
+    return {"case": record["case"], "status": record["status"],
+            "scenario": metrics.get("scenario"), "model": metrics.get("model"),
+            "batch_size": metrics.get("batch_size"), "valid": loadgen.get("valid"),
+            "figures": {k: summary[k] for k in LATENCY_FIGURES
+                        if isinstance(summary.get(k), (int, float))
+                        and not isinstance(summary.get(k), bool)}}
 
 
 def latency_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Performance-suite figures, and per suite the time per conformance case
     (labelled as such: a conformance case is not a benchmark)."""
-    def is_latency(key: str) -> bool:
-        return any(hint in key.lower() for hint in LATENCY_HINTS)
-
-    performance = [{"case": r["case"], "status": r["status"],
-                    "metrics": _numeric(r.get("metrics") or {}, is_latency)}
-                   for r in sorted(records, key=lambda r: r["case"])
+    performance = [_performance_row(r) for r in sorted(records, key=lambda r: r["case"])
                    if r["suite"] == PERFORMANCE_SUITE]
     per_suite: dict[str, dict[str, Any]] = {}
     for suite in sorted({r["suite"] for r in records} - {PERFORMANCE_SUITE}):

@@ -77,14 +77,23 @@ def check_validity(predicate: dict[str, Any], at: datetime) -> str:
     return f"validity: {predicate['issued_at']} to {predicate['expires_at']}"
 
 
+def revocation_list_for(certificate: Path) -> Path | None:
+    """The list beside the certificate (a certificates folder) or one folder up (a
+    published registry keeps certificates in ``certificates/``)."""
+    for folder in (certificate.parent, certificate.parent.parent):
+        if (folder / REVOCATIONS_FILE).is_file():
+            return folder / REVOCATIONS_FILE
+    return None
+
+
 def check_revocation(predicate: dict[str, Any], certificate: Path, options: VerifyOptions
                      ) -> str:
-    path = options.revocations or certificate.parent / REVOCATIONS_FILE
+    path = options.revocations or revocation_list_for(certificate.resolve())
+    if path is None:
+        return (f"revocation: not checked (no {REVOCATIONS_FILE} beside the certificate or "
+                "one folder up; pass --revocations)")
     if not path.exists():
-        if options.revocations:
-            raise VerificationError(f"revocation: list {path} does not exist")
-        return (f"revocation: not checked (no {REVOCATIONS_FILE} beside the certificate; "
-                "pass --revocations)")
+        raise VerificationError(f"revocation: list {path} does not exist")
     try:
         revocations = load_revocations(path, options.public_key)
     except RevocationError as exc:
@@ -153,15 +162,19 @@ def check_files(statement: dict[str, Any]) -> list[str]:
     files = statement["predicate"]["files"]
     labels = {"driver": "driver file", "suites": "suite file", "models": "model file"}
     for group, cited in files.items():
-        problems = changed_files(cited)
+        problems = changed_files([c for c in cited if "path" in c])  # not generated ones
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise VerificationError(f"files: {labels.get(group, group)} {problems[0]}{more}")
     driver_subject = statement["subject"][0]["digest"]["sha256"]
     if manifest_digest(files["driver"]) != driver_subject:
         raise VerificationError("files: the driver files do not match the driver subject")
+    on_disk = [m for m in files["models"] if "path" in m]
+    generated = len(files["models"]) - len(on_disk)
     return [f"files: {len(files['driver'])} driver, {len(files['suites'])} suite and "
-            f"{len(files['models'])} model file(s) match this installation"]
+            f"{len(on_disk)} model file(s) match this installation"
+            + (f" ({generated} generated model(s) are cited by recorded sha256)"
+               if generated else "")]
 
 
 def verify_certificate(path: Path, options: VerifyOptions) -> list[str]:

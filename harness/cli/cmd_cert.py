@@ -32,6 +32,7 @@ from harness.cert.verify import (
     VerifyOptions,
     check_validity,
     open_certificate,
+    revocation_list_for,
     verify_certificate,
 )
 from harness.cli.cmd_certify import DEFAULT_CERT_DIR
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="results folder (or one run folder) holding the cited runs")
     verify.add_argument("--revocations", type=Path, metavar="FILE",
                         help=f"signed revocation list (default: {REVOCATIONS_FILE} beside "
-                             "the certificate)")
+                             "the certificate or one folder up)")
     verify.add_argument("--check-files", action="store_true",
                         help="re-hash the cited driver, suite and model files installed here")
     verify.add_argument("--at", type=_timestamp, metavar="ISO_TIME",
@@ -151,9 +152,7 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _revocations(path: Path, key: Any) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
+def _revocations(path: Path, key: Any) -> dict[str, Any]:
     try:
         return load_revocations(path, key)
     except RevocationError as exc:
@@ -170,8 +169,8 @@ def run_publish(args: argparse.Namespace) -> int:
             check_validity(statement["predicate"], datetime.now(UTC))
         except VerificationError as exc:
             raise CliError(f"{certificate}: not published: {exc}") from None
-        revocations_file = certificate.parent / REVOCATIONS_FILE
-        revocations = _revocations(revocations_file, key)
+        revocations_file = revocation_list_for(certificate.resolve())
+        revocations = _revocations(revocations_file, key) if revocations_file else None
         page = certificate.with_name(certificate.name.replace(".dsse.json", ".html"))
         try:
             index = publish(args.registry, certificate, page, statement, keyid, public_pem(key),

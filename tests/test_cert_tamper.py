@@ -1,0 +1,284 @@
+"""Tampering with a real certificate, its records, its files or its key is detected,
+each with the right one-line reason; so are expiry and revocation.
+
+One certificate is issued per module (``shipei certify`` on onnxruntime-cpu, the
+framework profile's representative scope); every test works on copies.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import onnx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from onnx import TensorProto, helper
+
+from harness.cert import dsse
+from harness.cert.keys import fingerprint, init_keys, load_private_key, load_public_key
+from harness.cert.revocation import REVOCATIONS_FILE, revoke, write_revocations
+from harness.cert.statement import PAYLOAD_TYPE
+from harness.cert.verify import (
+    VerificationError,
+    VerifyOptions,
+    open_certificate,
+    verify_certificate,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shipei(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=600, check=False,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+class Issued:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.keys = root / "keys"
+        self.results = root / "results"
+        self.reports = root / "reports"
+        self.certs = root / "certificates"
+
+    def locations(self) -> list[str]:
+        return ["--results-dir", str(self.results), "--reports-dir", str(self.reports)]
+
+    def certify(self, *extra: str) -> Path:
+        before = set(self.certs.glob("*.dsse.json"))
+        out = shipei("certify", "--target", "onnxruntime-cpu", "--key",
+                     str(self.keys / "center.key"), "--certificates-dir", str(self.certs),
+                     *self.locations(), *extra)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        (new,) = set(self.certs.glob("*.dsse.json")) - before
+        return new
+
+    @property
+    def pubkey(self):  # noqa: ANN201 - an Ed25519 public key
+        return load_public_key(self.keys / "center.pub")
+
+    def statement(self, certificate: Path) -> dict:
+        envelope = json.loads(certificate.read_text())
+        return json.loads(base64.b64decode(envelope["payload"]))
+
+
+@pytest.fixture(scope="module")
+def issued(tmp_path_factory: pytest.TempPathFactory) -> Issued:
+    state = Issued(tmp_path_factory.mktemp("cert"))
+    init_keys(state.keys, "测试中心 / Test Center")
+    state.certificate = state.certify("--profile", "framework", "--scope", "representative")
+    return state
+
+
+@pytest.fixture
+def work(issued: Issued, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the certificate and of the results folder to tamper with."""
+    certificate = tmp_path / issued.certificate.name
+    shutil.copyfile(issued.certificate, certificate)
+    results = tmp_path / "results"
+    shutil.copytree(issued.results, results)
+    return certificate, results
+
+
+def reason(certificate: Path, issued: Issued, **options) -> str:
+    with pytest.raises(VerificationError) as info:
+        verify_certificate(certificate, VerifyOptions(options.pop("key", issued.pubkey),
+                                                      **options))
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def test_untouched_certificate_verifies_with_records_and_files(work, issued: Issued) -> None:
+    certificate, results = work
+    lines = verify_certificate(certificate, VerifyOptions(issued.pubkey, results,
+                                                          check_files=True))
+    assert lines[-1].startswith(f"certificate {certificate.name.split('.')[0]} is valid")
+    assert any(line.startswith("level: recomputed") for line in lines)
+
+
+def test_flipping_any_byte_of_the_envelope_is_detected(issued: Issued) -> None:
+    """Every byte, lowest bit flipped (and every 97th byte's highest bit too); in memory,
+    through the same check verify runs first."""
+    original = issued.certificate.read_bytes()
+    key = issued.pubkey
+    assert open_certificate(original, key)
+    for index in range(len(original)):
+        for bit in (0x01, 0x80) if index % 97 == 0 else (0x01,):
+            flipped = bytearray(original)
+            flipped[index] ^= bit
+            with pytest.raises(VerificationError) as info:
+                open_certificate(bytes(flipped), key)
+            assert str(info.value).startswith("signature:"), (index, bit, str(info.value))
+
+
+def test_edited_payload_is_detected(work, issued: Issued) -> None:
+    certificate, _ = work
+    envelope = json.loads(certificate.read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["predicate"]["level"] = {"id": "full", "zh": "完全兼容", "en": "Fully compatible"}
+    envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    certificate.write_text(json.dumps(envelope))
+    assert reason(certificate, issued).startswith("signature: signature does not verify")
+
+
+def test_another_public_key_is_refused(work, issued: Issued) -> None:
+    certificate, _ = work
+    other = Ed25519PrivateKey.generate().public_key()
+    text = reason(certificate, issued, key=other)
+    assert text.startswith("signature: no signature by key") and "wrong public key" in text
+
+
+def test_a_resigned_certificate_does_not_pass_as_the_centers(work, issued: Issued) -> None:
+    """An attacker re-signs an edited statement with their own key but keeps the keyid."""
+    certificate, _ = work
+    envelope = json.loads(certificate.read_text())
+    body = base64.b64decode(envelope["payload"])
+    forged = dsse.sign(PAYLOAD_TYPE, body, Ed25519PrivateKey.generate(),
+                       fingerprint(issued.pubkey))
+    certificate.write_text(dsse.dumps(forged))
+    assert reason(certificate, issued).startswith("signature: signature does not verify")
+
+
+def test_editing_one_record_is_detected(work, issued: Issued) -> None:
+    certificate, results = work
+    (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+    records = run_dir / "records.jsonl"
+    lines = records.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["status"] = "fail" if first["status"] == "pass" else "pass"
+    lines[0] = json.dumps(first, sort_keys=True)
+    records.write_text("\n".join(lines) + "\n")
+    text = reason(certificate, issued, records_dir=results)
+    assert text == (f"records: records.jsonl of run {run_dir.name} does not match the "
+                    "certificate (edited or replaced)")
+
+
+def test_missing_run_is_reported(work, issued: Issued, tmp_path: Path) -> None:
+    certificate, _ = work
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert reason(certificate, issued, records_dir=empty).startswith("records: run ")
+
+
+def test_a_level_the_records_do_not_support_is_detected(work, issued: Issued) -> None:
+    """The center's key signs a statement claiming more than its records show."""
+    certificate, results = work
+    statement = issued.statement(certificate)
+    statement["predicate"]["level"] = {"id": "full", "zh": "完全兼容", "en": "Fully compatible"}
+    key = load_private_key(issued.keys / "center.key")
+    body = json.dumps(statement, ensure_ascii=False).encode()
+    certificate.write_text(dsse.dumps(dsse.sign(PAYLOAD_TYPE, body, key, fingerprint(
+        key.public_key()))))
+    assert verify_certificate(certificate, VerifyOptions(issued.pubkey))  # signature alone
+    text = reason(certificate, issued, records_dir=results)
+    assert text == ("level: recomputed from the records it is 基本兼容 / Compatible with "
+                    "limitations; the certificate claims 完全兼容 / Fully compatible")
+
+
+def test_a_changed_suite_file_is_detected(work, issued: Issued, monkeypatch) -> None:
+    certificate, _ = work
+    statement = issued.statement(certificate)
+    cited = statement["predicate"]["files"]["suites"][0]
+    assert cited["package"] == "suites"
+    fake_root = certificate.parent / "suites_copy"
+    shutil.copytree(REPO / "suites", fake_root, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(fake_root / cited["path"], "a") as handle:
+        handle.write("\n# changed\n")
+    import harness.cert.files as files
+
+    real = files.package_dir
+    monkeypatch.setattr(files, "package_dir",
+                        lambda name: fake_root if name == "suites" else real(name))
+    text = reason(certificate, issued, check_files=True)
+    assert text.startswith(f"files: suite file suites:{cited['path']} differs")
+
+
+def test_expired_and_not_yet_valid(work, issued: Issued) -> None:
+    certificate, _ = work
+    predicate = issued.statement(certificate)["predicate"]
+    expires = datetime.fromisoformat(predicate["expires_at"])
+    later = expires + timedelta(seconds=1)
+    assert reason(certificate, issued, at=later) == \
+        f"expired: the certificate expired on {predicate['expires_at']}"
+    earlier = datetime.fromisoformat(predicate["issued_at"]) - timedelta(days=1)
+    assert reason(certificate, issued, at=earlier).startswith("not yet valid")
+    assert verify_certificate(certificate, VerifyOptions(issued.pubkey, at=expires))
+
+
+def test_revoked_certificate_is_refused(work, issued: Issued) -> None:
+    certificate, _ = work
+    key = load_private_key(issued.keys / "center.key")
+    cid = issued.statement(certificate)["predicate"]["certificate_id"]
+    revoke(certificate.parent / REVOCATIONS_FILE, key, "SP-00000000-OTHER", "another one")
+    assert verify_certificate(certificate, VerifyOptions(issued.pubkey))
+    revoke(certificate.parent / REVOCATIONS_FILE, key, cid, "driver recalled")
+    text = reason(certificate, issued)
+    assert text.startswith(f"revoked: certificate {cid} was revoked on ")
+    assert text.endswith(": driver recalled")
+
+
+def test_a_revocation_list_from_another_key_is_not_trusted(work, issued: Issued) -> None:
+    certificate, _ = work
+    lists = certificate.parent / REVOCATIONS_FILE
+    write_revocations(lists, {"_type": "https://shipei.dev/revocations/v1", "issuer_keyid": "x",
+                              "sequence": 1, "updated_at": None, "revoked": []},
+                      Ed25519PrivateKey.generate())
+    assert reason(certificate, issued).startswith("revocation: revocation list")
+    lists.write_text("{not json")
+    assert reason(certificate, issued).startswith("revocation: revocation list")
+
+
+def _tiny_model(path: Path, op: str) -> None:
+    node = helper.make_node(op, ["x"], ["y"])
+    graph = helper.make_graph([node], "tiny", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [2, 3])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+MODEL_PROFILE = """
+name = "model-file-check"
+version = "1"
+kind = "framework"
+title_zh = "模型文件检查"
+title_en = "Model file check"
+[scopes.full]
+title_zh = "完整"
+title_en = "Full"
+[[criteria]]
+id = "model_file"
+title_zh = "模型文件"
+title_en = "Model file"
+suite = "model_file"
+thresholds = { full = 1.0, limited = 1.0 }
+"""
+
+
+def test_a_changed_model_file_is_detected(issued: Issued, tmp_path: Path) -> None:
+    model = tmp_path / "tiny_relu.onnx"
+    _tiny_model(model, "Relu")
+    profile = tmp_path / "model-file-check.toml"
+    profile.write_text(MODEL_PROFILE, encoding="utf-8")
+    run_id = f"modelfile-{datetime.now(UTC):%H%M%S%f}"
+    out = shipei("run", "--suite", "model_file", "--model", str(model), "--target",
+                 "onnxruntime-cpu", "--run-id", run_id, *issued.locations())
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    certificate = issued.certify("--profile", str(profile), "--runs", run_id)
+    (cited,) = issued.statement(certificate)["predicate"]["files"]["models"]
+    assert (cited["path"], cited["source"]) == (str(model), str(model))
+    assert len(cited["sha256"]) == 64
+    assert verify_certificate(certificate, VerifyOptions(issued.pubkey, check_files=True))
+    _tiny_model(model, "Sigmoid")
+    text = reason(certificate, issued, check_files=True)
+    assert text == f"files: model file {model} differs from the certified file (sha256)"

@@ -157,12 +157,15 @@ class FrameReceiver:
         return True
 
     def _next_intact_header(self, begin: int, end: int) -> int | None:
-        """Position of the first intact header starting in [begin, end)."""
+        """Position of the first intact header starting in [begin, end); -1 when a
+        sync there still lacks the rest of its header (wait for more bytes)."""
         pos = begin
         while True:
             pos = self._buf.find(SYNC, pos, end + 1)
             if pos < 0 or pos >= end:
                 return None
+            if pos + HEADER_SIZE > len(self._buf):
+                return -1
             if parse_header(bytes(self._buf[pos:pos + HEADER_SIZE])) is not None:
                 return pos
             pos += 1
@@ -193,6 +196,8 @@ class FrameReceiver:
                 self.counters.frames += 1
                 return Frame(header.type, header.seq, payload, header.version)
             following = self._next_intact_header(self._start + 1, self._start + header.total)
+            if following == -1:
+                return None  # a header may start inside this frame: wait for its bytes
             if following is not None:
                 size = following - self._start
                 self._start = following

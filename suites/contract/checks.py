@@ -42,6 +42,8 @@ THREAD_GROWTH_LIMIT = 2
 #: the deliberately short timeout of the timeout check, and how long stopping may take
 SHORT_TIMEOUT_S = 1.0
 STOP_GRACE_S = 10.0
+#: how long processes a driver started may take to end after its worker is killed
+ORPHAN_GRACE_S = 5.0
 AVAILABILITY_LIMIT_S = 10.0
 #: exception classes that mean a driver bug, not a considered refusal
 PYTHON_BUG_TYPES = ("AttributeError", "KeyError", "IndexError", "NameError", "TypeError",
@@ -318,7 +320,7 @@ def check_timeout(host: ProcessHost, caps: Any, timeout: float) -> Outcome:
         if stop_s > SHORT_TIMEOUT_S + STOP_GRACE_S:
             raise Violation(f"a request past its {SHORT_TIMEOUT_S:g} s timeout took {stop_s:.1f} s "
                             "to stop (the worker does not die when killed)")
-        survivors = _wait_gone([before["pid"], *before["children"]], 5.0)
+        survivors = _wait_gone([before["pid"], *before["children"]], ORPHAN_GRACE_S)
         if survivors:
             raise Violation(f"process(es) {survivors} started by the driver outlived its killed "
                             "worker")

@@ -77,7 +77,7 @@ class _BreaksAfter(Executable):
 
 
 def test_a_failure_inside_loadgen_is_raised_not_fatal(tiny: Executable):
-    settings = ScenarioSettings(SINGLE_STREAM, min_queries=10,
+    settings = ScenarioSettings(SINGLE_STREAM, min_queries=64,
                                 **(QUICK | {"warmup_queries": 3, "warmup_s": 0.0}))
     with pytest.raises(RuntimeError, match="device lost"):
         loops.measure(_BreaksAfter(tiny), {"settings": settings.to_dict(),
@@ -97,7 +97,7 @@ def _case(load: Any, scenario: str = SINGLE_STREAM) -> Any:
     from harness.perf.cases import PerfCase
 
     return PerfCase("performance", "test_x", "tiny",
-                    ScenarioSettings(scenario, min_queries=50, **QUICK), load)
+                    ScenarioSettings(scenario, min_queries=64, **QUICK), load)
 
 
 def _host():
@@ -140,3 +140,36 @@ def test_measure_case_skips_without_loadgen(monkeypatch: pytest.MonkeyPatch):
     host, caps = _host()
     outcome = measure.measure_case(_case(lambda s: None), host, caps, timeout=60).outcome
     assert outcome.status == "skip" and "pip install 'shipei[perf]'" in outcome.message
+
+
+class _PreparedSession(Executable):
+    """A driver offering the prepared fast path: validation happens in prepare only."""
+
+    def __init__(self) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(model_bytes("tiny"),
+                                            providers=["CPUExecutionProvider"])
+        self.prepared = self.full_runs = 0
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        self.full_runs += 1
+        return dict(zip(["y"], self.session.run(None, dict(inputs)), strict=True))
+
+    def prepare(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        self.prepared += 1
+        return {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+
+    def run_prepared(self, prepared: dict[str, Any]) -> None:
+        self.session.run(None, prepared)
+
+
+def test_the_prepared_fast_path_is_timed_when_offered():
+    executable = _PreparedSession()
+    assert isinstance(executable, loops.PreparedRun)
+    settings = ScenarioSettings(SINGLE_STREAM, min_queries=64, **QUICK)
+    raw = loops.measure(executable, {"settings": settings.to_dict(),
+                                     "feeds": MODELS["tiny"].inputs(4)})
+    assert raw["timed_call"] == "run_prepared"
+    assert executable.prepared == 4 and executable.full_runs == 0
+    assert raw["latency_ns"].size >= 64

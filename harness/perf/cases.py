@@ -20,6 +20,13 @@ class PerfWorkload:
     feeds: list[dict[str, Any]]
     #: run once, outside the timed region, and judged against its reference outputs
     check: DataSet
+    #: the outputs ``check.outputs`` holds, in order (default: every graph output)
+    check_names: list[str] | None = None
+    #: samples in each offline feed, when the model fixes it (default: the settings')
+    batch_size: int | None = None
+
+    def output_names(self) -> list[str]:
+        return self.check_names or [o.name for o in self.model.graph.output]
 
 
 @dataclass

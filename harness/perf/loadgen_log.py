@@ -30,6 +30,10 @@ def results(detail: dict[str, Any]) -> dict[str, Any]:
     found["valid"] = found.get("validity") == "VALID"
     found["errors"] = int(detail.get("num_errors", 0) or 0)
     found["version"] = str(detail.get("loadgen_version", ""))
+    if "early_stopping_met" in detail:
+        found["early_stopping_met"] = detail["early_stopping_met"]
+        found["early_stopping_result"] = " ".join(
+            str(detail.get("early_stopping_result", "")).split())
     for key in ("effective_min_duration_ms", "effective_min_query_count",
                 "effective_samples_per_query", "effective_target_qps",
                 "effective_target_latency_ns"):
@@ -46,7 +50,9 @@ def unmet(result: dict[str, Any]) -> list[str]:
     if result.get("min_queries_met") is False:
         reasons.append("minimum query count not reached")
     if result.get("early_stopping_met") is False:
-        reasons.append("early-stopping criterion not met")
+        reasons.append("early-stopping criterion not met"
+                       + (f" ({result['early_stopping_result']})"
+                          if result.get("early_stopping_result") else ""))
     if not reasons and not result.get("valid"):
         reasons.append(f"LoadGen reported {result.get('validity', 'no result')}")
     return reasons

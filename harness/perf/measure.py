@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from harness.judge import compare_outputs, effective_tolerance
 from harness.perf import samples as samples_io
 from harness.perf.cases import PerfCase
 from harness.perf.loadgen_log import unmet
+from harness.perf.settings import OFFLINE
 from harness.perf.stats import summarize
 from harness.target import Capabilities
 from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
@@ -65,6 +66,8 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
     reason = unsupported_reason(workload.model, caps)
     if reason:
         return PerfResult(Outcome("skip", reason))
+    if workload.batch_size and case.settings.scenario == OFFLINE:
+        case = replace(case, settings=case.settings.with_(batch_size=workload.batch_size))
     rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
     key = key or f"{case.suite}::{case.name}"
     timings: dict[str, float] = {}
@@ -73,8 +76,8 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
                                             deadline - time.perf_counter())
         outputs, timings["check_s"] = host.run(key, workload.check.inputs,
                                                deadline - time.perf_counter())
-        names = [o.name for o in workload.model.graph.output]
-        verdict = compare_outputs(workload.check.outputs, outputs, names, rtol, atol)
+        verdict = compare_outputs(workload.check.outputs, outputs, workload.output_names(),
+                                  rtol, atol)
         if not verdict.passed:
             return PerfResult(Outcome(
                 "fail", f"outputs differ from the reference, so not timed: {verdict.message}",
@@ -109,6 +112,7 @@ def _result(case: PerfCase, caps: Capabilities, raw: dict[str, Any],
         "model": case.model,
         "batch_size": per_query,
         "engine": raw["engine"],
+        "timed_call": raw["timed_call"],
         "settings": case.settings.to_dict(),
         "loadgen": {k: v for k, v in loadgen.items() if k != "version"},
         "warmup": raw["warmup"],

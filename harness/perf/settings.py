@@ -12,6 +12,8 @@ from typing import Any
 SINGLE_STREAM = "single_stream"
 OFFLINE = "offline"
 SCENARIOS = (SINGLE_STREAM, OFFLINE)
+#: LoadGen calls a single-stream run with fewer queries INVALID (early stopping)
+EARLY_STOPPING_MIN_QUERIES = 64
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class ScenarioSettings:
             raise ValueError("durations must not be negative")
         if self.min_queries < 1 or self.batch_size < 1 or self.distinct_inputs < 1:
             raise ValueError("min_queries, batch_size and distinct_inputs must be at least 1")
+        if self.scenario == SINGLE_STREAM and self.min_queries < EARLY_STOPPING_MIN_QUERIES:
+            raise ValueError(f"single-stream needs at least {EARLY_STOPPING_MIN_QUERIES} "
+                             "queries (LoadGen's early-stopping estimate), not "
+                             f"{self.min_queries}")
         if self.warmup_queries < 1:
             raise ValueError("warmup_queries must be at least 1 (the calibration needs it)")
 

@@ -8,10 +8,21 @@ from harness.cases import DataSet
 from harness.perf.cases import PerfCase, PerfWorkload
 from harness.perf.settings import DEFAULTS, OFFLINE, SCENARIOS, ScenarioSettings
 from suites.performance.models import MODELS, reference_outputs
+from suites.performance.zoo_cases import DEFAULT_ZOO_MODELS, zoo_case, zoo_model_names
 
 SUITE = "performance"
-#: models the suite times (``tiny`` is for the harness's own tests)
-SUITE_MODELS = ("mlp", "convnet", "encoder")
+#: generated models the suite times (``tiny`` is for the harness's own tests)
+GENERATED_MODELS = ("mlp", "convnet", "encoder")
+
+
+def suite_models() -> tuple[str, ...]:
+    """What the suite times unless ``--perf-model`` says otherwise."""
+    zoo = set(zoo_model_names())
+    return GENERATED_MODELS + tuple(m for m in DEFAULT_ZOO_MODELS if m in zoo)
+
+
+def known_models() -> list[str]:
+    return [*MODELS, *zoo_model_names()]
 
 
 def workload(model_name: str, settings: ScenarioSettings) -> PerfWorkload:
@@ -35,7 +46,14 @@ def perf_case(model_name: str, scenario: str, settings: ScenarioSettings | None 
     )
 
 
+def case_for(name: str, scenario: str) -> PerfCase:
+    """The case of a generated or zoo model by name."""
+    return perf_case(name, scenario) if name in MODELS else zoo_case(name, scenario)
+
+
 def suite_cases() -> list[PerfCase]:
-    """Every model in both scenarios; the conftest keeps ``SUITE_MODELS`` unless
-    ``--perf-model`` names others."""
-    return [perf_case(name, scenario) for name in MODELS for scenario in SCENARIOS]
+    """Every known model in both scenarios; the conftest keeps :func:`suite_models`
+    unless ``--perf-model`` names others."""
+    cases = [perf_case(name, scenario) for name in MODELS for scenario in SCENARIOS]
+    cases += [zoo_case(name, scenario) for name in zoo_model_names() for scenario in SCENARIOS]
+    return cases

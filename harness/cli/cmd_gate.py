@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="relative latency change counted as a regression "
                              "(default %(default)s)")
     add_run_location_options(parser)
+    parser.add_argument("pytest_args", nargs="*",
+                        help="extra pytest arguments after '--' (e.g. --perf-model NAME)")
     parser.set_defaults(handler=run)
 
 
@@ -83,7 +85,8 @@ def _pytest_argv(args: argparse.Namespace, suites: list[str], markexpr: str | No
         markexpr=f"{CONTRACT_SUITE} or ({markexpr})" if markexpr else None,
         numprocesses=args.numprocesses, case_timeout=args.case_timeout, isolation=None,
         expectations=args.expectations, run_id=run_id, exitfirst=False, verbose=False,
-        results_dir=args.results_dir, reports_dir=args.reports_dir, pytest_args=[],
+        results_dir=args.results_dir, reports_dir=args.reports_dir,
+        pytest_args=list(args.pytest_args),
         shard=None, durations_from=None, resume=None, retry_failed=None)
     return pytest_arguments(run_args)
 

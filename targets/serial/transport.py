@@ -21,6 +21,7 @@ Who is to blame, in the harness's terms:
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from targets.serial.protocol import (
 from targets.serial.receiver import Damage, Event, FrameReceiver, Stray
 
 POLL_S = 0.02
+WRITE_CHUNK = 4096
 
 
 class LinkError(InfraError):
@@ -130,6 +132,7 @@ class SerialLink:
         self._fd: int | None = None
         self._seq = 0
         self._last_rx = time.perf_counter()
+        self._backlog: list[Event] = []
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -144,8 +147,7 @@ class SerialLink:
         except ImportError as exc:
             raise LinkError(f"pyserial is not installed ({exc}); pip install pyserial") from None
         s = self.settings
-        kwargs: dict[str, Any] = {"baudrate": s.baudrate, "timeout": 0,
-                                  "write_timeout": s.timeout}
+        kwargs: dict[str, Any] = {"baudrate": s.baudrate, "timeout": 0}
         if "://" not in s.url:
             kwargs["exclusive"] = s.exclusive
         try:
@@ -154,11 +156,14 @@ class SerialLink:
             raise LinkError(f"cannot open {s.url}: {exc}") from None
         try:
             fd = port.fileno()
-        except Exception:  # loop://, rfc2217:// and friends have no descriptor
+            # per write() call; writes go out in WRITE_CHUNK pieces
+            port.write_timeout = s.timeout + WRITE_CHUNK * s.bits_per_byte / s.baudrate
+        except Exception:  # loop://, rfc2217:// and friends: no descriptor, no write timeout
             fd = None
             port.timeout = POLL_S
         self._port, self._fd = port, fd
         self.receiver.reset()
+        self._backlog = []
         self._last_rx = time.perf_counter()
 
     def close(self) -> None:
@@ -213,13 +218,12 @@ class SerialLink:
         if self._port is None:
             self.open()
         port = self._port
-        port.write_timeout = self.settings.timeout + 2 * self.pacer.transfer_time(len(data)) \
-            + len(data) / 1e6
         try:
-            self.pacer.write(port.write, data)
+            for start in range(0, len(data), WRITE_CHUNK):
+                self.pacer.write(port.write, data[start:start + WRITE_CHUNK])
         except serial.SerialTimeoutException:
-            raise DeviceTimeout(f"the device did not take {len(data)} bytes within "
-                                f"{port.write_timeout:.3g} s") from None
+            raise DeviceTimeout(f"the device stopped taking data ({len(data)} bytes to send, "
+                                f"none accepted for {port.write_timeout:.3g} s)") from None
         except (serial.SerialException, OSError) as exc:
             raise self.drop(f"write failed: {exc}") from None
         self.stats.tx_bytes += len(data)
@@ -231,14 +235,26 @@ class SerialLink:
         if port is None:
             self.open()
             port = self._port
+        if self._fd is None:
+            try:
+                first = port.read(1)
+                return first + port.read(port.in_waiting) if first else b""
+            except (serial.SerialException, OSError) as exc:
+                raise self.drop(f"read failed: {exc}") from None
+        # one read(2) on the descriptor: pyserial's read() loops and, when the line
+        # closes right after the last bytes, raises and loses what it had read
         try:
-            if self._fd is not None:
-                ready, _, _ = select.select([self._fd], [], [], max(wait, 0.0))
-                return port.read(1 << 16) if ready else b""
-            first = port.read(1)
-            return first + port.read(port.in_waiting) if first else b""
-        except (serial.SerialException, OSError) as exc:
+            ready, _, _ = select.select([self._fd], [], [], max(wait, 0.0))
+            if not ready:
+                return b""
+            data = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return b""
+        except OSError as exc:
             raise self.drop(f"read failed: {exc}") from None
+        if not data:
+            raise self.drop("end of file: the other end closed the line")
+        return data
 
     def events(self, wait: float) -> list[Event]:
         """Receive for up to ``wait`` seconds and return what was recognised.
@@ -246,6 +262,9 @@ class SerialLink:
         Returns as soon as at least one event is available. A partial frame that
         stays quiet for ``inter_byte_timeout`` is expired into a damage event.
         """
+        if self._backlog:
+            found, self._backlog = self._backlog, []
+            return found
         deadline = time.perf_counter() + wait
         while True:
             now = time.perf_counter()
@@ -334,7 +353,11 @@ class SerialLink:
                     return "damaged"
             if now >= cap and not self.frame_in_progress():
                 return "silent"
-            for event in self.events(0.25):
+            batch = self.events(0.25)
+            while batch:
+                event = batch.pop(0)
+                self._backlog[:0] = batch  # what follows the outcome stays for later
+                batch = []
                 if isinstance(event, (Damage, Stray)):
                     if on_event is not None:
                         on_event(event)

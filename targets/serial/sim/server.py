@@ -163,6 +163,7 @@ class Simulator:
             self.send(reply.type, frame.seq, reply.payload)
         if self.exit_after is not None and self.requests_answered >= self.exit_after:
             self.log(f"exit_after={self.exit_after}: vanishing")
+            time.sleep(0.3)  # let the last answer reach the host: a pty hangup discards it
             self.endpoint.close()
             raise Stop("exit_after reached")
 

@@ -129,12 +129,16 @@ def split(names: Sequence[str], count: int, weights: dict[str, float] | None = N
     return parts
 
 
+#: the least a case weighs: a recorded 0 s (a skip) still costs the harness some time
+MIN_CASE_SECONDS = 0.001
+
+
 def durations_by_key(records: Iterable[dict[str, Any]]) -> dict[str, float]:
     found: dict[str, float] = {}
     for record in records:
         seconds = record.get("duration_s")
         if isinstance(seconds, (int, float)):
-            found[_key_text(record_key(record), "")] = float(seconds)
+            found[_key_text(record_key(record), "")] = max(float(seconds), MIN_CASE_SECONDS)
     return found
 
 

@@ -33,13 +33,13 @@ from harness.records import find_run, latest_attempts, load_run, read_records
 
 GATE_SCHEMA_VERSION = "1.0"
 CONTRACT_SUITE = "contract"
-#: the suites each kind of target must pass besides the contract
-REQUIRED_SUITES: dict[str, tuple[str, ...]] = {
-    "framework": ("operators",),
-    "chip": ("operators",),
-    "sensor": ("sensors",),
+#: per kind of target: the suites it must pass besides the contract, and the marker
+#: expression that picks their cases (None: every case)
+REQUIRED_SUITES: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "framework": (("operators",), "representative"),
+    "chip": (("operators",), "representative"),
+    "sensor": (("sensors",), None),
 }
-DEFAULT_MARKEXPR = "representative"
 NOT_PASSING = ("fail", "error", "timeout", "crash", "infra_error", "flaky")
 CATEGORIES = {  # category -> (English, 中文) heading
     "contract": ("Contract violations", "驱动契约违规"),

@@ -9,7 +9,6 @@ from pathlib import Path
 from harness.cli.common import CliError, add_run_location_options, resolve_suite
 from harness.gate import (
     CONTRACT_SUITE,
-    DEFAULT_MARKEXPR,
     REQUIRED_SUITES,
     GateError,
     GatePolicy,
@@ -23,11 +22,12 @@ EXIT_INFRASTRUCTURE = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    kinds = "; ".join(f"{k}: {', '.join(v)}" for k, v in REQUIRED_SUITES.items())
+    kinds = "; ".join(f"{kind}: {', '.join(suites)}" + (f" -m {mark}" if mark else "")
+                      for kind, (suites, mark) in REQUIRED_SUITES.items())
     parser = subparsers.add_parser(
         "gate", help="CI gate for a target driver: contract + required suites vs a baseline",
         description="Run the driver contract and the suites the target's kind requires "
-                    f"({kinds}; other cases filtered by -m, default {DEFAULT_MARKEXPR!r}), then "
+                    f"({kinds}), then "
                     "fail on any contract violation, unexpected result, or regression against "
                     "--baseline (pass to fail/error, accuracy drift, significant latency "
                     "regression). Prints a Markdown summary for a pull-request comment and "
@@ -40,9 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", action="append", default=[],
                         help="suite to require instead of the kind's (repeatable); the "
                              "contract always runs")
-    parser.add_argument("-m", dest="markexpr", default=DEFAULT_MARKEXPR,
-                        help=f"marker expression for the non-contract cases (default "
-                             f"{DEFAULT_MARKEXPR!r}; 'all' for every case)")
+    parser.add_argument("-m", dest="markexpr",
+                        help="marker expression for the non-contract cases (default: the "
+                             "kind's, above; 'all' for every case)")
     parser.add_argument("-n", dest="numprocesses", help="parallel pytest-xdist workers")
     parser.add_argument("--case-timeout", type=float, help="per-case timeout in seconds")
     parser.add_argument("--expectations", action="append", default=[], type=Path,
@@ -64,16 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _selection(args: argparse.Namespace) -> tuple[list[str], str | None]:
     from harness.registry import discover
 
-    if args.suite:
-        suites = list(dict.fromkeys(args.suite))
-    else:
-        kind = discover().build(args.target).identity.kind
-        suites = list(REQUIRED_SUITES.get(kind, ()))
-    suites = [s for s in suites if s != CONTRACT_SUITE]
+    kind = discover().build(args.target).identity.kind
+    default_suites, default_mark = REQUIRED_SUITES.get(kind, ((), None))
+    suites = [s for s in dict.fromkeys(args.suite or default_suites) if s != CONTRACT_SUITE]
     for suite in [CONTRACT_SUITE, *suites]:
         resolve_suite(suite)
-    markexpr = None if args.markexpr in ("", "all") else args.markexpr
-    return suites, markexpr
+    markexpr = default_mark if args.markexpr is None else args.markexpr
+    return suites, None if markexpr in ("", "all") else markexpr
 
 
 def _pytest_argv(args: argparse.Namespace, suites: list[str], markexpr: str | None,

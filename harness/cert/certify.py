@@ -21,6 +21,7 @@ from harness.cert.evidence import (
     check_run,
     load_evidence,
     model_files,
+    record_paths,
 )
 from harness.cert.files import cite_file, cite_tree, distribution_digest, manifest_digest
 from harness.cert.keys import fingerprint
@@ -68,8 +69,10 @@ def collect(request: CertifyRequest, run_dirs: list[Path]) -> tuple[list[RunEvid
     scope = request.profile.scope(request.scope)
     runs = [load_evidence(d, request.label) for d in run_dirs]
     for run in runs:
+        paths = record_paths([request.suite_dirs[s] for s in run.suites
+                              if s in request.suite_dirs], request.driver_files)
         check_run(run, request.label, request.identity, request.environment, request.harness,
-                  scope)
+                  scope, paths)
     check_disjoint(runs)
     records = [r for run in runs for r in run.records]
     evaluation = evaluate(request.profile, request.scope, records)

@@ -9,6 +9,7 @@ exactly the cases the scope asks for (no ``-k``, no ``-x``, the scope's ``-m``).
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class RunEvidence:
             "finished_at": self.info.get("finished_at"),
             "exit_status": self.info.get("exit_status"),
             "pytest_args": selection_args(self.info.get("pytest_args") or []),
+            "git_commit": self.info.get("git_commit"),
         }
 
 
@@ -132,7 +134,8 @@ def _normalize_mark(arg: str) -> str:
 
 
 def check_run(evidence: RunEvidence, label: str, identity: dict[str, Any],
-              environment: dict[str, Any], harness: dict[str, Any], scope: Scope) -> None:
+              environment: dict[str, Any], harness: dict[str, Any], scope: Scope,
+              relevant_paths: list[str]) -> None:
     """Raise :class:`EvidenceError` unless the run fits the target, platform and scope."""
     info, run_id = evidence.info, evidence.run_id
     if info.get("run_id") != run_id:
@@ -167,11 +170,74 @@ def check_run(evidence: RunEvidence, label: str, identity: dict[str, Any],
         raise EvidenceError(f"run {run_id} has no records for target {label!r}")
     check_scope(evidence, scope)
     # last: the suite and driver files cited are hashed now, so they must be the run's
-    for key, ours in (("harness_version", harness.get("version")),
-                      ("git_commit", harness.get("git_commit"))):
-        if info.get(key) != ours:
-            raise EvidenceError(f"run {run_id} was made by harness {key} {info.get(key)!r}, "
-                                f"this is {ours!r}; re-run it with this harness")
+    if info.get("harness_version") != harness.get("version"):
+        raise EvidenceError(f"run {run_id} was made by harness version "
+                            f"{info.get('harness_version')!r}, this is "
+                            f"{harness.get('version')!r}; re-run it with this harness")
+    check_commit(run_id, info.get("git_commit"), harness.get("git_commit"), relevant_paths)
+
+
+#: repository paths that never change a record (certification itself, documentation, tests)
+IRRELEVANT_PATHS = ("harness/cert", "harness/cli/cmd_cert.py", "harness/cli/cmd_certify.py",
+                    "harness/cli/cmd_keys.py")
+
+
+def record_paths(suite_dirs: list[Path], driver_files: list[Path]) -> list[str]:
+    """Repository paths whose content can change what a run records: the harness core,
+    the suites run, the driver's files, the model data folder and pyproject.toml."""
+    root = repository_root()
+    if root is None:
+        return []
+    candidates = [root / "harness", root / "models", root / "pyproject.toml",
+                  *suite_dirs, *driver_files]
+    paths = []
+    for path in candidates:
+        try:
+            relative = path.resolve().relative_to(root)
+        except ValueError:  # outside the repository (an installed vendor driver)
+            continue
+        if path.exists():
+            paths.append(relative.as_posix())
+    return sorted(set(paths))
+
+
+def repository_root() -> Path | None:
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / ".git").exists() else None
+
+
+def changed_between(old: str, new: str, paths: list[str]) -> list[str]:
+    """Files under ``paths`` that differ between two commits (git diff --name-only)."""
+    root = repository_root()
+    if root is None:
+        raise EvidenceError("not a git checkout: cannot compare harness commits")
+    excludes = [f":(exclude){p}" for p in IRRELEVANT_PATHS]
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", old, new, "--", *paths, *excludes],
+                             cwd=root, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EvidenceError(f"cannot run git to compare commits: {exc}") from None
+    if out.returncode != 0:
+        raise EvidenceError(f"cannot compare harness commits {old[:12]} and {new[:12]}: "
+                            f"{(out.stderr.strip().splitlines() or ['git failed'])[-1]}")
+    return out.stdout.split()
+
+
+def check_commit(run_id: str, theirs: str | None, ours: str | None,
+                 relevant_paths: list[str]) -> None:
+    """The run's harness commit is this one, or no file that can change a record differs
+    between the two."""
+    if theirs == ours:
+        return
+    if not theirs or not ours or not relevant_paths:
+        raise EvidenceError(f"run {run_id} was made by harness git_commit {theirs!r}, this "
+                            f"is {ours!r}; re-run it with this harness")
+    changed = changed_between(theirs, ours, relevant_paths)
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3
+                                          else "")
+        raise EvidenceError(f"run {run_id} was made by harness commit {theirs[:12]}; since "
+                            f"then {shown} changed; re-run it with this harness")
 
 
 def check_disjoint(runs: list[RunEvidence]) -> None:

@@ -258,3 +258,23 @@ def test_baseline_from_a_records_file_picks_the_target(tmp_path: Path) -> None:
     assert chosen.target == "vendor-cpu,threads=2" and chosen.run_dir is None
     with pytest.raises(GateError, match="has no records for 'third-cpu'"):
         load_baseline(str(path), tmp_path, "third-cpu")
+
+
+def test_ci_workflows_run_the_gate_and_the_sharded_suite() -> None:
+    yaml = pytest.importorskip("yaml")
+    example = REPO / "examples" / "vendor-driver"
+    github = yaml.safe_load((example / ".github/workflows/shipei-gate.yml").read_text())
+    jobs = github["jobs"]
+    gate_steps = " ".join(step.get("run", "") for step in jobs["gate"]["steps"])
+    assert 'shipei gate --target "$TARGET" $BASELINE' in gate_steps
+    assert jobs["full-suite"]["strategy"]["matrix"]["shard"] == [1, 2, 3, 4]
+    assert "--shard ${{ matrix.shard }}/4" in " ".join(
+        step.get("run", "") for step in jobs["full-suite"]["steps"])
+    assert "shipei merge full-${{ github.run_id }}-{1,2,3,4}" in " ".join(
+        step.get("run", "") for step in jobs["merge"]["steps"])
+    gitlab = yaml.safe_load((example / ".gitlab-ci.yml").read_text())
+    assert any("shipei gate" in line for line in gitlab["gate"]["script"])
+    assert gitlab["gate"]["artifacts"]["reports"]["junit"].endswith("gate-junit.xml")
+    assert gitlab["full-suite"]["parallel"] == 4
+    assert "--shard \"$CI_NODE_INDEX/$CI_NODE_TOTAL\"" in gitlab["full-suite"]["script"][0]
+    assert gitlab["merge"]["script"][0].startswith("shipei merge")

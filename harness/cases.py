@@ -21,6 +21,8 @@ from harness.target import Capabilities
 from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
 
 STATUSES = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
+#: derived when a retried case failed and then passed (see records.latest_attempts)
+REPORTED_STATUSES = (*STATUSES, "flaky")
 #: statuses that are the harness's or infrastructure's failure, never the target's
 INFRA_STATUSES = ("infra_error",)
 
@@ -106,7 +108,9 @@ def unsupported_reason(model: onnx.ModelProto, caps: Capabilities) -> str | None
     return None
 
 
-def _failure(exc: BaseException, started: float) -> Outcome:
+def outcome_from_exception(exc: BaseException, started: float) -> Outcome:
+    """The outcome of a case that ended in a timeout, a crash, an infra error or a
+    target error."""
     elapsed = {"total_s": time.perf_counter() - started}
     if isinstance(exc, CaseTimeout):
         return Outcome("timeout", str(exc), metrics={"timeout_s": exc.seconds}, timings=elapsed)
@@ -140,7 +144,7 @@ def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
                                [data.inputs for data in loaded.data_sets],
                                deadline - time.perf_counter())
     except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
-        return _failure(exc, started)
+        return outcome_from_exception(exc, started)
     verdict = Judgement(True)
     for data, outputs in zip(loaded.data_sets, result["outputs"], strict=True):
         verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names, rtol, atol))

@@ -49,6 +49,8 @@ def _test_case(record: dict[str, Any]) -> TestCase:
                               failure_type="unexpected-pass")
     elif status in ERROR_STATUSES:
         case.add_error_info(message=message, output=output, error_type=status)
+    elif status == "flaky":  # failed, then passed on a retry: not a pass
+        case.add_failure_info(message=message, output=output, failure_type="flaky")
     else:
         case.add_skipped_info(message=message)
     return case

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.cases import REPORTED_STATUSES
 from harness.junit import write_junit
 from harness.modelzoo.report import write_models_report
 from harness.perf.report import write_performance_report
@@ -35,7 +36,7 @@ def write_reports(paths: RunPaths, run_info: dict[str, Any], records: list[dict[
 
 def status_table(records: list[dict[str, Any]]) -> list[str]:
     """Counts by status per target, as aligned text lines."""
-    statuses = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
+    statuses = REPORTED_STATUSES
     per_target: dict[str, dict[str, int]] = {}
     unexpected: dict[str, int] = {}
     for record in records:

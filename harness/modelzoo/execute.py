@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from harness.cases import Outcome, unsupported_reason
-from harness.cases import _failure as outcome_from_exception
+from harness.cases import Outcome, outcome_from_exception, unsupported_reason
 from harness.judge import Judgement, compare_outputs
 from harness.modelzoo import golden as golden_store
 from harness.modelzoo.manifest import Manifest, ManifestError

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.cases import Outcome
-from harness.cases import _failure as outcome_from_exception
+from harness.cases import Outcome, outcome_from_exception
 from harness.modelzoo import golden as golden_store
 from harness.modelzoo.execute import HOST_FAILURES, Deadline
 from harness.modelzoo.manifest import ManifestError

@@ -77,8 +77,8 @@ class LoadedModel:
 class BoardClient:
     """The board messages of the protocol over one :class:`SerialLink`."""
 
-    def __init__(self, link: SerialLink, infer_timeout: float = 30.0,
-                 load_timeout: float = 60.0, chunk: int = DEFAULT_CHUNK) -> None:
+    def __init__(self, link: SerialLink, infer_timeout: float = 10.0,
+                 load_timeout: float = 30.0, chunk: int = DEFAULT_CHUNK) -> None:
         self.link = link
         self.infer_timeout = infer_timeout
         self.load_timeout = load_timeout
@@ -160,8 +160,9 @@ def _io_problem(model: onnx.ModelProto, dtypes: tuple[str, ...]) -> str | None:
 
 class BoardExecutable(Executable):
     def __init__(self, target: SerialBoardTarget, model: onnx.ModelProto, raw: bytes,
-                 loaded: LoadedModel) -> None:
+                 loaded: LoadedModel, link_before: dict[str, Any]) -> None:
         self.target = target
+        self.link_before = link_before
         self.raw = raw
         self.loaded = loaded
         initializers = {i.name for i in model.graph.initializer}
@@ -227,8 +228,12 @@ class BoardExecutable(Executable):
             "model_chunks": self.loaded.chunks,
             "model_sha256": self.loaded.sha256.hex(),
             "model_reloads": self.reloads,
-            "retransmissions": link["retransmissions"],
-            "damaged_frames": link["receiver"].get("damaged_total", 0),
+            # link trouble since this model's load began
+            "retransmissions": link["retransmissions"] - self.link_before["retransmissions"],
+            "damaged_frames": link["receiver"].get("damaged_total", 0)
+            - self.link_before["receiver"].get("damaged_total", 0),
+            "stray_bytes": link["receiver"].get("stray_bytes", 0)
+            - self.link_before["receiver"].get("stray_bytes", 0),
         }
 
     def close(self) -> None:
@@ -241,7 +246,7 @@ class BoardExecutable(Executable):
 class SerialBoardTarget(Target):
     def __init__(self, configuration: str = "default", url: str = "", baud: int = 921600,
                  timeout: float = 2.0, retries: int = 3, inter_byte_timeout: float = 0.2,
-                 infer_timeout: float = 30.0, load_timeout: float = 60.0,
+                 infer_timeout: float = 10.0, load_timeout: float = 30.0,
                  chunk: int = DEFAULT_CHUNK, pace_baud: float = 0.0,
                  bits_per_byte: float = 10.0) -> None:
         self.configuration = configuration
@@ -275,8 +280,11 @@ class SerialBoardTarget(Target):
         return self._link is not None and self._link.is_open
 
     def link_stats(self) -> dict[str, Any]:
-        return self._link.stats.as_dict() if self._link else {"retransmissions": 0,
-                                                              "receiver": {}}
+        if self._link is None:
+            return {"retransmissions": 0, "receiver": {}}
+        stats = self._link.stats.as_dict()
+        stats["receiver"] = self._link.receiver.counters.as_dict()
+        return stats
 
     def _checked_identity(self, identity: Identity) -> Identity:
         if identity.device_class != DeviceClass.BOARD:
@@ -353,7 +361,8 @@ class SerialBoardTarget(Target):
         problem = _io_problem(proto, self.capabilities().dtypes)
         if problem:
             raise UnsupportedModelError(problem)
-        return BoardExecutable(self, proto, model, self.load(model))
+        before = self.link_stats()
+        return BoardExecutable(self, proto, model, self.load(model), before)
 
     def close(self) -> None:
         if self._link is not None:

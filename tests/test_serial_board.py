@@ -1,0 +1,134 @@
+"""``serial-board`` through the ``shipei`` CLI against the board simulator on a
+pseudo-terminal: the representative operator subset passes, a faulty link is
+survived, a vanished board is infra_error and a hung one error, and nothing hangs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from targets.serial.sim.launch import SimProcess
+
+pytest.importorskip("serial")
+
+FEW_CASES = "test_abs or test_relu or test_sigmoid or test_tanh or test_exp or test_sqrt"
+
+
+@pytest.fixture
+def board(tmp_path):
+    started: list[SimProcess] = []
+
+    def start(*args: str) -> SimProcess:
+        process = SimProcess("board", *args, log=tmp_path / "board.log", lifetime=300)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def run_operators(shipei_cli, target: str, *extra: str):
+    return shipei_cli("run", "--suite", "operators", "--target", target, *extra, timeout=300)
+
+
+def test_representative_operators_pass_on_a_board_over_a_pty(board, shipei_cli):
+    process = board()
+    assert process.url.startswith("/dev/pts/")
+    result = run_operators(shipei_cli, f"serial-board,url={process.url}", "-m", "representative")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    records = result.records()
+    statuses = {r["status"] for r in records}
+    assert statuses <= {"pass", "skip"} and len(records) >= 40
+    passed = [r for r in records if r["status"] == "pass"]
+    assert len(passed) >= 40
+    for record in passed:
+        placement = record["placement"]
+        assert placement["runs"] >= 1 and placement["device"] == "Shipei simulators sim-npu-1"
+        assert 0 < placement["device_compute_s"] <= placement["round_trip_s"]
+        assert len(placement["model_sha256"]) == 64
+    run_info = next(iter(result.run_dirs())) / "run.json"
+    assert "sim-npu-1" in run_info.read_text()
+
+
+def test_a_noisy_link_is_survived_and_its_repairs_recorded(board, shipei_cli, tmp_path):
+    process = board("--link", str(tmp_path / "board"), "--seed", "4",
+                    "--fault", "bit_errors=0.03", "--fault", "truncate=0.03",
+                    "--fault", "garbage=0.05", "--fault", "dropped_bytes=0.03")
+    target = f"serial-board,url={process.url},timeout=0.5,inter_byte_timeout=0.05,retries=8"
+    result = run_operators(shipei_cli, target, "-m", "representative")
+    assert result.returncode == 0, result.stdout[-3000:]
+    records = result.records()
+    assert {r["status"] for r in records} <= {"pass", "skip"}
+    assert sum(r["placement"].get("retransmissions", 0) for r in records) > 0
+    assert sum(r["placement"].get("stray_bytes", 0) for r in records) > 0
+
+
+def test_a_board_that_vanishes_is_infra_error_and_the_run_goes_on(board, shipei_cli, tmp_path):
+    process = board("--link", str(tmp_path / "board"), "--exit-after", "10")
+    started = time.monotonic()
+    result = run_operators(shipei_cli, f"serial-board,url={process.url},timeout=0.5",
+                           "-m", "representative", "-k", FEW_CASES)
+    assert time.monotonic() - started < 120
+    assert result.returncode == 1
+    records = result.records()
+    statuses = [r["status"] for r in records]
+    assert "pass" in statuses and "infra_error" in statuses
+    assert set(statuses) <= {"pass", "infra_error"}
+    lost = [r for r in records if r["status"] == "infra_error"]
+    assert all("serial link" in r["message"] or "cannot open" in r["message"] for r in lost)
+    assert statuses.index("infra_error") > statuses.index("pass")
+
+
+def test_a_board_that_hangs_is_an_error_not_a_hang(board, shipei_cli, tmp_path):
+    process = board("--link", str(tmp_path / "board"), "--mute-after", "10")
+    result = run_operators(shipei_cli, f"serial-board,url={process.url},timeout=0.3,retries=1,"
+                           "infer_timeout=1,load_timeout=1",
+                           "-m", "representative", "-k", FEW_CASES)
+    assert result.returncode == 1
+    records = result.records()
+    statuses = [r["status"] for r in records]
+    assert "pass" in statuses and "error" in statuses and set(statuses) <= {"pass", "error"}
+    silent = [r for r in records if r["status"] == "error"]
+    assert all("DeviceTimeout" in r["message"] and "did not answer" in r["message"]
+               for r in silent)
+    assert all(r["duration_s"] < 5 for r in silent)
+
+
+@pytest.mark.parametrize("request_text, message", [
+    ("serial-board", "no device given"),
+    ("serial-board,url=/nonexistent/ttyUSB7", "cannot open /nonexistent/ttyUSB7"),
+    ("serial-board,url=loop://,timeout=0.2,retries=0", "did not identify"),
+    ("serial-board,url=/dev/null,bogus=1", "bad options"),
+])
+def test_unusable_board_targets_are_one_line_usage_errors(shipei_cli, request_text, message):
+    result = shipei_cli("run", "--suite", "operators", "-k", "test_abs", "--target",
+                        request_text)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sim", "imu", "--fault", "warp=1"], "unknown fault 'warp'"),
+    (["sim", "board", "--fault", "disconnect=0.1"], "needs --link"),
+    (["sim", "ultrasonic", "--fault", "drop=3"], "at most 1"),
+    (["sim", "board", "--tcp", "70000"], "not a port number"),
+    (["sim", "imu", "--export-truth", "/nonexistent/dir/t.csv"], "cannot write"),
+])
+def test_simulator_usage_errors_are_one_line(capsys, args, message):
+    from harness.cli.main import main
+
+    assert main(args) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_sim_help_and_targets_listing(shipei_cli):
+    helped = shipei_cli("sim", "--help")
+    assert helped.returncode == 0 and "board" in helped.stdout and "ultrasonic" in helped.stdout
+    listed = shipei_cli("targets")
+    assert listed.returncode == 0
+    for name in ("serial-board", "serial-imu", "serial-ultrasonic"):
+        line = next(line for line in listed.stdout.splitlines() if line.startswith(name))
+        assert "no device given" in line

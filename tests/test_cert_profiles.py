@@ -202,3 +202,33 @@ def test_non_canonical_base64_is_refused() -> None:
 ])
 def test_selection_args(args: list[str], found: list[str]) -> None:
     assert selection_args(args) == found
+
+
+def test_commits_may_differ_only_in_what_cannot_change_a_record(tmp_path: Path) -> None:
+    import subprocess
+
+    from harness.cert.evidence import EvidenceError, changed_between
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, capture_output=True, text=True, check=True
+                              ).stdout.strip()
+
+    git("init", "-q")
+    for path in ("harness/judge.py", "harness/cert/page.py", "suites/ops/test_x.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    first = git("rev-parse", "HEAD")
+    (tmp_path / "harness/cert/page.py").write_text("v2\n")
+    git("commit", "-q", "-am", "certification only")
+    second = git("rev-parse", "HEAD")
+    (tmp_path / "harness/judge.py").write_text("v2\n")
+    git("commit", "-q", "-am", "judging")
+    third = git("rev-parse", "HEAD")
+    paths = ["harness", "suites/ops"]
+    assert changed_between(first, second, paths, tmp_path) == []
+    assert changed_between(first, third, paths, tmp_path) == ["harness/judge.py"]
+    with pytest.raises(EvidenceError, match="cannot compare harness commits"):
+        changed_between("0" * 40, third, paths, tmp_path)

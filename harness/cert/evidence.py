@@ -206,9 +206,11 @@ def repository_root() -> Path | None:
     return root if (root / ".git").exists() else None
 
 
-def changed_between(old: str, new: str, paths: list[str]) -> list[str]:
-    """Files under ``paths`` that differ between two commits (git diff --name-only)."""
-    root = repository_root()
+def changed_between(old: str, new: str, paths: list[str], root: Path | None = None
+                    ) -> list[str]:
+    """Files under ``paths`` that differ between two commits (git diff --name-only),
+    certification code excluded."""
+    root = root or repository_root()
     if root is None:
         raise EvidenceError("not a git checkout: cannot compare harness commits")
     excludes = [f":(exclude){p}" for p in IRRELEVANT_PATHS]

@@ -12,6 +12,7 @@ import html
 from typing import Any
 
 from harness.cert.keys import display_fingerprint
+from harness.cert.statement import ACCURACY_FIGURES, LATENCY_FIGURES
 
 STATUS_ORDER = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
 LEVEL_COLOURS = {"full": "#17693a", "limited": "#9a6200", "none": "#a61b1b"}
@@ -45,6 +46,7 @@ tr { break-inside: avoid; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.kv th { width: 34%; }
 .mono { font-family: "DejaVu Sans Mono", monospace; font-size: 8pt; word-break: break-all; }
+.nowrap { white-space: nowrap; word-break: normal; }
 .met { color: #17693a; font-weight: 600; } .unmet { color: #a61b1b; font-weight: 600; }
 .unmeasured { color: #7a5a00; font-weight: 600; }
 .note { color: #555; font-size: 8.5pt; margin: 1mm 0; }
@@ -146,8 +148,11 @@ def _suites(predicate: dict[str, Any]) -> str:
             f"<th>运行 / Runs</th></tr>{''.join(rows)}</table>")
 
 
-def _metrics(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "—"
+def _metrics(metrics: dict[str, Any], order: tuple[str, ...] = ()) -> str:
+    """``k=v`` figures, those named in ``order`` first and in that order (the signed JSON
+    has its keys sorted)."""
+    keys = [k for k in order if k in metrics] + sorted(k for k in metrics if k not in order)
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys) or "—"
 
 
 def _models(predicate: dict[str, Any]) -> str:
@@ -158,8 +163,8 @@ def _models(predicate: dict[str, Any]) -> str:
     body = "".join(
         f"<tr><td>{e(r['model'])}<br><span class=\"mono\">{e(r['case'])}</span></td>"
         f"<td>{e(r.get('precision') or '—')}</td><td>{e(r['status'])}</td>"
-        f"<td>{e(_metrics(r['metrics']))}</td>"
-        f"<td class=\"mono\">{e((r.get('sha256') or '—')[:16])}</td></tr>" for r in rows)
+        f"<td>{e(_metrics(r['metrics'], ACCURACY_FIGURES))}</td>"
+        f"<td class=\"mono nowrap\">{e((r.get('sha256') or '—')[:12])}</td></tr>" for r in rows)
     return (f"<table><tr><th>模型 / Model</th><th>精度 / Precision</th><th>结果 / Status</th>"
             f"<th>精度指标 / Accuracy metrics</th><th>SHA-256</th></tr>{body}</table>")
 
@@ -172,7 +177,9 @@ def _latency(predicate: dict[str, Any]) -> str:
             f"<tr><td>{e(r.get('model') or r['case'])}</td><td>{e(r.get('scenario'))}"
             f"{'' if not r.get('batch_size') else ' ×' + e(r['batch_size'])}</td>"
             f"<td>{e(r['status'])}{'' if r.get('valid') is not False else ' (INVALID)'}</td>"
-            f"<td>{e(_metrics(r['figures']))}</td></tr>" for r in perf)
+            f"<td>{e(_metrics(r['figures'], LATENCY_FIGURES))}"
+            f"{'<br><span class=note>' + e(r['note']) + '</span>' if r.get('note') else ''}"
+            "</td></tr>" for r in perf)
         parts = [f"<table><tr><th>模型 / Model</th><th>场景 / Scenario</th><th>结果 / Status"
                  f"</th><th>时延与吞吐 / Latency and throughput</th></tr>{body}</table>"]
     else:

@@ -127,7 +127,7 @@ body { font-family: "Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Mi
 h1 { color: #1f3b63; margin-bottom: 0.2em; }
 .key { font-family: monospace; font-size: 0.85em; color: #444; }
 form { display: flex; gap: 0.8em; margin: 1em 0; flex-wrap: wrap; }
-input, select { font: inherit; padding: 0.3em 0.5em; }
+input, select { font: inherit; padding: 0.3em 0.5em; max-width: 22em; }
 table { border-collapse: collapse; width: 100%; font-size: 0.92em; }
 th, td { border: 1px solid #c7cfdb; padding: 0.35em 0.5em; text-align: left; }
 th { background: #eef2f7; }

@@ -80,6 +80,7 @@ def _performance_row(record: dict[str, Any]) -> dict[str, Any]:
     return {"case": record["case"], "status": record["status"],
             "scenario": metrics.get("scenario"), "model": metrics.get("model"),
             "batch_size": metrics.get("batch_size"), "valid": loadgen.get("valid"),
+            "note": (record.get("message") or "").strip().split("\n")[0][:200],
             "figures": {k: summary[k] for k in LATENCY_FIGURES
                         if isinstance(summary.get(k), (int, float))
                         and not isinstance(summary.get(k), bool)}}

@@ -137,7 +137,6 @@ def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
     reason = unsupported_reason(loaded.model, caps)
     if reason:
         return Outcome("skip", reason)
-    rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
     key = key or f"{case.suite}::{case.name}"
     try:
         result = host.run_case(key, loaded.model.SerializeToString(),
@@ -147,9 +146,11 @@ def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
         return outcome_from_exception(exc, started)
     verdict = Judgement(True)
     for data, outputs in zip(loaded.data_sets, result["outputs"], strict=True):
-        verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names, rtol, atol))
+        verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names,
+                                       case.rtol, case.atol, caps.precision))
     timings = {"compile_s": result["compile_s"], "run_s": sum(result["run_s"]),
                "total_s": time.perf_counter() - started}
-    metrics = verdict.metrics() | {"rtol": rtol, "atol": atol}
+    rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
+    metrics = verdict.metrics() | {"rtol": rtol, "atol": atol, "precision": caps.precision}
     status = "pass" if verdict.passed else "fail"
     return Outcome(status, verdict.message, metrics, timings, result["placement"])

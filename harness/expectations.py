@@ -97,8 +97,18 @@ def _toml_key(text: str) -> str:
 
 def render(records: Iterable[dict[str, Any]], previous: Expectations | None = None,
            header: str = "") -> str:
-    """An expectations file from a run's non-pass records, keeping reviewed reasons."""
+    """An expectations file from a run's non-pass records, keeping reviewed reasons.
+
+    Entries of ``previous`` for cases the run did not exercise (another suite, a
+    subset run) are kept unchanged.
+    """
     by_suite: dict[str, dict[str, tuple[str, str]]] = {}
+    records = list(records)
+    covered = {(r["suite"], r["case"]) for r in records}
+    for suite, cases in (previous.entries if previous else {}).items():
+        for case, kept in cases.items():  # entries this run did not exercise stay as they are
+            if (suite, case) not in covered:
+                by_suite.setdefault(suite, {})[case] = (kept.status, kept.reason)
     for record in records:
         status = record.get("status")
         if status not in EXPECTABLE or status == "skip":  # skips are declared, not expected

@@ -56,14 +56,18 @@ class _Mismatch(Exception):
     pass
 
 
+def _is_floating(dtype: np.dtype) -> bool:
+    return dtype.kind in "fc" or dtype.name == "bfloat16" or dtype.name.startswith("float")
+
+
 def _as_float(array: np.ndarray) -> np.ndarray:
     if array.dtype.name in ("bfloat16",) or array.dtype.name.startswith("float8"):
         return array.astype(np.float32)
     return array
 
 
-def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: float
-                    ) -> Judgement:
+def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: float,
+                    precision: str = "fp32") -> Judgement:
     if not isinstance(actual, np.ndarray):
         actual = np.asarray(actual)
     expected = np.asarray(expected)
@@ -77,6 +81,8 @@ def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: fl
                          mismatched=bad, compared=int(expected.size))
     if actual.dtype != expected.dtype:
         raise _Mismatch(f"{name}: dtype {actual.dtype}, expected {expected.dtype}")
+    if _is_floating(expected.dtype):  # integer and boolean outputs stay exact
+        rtol, atol = effective_tolerance(rtol, atol, precision)
     exp = _as_float(expected)
     act = _as_float(actual)
     if exp.dtype.kind == "b":
@@ -113,8 +119,8 @@ def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: fl
     return judgement
 
 
-def _compare_value(name: str, expected: Any, actual: Any, rtol: float, atol: float
-                   ) -> Judgement:
+def _compare_value(name: str, expected: Any, actual: Any, rtol: float, atol: float,
+                   precision: str = "fp32") -> Judgement:
     if expected is None:
         if actual is not None:
             raise _Mismatch(f"{name}: expected an empty optional, got a value")
@@ -126,23 +132,29 @@ def _compare_value(name: str, expected: Any, actual: Any, rtol: float, atol: flo
             raise _Mismatch(f"{name}: sequence of {len(actual)}, expected {len(expected)}")
         total = Judgement(True)
         for i, (exp, act) in enumerate(zip(expected, actual, strict=True)):
-            total.absorb(_compare_value(f"{name}[{i}]", exp, act, rtol, atol))
+            total.absorb(_compare_value(f"{name}[{i}]", exp, act, rtol, atol, precision))
         return total
     if actual is None:
         raise _Mismatch(f"{name}: no value returned")
-    return _compare_tensor(name, expected, actual, rtol, atol)
+    return _compare_tensor(name, expected, actual, rtol, atol, precision)
 
 
 def compare_outputs(expected: Sequence[Any], actual: dict[str, Any],
-                    output_names: Sequence[str], rtol: float, atol: float) -> Judgement:
-    """Compare outputs given in graph order against a target's named outputs."""
+                    output_names: Sequence[str], rtol: float, atol: float,
+                    precision: str = "fp32") -> Judgement:
+    """Compare outputs given in graph order against a target's named outputs.
+
+    ``precision`` is the target's declared compute precision: floating-point
+    outputs are judged with tolerances no tighter than it can meet
+    (:func:`effective_tolerance`); integer and boolean outputs stay exact.
+    """
     total = Judgement(True)
     missing = [n for n in output_names[: len(expected)] if n not in actual]
     if missing:
         return Judgement(False, f"missing output(s) {missing}; got {sorted(actual)}")
     for name, exp in zip(output_names, expected, strict=False):
         try:
-            total.absorb(_compare_value(name, exp, actual[name], rtol, atol))
+            total.absorb(_compare_value(name, exp, actual[name], rtol, atol, precision))
         except _Mismatch as mismatch:
             return Judgement(False, str(mismatch), max_abs_error=float("inf"),
                              max_rel_error=float("inf"))

@@ -20,10 +20,24 @@ def _junit(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, An
     return [write_junit(paths.report_dir / "junit.xml", records)]
 
 
+def _matrix(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]
+            ) -> list[Path]:
+    """The coverage matrix, when a run put operator cases on more than one target."""
+    operator_targets = {r["target"] for r in records if r.get("suite") == "operators"}
+    if len(operator_targets) < 2:
+        return []
+    from harness import matrix
+
+    return matrix.write_reports(matrix.build([(run_info, records)]), paths.report_dir)
+
+
 #: Writers run in order; each returns the files it wrote.
-REPORT_WRITERS: list[ReportWriter] = [_junit]
-REPORT_WRITERS.append(write_performance_report)  # reports/<run-id>/performance.html
-REPORT_WRITERS.append(write_models_report)  # reports/<run-id>/models.html
+REPORT_WRITERS: list[ReportWriter] = [
+    _junit,
+    _matrix,  # matrix.csv, matrix-cases.csv, matrix.html
+    write_performance_report,  # performance.html
+    write_models_report,  # models.html
+]
 
 
 def write_reports(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]

@@ -76,6 +76,18 @@ reason = "reviewed: accumulation order"
     assert reloaded.lookup("operators", "test_d") is None
 
 
+def test_render_keeps_entries_the_run_did_not_exercise(tmp_path: Path) -> None:
+    previous = Expectations.load([_write(tmp_path, """
+[operators.test_old]
+status = "error"
+reason = "no kernel"
+""")])
+    records = [{"suite": "models", "case": "test_m", "status": "fail", "message": "drift"}]
+    reloaded = Expectations.load([_write(tmp_path, render(records, previous))])
+    assert reloaded.lookup("operators", "test_old").reason == "no kernel"
+    assert reloaded.lookup("models", "test_m").status == "fail"
+
+
 @pytest.mark.parametrize("release, family", [
     ('NAME="Kylin Linux Advanced Server"\nID=kylin\nVERSION_ID="V10"\n', "Kylin (麒麟)"),
     ('NAME="UnionTech OS Server 20"\nID=uos\nVERSION_ID="20"\n', "UOS (统信)"),

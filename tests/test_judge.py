@@ -60,3 +60,13 @@ def test_reduced_precision_tolerances_are_looser_never_tighter() -> None:
     rtol_bf, atol_bf = effective_tolerance(1e-3, 1e-7, "bf16")
     assert rtol_bf >= rtol16 > 1e-3 and atol_bf >= atol16 > 1e-7
     assert effective_tolerance(0.5, 0.5, "bf16") == (0.5, 0.5)
+
+
+def test_precision_floors_loosen_floats_only() -> None:
+    floats = np.array([1.0, 2.0], dtype=np.float32)
+    assert compare_outputs([floats], {"y": floats * np.float32(1.01)}, ["y"], 1e-3, 0,
+                           precision="bf16").passed
+    assert not compare_outputs([floats], {"y": floats * np.float32(1.01)}, ["y"], 1e-3, 0).passed
+    ints = np.array([100, 200], dtype=np.int32)
+    off_by_one = compare_outputs([ints], {"y": ints + 1}, ["y"], 0, 0, precision="bf16")
+    assert not off_by_one.passed and off_by_one.mismatched == 2

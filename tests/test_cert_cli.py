@@ -290,3 +290,22 @@ def test_verify_usage_errors(center: Center, tmp_path: Path) -> None:
     out = shipei("cert", "verify", str(tmp_path / "none.dsse.json"), "--pubkey",
                  str(center.keys / "center.pub"))
     assert out.returncode == 2 and "does not exist" in error_line(out)
+
+
+def test_publish_refuses_foreign_certificates_and_registries(center: Center,
+                                                            tmp_path: Path) -> None:
+    from harness.cert.keys import init_keys
+
+    other, _ = init_keys(tmp_path / "other", "other center")
+    out = shipei("cert", "publish", str(center.certificate), "--registry",
+                 str(tmp_path / "reg"), "--pubkey", str(other.public))
+    assert out.returncode == 2
+    assert "not published: signature: no signature by key" in error_line(out)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "index.json").write_text(json.dumps(
+        {"schema_version": "1.0", "issuer": {"keyid": "ab" * 32}, "certificates": []}))
+    out = shipei("cert", "publish", str(center.certificate), "--registry", str(foreign),
+                 "--pubkey", str(center.keys / "center.pub"))
+    assert out.returncode == 2 and "belongs to key abababab" in error_line(out)
+    assert json.loads((foreign / "index.json").read_text())["certificates"] == []

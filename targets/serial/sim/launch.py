@@ -26,7 +26,14 @@ class SimProcess:
         self._log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
                                         cwd=Path(__file__).resolve().parents[3])
-        self.url = self._read_url()
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Where it serves; waits for the simulator's first line (start many, then ask)."""
+        if self._url is None:
+            self._url = self._read_url()
+        return self._url
 
     def _read_url(self) -> str:
         assert self.process.stdout is not None

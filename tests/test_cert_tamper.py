@@ -144,7 +144,7 @@ def test_a_resigned_certificate_does_not_pass_as_the_centers(work, issued: Issue
     body = base64.b64decode(envelope["payload"])
     forged = dsse.sign(PAYLOAD_TYPE, body, Ed25519PrivateKey.generate(),
                        fingerprint(issued.pubkey))
-    certificate.write_text(dsse.dumps(forged))
+    certificate.write_text(json.dumps(forged))
     assert reason(certificate, issued).startswith("signature: signature does not verify")
 
 
@@ -176,7 +176,7 @@ def test_a_level_the_records_do_not_support_is_detected(work, issued: Issued) ->
     statement["predicate"]["level"] = {"id": "full", "zh": "完全兼容", "en": "Fully compatible"}
     key = load_private_key(issued.keys / "center.key")
     body = json.dumps(statement, ensure_ascii=False).encode()
-    certificate.write_text(dsse.dumps(dsse.sign(PAYLOAD_TYPE, body, key, fingerprint(
+    certificate.write_text(json.dumps(dsse.sign(PAYLOAD_TYPE, body, key, fingerprint(
         key.public_key()))))
     assert verify_certificate(certificate, VerifyOptions(issued.pubkey))  # signature alone
     text = reason(certificate, issued, records_dir=results)

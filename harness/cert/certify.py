@@ -28,6 +28,7 @@ from harness.cert.keys import fingerprint
 from harness.cert.page import render_certificate
 from harness.cert.profile import Profile
 from harness.cert.statement import PAYLOAD_TYPE, Issue, build_statement, encode
+from harness.records import write_json
 
 CERTIFICATE_SUFFIX = ".dsse.json"
 PAGE_SUFFIX = ".html"
@@ -120,7 +121,7 @@ def issue(request: CertifyRequest, run_dirs: list[Path]) -> Issued:
     cid = statement["predicate"]["certificate_id"]
     request.out_dir.mkdir(parents=True, exist_ok=True)
     certificate = request.out_dir / f"{cid}{CERTIFICATE_SUFFIX}"
-    certificate.write_text(dsse.dumps(envelope), encoding="utf-8")
+    write_json(certificate, envelope)
     page = request.out_dir / f"{cid}{PAGE_SUFFIX}"
     page.write_text(render_certificate(statement, keyid), encoding="utf-8")
     return Issued(certificate, page, statement, evaluation)

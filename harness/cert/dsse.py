@@ -59,10 +59,6 @@ def sign(payload_type: str, body: bytes, key: Ed25519PrivateKey, keyid: str) -> 
             "signatures": [{"keyid": keyid, "sig": b64encode(signature)}]}
 
 
-def dumps(envelope: dict[str, Any]) -> str:
-    return json.dumps(envelope, indent=2, sort_keys=True) + "\n"
-
-
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):

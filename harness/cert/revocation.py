@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from harness.cert import dsse
 from harness.cert.keys import fingerprint
-from harness.records import now_iso
+from harness.records import now_iso, write_json
 
 REVOCATIONS_FILE = "revocations.dsse.json"
 REVOCATIONS_PAYLOAD_TYPE = "application/vnd.shipei.revocations+json"
@@ -65,11 +65,7 @@ def find_revocation(revocations: dict[str, Any], certificate_id: str) -> dict[st
 
 def write_revocations(path: Path, data: dict[str, Any], key: Ed25519PrivateKey) -> None:
     body = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-    envelope = dsse.sign(REVOCATIONS_PAYLOAD_TYPE, body, key, fingerprint(key.public_key()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dsse.dumps(envelope), encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, dsse.sign(REVOCATIONS_PAYLOAD_TYPE, body, key, fingerprint(key.public_key())))
 
 
 def revoke(path: Path, key: Ed25519PrivateKey, certificate_id: str, reason: str

@@ -182,10 +182,12 @@ def test_a_stall_past_the_timeout_is_retransmitted_and_the_late_answer_ignored(s
             assert client.identify().vendor == "Shipei simulators"
         time.sleep(0.8)  # late duplicate answers arrive meanwhile
         client.identify()
+        leftover = [e for e in link.events(1.5) if isinstance(e, Frame)]
     # each stall costs one retransmission; the device answers the retransmission
     # from its cache, and that duplicate is discarded as stale by the next request
+    # (or is still on the line after the last one)
     assert link.stats.retransmissions >= 1
-    assert link.stats.stale_frames == link.stats.retransmissions
+    assert link.stats.stale_frames + len(leftover) == link.stats.retransmissions
 
 
 def test_a_hung_device_is_a_device_timeout_not_a_hang(sim):

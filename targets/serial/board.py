@@ -19,9 +19,11 @@ with no baud rate of their own such as a pty).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -258,11 +260,18 @@ class SerialBoardTarget(Target):
         self.infer_timeout = float(infer_timeout)
         self.load_timeout = float(load_timeout)
         self.chunk = int(chunk)
-        self.expectations_file = EXPECTATIONS_DIR / "serial-board.toml"
         self._link: SerialLink | None = None
         self._client: BoardClient | None = None
         self._identity: Identity | None = None
         self._availability: Availability | None = None
+
+    @property
+    def expectations_file(self) -> Path:  # type: ignore[override]
+        """Known non-passes of the identified board: ``serial-board-<model>.toml``
+        (every board speaks through this one driver, so the file is per model)."""
+        model = self._identity.model if self._identity else "unknown"
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-").lower() or "unknown"
+        return EXPECTATIONS_DIR / f"serial-board-{slug}.toml"
 
     # -- the link ------------------------------------------------------------------
     def client(self) -> BoardClient:

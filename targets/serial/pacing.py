@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 
 DEFAULT_CHUNK = 64
+#: how early to wake before the last chunk is due, then spin (timer slack is ~0.1 ms)
+SPIN_S = 0.0003
 
 
 class Pacer:
@@ -45,7 +47,12 @@ class Pacer:
         for start in range(0, len(view), self.chunk):
             piece = view[start:start + self.chunk]
             self._free_at += len(piece) * self.byte_time
-            delay = self._free_at - time.perf_counter()
+            last = start + self.chunk >= len(view)
+            # the schedule is absolute, so oversleeping a middle chunk costs nothing;
+            # the last one is held to the microsecond (sleep, then spin the rest)
+            delay = self._free_at - time.perf_counter() - (SPIN_S if last else 0.0)
             if delay > 0:
                 time.sleep(delay)
+            while last and time.perf_counter() < self._free_at:
+                pass
             write(bytes(piece))

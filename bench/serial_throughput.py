@@ -1,0 +1,219 @@
+"""Serial-link throughput of serial-board: payload bytes per second, paced and not.
+
+A pseudo-terminal enforces no baud rate, so the board simulator paces its output
+(``shipei sim board --baud``) and the host paces its writes (``pace_baud``) to a
+configured line rate, bits per byte included (10 for 8N1). For tensors from 1 KiB
+to 1 MiB this measures, through the real protocol stack (framing, CRCs,
+onnxruntime on the simulated device):
+
+- uplink: INFER carries the tensor, RESULT a scalar (ReduceSum);
+- downlink: INFER carries a shape, RESULT the tensor (ConstantOfShape);
+
+and reports payload bytes delivered per second (tensor bytes / host round trip)
+as a fraction of the line rate (goal >= 0.9 at 921600 baud), then the same
+unpaced over the pty, next to the raw pty throughput measured in the same run.
+
+    python bench/serial_throughput.py [--baud 921600] [--bits-per-byte 10]
+        [--sizes 1K,4K,16K,64K,256K,1M] [--json out.json] [--plot out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import tty
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from targets.serial.board import BoardClient  # noqa: E402
+from targets.serial.protocol import OVERHEAD, encode_infer, encode_result  # noqa: E402
+from targets.serial.sim.launch import SimProcess  # noqa: E402
+from targets.serial.transport import LinkSettings, SerialLink  # noqa: E402
+
+GOAL = 0.9
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1024, "M": 1024 * 1024}
+    text = text.strip().upper()
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+
+
+def models() -> dict[str, bytes]:
+    opset = [helper.make_opsetid("", 17)]
+    uplink = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0)], "uplink",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, [])])
+    downlink = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["y"],
+                          value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))],
+        "downlink", [helper.make_tensor_value_info("shape", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    return {name: helper.make_model(g, opset_imports=opset).SerializeToString()
+            for name, g in (("uplink", uplink), ("downlink", downlink))}
+
+
+def measure(client: BoardClient, handles: dict[str, int], size: int, repeats: int
+            ) -> dict[str, dict[str, float]]:
+    """Median round trip and device compute time per direction for ``size`` bytes."""
+    count = size // 4
+    feeds = {"uplink": [("x", np.ones(count, np.float32))],
+             "downlink": [("shape", np.array([count], np.int64))]}
+    result = {}
+    for direction in ("uplink", "downlink"):
+        trips, computes = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            outputs, compute_s = client.infer(handles[direction], feeds[direction])
+            trips.append(time.perf_counter() - started)
+            computes.append(compute_s)
+        if direction == "downlink":
+            assert outputs[0][1].nbytes == size
+        result[direction] = {"round_trip_s": statistics.median(trips),
+                             "device_compute_s": statistics.median(computes),
+                             "payload_Bps": size / statistics.median(trips)}
+    return result
+
+
+def run_board(baud: float, bits: float, sizes: list[int], repeats_for, log: Path
+              ) -> dict[int, dict[str, dict[str, float]]]:
+    args = ["-q", "--max-chunk", "65536"]
+    if baud:
+        args += ["--baud", str(baud), "--bits-per-byte", str(bits)]
+    with SimProcess("board", *args, log=log) as sim:
+        settings = LinkSettings(sim.url, timeout=5.0, pace_baud=baud, bits_per_byte=bits,
+                                baudrate=int(baud) or 921600)
+        with SerialLink(settings) as link:
+            client = BoardClient(link, infer_timeout=60.0, chunk=65536)
+            client.identify()
+            handles = {name: client.load(raw, name, 65536).handle
+                       for name, raw in models().items()}
+            results = {}
+            for size in sizes:
+                results[size] = measure(client, handles, size, repeats_for(size))
+                line = "  ".join(f"{d} {r['payload_Bps'] / 1e3:9.1f} kB/s"
+                                 for d, r in results[size].items())
+                print(f"  {'paced' if baud else 'unpaced':8s}{size:>9,d} B  {line}",
+                      file=sys.stderr, flush=True)
+            return results
+
+
+def line_bytes(size: int, direction: str) -> int:
+    """Bytes on the line for one round trip (request and response frames)."""
+    count = size // 4
+    if direction == "uplink":
+        request = encode_infer(1, [("x", np.ones(count, np.float32))])
+        response = encode_result(1, 0, [("s", np.float32(0).reshape(()))])
+    else:
+        request = encode_infer(1, [("shape", np.array([count], np.int64))])
+        response = encode_result(1, 0, [("y", np.ones(count, np.float32))])
+    return 2 * OVERHEAD + len(request) + len(response)
+
+
+def raw_pty_Bps(size: int, repeats: int = 5) -> float:
+    """Bytes per second written into a pty master and read back from its slave."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    data = bytes(size)
+    best = []
+    try:
+        for _ in range(repeats):
+            got = 0
+            started = time.perf_counter()
+            view = memoryview(data)
+            while got < size:
+                if view:
+                    written = os.write(master, view[:4096])
+                    view = view[written:]
+                got += len(os.read(slave, 1 << 16))
+            best.append(size / (time.perf_counter() - started))
+    finally:
+        os.close(master)
+        os.close(slave)
+    return statistics.median(best)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baud", type=float, default=921600)
+    parser.add_argument("--bits-per-byte", type=float, default=10.0)
+    parser.add_argument("--sizes", default="1K,4K,16K,64K,256K,1M")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the paced fractions here")
+    args = parser.parse_args(argv)
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    line_Bps = args.baud / args.bits_per_byte
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / "shipei-bench-serial-sim.log"
+    print(f"line rate {args.baud:g} baud, {args.bits_per_byte:g} bits/byte = "
+          f"{line_Bps:,.0f} B/s", file=sys.stderr)
+    paced = run_board(args.baud, args.bits_per_byte, sizes,
+                      lambda n: 5 if n <= 16384 else (2 if n <= 262144 else 1), log)
+    unpaced = run_board(0, args.bits_per_byte, sizes, lambda n: 9 if n <= 262144 else 5, log)
+    raw = {size: raw_pty_Bps(size) for size in sizes}
+    rows = []
+    for size in sizes:
+        row = {"size_B": size, "raw_pty_MBps": raw[size] / 1e6}
+        for direction in ("uplink", "downlink"):
+            row[f"{direction}_framing_bound"] = size / line_bytes(size, direction)
+            row[f"paced_{direction}_fraction"] = paced[size][direction]["payload_Bps"] / line_Bps
+            row[f"unpaced_{direction}_MBps"] = unpaced[size][direction]["payload_Bps"] / 1e6
+            row[f"device_{direction}_compute_ms"] = \
+                paced[size][direction]["device_compute_s"] * 1e3
+        rows.append(row)
+    print(f"\nPayload throughput at {args.baud:g} baud ({args.bits_per_byte:g} bits/byte, "
+          f"line {line_Bps:,.0f} B/s; goal >= {GOAL} of the line rate)\n")
+    print("| tensor | paced up | paced down | framing bound | unpaced up MB/s | "
+          "unpaced down MB/s | raw pty MB/s | unpaced down / raw |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['size_B'] / 1024:g} KiB | {row['paced_uplink_fraction']:.3f} | "
+              f"{row['paced_downlink_fraction']:.3f} | {row['uplink_framing_bound']:.3f} | "
+              f"{row['unpaced_uplink_MBps']:.1f} | "
+              f"{row['unpaced_downlink_MBps']:.1f} | {row['raw_pty_MBps']:.1f} | "
+              f"{row['unpaced_downlink_MBps'] / row['raw_pty_MBps']:.2f} |")
+    short = [r["size_B"] for r in rows
+             if min(r["paced_uplink_fraction"], r["paced_downlink_fraction"]) < GOAL]
+    print(f"\ngoal >= {GOAL}: " + ("met for every size" if not short else
+                                   f"missed for {', '.join(f'{s} B' for s in short)}"))
+    if args.json:
+        args.json.write_text(json.dumps({"baud": args.baud, "bits_per_byte": args.bits_per_byte,
+                                         "rows": rows}, indent=2))
+    if args.plot:
+        plot(rows, args.plot, args.baud)
+    return 0
+
+
+def plot(rows: list[dict], path: Path, baud: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["size_B"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.semilogx(sizes, [r["paced_uplink_fraction"] for r in rows], "o-", label="uplink")
+    ax.semilogx(sizes, [r["paced_downlink_fraction"] for r in rows], "s-", label="downlink")
+    ax.semilogx(sizes, [r["uplink_framing_bound"] for r in rows], ":", color="grey",
+                label="framing bound (round trip)")
+    ax.axhline(GOAL, color="grey", linestyle="--", label=f"goal {GOAL}")
+    ax.set_xlabel("tensor bytes")
+    ax.set_ylabel("fraction of line rate")
+    ax.set_title(f"serial-board payload throughput at {baud:g} baud")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -60,6 +60,7 @@ def test_offline_batches_and_counts_samples(tiny: Executable):
     assert raw["samples_per_query"] == 8
     # every issued sample ran inside one of our batches (the last one padded)
     assert raw["latency_ns"].size == -(-lg["effective_samples_per_query"] // 8)
+    assert raw["samples"] == lg["effective_samples_per_query"]
     assert lg["effective_samples_per_query"] >= 400
 
 

@@ -45,6 +45,9 @@ def test_summary_matches_independent_computation():
     assert got["std_ms"] == pytest.approx(std / 1e6, rel=1e-9)
     assert got["queries_per_s"] == pytest.approx(n / wall_s)
     assert got["samples_per_s"] == pytest.approx(4 * n / wall_s)
+    assert got["samples"] == 4 * n
+    short = summarize(samples, samples_per_query=4, wall_s=wall_s, sample_count=4 * n - 3)
+    assert short["samples_per_s"] == pytest.approx((4 * n - 3) / wall_s)
 
 
 def test_summary_without_wall_time_uses_busy_time():

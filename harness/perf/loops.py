@@ -87,6 +87,7 @@ class _SystemUnderTest:
         self.batch_size = batch_size
         self.begin_ns: list[int] = []
         self.latency_ns: list[int] = []
+        self.samples = 0  # samples LoadGen asked for and got (the last batch may be short)
         self.error: BaseException | None = None
 
     def issue(self, query_samples: Sequence[Any]) -> None:
@@ -94,6 +95,8 @@ class _SystemUnderTest:
         for first in range(0, len(query_samples), step):
             chunk = query_samples[first:first + step]
             if self.error is None:
+                # single-stream: the sample LoadGen picked; offline: the prepared batches
+                # in turn (a short last batch still runs a full prepared batch)
                 feed = self.feeds[(chunk[0].index if step == 1 else len(self.latency_ns))
                                   % len(self.feeds)]
                 begin = time.perf_counter_ns()
@@ -104,6 +107,7 @@ class _SystemUnderTest:
                 else:
                     self.latency_ns.append(time.perf_counter_ns() - begin)
                     self.begin_ns.append(begin)
+                    self.samples += len(chunk)
             self.lg.QuerySamplesComplete(
                 [self.lg.QuerySampleResponse(q.id, 0, 0) for q in chunk])
 
@@ -202,6 +206,7 @@ def measure(executable: Executable, payload: Mapping[str, Any]) -> dict[str, Any
         "latency_ns": np.asarray(sut.latency_ns, dtype=np.int64),
         "start_ns": begin - begin[0] if begin.size else begin,
         "samples_per_query": step,
+        "samples": sut.samples,
         "loadgen_wall_s": after.wall - before.wall,
         "machine": machine.conditions(before, after, own_cpu_s) | machine.cpu_frequency(),
         "warmup": {"queries": int(warm.size), "seconds": float(warm.sum()) / 1e9,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.cases import Outcome, _failure, unsupported_reason
+from harness.cases import Outcome, outcome_from_exception, unsupported_reason
 from harness.judge import compare_outputs, effective_tolerance
 from harness.perf import samples as samples_io
 from harness.perf.cases import PerfCase
@@ -89,7 +89,7 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
         timings["measure_s"] = time.perf_counter() - begin
         placement = host.placement(key, max(deadline - time.perf_counter(), 1.0))
     except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
-        outcome = _failure(exc, started)
+        outcome = outcome_from_exception(exc, started)
         outcome.timings.update(timings)
         return PerfResult(outcome)
     finally:
@@ -125,7 +125,7 @@ def _result(case: PerfCase, caps: Capabilities, raw: dict[str, Any],
         return PerfResult(Outcome("error", "no inference completed under LoadGen", metrics,
                                   timings, placement), logs=raw["loadgen_logs"])
     span_s = (start[-1] + latency[-1]) / 1e9
-    metrics["summary"] = summarize(latency, per_query, span_s)
+    metrics["summary"] = summarize(latency, per_query, span_s, raw.get("samples"))
     status, message = "pass", ""
     if not loadgen.get("valid"):
         status = "error"

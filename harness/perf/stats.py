@@ -23,11 +23,14 @@ def percentile(sorted_ns: np.ndarray, pct: float) -> int:
 
 
 def summarize(latency_ns: np.ndarray, samples_per_query: int = 1,
-              wall_s: float | None = None) -> dict[str, Any]:
+              wall_s: float | None = None, sample_count: int | None = None
+              ) -> dict[str, Any]:
     """Latency figures in milliseconds and throughput, from per-query samples in ns.
 
     ``wall_s`` is the duration of the timed phase; without it throughput is
-    computed from the busy time alone (the sum of the samples).
+    computed from the busy time alone (the sum of the samples). ``sample_count``
+    is the number of samples served when it is not ``count x samples_per_query``
+    (a short last offline batch).
     """
     samples = np.sort(np.asarray(latency_ns, dtype=np.int64))
     if samples.size == 0:
@@ -44,6 +47,8 @@ def summarize(latency_ns: np.ndarray, samples_per_query: int = 1,
     }
     for pct in PERCENTILES:
         figures[f"p{pct:g}_ms"] = percentile(samples, pct) / 1e6
+    served = sample_count if sample_count is not None else samples.size * samples_per_query
+    figures["samples"] = int(served)
     figures["queries_per_s"] = samples.size / seconds if seconds > 0 else float("inf")
-    figures["samples_per_s"] = figures["queries_per_s"] * samples_per_query
+    figures["samples_per_s"] = served / seconds if seconds > 0 else float("inf")
     return figures

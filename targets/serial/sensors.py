@@ -338,8 +338,8 @@ class SerialSensorTarget(Target):
         except LinkError as exc:
             return Availability.no(str(exc))
         except TargetError as exc:
-            return Availability.no(f"the device at {self.url} did not identify as a "
-                                   f"{self.sensor}: {exc}")
+            return Availability.no(f"the device at {self.url} did not identify as "
+                                   f"serial-{self.sensor}: {exc}")
         return Availability.yes()
 
     def capabilities(self) -> Capabilities:

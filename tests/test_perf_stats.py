@@ -183,3 +183,28 @@ def test_compare_pairs_different_target_labels(tmp_path: Path):
     assert result.cases[0].verdict == "regression"
     with pytest.raises(ValueError, match="confidence"):
         compare.compare_runs(base, new, confidence=1.5)
+
+
+def test_repeated_runs_put_run_to_run_drift_in_the_interval(tmp_path: Path):
+    rng = np.random.default_rng(21)
+    first = _write_run(tmp_path, "b1", {"test_a": _noisy(rng, 1.00e6)})
+    second = _write_run(tmp_path, "b2", {"test_a": _noisy(rng, 1.30e6)})  # same build, drifted
+    new = _write_run(tmp_path, "n1", {"test_a": _noisy(rng, 1.15e6)})
+    alone = compare.compare_runs(first, new, threshold=0.10, resamples=300)
+    assert alone.cases[0].verdict == "regression"  # one run cannot see the drift
+    repeated = compare.compare_runs([first, second], new, threshold=0.10, resamples=300)
+    (case,) = repeated.cases
+    assert case.baseline_runs == 2 and repeated.baseline_run == "b1+b2"
+    assert case.baseline_median_ms == pytest.approx(1.15, rel=0.02)  # mean of the medians
+    assert case.verdict != "regression" and case.ci_low < 0 < case.ci_high
+
+
+def test_compare_command_takes_repeats(tmp_path: Path, shipei_cli):
+    rng = np.random.default_rng(4)
+    for name, median in (("b1", 1.0e6), ("b2", 1.3e6), ("n1", 1.15e6)):
+        _write_run(tmp_path, name, {"test_a": _noisy(rng, median)})
+    where = ("--results-dir", str(tmp_path), "--resamples", "200")
+    assert shipei_cli("compare", "b1", "n1", *where).returncode == 1
+    both = shipei_cli("compare", "b1", "n1", "--baseline-repeat", "b2", *where, "--json")
+    assert both.returncode == 0, both.stderr
+    assert json.loads(both.stdout)["cases"][0]["baseline_runs"] == 2

@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default {DEFAULT_CONFIDENCE:.0%})")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
                         help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    parser.add_argument("--baseline-repeat", action="append", default=[], metavar="RUN",
+                        help="another run of the baseline build; repeatable (run-to-run "
+                             "spread then widens the interval)")
+    parser.add_argument("--new-repeat", action="append", default=[], metavar="RUN",
+                        help="another run of the new build; repeatable")
     parser.add_argument("--pair", action="append", default=[], metavar="BASE=NEW",
                         help="compare baseline target label BASE with new label NEW; "
                              "repeatable (default: equal labels)")
@@ -58,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resamples < 100:
         raise CliError("--resamples must be at least 100")
     try:
-        baseline = find_run(args.results_dir, args.baseline)
-        new = find_run(args.results_dir, args.new)
+        baseline = [find_run(args.results_dir, r) for r in [args.baseline,
+                                                             *args.baseline_repeat]]
+        new = [find_run(args.results_dir, r) for r in [args.new, *args.new_repeat]]
         result = compare_runs(baseline, new, threshold=args.threshold / 100,
                               confidence=args.confidence / 100, pairs=_pairs(args.pair),
                               resamples=args.resamples)

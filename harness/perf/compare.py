@@ -13,14 +13,16 @@ Verdicts, with ``threshold`` t and interval [lo, hi]:
 - ``slower`` / ``faster``: the interval excludes 0 but not the threshold band;
 - ``no change``: the interval contains 0.
 
-Only ``regression`` fails the check. Run-to-run drift on a shared machine is not
-sampling noise; the threshold is what absorbs it (calibrate it by comparing two
-runs of the same build: see docs/performance.md).
+Only ``regression`` fails the check. Run-to-run drift (another job on the
+machine, a process that landed on a slower memory layout) is not sampling noise:
+give each side several runs of its build and the bootstrap resamples the runs
+too, so their spread widens the interval; the threshold absorbs what remains
+(see docs/performance.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,8 @@ class CaseComparison:
     ci_high: float
     baseline_count: int
     new_count: int
+    baseline_runs: int
+    new_runs: int
     p99_change: float
     verdict: str
 
@@ -92,18 +96,48 @@ def block_bootstrap_medians(samples: np.ndarray, resamples: int, rng: np.random.
     return medians
 
 
-def change_interval(baseline: np.ndarray, new: np.ndarray, confidence: float = DEFAULT_CONFIDENCE,
+def change_interval(baseline: np.ndarray | Sequence[np.ndarray],
+                    new: np.ndarray | Sequence[np.ndarray],
+                    confidence: float = DEFAULT_CONFIDENCE,
                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0
                     ) -> tuple[float, float, float]:
-    """(change, low, high): relative change of the median and its bootstrap interval."""
+    """(change, low, high): relative change of the median and its bootstrap interval.
+
+    Each side is one run's samples or several runs' (repeats of the same build).
+    With several, the bootstrap is hierarchical: runs are resampled, then blocks
+    within each run, so run-to-run spread widens the interval. A side's statistic
+    is the mean of its runs' medians.
+    """
     rng = np.random.default_rng(seed)
-    base_boot = block_bootstrap_medians(baseline, resamples, rng)
-    new_boot = block_bootstrap_medians(new, resamples, rng)
+    base_runs, new_runs = _runs(baseline), _runs(new)
+    base_boot = _side_bootstrap(base_runs, resamples, rng)
+    new_boot = _side_bootstrap(new_runs, resamples, rng)
     ratios = new_boot / base_boot - 1.0
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(ratios, [tail, 100.0 - tail])
-    change = float(np.median(new)) / float(np.median(baseline)) - 1.0
+    change = _side_median(new_runs) / _side_median(base_runs) - 1.0
     return change, float(low), float(high)
+
+
+def _runs(side: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(side, np.ndarray):
+        return [side]
+    if not side:
+        raise ValueError("no samples")
+    return list(side)
+
+
+def _side_median(runs: list[np.ndarray]) -> float:
+    return float(np.mean([np.median(r) for r in runs]))
+
+
+def _side_bootstrap(runs: list[np.ndarray], resamples: int, rng: np.random.Generator
+                    ) -> np.ndarray:
+    medians = np.stack([block_bootstrap_medians(r, resamples, rng) for r in runs])
+    if len(runs) == 1:
+        return medians[0]
+    chosen = rng.integers(0, len(runs), size=(resamples, len(runs)))
+    return medians[chosen, np.arange(resamples)[:, None]].mean(axis=1)
 
 
 def verdict(low: float, high: float, threshold: float) -> str:
@@ -146,56 +180,92 @@ def pair_targets(baseline: set[str], new: set[str], pairs: Mapping[str, str] | N
     return common
 
 
-def compare_runs(baseline: Path, new: Path, threshold: float = DEFAULT_THRESHOLD,
-                 confidence: float = DEFAULT_CONFIDENCE,
+def compare_runs(baseline: Path | Sequence[Path], new: Path | Sequence[Path],
+                 threshold: float = DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
                  pairs: Mapping[str, str] | None = None,
                  resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Comparison:
-    """Compare every performance case two run folders share; see the module docstring."""
+    """Compare every performance case the two sides share; see the module docstring.
+
+    Each side is a run folder or several (repeats of one build, whose spread then
+    counts in the interval).
+    """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
     if threshold < 0:
         raise ValueError(f"threshold must not be negative, not {threshold}")
-    base_id, base_cases, base_bad = _measured(baseline)
-    new_id, new_cases, new_bad = _measured(new)
-    result = Comparison(base_id, new_id, threshold, confidence,
-                        not_compared=base_bad + new_bad)
-    result.pairs = pair_targets({t for t, _ in base_cases}, {t for t, _ in new_cases}, pairs)
-    for (target, case), base_record in sorted(base_cases.items()):
+    base_side, new_side = _side(baseline), _side(new)
+    result = Comparison("+".join(r.run_id for r in base_side),
+                        "+".join(r.run_id for r in new_side), threshold, confidence,
+                        not_compared=[why for r in base_side + new_side for why in r.unusable])
+    base_labels = {t for r in base_side for t, _ in r.cases}
+    result.pairs = pair_targets(base_labels, {t for r in new_side for t, _ in r.cases}, pairs)
+    for target, case in sorted({key for r in base_side for key in r.cases}):
         other = result.pairs.get(target)
-        new_record = new_cases.get((other, case)) if other else None
-        if new_record is None:
-            result.not_compared.append(f"{target} {case}: not measured in run {new_id}")
-            continue
         try:
-            base_s = samples_io.load(baseline, base_record["metrics"]["samples_file"])
-            new_s = samples_io.load(new, new_record["metrics"]["samples_file"])
+            base_s, record = _samples(base_side, target, case)
+            new_s, _ = _samples(new_side, str(other), case) if other else ([], None)
         except samples_io.SamplesError as exc:
             result.not_compared.append(f"{target} {case}: {exc}")
             continue
-        if base_s.samples_per_query != new_s.samples_per_query:
-            result.not_compared.append(
-                f"{target} {case}: batch size {base_s.samples_per_query} vs "
-                f"{new_s.samples_per_query}")
+        if not new_s:
+            result.not_compared.append(f"{target} {case}: not measured in run "
+                                       f"{result.new_run}")
             continue
-        result.cases.append(_compare_case(target, str(other), case, base_record, base_s,
-                                          new_s, threshold, confidence, resamples, seed))
+        sizes = {s.samples_per_query for s in base_s + new_s}
+        if len(sizes) > 1:
+            result.not_compared.append(f"{target} {case}: batch sizes {sorted(sizes)} differ")
+            continue
+        result.cases.append(_compare_case(target, str(other), case, record, base_s, new_s,
+                                          threshold, confidence, resamples, seed))
     return result
 
 
-def _compare_case(base_target: str, new_target: str, case: str, record: dict[str, Any],
-                  base: samples_io.Samples, new: samples_io.Samples, threshold: float,
-                  confidence: float, resamples: int, seed: int) -> CaseComparison:
-    change, low, high = change_interval(base.latency_ns, new.latency_ns, confidence,
-                                        resamples, seed)
-    p99 = float(np.percentile(new.latency_ns, 99)) / float(np.percentile(base.latency_ns, 99))
+@dataclass
+class _Run:
+    run_id: str
+    folder: Path
+    cases: dict[tuple[str, str], dict[str, Any]]
+    unusable: list[str]
+
+
+def _side(folders: Path | Sequence[Path]) -> list[_Run]:
+    listed = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    if not listed:
+        raise ValueError("no run to compare")
+    runs = []
+    for folder in map(Path, listed):
+        run_id, cases, unusable = _measured(folder)
+        runs.append(_Run(run_id, folder, cases, unusable))
+    return runs
+
+
+def _samples(side: list[_Run], target: str, case: str
+             ) -> tuple[list[samples_io.Samples], dict[str, Any] | None]:
+    found, record = [], None
+    for run in side:
+        if (target, case) in run.cases:
+            record = run.cases[(target, case)]
+            found.append(samples_io.load(run.folder, record["metrics"]["samples_file"]))
+    return found, record
+
+
+def _compare_case(base_target: str, new_target: str, case: str, record: dict[str, Any] | None,
+                  base: list[samples_io.Samples], new: list[samples_io.Samples],
+                  threshold: float, confidence: float, resamples: int, seed: int
+                  ) -> CaseComparison:
+    base_ns, new_ns = [s.latency_ns for s in base], [s.latency_ns for s in new]
+    change, low, high = change_interval(base_ns, new_ns, confidence, resamples, seed)
+    p99 = (np.mean([np.percentile(x, 99) for x in new_ns])
+           / np.mean([np.percentile(x, 99) for x in base_ns]))
     return CaseComparison(
         baseline_target=base_target, new_target=new_target, case=case,
-        scenario=str(record["metrics"].get("scenario", "")),
-        baseline_median_ms=float(np.median(base.latency_ns)) / 1e6,
-        new_median_ms=float(np.median(new.latency_ns)) / 1e6,
+        scenario=str((record or {}).get("metrics", {}).get("scenario", "")),
+        baseline_median_ms=_side_median(base_ns) / 1e6,
+        new_median_ms=_side_median(new_ns) / 1e6,
         change=change, ci_low=low, ci_high=high,
-        baseline_count=int(base.latency_ns.size), new_count=int(new.latency_ns.size),
-        p99_change=p99 - 1.0, verdict=verdict(low, high, threshold))
+        baseline_count=sum(x.size for x in base_ns), new_count=sum(x.size for x in new_ns),
+        baseline_runs=len(base_ns), new_runs=len(new_ns),
+        p99_change=float(p99) - 1.0, verdict=verdict(low, high, threshold))
 
 
 def format_table(result: Comparison) -> list[str]:
@@ -208,6 +278,10 @@ def format_table(result: Comparison) -> list[str]:
             lines.append(f"comparing target {base} (baseline) with {new} (new)")
     header = ("case", "target", "base p50 ms", "new p50 ms", "change", f"{level} interval",
               "p99 change", "verdict")
+    if any(c.baseline_runs > 1 or c.new_runs > 1 for c in result.cases):
+        lines.append("p50 ms: the mean of the runs' medians; runs per side: "
+                     + ", ".join(sorted({f"{c.baseline_runs} vs {c.new_runs}"
+                                         for c in result.cases})))
     rows = [(c.case, c.new_target, f"{c.baseline_median_ms:.4f}", f"{c.new_median_ms:.4f}",
              f"{c.change:+.1%}", f"[{c.ci_low:+.1%}, {c.ci_high:+.1%}]",
              f"{c.p99_change:+.1%}", c.verdict.upper() if c.verdict == "regression"

@@ -112,8 +112,11 @@ def _throughput_bars(title: str, groups: Sequence[str], series: Mapping[str, Seq
     for i, (label, values) in enumerate(series.items()):
         bars = axes.bar(positions + i * width - 0.4 + width / 2, values, width, label=label)
         axes.bar_label(bars, fmt="%.0f", fontsize="x-small", padding=2)
-    finite = [v for values in series.values() for v in values if np.isfinite(v)]
-    if finite:
+    finite = [v for values in series.values() for v in values if np.isfinite(v) and v > 0]
+    if finite and max(finite) / min(finite) > 20:  # models far apart: a log axis
+        axes.set_yscale("log")
+        axes.set_ylim(min(finite) / 2, max(finite) * 8)
+    elif finite:
         axes.set_ylim(0, max(finite) * 1.25)  # room for the labels and the legend
     axes.set_xticks(positions, list(groups))
     axes.set_ylabel(bilingual("samples/s", "样本/秒"))

@@ -131,7 +131,8 @@ def _cdf_section(paths: RunPaths, records: list[dict[str, Any]]) -> str:
     for target in sorted({r["target"] for r in records}):
         curves = {}
         for r in records:
-            if r["target"] != target or (r.get("metrics") or {}).get("scenario") != SINGLE_STREAM:
+            if (r["target"] != target or r["status"] != "pass"
+                    or (r.get("metrics") or {}).get("scenario") != SINGLE_STREAM):
                 continue
             latency = _samples(paths, r)
             if latency is not None and latency.size:
@@ -144,7 +145,8 @@ def _cdf_section(paths: RunPaths, records: list[dict[str, Any]]) -> str:
 
 def _throughput_section(records: list[dict[str, Any]]) -> str:
     offline = [r for r in records if (r.get("metrics") or {}).get("scenario") == OFFLINE
-               and (r["metrics"].get("summary") or {}).get("samples_per_s")]
+               and r["status"] == "pass" and (r["metrics"].get("summary") or {}).get(
+                   "samples_per_s")]
     if not offline:
         return '<p class="note">no offline results / 无离线结果</p>'
     models = sorted({r["metrics"]["model"] for r in offline})
@@ -178,7 +180,8 @@ def render(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, An
     parts += ["<h2>结果 / Results</h2>", _results_table(records)]
     if plots.available():
         parts += ["<h2>延迟分布 / Latency CDF</h2>", _cdf_section(paths, records),
-                  "<h2>吞吐量 / Throughput</h2>", _throughput_section(records)]
+                  "<h2>吞吐量 / Throughput</h2>", _throughput_section(records),
+                  '<p class="note">Plots show passing cases only. / 图中仅含通过的用例。</p>']
     else:
         parts.append('<p class="note">matplotlib is not installed: no plots '
                      "(pip install 'shipei[plots]') / 未安装 matplotlib，无图表</p>")

@@ -37,6 +37,8 @@ class Expectation:
 class Expectations:
     entries: dict[str, dict[str, Expectation]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    _pattern_cache: dict[str, list[tuple[str, Expectation]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, paths: Iterable[Path]) -> Expectations:
@@ -51,6 +53,7 @@ class Expectations:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ExpectationsError(f"cannot read expectations {path}: {exc}") from exc
         self.sources.append(str(path))
+        self._pattern_cache.clear()
         for suite, cases in data.items():
             if not isinstance(cases, dict):
                 raise ExpectationsError(f"{path}: [{suite}] must be a table of cases")
@@ -68,10 +71,18 @@ class Expectations:
         cases = self.entries.get(suite, {})
         if case in cases:
             return cases[case]
-        for pattern, expectation in cases.items():
-            if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(case, pattern):
+        for pattern, expectation in self._patterns(suite):
+            if fnmatch.fnmatchcase(case, pattern):
                 return expectation
         return None
+
+    def _patterns(self, suite: str) -> list[tuple[str, Expectation]]:
+        """The suite's fnmatch entries, found once (lookups run once per case)."""
+        if suite not in self._pattern_cache:
+            self._pattern_cache[suite] = [
+                (key, expectation) for key, expectation in self.entries.get(suite, {}).items()
+                if any(ch in key for ch in "*?[")]
+        return self._pattern_cache[suite]
 
 
 def judge(status: str, expectation: Expectation | None) -> tuple[bool, str]:

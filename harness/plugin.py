@@ -264,7 +264,8 @@ class ShipeiSession:
             "finished_at": now_iso(),
         })
 
-    def _open_run(self) -> RunPaths:
+    def open_run(self) -> RunPaths:
+        """The run folder and record writer, created on first need."""
         if self.paths is None:
             opt = self.config.getoption
             run_id = opt("shipei_run_id") or new_run_id()
@@ -305,7 +306,7 @@ class ShipeiSession:
         }
 
     def write_record(self, record: dict[str, Any], nodeid: str) -> None:
-        paths = self._open_run()
+        paths = self.open_run()
         record = dict(record, run_id=paths.run_id, nodeid=nodeid,
                       attempt=selection.attempt_number(self.config, record))
         assert self.writer is not None

@@ -64,7 +64,7 @@ def check_performance(target: Any, case: PerfCase) -> None:
                     case.load, case.rtol, case.atol, case.tags)
     result = measure_case(case, target.host, target.capabilities, target.timeout())
     if result.samples is not None:
-        paths = target.session._open_run()  # the run folder, created on first need
+        paths = target.session.open_run()
         stem = samples_io.file_stem(target.label, case.name)
         relative, logs = samples_io.save(paths.run_dir, stem, result.samples, result.logs)
         result.outcome.metrics["samples_file"] = relative

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.perf.suite import PERF_MARKER, add_options
+from harness.perf.settings import DEFAULTS
+from harness.perf.suite import PERF_MARKER, add_options, settings_for
 from suites.performance.cases import known_models, suite_models
 
 
@@ -21,6 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{PERF_MARKER}: a timed performance case (excluded from the default "
                    "test run; run with shipei run --suite performance)")
+    for base in DEFAULTS.values():  # a bad --perf-* value is a usage error, before any case
+        settings_for(config, base)
     unknown = sorted(set(config.getoption("perf_models")) - set(known_models()))
     if unknown:
         raise pytest.UsageError(f"--perf-model: unknown model(s) {unknown}; known: "

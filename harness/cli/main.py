@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("cmd_"):
-            importlib.import_module(f"harness.cli.{info.name}").register(subparsers)
+            try:
+                module = importlib.import_module(f"harness.cli.{info.name}")
+            except ImportError as exc:  # an optional dependency is missing: say which
+                _register_unavailable(subparsers, info.name.removeprefix("cmd_"), exc)
+                continue
+            module.register(subparsers)
     for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         try:
             ep.load()(subparsers)
@@ -41,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
             print(f"shipei: warning: command {ep.name!r} ({ep.value}) failed to load: {exc}",
                   file=sys.stderr)
     return parser
+
+
+def _register_unavailable(subparsers: argparse._SubParsersAction, name: str,
+                          exc: ImportError) -> None:
+    """A command whose dependencies are not installed still answers, with the reason."""
+    reason = f"needs {exc.name or exc} (pip install 'shipei[test]' installs every extra)"
+    parser = subparsers.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+
+    def unavailable(_: argparse.Namespace) -> int:
+        raise CliError(f"this command {reason}")
+
+    parser.set_defaults(handler=unavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

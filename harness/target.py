@@ -95,6 +95,29 @@ class Executable(abc.ABC):
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run once on named inputs and return every graph output by name."""
 
+    def prepare(self, inputs: Mapping[str, Any]) -> Any:
+        """Validate and convert one set of named inputs ahead of time, for :meth:`run_prepared`.
+
+        Called outside any timed region, once per input set. A driver may do here
+        everything ``run`` does before the runtime call: check names, dtypes and
+        shapes (raising :class:`InputMismatchError` as ``run`` would), convert or
+        copy into the runtime's own tensors, pin or upload buffers. The result is
+        opaque to the harness and may be passed to ``run_prepared`` many times.
+        The default returns ``dict(inputs)``.
+        """
+        return dict(inputs)
+
+    def run_prepared(self, prepared: Any) -> dict[str, Any]:
+        """Run once on what :meth:`prepare` returned: the cheapest correct call.
+
+        This is the call performance timing measures, so it should do no more
+        than an application's own inference call (no re-validation). Its outputs
+        must be equivalent to ``run`` on the same inputs (the harness checks that
+        once, outside the timed region) and must stay valid after the next call.
+        The default calls ``run(prepared)``.
+        """
+        return self.run(prepared)
+
     def placement(self) -> dict[str, Any]:
         """Where the work actually ran.
 

@@ -119,9 +119,15 @@ class OnnxRuntimeExecutable(Executable):
         return feeds
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        feeds = self._check_inputs(inputs)
+        return self.run_prepared(self._check_inputs(inputs))
+
+    def prepare(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The checked feeds: ``run_prepared`` passes them straight to ``session.run``."""
+        return self._check_inputs(inputs)
+
+    def run_prepared(self, prepared: dict[str, Any]) -> dict[str, Any]:
         try:
-            values = self._session.run(self._output_names, feeds)
+            values = self._session.run(self._output_names, prepared)
         except Exception as exc:
             raise TargetError(f"onnxruntime run failed: {exc}") from exc
         if self._profiling:

@@ -149,6 +149,7 @@ class OpenVinoExecutable(Executable):
                  onnx_outputs: list[str], placement: dict[str, Any]) -> None:
         self._compiled = compiled
         self._request = compiled.create_infer_request()
+        self._prepared_request: Any = None  # created by the first run_prepared
         self._onnx_inputs = [name for name, _ in onnx_inputs]
         self._placement = placement
         self._ports = self._map_inputs(onnx_inputs)
@@ -247,10 +248,43 @@ class OpenVinoExecutable(Executable):
             self._request.infer(feeds)
         except RuntimeError as exc:
             raise TargetError(f"OpenVINO inference failed: {summarize_error(exc)}") from exc
-        return {name: self._read_output(name, index) for name, index in self._outputs.items()}
+        return {name: self._read_output(self._request, name, index)
+                for name, index in self._outputs.items()}
 
-    def _read_output(self, name: str, index: int) -> np.ndarray:
-        tensor = self._request.get_output_tensor(index)
+    def prepare(self, inputs: Mapping[str, Any]) -> list[tuple[int, Any]]:
+        """Checked inputs as OpenVINO tensors (sharing the arrays' memory where it can),
+        by compiled input index."""
+        import openvino as ov
+
+        prepared = []
+        for index, value in self._feeds(inputs).items():
+            if not isinstance(value, ov.Tensor):
+                shared = value.dtype.kind not in "US"  # strings are always copied
+                value = ov.Tensor(np.require(value, requirements="C") if shared else value,
+                                  shared_memory=shared)
+            prepared.append((index, value))
+        return prepared
+
+    def run_prepared(self, prepared: list[tuple[int, Any]]) -> dict[str, Any]:
+        """Set the prepared tensors on a request of its own, then ``infer()``.
+
+        The request is not the one ``run`` copies its inputs into, so ``run`` can
+        never write into memory a prepared tensor shares with its array.
+        """
+        request = self._prepared_request
+        if request is None:
+            request = self._prepared_request = self._compiled.create_infer_request()
+        try:
+            for index, tensor in prepared:
+                request.set_input_tensor(index, tensor)
+            request.infer()
+        except RuntimeError as exc:
+            raise TargetError(f"OpenVINO inference failed: {summarize_error(exc)}") from exc
+        return {name: self._read_output(request, name, index)
+                for name, index in self._outputs.items()}
+
+    def _read_output(self, request: Any, name: str, index: int) -> np.ndarray:
+        tensor = request.get_output_tensor(index)
         ov_type = tensor.element_type.get_type_name()
         if ov_type == "string":
             return np.array(tensor.str_data, dtype=object).reshape(tuple(tensor.shape))
@@ -269,7 +303,7 @@ class OpenVinoExecutable(Executable):
         return placement
 
     def close(self) -> None:
-        self._request = None
+        self._request = self._prepared_request = None
         self._compiled = None
 
 

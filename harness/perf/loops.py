@@ -6,12 +6,13 @@ timed the same way and no pipe round trip lands inside a timed region.
 
 MLPerf LoadGen is the timing engine: it schedules the queries (single-stream: the
 next as soon as the previous completes; offline: all samples in one query),
-enforces the minimum duration and query count and judges validity. Our SUT
-callback times each inference call (``Executable.run``, or the driver's
-:class:`PreparedRun` fast path) with ``perf_counter_ns``; those service
-times are the stored samples (LoadGen only exposes per-query latencies through
-its trace, which costs ~700 bytes and an I/O thread per query). LoadGen's own
-figures and logs travel back beside them.
+enforces the minimum duration and query count and judges validity. Each feed is
+turned into the driver's own form once (``Executable.prepare``) before any
+timing, and one ``run_prepared`` is checked against ``run``; our SUT callback
+times each ``Executable.run_prepared`` call with ``perf_counter_ns``; those
+service times are the stored samples (LoadGen only exposes per-query latencies
+through its trace, which costs ~700 bytes and an I/O thread per query).
+LoadGen's own figures and logs travel back beside them.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from harness.judge import compare_outputs
 from harness.perf import loadgen_log, machine
 from harness.perf.settings import OFFLINE, ScenarioSettings
-from harness.target import Executable
+from harness.target import Executable, TargetError
 
 #: environment variables that set thread pools in common runtimes
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -39,28 +41,26 @@ MAX_ATTEMPTS = 3
 Feeds = Mapping[str, Any]
 
 
-@runtime_checkable
-class PreparedRun(Protocol):
-    """Optional fast path an :class:`~harness.target.Executable` may offer for timing.
-
-    ``prepare`` validates and converts one feed ahead of time (outside the timed
-    region, as the inputs are); ``run_prepared`` then does only what an
-    application's own inference call does, leaving the outputs where the runtime
-    puts them. Without it, the timed call is ``Executable.run``, input checks and
-    output conversion included (see docs/performance.md for what that costs).
-    """
-
-    def prepare(self, inputs: Mapping[str, Any]) -> Any: ...
-
-    def run_prepared(self, prepared: Any) -> None: ...
-
-
 def timed_call(executable: Executable, feeds: Sequence[Feeds]
                ) -> tuple[Callable[[Any], Any], list[Any], str]:
-    """(call, its prepared arguments, its name): the fast path when offered."""
-    if isinstance(executable, PreparedRun):
-        return executable.run_prepared, [executable.prepare(f) for f in feeds], "run_prepared"
-    return executable.run, list(feeds), "run"
+    """(call, its prepared arguments, its name), prepared outside any timed region.
+
+    The name is ``run`` when the driver keeps the default ``run_prepared``
+    (which calls ``run``, input checks and output conversion included).
+    """
+    prepared = [executable.prepare(feed) for feed in feeds]
+    overridden = type(executable).run_prepared is not Executable.run_prepared
+    return executable.run_prepared, prepared, "run_prepared" if overridden else "run"
+
+
+def check_prepared(executable: Executable, feed: Feeds, prepared: Any,
+                   tolerance: tuple[float, float]) -> None:
+    """Raise :class:`TargetError` unless ``run_prepared`` gives what ``run`` gives."""
+    expected = executable.run(feed)
+    verdict = compare_outputs(list(expected.values()), executable.run_prepared(prepared),
+                              list(expected), *tolerance)
+    if not verdict.passed:
+        raise TargetError(f"the driver's run_prepared disagrees with its run: {verdict.message}")
 
 
 def warm_up(call: Callable[[Any], Any], feeds: Sequence[Any], settings: ScenarioSettings
@@ -173,13 +173,21 @@ def process_threads() -> dict[str, Any]:
 
 
 def measure(executable: Executable, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Warm up, then time ``payload["feeds"]`` under LoadGen; see the module docstring."""
+    """Prepare and check, warm up, then time ``payload["feeds"]`` under LoadGen.
+
+    ``payload``: ``settings`` (:class:`ScenarioSettings` as a dict), ``feeds``
+    (named inputs) and optionally ``tolerance`` ``(rtol, atol)`` for the check
+    that ``run_prepared`` agrees with ``run`` (default: exact).
+    """
     import mlperf_loadgen as lg
 
     settings = ScenarioSettings.from_dict(dict(payload["settings"]))
     if not payload["feeds"]:
         raise ValueError("no prepared inputs to time")
     call, feeds, call_name = timed_call(executable, payload["feeds"])
+    if call_name != "run":
+        check_prepared(executable, payload["feeds"][0], feeds[0],
+                       tuple(payload.get("tolerance", (0.0, 0.0))))
     warm = warm_up(call, feeds, settings)
     warm_median_ns = float(np.median(warm))
     # single-stream: LoadGen stops once both minimums are met, so a low guess only

@@ -1,8 +1,10 @@
 """Measuring one performance case on a target, from the controlling process.
 
 Order: load (inputs prepared here, before any timing) -> compile -> one checked
-run, judged against the reference outside the timed region -> warm-up and
-LoadGen timing inside the worker (:mod:`harness.perf.loops`) -> statistics.
+run, judged against the reference outside the timed region -> in the worker
+(:mod:`harness.perf.loops`): the driver's ``prepare`` of every feed, one
+``run_prepared`` checked against ``run`` with the case's tolerances, warm-up and
+LoadGen timing of ``run_prepared`` -> statistics.
 Every way this can end is an :class:`~harness.cases.Outcome`, as for conformance
 cases: a wrong output is ``fail`` and is not timed; a target that raises, hangs
 or dies is ``error``/``timeout``/``crash``; a harness fault is ``infra_error``.
@@ -84,7 +86,8 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
                 verdict.metrics(), timings | {"total_s": time.perf_counter() - started}))
         begin = time.perf_counter()
         raw = host.call(LOOP_FUNCTION, key,
-                        {"settings": case.settings.to_dict(), "feeds": workload.feeds},
+                        {"settings": case.settings.to_dict(), "feeds": workload.feeds,
+                         "tolerance": (rtol, atol)},
                         deadline - time.perf_counter())
         timings["measure_s"] = time.perf_counter() - begin
         placement = host.placement(key, max(deadline - time.perf_counter(), 1.0))

@@ -17,9 +17,9 @@ from harness.cert.keys import DEFAULT_KEY_DIR, PRIVATE_FILE, KeyFileError, cente
 from harness.cert.keys import load_private_key as load_key
 from harness.cert.profile import Profile, ProfileError, available_profiles, level_label
 from harness.cert.profile import load_profile as read_profile
-from harness.cli.common import CliError, add_run_location_options, known_suites
+from harness.cli.common import CliError, add_run_location_options, known_suites, locate_run
 from harness.environment import fingerprint, git_commit
-from harness.records import find_run, new_run_id
+from harness.records import new_run_id
 from harness.registry import RegistryError, TargetRequest, discover
 
 DEFAULT_CERT_DIR = Path("reports") / "certificates"
@@ -136,10 +136,7 @@ def run(args: argparse.Namespace) -> int:
                        f"(profile {profile.name})")
     request, described, driver_files = _target(args.target)
     if args.runs:
-        try:
-            run_dirs = [find_run(args.results_dir, r) for r in args.runs]
-        except FileNotFoundError as exc:
-            raise CliError(str(exc)) from None
+        run_dirs = [locate_run(args.results_dir, r) for r in args.runs]
     else:
         if not described.get("available"):
             raise CliError(f"target {request.label!r} is not available here: "

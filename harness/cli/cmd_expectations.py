@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import CliError, add_run_location_options
+from harness.cli.common import CliError, add_run_location_options, locate_run
 from harness.expectations import Expectations, ExpectationsError, render
-from harness.records import find_run, load_run
+from harness.records import load_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,10 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        run_dir = find_run(args.results_dir, args.run_id)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from None
+    run_dir = locate_run(args.results_dir, args.run_id)
     _, records = load_run(run_dir)
     mine = [r for r in records if r["target"] == args.target]
     if not mine:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import CliError, add_run_location_options
+from harness.cli.common import CliError, add_run_location_options, locate_run
 from harness.matrix import GROUPINGS, build, text_lines, write_reports
-from harness.records import find_run, load_run
+from harness.records import load_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,10 +37,7 @@ def run(args: argparse.Namespace) -> int:
     runs = []
     run_dirs = []
     for run_id in args.run_ids:
-        try:
-            run_dir = find_run(args.results_dir, run_id)
-        except FileNotFoundError as exc:
-            raise CliError(str(exc)) from None
+        run_dir = locate_run(args.results_dir, run_id)
         if run_dir.resolve() in run_dirs:
             raise CliError(f"run {run_dir.name} given twice")
         run_dirs.append(run_dir.resolve())

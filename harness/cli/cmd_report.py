@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli.common import CliError, add_run_location_options
-from harness.records import RunPaths, find_run, load_run
+from harness.cli.common import add_run_location_options, locate_run
+from harness.records import RunPaths, load_run
 from harness.reporting import terminal_summary, write_reports
 
 
@@ -20,10 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        run_dir = find_run(args.results_dir, args.run_id)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from None
+    run_dir = locate_run(args.results_dir, args.run_id)
     info, records = load_run(run_dir)
     paths = RunPaths(run_dir.parent, args.reports_dir, run_dir.name)
     files = write_reports(paths, info, records)

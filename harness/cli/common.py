@@ -38,6 +38,16 @@ def resolve_suite(name: str) -> Path:
     raise CliError(f"unknown suite {name!r}; known suites: {', '.join(suites) or 'none'}")
 
 
+def locate_run(results_dir: Path, run_id: str) -> Path:
+    """A run folder from an id, a unique prefix or a path; a one-line CliError if none."""
+    from harness.records import find_run
+
+    try:
+        return find_run(results_dir, run_id)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+
+
 def add_run_location_options(parser) -> None:  # type: ignore[no-untyped-def]
     parser.add_argument("--results-dir", type=Path, default=Path("results"),
                         help="where run records are (default results/)")

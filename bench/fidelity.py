@@ -4,7 +4,9 @@ For every model, on ``onnxruntime-cpu`` and ``openvino-cpu``, interleaved in one
 process, round after round:
 
 - **harness**: ``harness.perf.measure.measure_case`` through a worker subprocess
-  (``ProcessHost``), MLPerf LoadGen single-stream, the suite's own code path;
+  (``ProcessHost``), MLPerf LoadGen single-stream, the suite's own code path,
+  which times the driver's ``Executable.run_prepared`` (inputs prepared once
+  before timing; outputs returned as ``run`` returns them);
 - **bare**: the cheapest Python call of each runtime in a loop in this process
   (``InferenceSession.run``; OpenVINO: ``set_input_tensor`` of tensors sharing
   the prepared arrays, then ``InferRequest.infer()``), same model bytes, same

@@ -150,6 +150,9 @@ class OpenVinoExecutable(Executable):
         self._compiled = compiled
         self._request = compiled.create_infer_request()
         self._prepared_request: Any = None  # created by the first run_prepared
+        self._plain_outputs = all(
+            port.get_element_type().get_type_name() not in {"string", *BIT_EXCHANGED}
+            for port in compiled.outputs)
         self._onnx_inputs = [name for name, _ in onnx_inputs]
         self._placement = placement
         self._ports = self._map_inputs(onnx_inputs)
@@ -280,6 +283,9 @@ class OpenVinoExecutable(Executable):
             request.infer()
         except RuntimeError as exc:
             raise TargetError(f"OpenVINO inference failed: {summarize_error(exc)}") from exc
+        if self._plain_outputs:  # numeric outputs: a copy of each, as _read_output makes
+            return {name: request.get_output_tensor(index).data.copy()
+                    for name, index in self._outputs.items()}
         return {name: self._read_output(request, name, index)
                 for name, index in self._outputs.items()}
 

@@ -135,3 +135,20 @@ def test_a_fast_path_that_disagrees_with_run_is_not_timed():
     raw = loops.measure(_Disagrees(inner, 1e-7), {"settings": settings, "feeds": feeds,
                                                   "tolerance": (0.0, 1e-5)})
     assert raw["timed_call"] == "run_prepared"
+
+
+def test_openvino_fast_path_exchanges_bfloat16_bits_as_run_does():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])], "neg_bf16",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    executable = _openvino().compile(model.SerializeToString())
+    x = np.arange(-3, 3, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16)
+    expected = executable.run({"x": x})
+    got = executable.run_prepared(executable.prepare({"x": x}))
+    assert got["y"].dtype == expected["y"].dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(got["y"].astype(np.float32), -x.astype(np.float32))

@@ -29,6 +29,7 @@ from harness.records import (
     RECORD_SCHEMA_VERSION,
     RecordWriter,
     RunPaths,
+    file_digests,
     json_safe,
     latest_attempts,
     new_run_id,
@@ -288,6 +289,7 @@ class ShipeiSession:
             described["request"] = {"label": request.label, "name": request.name,
                                     "configuration": request.configuration,
                                     "options": dict(request.options)}
+            described["driver_files"] = self._driver_files(request)
             targets[request.label] = described
         return {
             "schema_version": RECORD_SCHEMA_VERSION,
@@ -302,8 +304,32 @@ class ShipeiSession:
             "isolation": self.config.getoption("shipei_isolation"),
             "case_timeout_s": self.config.getoption("shipei_case_timeout"),
             "targets": targets,
+            "suite_files": file_digests(self._suite_files()),
             "environment": fingerprint(),
         }
+
+    def _suite_files(self) -> list[Path]:
+        """The Python files of the suites this run was given (what it executed)."""
+        files: list[Path] = []
+        for arg in self.config.args:
+            path = Path(arg.split("::")[0])
+            if path.is_dir():
+                files += [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
+            elif path.suffix == ".py":
+                files.append(path)
+        return files
+
+    def _driver_files(self, request: TargetRequest) -> dict[str, str]:
+        """sha256 of the driver's module and expectations file, as loaded."""
+        try:
+            target = self.target(request)
+        except RegistryError:
+            return {}
+        module = sys.modules.get(type(target).__module__)
+        paths = [Path(module.__file__)] if module and module.__file__ else []
+        if target.expectations_file is not None:
+            paths.append(Path(target.expectations_file))
+        return file_digests(paths)
 
     def write_record(self, record: dict[str, Any], nodeid: str) -> None:
         paths = self.open_run()

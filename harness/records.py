@@ -9,10 +9,12 @@ schemas live in ``harness/schema/`` as JSON Schema and are versioned by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import secrets
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +43,31 @@ def json_safe(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return json_safe(value.item())
     return value
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def importable_name(path: Path) -> str:
+    """A file's path relative to the ``sys.path`` entry it is imported from
+    (``suites/operators/test_operators.py``), the same in a checkout and an install."""
+    resolved = path.resolve()
+    roots = sorted((Path(entry or ".").resolve() for entry in sys.path),
+                   key=lambda root: len(root.parts), reverse=True)
+    for root in roots:
+        if resolved.is_relative_to(root) and resolved != root:
+            return resolved.relative_to(root).as_posix()
+    return resolved.as_posix()
+
+
+def file_digests(paths: Iterable[Path]) -> dict[str, str]:
+    """sha256 of each existing file, keyed by :func:`importable_name`."""
+    return {importable_name(p): sha256_file(p) for p in sorted(set(paths)) if p.is_file()}
 
 
 def load_schema(name: str) -> dict[str, Any]:

@@ -44,6 +44,15 @@ def test_real_cases_pass_with_valid_records_and_junit(shipei_cli) -> None:
     assert run_info["exit_status"] == 0
     assert run_info["targets"]["onnxruntime-cpu"]["runtime"] == "onnxruntime"
     assert run_info["environment"]["runtimes"]["onnxruntime"]
+    # provenance: what the run executed, hashed, by paths that mean the same everywhere
+    from harness.records import sha256_file
+
+    suite_file = "suites/operators/test_operators.py"
+    assert run_info["suite_files"][suite_file] == sha256_file(REPO / suite_file)
+    driver_files = run_info["targets"]["onnxruntime-cpu"]["driver_files"]
+    assert driver_files["targets/onnxruntime_target.py"] == sha256_file(
+        REPO / "targets/onnxruntime_target.py")
+    assert "targets/expectations/onnxruntime-cpu.toml" in driver_files
     assert str(run_dir / "records.jsonl") in result.stdout  # the summary names what it wrote
     junit = ET.parse(result.reports / run_dir.name / "junit.xml").getroot()
     suites = junit.findall("testsuite")

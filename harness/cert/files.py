@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.records import sha256_file  # noqa: F401 - re-exported for the cert modules
+
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}
 CHUNK = 1 << 20
@@ -24,14 +26,6 @@ CHUNK = 1 << 20
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def canonical_json(data: Any) -> bytes:

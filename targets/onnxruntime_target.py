@@ -34,8 +34,7 @@ from harness.target import (
     TargetError,
     TargetIdentity,
 )
-
-EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
+from targets.common import EXPECTATIONS_DIR, driver_version
 
 #: target suffix -> (execution provider, device, vendor of the device stack)
 PROVIDERS: dict[str, tuple[str, str, str]] = {
@@ -64,12 +63,6 @@ ORT_DTYPES = (
     "uint8", "uint16", "uint32", "uint64", "bool", "string",
 )
 
-
-def _driver_version() -> str:
-    try:
-        return metadata.version("shipei")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def provide_targets() -> Iterable[TargetSpec]:
@@ -199,7 +192,7 @@ class OnnxRuntimeTarget(Target):
             name=f"onnxruntime-{self.provider_key}",
             kind="framework",
             vendor="Microsoft",
-            driver_version=_driver_version(),
+            driver_version=driver_version(),
             runtime="onnxruntime",
             runtime_version=version,
             device=self.device,

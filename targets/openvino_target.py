@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,8 +43,7 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
-
-EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
+from targets.common import EXPECTATIONS_DIR, driver_version
 
 #: target suffix -> (OpenVINO device name, configurations, default precision hint)
 DEVICES: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -79,12 +77,6 @@ _SOURCE_REFS = re.compile(r"(Exception from|Check '.*?' failed at) src/\S+:\d+:"
 _NOISE = re.compile(r"^(Exception from |Check '|FrontEnd API failed with|To facilitate|"
                     r"Model wasn't fully converted|Summary:|\[ GENERAL_ERROR \]$)")
 
-
-def _driver_version() -> str:
-    try:
-        return metadata.version("shipei")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def provide_targets() -> Iterable[TargetSpec]:
@@ -348,7 +340,7 @@ class OpenVinoTarget(Target):
         except metadata.PackageNotFoundError:
             version = "not installed"
         return TargetIdentity(
-            name=self.name, kind="framework", vendor="Intel", driver_version=_driver_version(),
+            name=self.name, kind="framework", vendor="Intel", driver_version=driver_version(),
             runtime="openvino", runtime_version=version, device=self.device.lower(),
             configuration=self.configuration, driver_distribution="shipei",
         )

@@ -58,8 +58,8 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
+from targets.common import EXPECTATIONS_DIR, driver_version
 
-EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
 #: bump when the compilation steps change, so old cache entries are not reused
 PIPELINE_VERSION = "1"
 
@@ -72,12 +72,6 @@ TVM_DTYPES = (
     "uint8", "uint16", "uint32", "uint64", "bool", "float8_e4m3fn", "float8_e5m2",
 )
 
-
-def _driver_version() -> str:
-    try:
-        return metadata.version("shipei")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def _tvm_version() -> str:
@@ -279,7 +273,7 @@ class TvmTarget(Target):
     def identity(self) -> TargetIdentity:
         return TargetIdentity(
             name=f"tvm-{self.device_key}", kind="framework", vendor="Apache Software Foundation",
-            driver_version=_driver_version(), runtime="apache-tvm",
+            driver_version=driver_version(), runtime="apache-tvm",
             runtime_version=_tvm_version(), device=self.device_kind,
             configuration=self.configuration, driver_distribution="shipei",
         )

@@ -39,6 +39,7 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
+from targets.common import EXPECTATIONS_DIR, driver_version
 from targets.serial.protocol import (
     WIRE_DTYPES,
     DeviceClass,
@@ -62,7 +63,6 @@ from targets.serial.transport import (
     LinkSettings,
     SerialLink,
 )
-from targets.serial.util import EXPECTATIONS_DIR, driver_version
 
 DEFAULT_CHUNK = 4096
 

@@ -38,6 +38,7 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
+from targets.common import EXPECTATIONS_DIR, driver_version
 from targets.serial.groundtruth import GroundTruth, TruthError, from_declaration, read_csv
 from targets.serial.protocol import (
     NO_SEQ,
@@ -62,7 +63,6 @@ from targets.serial.transport import (
     LinkSettings,
     SerialLink,
 )
-from targets.serial.util import EXPECTATIONS_DIR, driver_version
 
 SENSOR_PAYLOADS = {"imu": PayloadType.IMU6, "ultrasonic": PayloadType.RANGE}
 #: declared-accuracy capability -> (channels it covers, factor to the channels' units)

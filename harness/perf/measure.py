@@ -79,7 +79,7 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
         outputs, timings["check_s"] = host.run(key, workload.check.inputs,
                                                deadline - time.perf_counter())
         verdict = compare_outputs(workload.check.outputs, outputs, workload.output_names(),
-                                  rtol, atol)
+                                  case.rtol, case.atol, caps.precision)
         if not verdict.passed:
             return PerfResult(Outcome(
                 "fail", f"outputs differ from the reference, so not timed: {verdict.message}",

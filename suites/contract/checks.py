@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from harness.cases import Outcome, unsupported_reason
-from harness.judge import PRECISION_FLOORS, compare_outputs, effective_tolerance
+from harness.judge import PRECISION_FLOORS, compare_outputs
 from harness.target import TARGET_KINDS, Availability
 from harness.worker import CaseTimeout, Host, InfraError, ProcessHost, RemoteError, WorkerCrash
 from suites.contract.models import (
@@ -88,8 +88,8 @@ def probe_skip_reason(caps: Any) -> str | None:
 
 def _probe_error(outputs: dict[str, Any], inputs: dict[str, Any], precision: str) -> str:
     """Why probe outputs are wrong, or '' when they match the numpy reference."""
-    rtol, atol = effective_tolerance(1e-4, 1e-4, precision)
-    verdict = compare_outputs([PROBE.reference(inputs)], outputs, [OUTPUT], rtol, atol)
+    verdict = compare_outputs([PROBE.reference(inputs)], outputs, [OUTPUT], 1e-4, 1e-4,
+                              precision)
     return "" if verdict.passed else verdict.message
 
 

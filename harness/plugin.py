@@ -242,28 +242,10 @@ class ShipeiSession:
     def make_record(self, label: str, suite: str, case: str, outcome: Outcome,
                     expectation: Expectation | None, as_expected: bool,
                     tags: dict[str, Any]) -> dict[str, Any]:
-        request = TargetRequest.parse(label)
         host = self._hosts.get(label)
-        return json_safe({
-            "schema_version": RECORD_SCHEMA_VERSION,
-            "target": label,
-            "target_name": request.name,
-            "configuration": request.configuration,
-            "suite": suite,
-            "case": case,
-            "status": outcome.status,
-            "expected_status": expectation.status if expectation else "pass",
-            "expectation_reason": expectation.reason if expectation else "",
-            "as_expected": as_expected,
-            "message": outcome.message,
-            "metrics": outcome.metrics,
-            "timings": outcome.timings,
-            "duration_s": outcome.timings.get("total_s", 0.0),
-            "placement": outcome.placement,
-            "tags": tags,
-            "worker_restarts": host.restarts if host else 0,
-            "finished_at": now_iso(),
-        })
+        return build_record(label, suite, case, outcome, expectation, as_expected, tags,
+                            duration_s=outcome.timings.get("total_s", 0.0),
+                            worker_restarts=host.restarts if host else 0)
 
     def open_run(self) -> RunPaths:
         """The run folder and record writer, created on first need."""
@@ -411,6 +393,33 @@ def _ended_without_record(report: pytest.TestReport) -> bool:
         report.when == "call" and report.failed)
 
 
+def build_record(label: str, suite: str, case: str, outcome: Outcome,
+                 expectation: Expectation | None, as_expected: bool, tags: dict[str, Any],
+                 duration_s: float, worker_restarts: int) -> dict[str, Any]:
+    """One case record (without run id and node id, which the writer adds)."""
+    request = TargetRequest.parse(label)
+    return json_safe({
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "target": label,
+        "target_name": request.name,
+        "configuration": request.configuration,
+        "suite": suite,
+        "case": case,
+        "status": outcome.status,
+        "expected_status": expectation.status if expectation else "pass",
+        "expectation_reason": expectation.reason if expectation else "",
+        "as_expected": as_expected,
+        "message": outcome.message,
+        "metrics": outcome.metrics,
+        "timings": outcome.timings,
+        "duration_s": duration_s,
+        "placement": outcome.placement,
+        "tags": tags,
+        "worker_restarts": worker_restarts,
+        "finished_at": now_iso(),
+    })
+
+
 def _record_from_report(report: pytest.TestReport) -> dict[str, Any]:
     """A record for a target test that ended before it could record itself."""
     props = dict(report.user_properties)
@@ -421,26 +430,10 @@ def _record_from_report(report: pytest.TestReport) -> dict[str, Any]:
     else:
         status = "infra_error"
         message = f"harness error in {report.when}: {report.longreprtext.strip()[-400:]}"
-    return json_safe({
-        "schema_version": RECORD_SCHEMA_VERSION,
-        "target": props["shipei_target"],
-        "target_name": TargetRequest.parse(props["shipei_target"]).name,
-        "configuration": TargetRequest.parse(props["shipei_target"]).configuration,
-        "suite": props.get("shipei_suite", ""),
-        "case": props.get("shipei_case", report.nodeid),
-        "status": status,
-        "expected_status": "pass",
-        "expectation_reason": "",
-        "as_expected": status == "skip",
-        "message": message,
-        "metrics": {},
-        "timings": {},
-        "duration_s": report.duration,
-        "placement": {},
-        "tags": {},
-        "worker_restarts": 0,
-        "finished_at": now_iso(),
-    })
+    return build_record(props["shipei_target"], props.get("shipei_suite", ""),
+                        props.get("shipei_case", report.nodeid), Outcome(status, message),
+                        None, status == "skip", {}, duration_s=report.duration,
+                        worker_restarts=0)
 
 
 def time_per_target(records: Iterable[dict[str, Any]]) -> dict[str, float]:

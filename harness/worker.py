@@ -167,7 +167,31 @@ def _worker_main(conn: Connection, spec: TargetSpec, configuration: str,
     executor.close()
 
 
-class ProcessHost:
+class _Requests:
+    """The Host requests, each one call of ``_request(op, args, timeout)``."""
+
+    def _request(self, op: str, args: tuple[Any, ...], timeout: float) -> Any:
+        raise NotImplementedError
+
+    def compile(self, key: str, model: bytes, timeout: float) -> float:
+        return self._request("compile", (key, model), timeout)
+
+    def run(self, key: str, feeds: Mapping[str, Any], timeout: float
+            ) -> tuple[dict[str, Any], float]:
+        return self._request("run", (key, dict(feeds)), timeout)
+
+    def placement(self, key: str, timeout: float) -> dict[str, Any]:
+        return self._request("placement", (key,), timeout)
+
+    def call(self, function: str, key: str, payload: Any, timeout: float) -> Any:
+        return self._request("call", (function, key, payload), timeout)
+
+    def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]],
+                 timeout: float) -> dict[str, Any]:
+        return self._request("run_case", (key, model, [dict(f) for f in feeds_list]), timeout)
+
+
+class ProcessHost(_Requests):
     """A target in a worker subprocess, restarted after every crash or timeout."""
 
     def __init__(self, spec: TargetSpec, configuration: str = "default",
@@ -266,23 +290,6 @@ class ProcessHost:
             raise InfraError(f"{phase}: {exc_type}: {message}")
         return payload
 
-    def compile(self, key: str, model: bytes, timeout: float) -> float:
-        return self._request("compile", (key, model), timeout)
-
-    def run(self, key: str, feeds: Mapping[str, Any], timeout: float
-            ) -> tuple[dict[str, Any], float]:
-        return self._request("run", (key, dict(feeds)), timeout)
-
-    def placement(self, key: str, timeout: float) -> dict[str, Any]:
-        return self._request("placement", (key,), timeout)
-
-    def call(self, function: str, key: str, payload: Any, timeout: float) -> Any:
-        return self._request("call", (function, key, payload), timeout)
-
-    def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]],
-                 timeout: float) -> dict[str, Any]:
-        return self._request("run_case", (key, model, [dict(f) for f in feeds_list]), timeout)
-
     def release(self, key: str) -> None:
         if self._conn is None:
             return
@@ -291,14 +298,14 @@ class ProcessHost:
             self._request("release", (key,), 30.0)
 
 
-class InlineHost:
+class InlineHost(_Requests):
     """The target in this process: no isolation, no timeouts."""
 
     def __init__(self, target: Target) -> None:
         self._executor = _Executor(target)
         self.restarts = 0
 
-    def _guard(self, op: str, *args: Any) -> Any:
+    def _request(self, op: str, args: tuple[Any, ...], timeout: float) -> Any:
         try:
             return getattr(self._executor, op)(*args)
         except InfraError:
@@ -306,23 +313,6 @@ class InlineHost:
         except Exception as exc:
             raise RemoteError(type(exc).__name__, str(exc), getattr(exc, "shipei_phase", op),
                               traceback.format_exc()) from exc
-
-    def compile(self, key: str, model: bytes, timeout: float) -> float:
-        return self._guard("compile", key, model)
-
-    def run(self, key: str, feeds: Mapping[str, Any], timeout: float
-            ) -> tuple[dict[str, Any], float]:
-        return self._guard("run", key, feeds)
-
-    def placement(self, key: str, timeout: float) -> dict[str, Any]:
-        return self._guard("placement", key)
-
-    def call(self, function: str, key: str, payload: Any, timeout: float) -> Any:
-        return self._guard("call", function, key, payload)
-
-    def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]],
-                 timeout: float) -> dict[str, Any]:
-        return self._guard("run_case", key, model, feeds_list)
 
     def release(self, key: str) -> None:
         self._executor.release(key)

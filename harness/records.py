@@ -21,7 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RECORD_SCHEMA_VERSION = "1.0"
+from harness.case_record import (
+    RECORD_SCHEMA_VERSION,
+    CaseRecord,
+    RecordError,
+    fold_attempts,
+    parse_records,
+)
+
+__all__ = ["RECORD_SCHEMA_VERSION", "CaseRecord", "RecordError", "fold_attempts"]
 SCHEMA_DIR = Path(__file__).parent / "schema"
 RECORDS_FILE = "records.jsonl"
 RUN_FILE = "run.json"
@@ -126,16 +134,27 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield records; a torn last line (a run killed mid-write) is skipped."""
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
+    """Yield the JSON objects of ``records.jsonl``.
+
+    A torn last line (a run killed mid-write) is skipped; any other line that is not
+    a JSON object raises :class:`RecordError` naming the file and line.
+    """
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        lines = handle.read().split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            if number - 1 == last:  # torn tail
                 continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
+            raise RecordError(f"{path}: line {number} is not JSON") from None
+        if not isinstance(value, dict):
+            raise RecordError(f"{path}: line {number} is not a JSON object")
+        yield value
 
 
 def find_run(results_root: Path, run_id: str) -> Path:
@@ -154,73 +173,36 @@ def find_run(results_root: Path, run_id: str) -> Path:
     raise FileNotFoundError(f"run id {run_id!r} is ambiguous: {[m.name for m in matches]}")
 
 
+def load_run_info(run_dir: Path) -> dict[str, Any]:
+    """A run's ``run.json`` (``{"run_id": ...}`` when it has none); raise
+    :class:`RecordError` when it is not a JSON object."""
+    run_json = run_dir / RUN_FILE
+    if not run_json.exists():
+        return {"run_id": run_dir.name}
+    try:
+        info = json.loads(run_json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{run_json} is not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise RecordError(f"{run_json} is not a JSON object")
+    return info
+
+
 def load_run(run_dir: Path, all_attempts: bool = False
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """run.json and the run's records: one per case (:func:`latest_attempts`), or every
     line of ``records.jsonl`` with ``all_attempts``."""
-    run_json = run_dir / RUN_FILE
-    info = json.loads(run_json.read_text()) if run_json.exists() else {"run_id": run_dir.name}
+    info = load_run_info(run_dir)
     records_path = run_dir / RECORDS_FILE
     records = list(read_records(records_path)) if records_path.exists() else []
     return info, records if all_attempts else latest_attempts(records)
 
 
-def _attempt(record: dict[str, Any]) -> int:
-    try:
-        return int(record.get("attempt") or 1)
-    except (TypeError, ValueError):
-        return 1
-
-
 def latest_attempts(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The effective record of each case of a run retried with ``--retry-failed``.
-
-    A retried case has several lines (``attempt`` 1, 2, ...); its effective
-    record is the last attempt, with the earlier ones under ``previous_attempts``.
-    A case whose earlier attempt ended unexpectedly and whose last attempt passed
-    is reported with the derived status ``flaky`` (not ``pass``), ``as_expected``
-    false and ``flaky`` true. Cases never retried pass through unchanged.
-    """
-    records = list(records)
-    key = _attempt_key
-    retried = {key(r) for r in records if _attempt(r) > 1}
-    if not retried:
-        return records
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for record in records:
-        if key(record) in retried:
-            groups.setdefault(key(record), []).append(record)
-    effective: list[dict[str, Any]] = []
-    for record in records:
-        k = key(record)
-        if k not in retried:
-            effective.append(record)
-        elif k in groups:
-            effective.append(_collapse(groups.pop(k)))
-    return effective
-
-
-def _attempt_key(record: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(record.get(f, "")) for f in ("target", "suite", "case"))
-
-
-def _collapse(attempts: list[dict[str, Any]]) -> dict[str, Any]:
-    ordered = sorted(enumerate(attempts), key=lambda pair: (_attempt(pair[1]), pair[0]))
-    *earlier, last = [record for _, record in ordered]
-    history = [{"attempt": _attempt(r), "status": r.get("status"),
-                "as_expected": r.get("as_expected"), "message": r.get("message", ""),
-                "finished_at": r.get("finished_at")} for r in earlier]
-    record = dict(last, previous_attempts=history)
-    unsteady = [r for r in earlier if not r.get("as_expected", True)]
-    if last.get("status") == "pass" and last.get("as_expected", True) and unsteady:
-        first = unsteady[0]
-        said = (first.get("message") or "").strip().splitlines()
-        record.update(
-            status="flaky", as_expected=False, flaky=True,
-            message=f"flaky: {first.get('status')} on attempt {_attempt(first)} "
-                    f"({said[0][:200] if said else 'no message'}), "
-                    f"pass on attempt {_attempt(last)}")
-    return record
+    """The effective record of each case as JSON objects: :func:`fold_attempts` over the
+    typed records (a case that failed and then passed is ``flaky``; an infra_error
+    attempt is cleared by a later one)."""
+    return [r.to_dict() for r in fold_attempts(parse_records(records))]
 
 
 def repair_torn_tail(path: Path) -> int:

@@ -36,6 +36,12 @@ class InputMismatchError(TargetError):
     """Inputs do not match the compiled model: unknown name, wrong dtype or shape."""
 
 
+class InfraError(Exception):
+    """Not the target's fault: the harness could not provide a working worker, or a
+    target's infrastructure (a serial link, a network bench) failed. A driver raises a
+    subclass of it for such failures; the case is recorded as ``infra_error``."""
+
+
 @dataclass(frozen=True)
 class TargetIdentity:
     """Who a target is. Every field ends up in run records and certificates."""

@@ -24,9 +24,11 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from harness.registry import TargetSpec, load_object
-from harness.target import Executable, Target
+from harness.target import Executable, InfraError, Target
 
 DEFAULT_STARTUP_TIMEOUT = 120.0
+__all__ = ["CaseTimeout", "Host", "InfraError", "InlineHost", "ProcessHost", "RemoteError",
+           "WorkerCrash"]
 
 
 class CaseTimeout(Exception):
@@ -43,12 +45,6 @@ class WorkerCrash(Exception):
         self.signal = _signal_name(exitcode)
         how = f"signal {self.signal}" if self.signal else f"exit code {exitcode}"
         super().__init__(f"worker died during {phase} ({how})")
-
-
-class InfraError(Exception):
-    """The harness could not provide a working worker, or a target's infrastructure
-    (a serial link, a network bench) failed: not the target's fault. A driver raises
-    a subclass of it for such failures; the worker carries it back as InfraError."""
 
 
 @dataclass

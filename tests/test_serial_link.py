@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from harness.target import TargetError
-from harness.worker import InfraError
+from harness.target import InfraError
 from targets.serial.board import BoardClient, SerialBoardTarget
 from targets.serial.protocol import ErrorCode, MsgType, encode_frame, encode_infer
 from targets.serial.receiver import Frame

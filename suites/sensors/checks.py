@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.cases import Outcome
 from harness.target import TargetError
-from harness.worker import InfraError
+from harness.target import InfraError
 
 SUITE = "sensors"
 MIN_RATE_WINDOW_S = 0.8

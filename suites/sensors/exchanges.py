@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.cases import Outcome
 from harness.target import TargetError
-from harness.worker import InfraError
+from harness.target import InfraError
 from suites.sensors.checks import failure_outcome, verdict
 
 UNKNOWN_TYPE = 0x7E  # no message has this type in protocol version 1

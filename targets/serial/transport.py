@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.target import InputMismatchError, TargetError, UnsupportedModelError
-from harness.worker import InfraError
+from harness.target import InfraError
 from targets.serial.pacing import Pacer
 from targets.serial.protocol import (
     ABSOLUTE_MAX_PAYLOAD,

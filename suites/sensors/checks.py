@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.cases import Outcome
-from harness.target import TargetError
-from harness.target import InfraError
+from harness.target import InfraError, TargetError
 
 SUITE = "sensors"
 MIN_RATE_WINDOW_S = 0.8

@@ -8,8 +8,7 @@ import time
 from typing import Any
 
 from harness.cases import Outcome
-from harness.target import TargetError
-from harness.target import InfraError
+from harness.target import InfraError, TargetError
 from suites.sensors.checks import failure_outcome, verdict
 
 UNKNOWN_TYPE = 0x7E  # no message has this type in protocol version 1

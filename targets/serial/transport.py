@@ -28,8 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.target import InputMismatchError, TargetError, UnsupportedModelError
-from harness.target import InfraError
+from harness.target import InfraError, InputMismatchError, TargetError, UnsupportedModelError
 from targets.serial.pacing import Pacer
 from targets.serial.protocol import (
     ABSOLUTE_MAX_PAYLOAD,

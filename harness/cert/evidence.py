@@ -9,6 +9,7 @@ exactly the cases the scope asks for (no ``-k``, no ``-x``, the scope's ``-m``).
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ SELECTING_FLAGS = ("-x", "--exitfirst", "--lf", "--last-failed", "--sw", "--step
 #: record tags that may name the model file a case ran
 MODEL_TAGS = ("model_file", "model_path", "source")
 FINISHED_STATUSES = (0, 1)
+#: a git object id as ``git rev-parse`` prints it (abbreviated or full, SHA-1 or SHA-256)
+COMMIT_ID = re.compile(r"[0-9a-f]{7,64}")
 
 
 class EvidenceError(Exception):
@@ -206,17 +209,29 @@ def repository_root() -> Path | None:
     return root if (root / ".git").exists() else None
 
 
+def is_commit_id(value: object) -> bool:
+    """A hex object id (7 to 64 digits), never an option or a revision expression."""
+    return isinstance(value, str) and COMMIT_ID.fullmatch(value) is not None
+
+
 def changed_between(old: str, new: str, paths: list[str], root: Path | None = None
                     ) -> list[str]:
     """Files under ``paths`` that differ between two commits (git diff --name-only),
-    certification code excluded."""
+    certification code excluded. Both commits must be hex object ids: they come from
+    ``run.json``, which anyone can edit, and reach git as arguments."""
+    for commit in (old, new):
+        if not is_commit_id(commit):
+            raise EvidenceError(f"{str(commit)[:40]!r} is not a git commit id (7 to 64 hex "
+                                "digits)")
     root = root or repository_root()
     if root is None:
         raise EvidenceError("not a git checkout: cannot compare harness commits")
     excludes = [f":(exclude){p}" for p in IRRELEVANT_PATHS]
+    argv = ["git", "diff", "--name-only", "--end-of-options", old, new, "--", *paths,
+            *excludes]
     try:
-        out = subprocess.run(["git", "diff", "--name-only", old, new, "--", *paths, *excludes],
-                             cwd=root, capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=60,
+                             check=False)
     except (OSError, subprocess.SubprocessError) as exc:
         raise EvidenceError(f"cannot run git to compare commits: {exc}") from None
     if out.returncode != 0:
@@ -229,6 +244,9 @@ def check_commit(run_id: str, theirs: str | None, ours: str | None,
                  relevant_paths: list[str]) -> None:
     """The run's harness commit is this one, or no file that can change a record differs
     between the two."""
+    if theirs is not None and not is_commit_id(theirs):
+        raise EvidenceError(f"run {run_id} records git_commit {str(theirs)[:40]!r}, which is "
+                            "not a git commit id (7 to 64 hex digits); refusing the run")
     if theirs == ours:
         return
     if not theirs or not ours or not relevant_paths:

@@ -205,8 +205,10 @@ def _parse_scope(name: str, data: Any, origin: str) -> Scope:
     if max_level not in GRADED_LEVELS:
         raise ProfileError(f"{where}: max_level must be one of {GRADED_LEVELS}")
     markexpr = data.get("markexpr")
-    if markexpr is not None and not isinstance(markexpr, str):
-        raise ProfileError(f"{where}: markexpr must be a string")
+    if markexpr is not None and (not isinstance(markexpr, str) or not markexpr.strip()
+                                 or markexpr.lstrip().startswith("-")):
+        raise ProfileError(f"{where}: markexpr must be a marker expression (a non-empty "
+                           "string not starting with '-')")
     complete = data.get("complete", markexpr is None)
     if complete and markexpr:
         raise ProfileError(f"{where}: a scope that selects cases (markexpr) is not complete")

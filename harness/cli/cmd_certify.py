@@ -92,15 +92,14 @@ def _run_suites(args: argparse.Namespace, profile: Profile, label: str) -> Path:
         raise CliError(f"none of the suites profile {profile.name!r} requires is installed")
     scope = profile.scope(args.scope)
     run_id = new_run_id()
-    argv = [sys.executable, "-m", "harness", "run", "--target", label,
-            "--results-dir", str(args.results_dir), "--reports-dir", str(args.reports_dir),
-            "--run-id", run_id]
-    for suite in suites:
-        argv += ["--suite", suite]
+    # every value is attached to its option (--opt=value), so none can pose as an option
+    argv = [sys.executable, "-m", "harness", "run", f"--target={label}",
+            f"--results-dir={args.results_dir}", f"--reports-dir={args.reports_dir}",
+            f"--run-id={run_id}", *(f"--suite={suite}" for suite in suites)]
     options = {"-m": scope.markexpr, "--case-timeout": args.case_timeout,
                "--isolation": args.isolation, "-n": args.numprocesses}
-    argv += [str(x) for flag, value in options.items() if value is not None
-             for x in (flag, value)]
+    argv += [f"{flag}{'=' if flag.startswith('--') else ''}{value}"
+             for flag, value in options.items() if value is not None]
     print(f"certify: running {', '.join(suites)} on {label} (scope {scope.name}, run {run_id})",
           flush=True)
     status = subprocess.run(argv, check=False).returncode

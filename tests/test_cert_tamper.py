@@ -282,3 +282,62 @@ def test_a_changed_model_file_is_detected(issued: Issued, tmp_path: Path) -> Non
     _tiny_model(model, "Sigmoid")
     text = reason(certificate, issued, check_files=True)
     assert text == f"files: model file {model} differs from the certified file (sha256)"
+
+
+def _vendor_run(issued: Issued, name: str) -> Path:
+    """A copy of the certified run as if made on another machine (its fingerprint and
+    platform id recomputed, so the run itself is consistent)."""
+    from harness.environment import platform_digest
+
+    (source,) = [p for p in issued.results.iterdir() if p.is_dir() and p.name != name
+                 and not p.name.startswith(("modelfile-", "vendor-"))]
+    copy = issued.results / name
+    shutil.copytree(source, copy)
+    info = json.loads((copy / "run.json").read_text())
+    info["run_id"] = name
+    info["environment"]["cpu_model"] = "Vendor Lab CPU"
+    info["environment"]["platform_id"] = platform_digest(info["environment"])
+    (copy / "run.json").write_text(json.dumps(info))
+    return copy
+
+
+def test_vendor_lab_evidence_need_not_come_from_this_machine(issued: Issued,
+                                                            tmp_path: Path) -> None:
+    """The provenance hook the center service uses: runs from a vendor's lab are not
+    refused for their platform, and the certificate says where they were made."""
+    from harness.cert.certify import issue
+    from harness.cert.evidence import EvidenceError
+    from harness.cert.profile import load_profile
+    from harness.cli.cmd_certify import _target, certify_request
+
+    run_dir = _vendor_run(issued, "vendor-run")
+    request, described, files = _target("onnxruntime-cpu")
+    key = load_private_key(issued.keys / "center.key")
+    certify = certify_request(load_profile("framework"), "representative", request.label,
+                              described, files, key, "c", 30, tmp_path / "certs")
+    with pytest.raises(EvidenceError, match="was made on another platform"):
+        issue(certify, [run_dir])
+    with pytest.raises(EvidenceError, match="provenance must be an object"):
+        issue(certify, [run_dir], provenance={"source": "elsewhere"})
+    provenance = {"source": "vendor", "lab": "ACME lab"}
+    done = issue(certify, [run_dir], provenance=provenance)
+    predicate = done.statement["predicate"]
+    assert predicate["provenance"] == provenance
+    assert predicate["platform"]["cpu_model"] == "Vendor Lab CPU"
+    assert "vendor lab" in done.page.read_text(encoding="utf-8")
+    seen = []
+
+    def chain_check(statement: dict) -> list[str]:
+        seen.append(statement["predicate"]["certificate_id"])
+        return ["chain: ok"]
+
+    lines = verify_certificate(done.certificate, VerifyOptions(issued.pubkey),
+                               chain_check=chain_check)
+    assert "provenance: evidence from the vendor lab (ACME lab)" in lines
+    assert "chain: ok" in lines and seen == [predicate["certificate_id"]]
+
+    def refuse(statement: dict) -> list[str]:
+        raise VerificationError("chain: the lab's upload signature does not verify")
+
+    with pytest.raises(VerificationError, match="^chain: the lab"):
+        verify_certificate(done.certificate, VerifyOptions(issued.pubkey), chain_check=refuse)

@@ -27,6 +27,7 @@ from harness.cert.files import cite_file, cite_tree, distribution_digest, manife
 from harness.cert.keys import fingerprint
 from harness.cert.page import render_certificate
 from harness.cert.profile import Profile
+from harness.cert.provenance import ProvenanceError, check_provenance, from_vendor_lab
 from harness.cert.statement import PAYLOAD_TYPE, Issue, build_statement, encode
 from harness.records import write_json
 
@@ -61,9 +62,10 @@ class Issued:
     evaluation: Evaluation
 
 
-def collect(request: CertifyRequest, run_dirs: list[Path]) -> tuple[list[RunEvidence],
-                                                                     Evaluation]:
-    """Load and check the runs and compute the level; raise :class:`EvidenceError`."""
+def collect(request: CertifyRequest, run_dirs: list[Path],
+            provenance: dict[str, Any] | None = None) -> tuple[list[RunEvidence], Evaluation]:
+    """Load and check the runs and compute the level; raise :class:`EvidenceError`.
+    Runs from a vendor's lab (``provenance``) need not come from this machine."""
     if request.identity.get("kind") != request.profile.kind:
         raise EvidenceError(f"profile {request.profile.name!r} certifies {request.profile.kind} "
                             f"targets; {request.label} is a {request.identity.get('kind')}")
@@ -73,7 +75,7 @@ def collect(request: CertifyRequest, run_dirs: list[Path]) -> tuple[list[RunEvid
         paths = record_paths([request.suite_dirs[s] for s in run.suites
                               if s in request.suite_dirs], request.driver_files)
         check_run(run, request.label, request.identity, request.environment, request.harness,
-                  scope, paths)
+                  scope, paths, same_machine=not from_vendor_lab(provenance))
     check_disjoint(runs)
     records = [r for run in runs for r in run.records]
     evaluation = evaluate(request.profile, request.scope, records)
@@ -99,8 +101,17 @@ def _distributions(request: CertifyRequest) -> list[dict[str, Any]]:
     return [d for d in map(distribution_digest, names) if d is not None]
 
 
-def issue(request: CertifyRequest, run_dirs: list[Path]) -> Issued:
-    runs, evaluation = collect(request, run_dirs)
+def issue(request: CertifyRequest, run_dirs: list[Path],
+          provenance: dict[str, Any] | None = None) -> Issued:
+    """Check the runs, compute the level, sign and write the certificate and its page.
+
+    ``provenance`` (see :mod:`harness.cert.provenance`) is signed into the predicate;
+    None means the center's own lab made the runs."""
+    try:
+        provenance = check_provenance(provenance)
+    except ProvenanceError as exc:
+        raise EvidenceError(str(exc)) from None
+    runs, evaluation = collect(request, run_dirs, provenance)
     records = [r for run in runs for r in run.records]
     driver_files = [cite_file(p) for p in request.driver_files]
     files = {
@@ -115,7 +126,7 @@ def issue(request: CertifyRequest, run_dirs: list[Path]) -> Issued:
         environment=runs[0].info["environment"], runs=[r.citation() for r in runs],
         files=files, distributions=_distributions(request), records=records,
         harness=request.harness, issuer={"name": request.issuer_name, "keyid": keyid},
-        valid_days=request.valid_days)
+        valid_days=request.valid_days, provenance=provenance)
     statement = build_statement(content, manifest_digest(driver_files))
     envelope = dsse.sign(PAYLOAD_TYPE, encode(statement), request.key, keyid)
     cid = statement["predicate"]["certificate_id"]

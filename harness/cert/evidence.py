@@ -138,8 +138,12 @@ def _normalize_mark(arg: str) -> str:
 
 def check_run(evidence: RunEvidence, label: str, identity: dict[str, Any],
               environment: dict[str, Any], harness: dict[str, Any], scope: Scope,
-              relevant_paths: list[str]) -> None:
-    """Raise :class:`EvidenceError` unless the run fits the target, platform and scope."""
+              relevant_paths: list[str], same_machine: bool = True) -> None:
+    """Raise :class:`EvidenceError` unless the run fits the target, platform and scope.
+
+    ``same_machine=False`` (evidence from a vendor's lab, see
+    :mod:`harness.cert.provenance`) skips the checks that the run was made on this
+    platform with the package versions installed here."""
     info, run_id = evidence.info, evidence.run_id
     if info.get("run_id") != run_id:
         raise EvidenceError(f"run folder {run_id} holds run {info.get('run_id')!r} "
@@ -160,15 +164,8 @@ def check_run(evidence: RunEvidence, label: str, identity: dict[str, Any],
     if env.get("platform_id") != platform_digest(env):
         raise EvidenceError(f"run {run_id}: its environment does not hash to its platform_id "
                             "(run.json was edited)")
-    if env.get("platform_id") != environment.get("platform_id"):
-        raise EvidenceError(f"run {run_id} was made on another platform (platform id "
-                            f"{str(env.get('platform_id'))[:12]}, this machine "
-                            f"{str(environment.get('platform_id'))[:12]})")
-    if env.get("runtimes") != environment.get("runtimes"):
-        changed = sorted(k for k in set(env.get("runtimes", {})) | set(environment["runtimes"])
-                         if env.get("runtimes", {}).get(k) != environment["runtimes"].get(k))
-        raise EvidenceError(f"run {run_id} was made with other package versions "
-                            f"({', '.join(changed)}) than are installed now")
+    if same_machine:
+        check_same_machine(run_id, env, environment)
     if not evidence.records:
         raise EvidenceError(f"run {run_id} has no records for target {label!r}")
     check_scope(evidence, scope)
@@ -178,6 +175,19 @@ def check_run(evidence: RunEvidence, label: str, identity: dict[str, Any],
                             f"{info.get('harness_version')!r}, this is "
                             f"{harness.get('version')!r}; re-run it with this harness")
     check_commit(run_id, info.get("git_commit"), harness.get("git_commit"), relevant_paths)
+
+
+def check_same_machine(run_id: str, env: dict[str, Any], environment: dict[str, Any]) -> None:
+    """The run was made on this platform with the package versions installed here."""
+    if env.get("platform_id") != environment.get("platform_id"):
+        raise EvidenceError(f"run {run_id} was made on another platform (platform id "
+                            f"{str(env.get('platform_id'))[:12]}, this machine "
+                            f"{str(environment.get('platform_id'))[:12]})")
+    if env.get("runtimes") != environment.get("runtimes"):
+        changed = sorted(k for k in set(env.get("runtimes", {})) | set(environment["runtimes"])
+                         if env.get("runtimes", {}).get(k) != environment["runtimes"].get(k))
+        raise EvidenceError(f"run {run_id} was made with other package versions "
+                            f"({', '.join(changed)}) than are installed now")
 
 
 #: repository paths that never change a record (certification itself, documentation, tests)

@@ -12,6 +12,7 @@ import html
 from typing import Any
 
 from harness.cert.keys import display_fingerprint
+from harness.cert.provenance import describe, from_vendor_lab
 from harness.cert.statement import ACCURACY_FIGURES, LATENCY_FIGURES
 
 STATUS_ORDER = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
@@ -222,6 +223,14 @@ def _evidence(predicate: dict[str, Any]) -> str:
             f"and model file used ({e(counts)}).</p>")
 
 
+def _provenance(predicate: dict[str, Any]) -> str:
+    provenance = predicate.get("provenance")
+    if not from_vendor_lab(provenance):
+        return ""
+    return ("<p class=\"unmeasured\">证据来自厂商实验室，非认证中心实验室 / The evidence was made "
+            f"in a vendor lab, not the center's: {e(describe(provenance))}</p>")
+
+
 def render_certificate(statement: dict[str, Any], keyid: str) -> str:
     p = statement["predicate"]
     level = p["level"]
@@ -232,6 +241,7 @@ def render_certificate(statement: dict[str, Any], keyid: str) -> str:
     issuer = p.get("issuer") or {}
     cid = p["certificate_id"]
     ident = p["target"]["identity"]
+    source = _provenance(p)
     subset = "" if scope["complete"] else (
         "<p class=\"unmeasured\">本证书基于用例子集，并非完整认证 / This certificate rests on a "
         "subset of the cases and is not a full certification.</p>")
@@ -262,7 +272,7 @@ def render_certificate(statement: dict[str, Any], keyid: str) -> str:
     <div>有效期 / Valid: {e(_date(p['issued_at']))} — {e(_date(p['expires_at']))}</div>
   </div>
 </section>
-{subset}
+{source}{subset}
 <div class="grid">
 <section><h2>认证对象 / Certified target</h2>{_target(p)}</section>
 <section><h2>平台 / Platform</h2>{_platform(p)}</section>

@@ -120,6 +120,8 @@ class Issue:
     harness: dict[str, Any]
     issuer: dict[str, str]
     valid_days: int
+    #: where the evidence was made (see :mod:`harness.cert.provenance`); None: the center
+    provenance: dict[str, Any] | None = None
 
 
 def subjects(issue: Issue, driver_digest: str) -> list[dict[str, Any]]:
@@ -172,6 +174,8 @@ def build_statement(issue: Issue, driver_digest: str, now: datetime | None = Non
         "latency": latency_summary(issue.records),
         "harness": issue.harness,
     }
+    if issue.provenance is not None:
+        predicate["provenance"] = issue.provenance
     return {"_type": STATEMENT_TYPE, "subject": subjects(issue, driver_digest),
             "predicateType": PREDICATE_TYPE, "predicate": predicate}
 

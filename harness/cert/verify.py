@@ -8,6 +8,7 @@ one-line reason that starts with what failed (``signature:``, ``expired:``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from harness.cert.evidence import EvidenceError, load_evidence
 from harness.cert.files import changed_files, manifest_digest, sha256_file
 from harness.cert.keys import display_fingerprint, fingerprint
 from harness.cert.profile import Profile, ProfileError, definition_digest, level_label
+from harness.cert.provenance import describe, from_vendor_lab
 from harness.cert.revocation import (
     REVOCATIONS_FILE,
     RevocationError,
@@ -177,8 +179,30 @@ def check_files(statement: dict[str, Any]) -> list[str]:
                if generated else "")]
 
 
-def verify_certificate(path: Path, options: VerifyOptions) -> list[str]:
-    """Run every check; return the ``ok`` lines or raise :class:`VerificationError`."""
+#: an extra check of a verified statement (e.g. a vendor lab's chain of custody): it
+#: returns ``ok`` lines or raises :class:`VerificationError`
+ChainCheck = Callable[[dict[str, Any]], list[str]]
+
+
+def check_provenance_lines(predicate: dict[str, Any], chain_check: ChainCheck | None,
+                           statement: dict[str, Any]) -> list[str]:
+    provenance = predicate.get("provenance")
+    where = describe(provenance)
+    if chain_check is not None:
+        return [f"provenance: evidence from the {where}", *chain_check(statement)]
+    if from_vendor_lab(provenance):
+        return [f"provenance: evidence from the {where}; its chain of custody was not "
+                "checked here"]
+    return [f"provenance: evidence from the {where}"]
+
+
+def verify_certificate(path: Path, options: VerifyOptions,
+                       chain_check: ChainCheck | None = None) -> list[str]:
+    """Run every check; return the ``ok`` lines or raise :class:`VerificationError`.
+
+    ``chain_check``, when given, runs on the verified statement after the signature,
+    validity and revocation checks (a center service checks there how a vendor lab's
+    evidence reached it)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -188,6 +212,7 @@ def verify_certificate(path: Path, options: VerifyOptions) -> list[str]:
     lines = [f"signature: valid, key {display_fingerprint(fingerprint(options.public_key))}"]
     lines.append(check_validity(predicate, options.at or datetime.now(UTC)))
     lines.append(check_revocation(predicate, path, options))
+    lines += check_provenance_lines(predicate, chain_check, statement)
     if options.records_dir is not None:
         lines += check_records(predicate, options.records_dir)
     if options.check_files:

@@ -82,6 +82,20 @@ def _target(label: str) -> tuple[TargetRequest, dict[str, Any], list[Path]]:
     return request, described, files
 
 
+def certify_request(profile: Profile, scope: str, label: str, described: dict[str, Any],
+                    driver_files: list[Path], key: Any, issuer_name: str, valid_days: int,
+                    out_dir: Path) -> CertifyRequest:
+    """What :func:`harness.cert.certify.issue` needs, for a target described here."""
+    identity = {k: v for k, v in described.items()
+                if k not in ("available", "reason", "capabilities")}
+    return CertifyRequest(
+        profile=profile, scope=scope, label=label, identity=identity,
+        capabilities=described.get("capabilities"), driver_files=driver_files,
+        suite_dirs=known_suites(), environment=fingerprint(),
+        harness={"version": __version__, "git_commit": git_commit()}, key=key,
+        issuer_name=issuer_name, valid_days=valid_days, out_dir=out_dir)
+
+
 def _run_suites(args: argparse.Namespace, profile: Profile, label: str) -> Path:
     installed = known_suites()
     suites = [s for s in profile.suites if s in installed]
@@ -141,15 +155,9 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"target {request.label!r} is not available here: "
                            f"{described.get('reason')}")
         run_dirs = [_run_suites(args, profile, request.label)]
-    identity = {k: v for k, v in described.items()
-                if k not in ("available", "reason", "capabilities")}
-    certify = CertifyRequest(
-        profile=profile, scope=args.scope, label=request.label, identity=identity,
-        capabilities=described.get("capabilities"), driver_files=driver_files,
-        suite_dirs=known_suites(), environment=fingerprint(),
-        harness={"version": __version__, "git_commit": git_commit()}, key=key,
-        issuer_name=center_name(args.key.parent), valid_days=valid_days,
-        out_dir=args.certificates_dir)
+    certify = certify_request(profile, args.scope, request.label, described, driver_files,
+                              key, center_name(args.key.parent), valid_days,
+                              args.certificates_dir)
     try:
         issued = issue(certify, run_dirs)
     except EvidenceError as exc:

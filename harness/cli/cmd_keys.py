@@ -33,10 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the center's name, shown on certificates (init)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing key pair (init)")
+    parser.add_argument("--role", choices=("center", "vendor"), default="center",
+                        help="center: signs certificates (default); vendor: signs evidence "
+                             "bundles (vendor.key/vendor.pub, default --dir keys/vendor)")
+    parser.add_argument("--vendor", default="", help="the vendor's name (init --role vendor)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.role == "vendor":
+        from harness.center.vendor_keys import run_keys_command
+
+        return run_keys_command(args)
     try:
         if args.action == "init":
             pair, keyid = init_keys(args.dir, args.name, args.force)

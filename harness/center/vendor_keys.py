@@ -1,0 +1,76 @@
+"""A vendor's Ed25519 signing key pair (``vendor.key``, ``vendor.pub``, ``vendor.json``).
+
+The same key type and fingerprint as the center's (:mod:`harness.cert.keys`); only
+the file names and the role differ, so a vendor key is never mistaken for a
+center key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from harness.cert.keys import KeyFileError, _write_private, fingerprint, public_pem
+from harness.records import now_iso
+
+PRIVATE_FILE = "vendor.key"
+PUBLIC_FILE = "vendor.pub"
+INFO_FILE = "vendor.json"
+
+
+def init_vendor_keys(directory: Path, vendor: str, force: bool = False) -> tuple[Path, str]:
+    """Write a new vendor key pair into ``directory``; return the public key path and keyid."""
+    if not vendor.strip():
+        raise KeyFileError("a vendor key needs the vendor's name (--vendor)")
+    private, public = directory / PRIVATE_FILE, directory / PUBLIC_FILE
+    existing = [p for p in (private, public) if p.exists()]
+    if existing and not force:
+        raise KeyFileError(f"{existing[0]} already exists; refusing to overwrite a vendor key "
+                           "(use --force; bundles signed with the old key then no longer "
+                           "verify against the new one)")
+    directory.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    _write_private(private, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    public.write_text(public_pem(key.public_key()), encoding="ascii")
+    keyid = fingerprint(key.public_key())
+    (directory / INFO_FILE).write_text(
+        json.dumps({"role": "vendor", "vendor": vendor.strip(), "keyid": keyid,
+                    "created": now_iso()}, ensure_ascii=False, indent=2) + "\n",
+        encoding="utf-8")
+    return public, keyid
+
+
+def vendor_name(key_path: Path) -> str:
+    """The vendor named when the key beside ``key_path`` was made (empty if unknown)."""
+    try:
+        data = json.loads((key_path.parent / INFO_FILE).read_text(encoding="utf-8"))
+        return str(data["vendor"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def run_keys_command(args: Any) -> int:
+    """``shipei keys init|show --role vendor``."""
+    from harness.cert.keys import DEFAULT_KEY_DIR, display_fingerprint, load_public_key
+    from harness.cli.common import CliError
+
+    directory = args.dir if args.dir != DEFAULT_KEY_DIR else DEFAULT_KEY_DIR / "vendor"
+    try:
+        if args.action == "init":
+            public, keyid = init_vendor_keys(directory, args.vendor or args.name, args.force)
+            print(f"private key: {directory / PRIVATE_FILE} (mode 0600; keep it secret)")
+        else:
+            public = directory / PUBLIC_FILE
+            keyid = fingerprint(load_public_key(public))
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"public key:  {public} (give it to the center: shipei db vendor add)")
+    print(f"vendor:      {vendor_name(public) or '(unknown)'}")
+    print(f"fingerprint: {display_fingerprint(keyid)}")
+    return 0

@@ -29,18 +29,39 @@ from typing import Any
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
+from harness.case_record import NOT_PASSING, RunSelection
 from harness.records import find_run, latest_attempts, load_run, read_records
 
 GATE_SCHEMA_VERSION = "1.0"
 CONTRACT_SUITE = "contract"
-#: per kind of target: the suites it must pass besides the contract, and the marker
-#: expression that picks their cases (None: every case)
-REQUIRED_SUITES: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "framework": (("operators",), "representative"),
-    "chip": (("operators",), "representative"),
-    "sensor": (("sensors",), None),
-}
-NOT_PASSING = ("fail", "error", "timeout", "crash", "infra_error", "flaky")
+
+
+def required_suites(kind: str) -> list[tuple[str, str]]:
+    """The suites a target of ``kind`` must pass in the gate, each with the marker
+    expression that picks its cases (``""``: every case): the suites the kind's packaged
+    certification profile measures that declare themselves gate suites
+    (:attr:`harness.suite_registry.SuiteSpec.gate_markexpr`), the contract first."""
+    from harness.cert.profile import ProfileError, profile_for_kind
+    from harness.suite_registry import discover_suites
+
+    suites = discover_suites().suites
+    try:
+        measured = profile_for_kind(kind).suites
+    except ProfileError:
+        measured = ()
+    chosen = [(CONTRACT_SUITE, "")]
+    chosen += [(name, suites[name].gate_markexpr or "") for name in measured
+               if name != CONTRACT_SUITE and name in suites
+               and suites[name].gate_markexpr is not None]
+    return chosen
+
+
+def gate_markexpr(suites: list[tuple[str, str]]) -> str:
+    """One pytest ``-m`` expression selecting each suite's gate cases (every test carries
+    its suite's name as a marker)."""
+    return " or ".join(name if not mark else f"({name} and ({mark}))" for name, mark in suites)
+
+
 CATEGORIES = {  # category -> (English, 中文) heading
     "contract": ("Contract violations", "驱动契约违规"),
     "regression": ("Regressions against the baseline", "相对基线的回退"),
@@ -178,14 +199,19 @@ def _drift(record: dict[str, Any], base: dict[str, Any], policy: GatePolicy) -> 
 
 
 def selection_signature(info: dict[str, Any]) -> tuple[Any, ...] | None:
-    """The suites and filters a run selected with (targets aside), from its pytest args."""
+    """The suites and filters a run selected with (targets aside): its recorded
+    :class:`~harness.case_record.RunSelection`, or for runs made before schema 1.1, what
+    its pytest arguments say."""
+    selection = RunSelection.of_run(info)
+    if selection is not None:
+        return selection.signature()
     args = [str(a) for a in info.get("pytest_args") or []]
     if not args:
         return None
     suites = sorted(Path(a).name for a in args if not a.startswith("-") and (
         "/" in a or a.endswith(".py")))
     flags = {flag: args[i + 1] for i, flag in enumerate(args[:-1]) if flag in ("-m", "-k")}
-    return tuple(suites), flags.get("-m"), flags.get("-k")
+    return tuple(suites), flags.get("-m"), flags.get("-k"), ()
 
 
 def case_findings(record: dict[str, Any], base: dict[str, Any] | None, policy: GatePolicy

@@ -307,3 +307,12 @@ def write_reports(matrix: Matrix, directory: Path) -> list[Path]:
     page = directory / "matrix.html"
     page.write_text(html_page(matrix), encoding="utf-8")
     return [*written, page]
+
+
+def write_run_matrix(paths: Any, run_info: dict[str, Any], records: list[dict[str, Any]]
+                     ) -> list[Path]:
+    """The operators suite's report: the coverage matrix, when a run put operator cases on
+    more than one target (``matrix.csv``, ``matrix-cases.csv``, ``matrix.html``)."""
+    if len({r["target"] for r in records if r.get("suite") == "operators"}) < 2:
+        return []
+    return write_reports(build([(run_info, records)]), paths.report_dir)

@@ -164,7 +164,7 @@ def _check_complete(part: Part) -> str | None:
 
 def _merged_info(parts: list[Part], run_id: str, records: list[dict[str, Any]],
                  selection: dict[str, Any] | None, mixed: bool) -> dict[str, Any]:
-    from harness.plugin import count_statuses, time_per_target
+    from harness.runs import count_statuses, time_per_target
 
     first = parts[0].info
     finished = [p.info.get("finished_at") for p in parts]

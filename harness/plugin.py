@@ -13,34 +13,29 @@ results land in one ``records.jsonl`` without loss or duplication.
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Iterable
+import math
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import __version__, selection
+from harness import selection
 from harness.cases import Case, Outcome, execute_case
-from harness.environment import fingerprint, git_commit
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
-from harness.records import (
-    RECORD_SCHEMA_VERSION,
-    RecordWriter,
-    RunPaths,
-    file_digests,
-    json_safe,
-    latest_attempts,
-    new_run_id,
-    now_iso,
-    write_json,
-)
-from harness.registry import Registry, RegistryError, TargetRequest, discover
+from harness.hookspec import plugin_manager
+from harness.records import RunPaths, StorageError, check_run_id
+from harness.registry import DEFAULT_TARGET, RegistryError, TargetRequest, TargetSpec
+from harness.reporting import terminal_summary
+from harness.run_writer import RunWriter
+from harness.runs import build_record
+from harness.suite import suite_and_case
+from harness.suite_registry import discover_suites
 from harness.target import Availability, Capabilities, Target
-from harness.worker import Host, InlineHost, ProcessHost
+from harness.target_pool import TargetPool
+from harness.worker import Host
 
-DEFAULT_TARGET = "onnxruntime-cpu"
 DEFAULT_CASE_TIMEOUT = 60.0
 RECORD_PROPERTY = "shipei_record"
 PLUGIN_NAME = "shipei-session"
@@ -78,11 +73,55 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long sweeps excluded from the default test run")
     config.addinivalue_line("markers",
                             "representative: a small subset of a suite that CI runs per target")
+    for name, spec in discover_suites().suites.items():
+        config.addinivalue_line("markers", f"{name}: a case of the {spec.title_en} suite")
+    _check_options(config)
     selection.register(config)
     session = ShipeiSession(config)
     if config.getoption("shipei_targets"):
         session.validate_requests()
     config.pluginmanager.register(session, PLUGIN_NAME)
+    if not _is_xdist_worker(config):
+        _finish_on_sigterm(config)
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Bad option values are a usage error before any case runs."""
+    opt = config.getoption
+    timeout = opt("shipei_case_timeout")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise pytest.UsageError(f"--case-timeout must be a positive number of seconds, "
+                                f"not {timeout:g}")
+    for flag, dest in (("--results-dir", "shipei_results"), ("--reports-dir", "shipei_reports")):
+        path = Path(opt(dest))
+        if path.exists() and not path.is_dir():
+            raise pytest.UsageError(f"{flag} {path} is a file, not a folder")
+    run_id = opt("shipei_run_id")
+    if run_id is None:
+        return
+    try:
+        check_run_id(run_id)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--run-id: {exc}") from None
+    continuing = opt("shipei_resume") or opt("shipei_retry_failed")
+    if not continuing and (Path(opt("shipei_results")) / run_id).exists() \
+            and not _is_xdist_worker(config):
+        raise pytest.UsageError(f"run {run_id} already exists under {opt('shipei_results')}; "
+                                "choose another --run-id, or continue it with --resume "
+                                f"{run_id}")
+
+
+def _finish_on_sigterm(config: pytest.Config) -> None:
+    """SIGTERM ends the run as Ctrl-C does: pytest unwinds and the run is finalized
+    (run.json gets its exit status, reports are written)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -108,6 +147,11 @@ class TargetHandle:
     def host(self) -> Host:
         return self.session.host(self.request)
 
+    @property
+    def spec(self) -> TargetSpec:
+        """How the target is registered (for a suite that starts workers of its own)."""
+        return self.session.pool.registry.spec(self.request.name)
+
     def timeout(self) -> float:
         explicit = self.session.config.getoption("shipei_case_timeout")
         if explicit is not None:
@@ -123,10 +167,12 @@ class TargetHandle:
 
     def conclude(self, suite: str, case: str, outcome: Outcome,
                  tags: dict[str, Any] | None = None) -> None:
+        """Record an outcome a test computed itself and end the test by its expectation."""
         expectation = self.session.expectations(self.request).lookup(suite, case)
         as_expected, explanation = judge(outcome.status, expectation)
-        record = self.session.make_record(self.label, suite, case, outcome, expectation,
-                                          as_expected, tags or {})
+        record = build_record(self.label, suite, case, outcome, expectation, as_expected,
+                              tags or {}, duration_s=outcome.timings.get("total_s", 0.0),
+                              worker_restarts=self.session.pool.worker_restarts(self.label))
         self.item.user_properties.append((RECORD_PROPERTY, record))
         _finish_test(self.item, outcome, expectation, as_expected, explanation)
 
@@ -158,168 +204,86 @@ def _finish_test(item: pytest.Item, outcome: Outcome, expectation: Expectation |
 
 
 class ShipeiSession:
-    """Per-pytest-session state: targets, worker hosts, expectations, the record writer."""
+    """Per-pytest-session state: the target pool and the run being written."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self._registry: Registry | None = None
-        self._targets: dict[str, Target] = {}
-        self._caps: dict[str, Capabilities] = {}
-        self._availability: dict[str, Availability] = {}
-        self._hosts: dict[str, Host] = {}
-        self._expectations: dict[str, Expectations] = {}
-        self.writer: RecordWriter | None = None
-        self.paths: RunPaths | None = None
-        self.run_info: dict[str, Any] = {}
-        self.records: list[dict[str, Any]] = []
-        self.started = time.time()
-
-    # -- targets -------------------------------------------------------------------
-    @property
-    def registry(self) -> Registry:
-        if self._registry is None:
-            self._registry = discover()
-        return self._registry
-
-    def requests(self) -> list[TargetRequest]:
-        names = self.config.getoption("shipei_targets") or [DEFAULT_TARGET]
         try:
-            return [TargetRequest.parse(name) for name in dict.fromkeys(names)]
+            self.pool = TargetPool(config.getoption("shipei_targets") or [DEFAULT_TARGET],
+                                   config.getoption("shipei_isolation"),
+                                   config.getoption("shipei_expectations"))
         except RegistryError as exc:
             raise pytest.UsageError(str(exc)) from None
+        self.run = RunWriter(config, self.pool)
+        self.hooks = plugin_manager().hook
+        self.storage_error: str | None = None
+        self._pytest_session: pytest.Session | None = None
+
+    # -- targets -------------------------------------------------------------------
+    def requests(self) -> list[TargetRequest]:
+        return self.pool.requests
 
     def validate_requests(self) -> None:
-        for request in self.requests():
+        """Every requested target builds, is available and has readable expectations."""
+        for request in self.pool.requests:
             try:
-                target = self.target(request)
+                target = self.pool.target(request)
             except RegistryError as exc:
                 raise pytest.UsageError(str(exc)) from None
             availability = target.availability()
             if not availability.available:
                 raise pytest.UsageError(
                     f"target {request.label!r} is not available here: {availability.reason}")
+            self.expectations(request)
 
     def target(self, request: TargetRequest) -> Target:
-        if request.label not in self._targets:
-            try:
-                self._targets[request.label] = self.registry.build(request)
-            except TypeError as exc:
-                raise RegistryError(f"bad options for target {request.label!r}: {exc}") from None
-        return self._targets[request.label]
+        return self.pool.target(request)
 
     def availability(self, request: TargetRequest) -> Availability:
-        if request.label not in self._availability:
-            self._availability[request.label] = self.target(request).availability()
-        return self._availability[request.label]
+        return self.pool.availability(request)
 
     def capabilities(self, request: TargetRequest) -> Capabilities:
-        if request.label not in self._caps:
-            self._caps[request.label] = self.target(request).capabilities()
-        return self._caps[request.label]
+        return self.pool.capabilities(request)
 
     def host(self, request: TargetRequest) -> Host:
-        if request.label not in self._hosts:
-            if self.config.getoption("shipei_isolation") == "inline":
-                self._hosts[request.label] = InlineHost(self.target(request))
-            else:
-                spec = self.registry.spec(request.name)
-                self._hosts[request.label] = ProcessHost(spec, request.configuration,
-                                                         request.options)
-        return self._hosts[request.label]
+        return self.pool.host(request)
 
     def expectations(self, request: TargetRequest) -> Expectations:
-        if request.label not in self._expectations:
-            explicit: list[Path] = self.config.getoption("shipei_expectations")
-            own = self.target(request).expectations_file
-            paths = explicit or ([own] if own is not None and Path(own).exists() else [])
-            try:
-                self._expectations[request.label] = Expectations.load(paths)
-            except ExpectationsError as exc:
-                raise pytest.UsageError(str(exc)) from None
-        return self._expectations[request.label]
+        try:
+            return self.pool.expectations(request)
+        except ExpectationsError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     # -- records -------------------------------------------------------------------
-    def make_record(self, label: str, suite: str, case: str, outcome: Outcome,
-                    expectation: Expectation | None, as_expected: bool,
-                    tags: dict[str, Any]) -> dict[str, Any]:
-        host = self._hosts.get(label)
-        return build_record(label, suite, case, outcome, expectation, as_expected, tags,
-                            duration_s=outcome.timings.get("total_s", 0.0),
-                            worker_restarts=host.restarts if host else 0)
+    @property
+    def paths(self) -> RunPaths | None:
+        return self.run.paths
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.run.records
+
+    @property
+    def run_info(self) -> dict[str, Any]:
+        return self.run.run_info
 
     def open_run(self) -> RunPaths:
         """The run folder and record writer, created on first need."""
-        if self.paths is None:
-            opt = self.config.getoption
-            run_id = opt("shipei_run_id") or new_run_id()
-            self.paths = RunPaths(Path(opt("shipei_results")), Path(opt("shipei_reports")),
-                                  run_id)
-            # a resumed or retried run continues its run.json and records
-            self.run_info, self.records = selection.open_run(self.config,
-                                                             self._describe_run(run_id))
-            self.writer = RecordWriter(self.paths.records)
-            write_json(self.paths.run_json, self.run_info)
-        return self.paths
-
-    def _describe_run(self, run_id: str) -> dict[str, Any]:
-        targets = {}
-        for request in self.requests():
-            try:
-                described = self.target(request).describe()
-            except Exception as exc:  # describe what we can; the records carry the errors
-                described = {"name": request.name, "error": f"{type(exc).__name__}: {exc}"}
-            described["request"] = {"label": request.label, "name": request.name,
-                                    "configuration": request.configuration,
-                                    "options": dict(request.options)}
-            described["driver_files"] = self._driver_files(request)
-            targets[request.label] = described
-        return {
-            "schema_version": RECORD_SCHEMA_VERSION,
-            "run_id": run_id,
-            "harness_version": __version__,
-            "git_commit": git_commit(),
-            "command_line": sys.argv,
-            "pytest_args": list(self.config.invocation_params.args),
-            "started_at": now_iso(),
-            "finished_at": None,
-            "exit_status": None,
-            "isolation": self.config.getoption("shipei_isolation"),
-            "case_timeout_s": self.config.getoption("shipei_case_timeout"),
-            "targets": targets,
-            "suite_files": file_digests(self._suite_files()),
-            "environment": fingerprint(),
-        }
-
-    def _suite_files(self) -> list[Path]:
-        """The Python files of the suites this run was given (what it executed)."""
-        files: list[Path] = []
-        for arg in self.config.args:
-            path = Path(arg.split("::")[0])
-            if path.is_dir():
-                files += [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
-            elif path.suffix == ".py":
-                files.append(path)
-        return files
-
-    def _driver_files(self, request: TargetRequest) -> dict[str, str]:
-        """sha256 of the driver's module and expectations file, as loaded."""
-        try:
-            target = self.target(request)
-        except RegistryError:
-            return {}
-        module = sys.modules.get(type(target).__module__)
-        paths = [Path(module.__file__)] if module and module.__file__ else []
-        if target.expectations_file is not None:
-            paths.append(Path(target.expectations_file))
-        return file_digests(paths)
+        return self.run.open()
 
     def write_record(self, record: dict[str, Any], nodeid: str) -> None:
-        paths = self.open_run()
-        record = dict(record, run_id=paths.run_id, nodeid=nodeid,
-                      attempt=selection.attempt_number(self.config, record))
-        assert self.writer is not None
-        self.writer.write(record)
-        self.records.append(record)
+        try:
+            written = self.run.write(record, nodeid)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        self.hooks.shipei_case_recorded(record=written, paths=self.run.paths)
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        """A full disk: stop the run with one clear line; what was written is kept."""
+        self.storage_error = str(exc)
+        if self._pytest_session is not None:
+            self._pytest_session.shouldstop = f"shipei: {exc}"
 
     # -- pytest hooks --------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -327,6 +291,17 @@ class ShipeiSession:
         if "target" in metafunc.fixturenames:
             labels = [r.label for r in self.requests()]
             metafunc.parametrize("target", labels, indirect=True, ids=labels)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Every case carries its suite's name as a marker (``-m "operators and
+        representative"``), which is how the gate picks each suite's cases."""
+        for item in items:
+            if getattr(item, "callspec", None) is not None and \
+                    "target" in item.callspec.params:
+                suite, _ = suite_and_case(item)
+                if item.get_closest_marker(suite) is None:
+                    item.add_marker(suite)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
@@ -352,35 +327,33 @@ class ShipeiSession:
         if record is None and _uses_target(report) and _ended_without_record(report):
             self.write_record(_record_from_report(report), report.nodeid)
 
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        for host in self._hosts.values():
-            host.close()
-        self._hosts.clear()
-        if self.paths is None or _is_xdist_worker(self.config):
-            return
-        selection.finish_run(self.config, self.run_info)
-        effective = latest_attempts(self.records)
-        if exitstatus == 0 and any(not r.get("as_expected", True) for r in effective):
-            # e.g. a retried case that failed and then passed: flaky, not a clean run
-            session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED
-        self.run_info.update(finished_at=now_iso(), exit_status=int(exitstatus),
-                             wall_time_s=round(time.time() - self.started, 3),
-                             target_wall_s=time_per_target(effective),
-                             counts=count_statuses(effective))
-        write_json(self.paths.run_json, self.run_info)
-        if self.writer:
-            self.writer.close()
-        from harness.reporting import write_reports  # deferred: only runs with records
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._pytest_session = session
 
-        self.report_files = write_reports(self.paths, self.run_info, effective)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.pool.close()
+        if self.run.paths is None or _is_xdist_worker(self.config):
+            return
+        try:
+            status, effective = self.run.finish(int(exitstatus))
+        except StorageError as exc:
+            self.storage_error = str(exc)
+            self.run.close()
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            return
+        if self.storage_error:
+            status = int(pytest.ExitCode.USAGE_ERROR)
+        session.exitstatus = status
+        self.hooks.shipei_run_finished(paths=self.run.paths, run_info=self.run.run_info,
+                                       records=effective)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.paths is None or _is_xdist_worker(self.config):
+        if self.storage_error:
+            terminalreporter.write_line(f"shipei: error: {self.storage_error}", red=True)
+        if self.run.paths is None or _is_xdist_worker(self.config):
             return
-        from harness.reporting import terminal_summary
-
-        for line in terminal_summary(latest_attempts(self.records), self.run_info, self.paths,
-                                     getattr(self, "report_files", [])):
+        for line in terminal_summary(self.run.effective(), self.run.run_info, self.run.paths,
+                                     self.run.report_files):
             terminalreporter.write_line(line)
 
 
@@ -391,33 +364,6 @@ def _uses_target(report: pytest.TestReport) -> bool:
 def _ended_without_record(report: pytest.TestReport) -> bool:
     return (report.when == "setup" and not report.passed) or (
         report.when == "call" and report.failed)
-
-
-def build_record(label: str, suite: str, case: str, outcome: Outcome,
-                 expectation: Expectation | None, as_expected: bool, tags: dict[str, Any],
-                 duration_s: float, worker_restarts: int) -> dict[str, Any]:
-    """One case record (without run id and node id, which the writer adds)."""
-    request = TargetRequest.parse(label)
-    return json_safe({
-        "schema_version": RECORD_SCHEMA_VERSION,
-        "target": label,
-        "target_name": request.name,
-        "configuration": request.configuration,
-        "suite": suite,
-        "case": case,
-        "status": outcome.status,
-        "expected_status": expectation.status if expectation else "pass",
-        "expectation_reason": expectation.reason if expectation else "",
-        "as_expected": as_expected,
-        "message": outcome.message,
-        "metrics": outcome.metrics,
-        "timings": outcome.timings,
-        "duration_s": duration_s,
-        "placement": outcome.placement,
-        "tags": tags,
-        "worker_restarts": worker_restarts,
-        "finished_at": now_iso(),
-    })
 
 
 def _record_from_report(report: pytest.TestReport) -> dict[str, Any]:
@@ -434,35 +380,6 @@ def _record_from_report(report: pytest.TestReport) -> dict[str, Any]:
                         props.get("shipei_case", report.nodeid), Outcome(status, message),
                         None, status == "skip", {}, duration_s=report.duration,
                         worker_restarts=0)
-
-
-def time_per_target(records: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Seconds spent on each target's cases (the sum of their durations)."""
-    totals: dict[str, float] = {}
-    for record in records:
-        totals[record["target"]] = totals.get(record["target"], 0.0) + float(
-            record.get("duration_s") or 0.0)
-    return {k: round(v, 3) for k, v in totals.items()}
-
-
-def count_statuses(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for record in records:
-        per_target = counts.setdefault(record["target"], {})
-        per_target[record["status"]] = per_target.get(record["status"], 0) + 1
-        if not record.get("as_expected", True):
-            per_target["unexpected"] = per_target.get("unexpected", 0) + 1
-    return counts
-
-
-def suite_and_case(item: pytest.Item) -> tuple[str, str]:
-    marker = item.get_closest_marker("shipei_case")
-    if marker is not None:
-        return marker.kwargs["suite"], marker.kwargs["case"]
-    path = Path(str(item.path))
-    parts = path.parts
-    suite = parts[parts.index("suites") + 1] if "suites" in parts[:-1] else path.parent.name
-    return suite, getattr(item, "originalname", item.name)
 
 
 @pytest.fixture

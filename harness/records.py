@@ -9,10 +9,12 @@ schemas live in ``harness/schema/`` as JSON Schema and are versioned by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterable, Iterator
@@ -33,6 +35,18 @@ __all__ = ["RECORD_SCHEMA_VERSION", "CaseRecord", "RecordError", "fold_attempts"
 SCHEMA_DIR = Path(__file__).parent / "schema"
 RECORDS_FILE = "records.jsonl"
 RUN_FILE = "run.json"
+
+
+#: what a run id may look like: a folder name, never a path
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a plain folder name; ValueError with the reason otherwise."""
+    if not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+        raise ValueError(f"run id {run_id!r} must be letters, digits, '.', '_' and '-' "
+                         "(at most 128, starting with a letter or digit, no '..')")
+    return run_id
 
 
 def new_run_id() -> str:
@@ -105,6 +119,10 @@ class RunPaths:
         return self.run_dir / RUN_FILE
 
 
+class StorageError(OSError):
+    """Results could not be written (a full disk, a read-only folder); one-line message."""
+
+
 class RecordWriter:
     """Appends case records to ``records.jsonl``, durably, one line per case."""
 
@@ -115,8 +133,21 @@ class RecordWriter:
         self.count = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(json_safe(record), ensure_ascii=False, sort_keys=True) + "\n"
-        os.write(self._fd, line.encode())
+        """Append one whole line. A failed or short write (a full disk) is cut back to
+        the last whole line and raised as :class:`StorageError`: never a torn line."""
+        data = (json.dumps(json_safe(record), ensure_ascii=False, sort_keys=True)
+                + "\n").encode()
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)
+            raise StorageError(f"cannot append to {self.path}: {exc.strerror or exc} "
+                               f"(the {self.count} record(s) written before are kept; "
+                               "free space, then shipei run --resume RUN)") from None
         self.count += 1
 
     def close(self) -> None:
@@ -129,8 +160,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename) so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(data), ensure_ascii=False, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    text = json.dumps(json_safe(data), ensure_ascii=False, indent=2, sort_keys=True)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:

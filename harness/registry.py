@@ -26,6 +26,8 @@ from typing import Any
 from harness.target import Target
 
 ENTRY_POINT_GROUP = "shipei.targets"
+#: the target a run uses when none is requested: the embedded default
+DEFAULT_TARGET = "onnxruntime-cpu"
 PLUGINS_ENV = "SHIPEI_PLUGINS"
 
 
@@ -143,7 +145,11 @@ def discover() -> Registry:
     for origin, load in _provider_sources():
         try:
             provider = load()
+            if not callable(provider):
+                continue  # a SHIPEI_PLUGINS entry naming a suite or hook plugin object
             specs = list(provider())
+            if not all(isinstance(spec, TargetSpec) for spec in specs):
+                raise RegistryError("a provider must return TargetSpec objects")
         except Exception as exc:  # a vendor's broken package must not take the harness down
             registry.broken[origin] = f"{type(exc).__name__}: {exc}"
             continue
@@ -151,5 +157,8 @@ def discover() -> Registry:
             if not spec.origin:
                 spec = TargetSpec(spec.name, spec.factory, spec.kwargs, spec.configurations,
                                   spec.summary, origin)
-            registry.add(spec)
+            try:
+                registry.add(spec)
+            except RegistryError as exc:  # a duplicate name: the first registration stands
+                registry.broken[origin] = str(exc)
     return registry

@@ -1,56 +1,53 @@
-"""Reports written when a run ends (and by ``shipei report`` from records alone)."""
+"""Reports written when a run ends (and by ``shipei report`` from records alone).
+
+JUnit XML is written for every run; every other report belongs to a suite and is
+declared by its :class:`~harness.suite_registry.SuiteSpec` (``reports``), so it is
+written when the run holds records of that suite. Plugins add reports through the
+``shipei_write_reports`` hook (:mod:`harness.hookspec`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.cases import REPORTED_STATUSES
+from harness.case_record import REPORTED_STATUSES
+from harness.hookspec import hookimpl
 from harness.junit import write_junit
-from harness.modelzoo.report import write_models_report
-from harness.perf.report import write_performance_report
 from harness.records import RunPaths
 
-ReportWriter = Callable[[RunPaths, dict[str, Any], list[dict[str, Any]]], list[Path]]
 
+class BuiltinReports:
+    """JUnit plus the reports the suites present in a run declare."""
 
-def _junit(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]
-           ) -> list[Path]:
-    return [write_junit(paths.report_dir / "junit.xml", records)]
+    @hookimpl
+    def shipei_write_reports(self, paths: RunPaths, run_info: dict[str, Any],
+                             records: list[dict[str, Any]]) -> list[Path]:
+        from harness.registry import load_object
+        from harness.suite_registry import discover_suites
 
-
-def _matrix(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]
-            ) -> list[Path]:
-    """The coverage matrix, when a run put operator cases on more than one target."""
-    operator_targets = {r["target"] for r in records if r.get("suite") == "operators"}
-    if len(operator_targets) < 2:
-        return []
-    from harness import matrix
-
-    return matrix.write_reports(matrix.build([(run_info, records)]), paths.report_dir)
-
-
-#: Writers run in order; each returns the files it wrote.
-REPORT_WRITERS: list[ReportWriter] = [
-    _junit,
-    _matrix,  # matrix.csv, matrix-cases.csv, matrix.html
-    write_performance_report,  # performance.html
-    write_models_report,  # models.html
-]
+        written = [write_junit(paths.report_dir / "junit.xml", records)]
+        present = {r.get("suite") for r in records}
+        for name, spec in sorted(discover_suites().suites.items()):
+            if name in present:
+                for reference in spec.reports:
+                    written += load_object(reference)(paths, run_info, records)
+        return written
 
 
 def write_reports(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]
                   ) -> list[Path]:
-    written: list[Path] = []
-    for writer in REPORT_WRITERS:
-        written.extend(writer(paths, run_info, records))
-    return written
+    """Every plugin's reports for a run, in registration order."""
+    from harness.hookspec import plugin_manager
+
+    results = plugin_manager().hook.shipei_write_reports(paths=paths, run_info=run_info,
+                                                         records=records)
+    return [path for files in reversed(results) for path in files]
 
 
 def status_table(records: list[dict[str, Any]]) -> list[str]:
     """Counts by status per target, as aligned text lines."""
-    statuses = REPORTED_STATUSES
+    statuses = [str(s) for s in REPORTED_STATUSES]
     per_target: dict[str, dict[str, int]] = {}
     unexpected: dict[str, int] = {}
     for record in records:

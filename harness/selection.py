@@ -27,14 +27,19 @@ from typing import Any
 
 import pytest
 
+from harness.case_record import RunSelection
 from harness.records import (
+    RunPaths,
     find_run,
     latest_attempts,
     load_run,
     now_iso,
     read_records,
     repair_torn_tail,
+    write_json,
 )
+from harness.runs import count_statuses, has_unexpected, time_per_target
+from harness.suite import suite_and_case
 
 PLUGIN_NAME = "shipei-selection"
 WORKEROUTPUT_KEY = "shipei_selection"
@@ -93,8 +98,6 @@ def item_key(item: pytest.Item) -> CaseKey | None:
     label = callspec.params.get("target") if callspec is not None else None
     if label is None:
         return None
-    from harness.plugin import suite_and_case  # the plugin imports this module
-
     suite, case = suite_and_case(item)
     return (str(label), suite, case)
 
@@ -105,6 +108,34 @@ def _key_text(key: CaseKey | None, nodeid: str) -> str:
 
 def digest(texts: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(texts)).encode()).hexdigest()
+
+
+def _suite_name(arg: str) -> str:
+    """The registered suite a pytest path argument names (else the folder's name)."""
+    from harness.suite_registry import SuiteRegistryError, discover_suites
+
+    path = Path(arg.split("::")[0]).resolve()
+    for name, spec in discover_suites().suites.items():
+        try:
+            root = spec.path().resolve()
+        except SuiteRegistryError:
+            continue
+        if path == root or path.is_relative_to(root):
+            return name
+    return path.stem if path.suffix == ".py" else path.name
+
+
+def requested_selection(config: pytest.Config, shard: Shard | None = None) -> RunSelection:
+    """What this pytest session was asked to run, as structured data for ``run.json``."""
+    from harness.registry import DEFAULT_TARGET
+
+    opt = config.getoption
+    return RunSelection(
+        suites=tuple(dict.fromkeys(_suite_name(a) for a in config.args)),
+        targets=tuple(dict.fromkeys(opt("shipei_targets") or [DEFAULT_TARGET])),
+        markexpr=config.option.markexpr or None, keyword=config.option.keyword or None,
+        shard=str(shard) if shard else None,
+        models=tuple(str(p) for p in opt("shipei_models") or ()))
 
 
 # -- splitting ---------------------------------------------------------------------
@@ -262,7 +293,8 @@ class SelectionPlugin:
             info.update(shard=str(self.shard), shard_sizes=[len(p) for p in parts])
             if self.durations_run:
                 info["durations_from"] = self.durations_run.name
-        info.update(selected=len(keyed), selected_digest=digest(t for _, t in keyed))
+        info.update(selected=len(keyed), selected_digest=digest(t for _, t in keyed),
+                    request=requested_selection(config, self.shard).to_dict())
         if self.continued is not None:
             self._check_same_selection(info)
             before = len(keyed)
@@ -380,14 +412,11 @@ def continuation_argv(results_root: Path, reports_root: Path, resume: str | None
 
 def finalize(run_dir: Path, reports_root: Path) -> dict[str, Any]:
     """Close a run whose every case is recorded but whose process died before finishing it."""
-    from harness.plugin import count_statuses, time_per_target
-    from harness.records import RunPaths, write_json
     from harness.reporting import write_reports
 
     info, records = load_run(run_dir)
     if info.get("finished_at") is None:
-        info.update(finished_at=now_iso(),
-                    exit_status=0 if all(r.get("as_expected") for r in records) else 1,
+        info.update(finished_at=now_iso(), exit_status=1 if has_unexpected(records) else 0,
                     counts=count_statuses(records), target_wall_s=time_per_target(records))
         write_json(run_dir / "run.json", info)
     write_reports(RunPaths(run_dir.parent, reports_root, run_dir.name), info, records)

@@ -8,6 +8,7 @@ the cases, so ids read ``test_abs[onnxruntime-cpu]`` and ``-k``, ``-m`` and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,3 +50,15 @@ def define_tests(namespace: MutableMapping[str, Any], cases: Iterable[Case],
         namespace[case.name] = test
         count += 1
     return count
+
+
+def suite_and_case(item: pytest.Item) -> tuple[str, str]:
+    """The (suite, case) a test records: from its ``shipei_case`` marker, else from its
+    path (``suites/<suite>/...``) and function name."""
+    marker = item.get_closest_marker("shipei_case")
+    if marker is not None:
+        return marker.kwargs["suite"], marker.kwargs["case"]
+    path = Path(str(item.path))
+    parts = path.parts
+    suite = parts[parts.index("suites") + 1] if "suites" in parts[:-1] else path.parent.name
+    return suite, getattr(item, "originalname", item.name)

@@ -15,7 +15,7 @@ tensors, ``list`` of arrays for ONNX sequences, ``None`` for an empty optional.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,58 @@ class InfraError(Exception):
     """Not the target's fault: the harness could not provide a working worker, or a
     target's infrastructure (a serial link, a network bench) failed. A driver raises a
     subclass of it for such failures; the case is recorded as ``infra_error``."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A compiled model's input as a driver knows it: ONNX element type name
+    (``float``, ``int64``, ``bfloat16``, ... or ``None`` when not a tensor/unknown) and
+    shape (ints for fixed dimensions, anything else for a free one)."""
+
+    name: str
+    elem_type: str | None
+    shape: Sequence[Any] | None = None
+    optional: bool = False
+
+
+def check_feeds(inputs: Mapping[str, InputSpec], feeds: Mapping[str, Any],
+                dtype_name: Any = None, require_all: bool = False) -> dict[str, Any]:
+    """Validate named feeds against a compiled model's inputs; raise
+    :class:`InputMismatchError` for an unknown name, a missing input (``require_all``), a
+    wrong element type, rank or fixed dimension. ``None`` feeds (empty optionals) are
+    dropped. ``dtype_name(array) -> str`` maps an array to the ONNX element type name
+    (default: numpy's name, e.g. ``float32`` is reported as ``float32``)."""
+    unknown = sorted(set(feeds) - set(inputs))
+    if unknown:
+        raise InputMismatchError(
+            f"unknown input name(s) {unknown}; the model takes {sorted(inputs)}")
+    if require_all:
+        missing = sorted(n for n, spec in inputs.items()
+                         if not spec.optional and feeds.get(n) is None)
+        if missing:
+            raise InputMismatchError(f"missing input(s) {missing}; the model takes every "
+                                     f"input: {sorted(inputs)}")
+    present = {name: value for name, value in feeds.items() if value is not None}
+    for name, value in present.items():
+        spec = inputs[name]
+        shape = getattr(value, "shape", None)
+        if shape is None or spec.elem_type is None:
+            continue  # a sequence, a map or an input whose type the driver does not know
+        got = dtype_name(value) if dtype_name else str(getattr(value, "dtype", ""))
+        if got != spec.elem_type:
+            raise InputMismatchError(
+                f"input {name!r}: dtype {got}, model expects {spec.elem_type}")
+        if spec.shape is None:
+            continue
+        want = list(spec.shape)
+        if len(want) != len(shape):
+            raise InputMismatchError(f"input {name!r}: rank {len(shape)} (shape "
+                                     f"{list(shape)}), model expects shape {want}")
+        for got_dim, want_dim in zip(shape, want, strict=True):
+            if isinstance(want_dim, int) and want_dim >= 0 and got_dim != want_dim:
+                raise InputMismatchError(
+                    f"input {name!r}: shape {list(shape)}, model expects {want}")
+    return present
 
 
 @dataclass(frozen=True)
@@ -141,8 +193,10 @@ class Target(abc.ABC):
     """A target driver. Construction must be cheap and must not fail when the
     runtime is missing: report that through :meth:`availability` instead."""
 
-    #: Path of this driver's expectations file (cases known to fail), if any.
-    expectations_file: Path | None = None
+    #: This driver's expectations file (cases known to fail), if any: a ``Path`` or a
+    #: ``str``. For a configuration other than ``default`` the harness first looks for
+    #: ``<stem>.<configuration>.toml`` beside it (see :meth:`expectations_path`).
+    expectations_file: Path | str | None = None
 
     @property
     @abc.abstractmethod
@@ -160,6 +214,20 @@ class Target(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the target holds."""
+
+    def expectations_path(self) -> Path | None:
+        """The expectations file the harness uses for this target: for configuration
+        ``c`` (not ``default``), ``<stem>.<c>.toml`` beside :attr:`expectations_file` when
+        that file exists, else :attr:`expectations_file` itself."""
+        if self.expectations_file is None:
+            return None
+        path = Path(self.expectations_file)
+        configuration = getattr(self.identity, "configuration", "default")
+        if configuration != "default":
+            specific = path.with_name(f"{path.stem.split('.')[0]}.{configuration}.toml")
+            if specific.is_file():
+                return specific
+        return path
 
     def describe(self) -> dict[str, Any]:
         """Identity, availability and capabilities as one JSON-ready dict."""

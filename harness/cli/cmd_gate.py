@@ -6,24 +6,28 @@ import argparse
 import os
 from pathlib import Path
 
+from harness.case_record import RunSelection
 from harness.cli.common import CliError, add_run_location_options, resolve_suite
 from harness.gate import (
     CONTRACT_SUITE,
-    REQUIRED_SUITES,
     GateError,
     GatePolicy,
     evaluate,
+    gate_markexpr,
     load_baseline,
+    required_suites,
     write_outputs,
 )
+from harness.target import TARGET_KINDS
 
 #: exit statuses: 0 pass, 1 driver findings, 2 usage, 3 only infrastructure failures
 EXIT_INFRASTRUCTURE = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    kinds = "; ".join(f"{kind}: {', '.join(suites)}" + (f" -m {mark}" if mark else "")
-                      for kind, (suites, mark) in REQUIRED_SUITES.items())
+    kinds = "; ".join(f"{kind}: " + ", ".join(name + (f" -m {mark}" if mark else "")
+                                              for name, mark in required_suites(kind))
+                      for kind in TARGET_KINDS)
     parser = subparsers.add_parser(
         "gate", help="CI gate for a target driver: contract + required suites vs a baseline",
         description="Run the driver contract and the suites the target's kind requires "
@@ -62,30 +66,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _selection(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """The gate's suites (the contract aside) and its -m expression: the kind's, from its
+    certification profile and the suites' declarations, unless --suite/-m say otherwise."""
     from harness.registry import discover
 
     kind = discover().build(args.target).identity.kind
-    default_suites, default_mark = REQUIRED_SUITES.get(kind, ((), None))
-    suites = [s for s in dict.fromkeys(args.suite or default_suites) if s != CONTRACT_SUITE]
-    for suite in [CONTRACT_SUITE, *suites]:
-        resolve_suite(suite)
-    markexpr = default_mark if args.markexpr is None else args.markexpr
-    return suites, None if markexpr in ("", "all") else markexpr
+    defaults = required_suites(kind)
+    if args.suite:
+        mark = args.markexpr if args.markexpr not in (None, "", "all") else ""
+        chosen = [(CONTRACT_SUITE, "")] + [(s, mark) for s in dict.fromkeys(args.suite)
+                                             if s != CONTRACT_SUITE]
+    elif args.markexpr is not None:
+        mark = "" if args.markexpr in ("", "all") else args.markexpr
+        chosen = [(name, "" if name == CONTRACT_SUITE else mark) for name, _ in defaults]
+    else:
+        chosen = defaults
+    for name, _ in chosen:
+        resolve_suite(name)
+    suites = [name for name, _ in chosen if name != CONTRACT_SUITE]
+    markexpr = None if all(not mark for _, mark in chosen) else gate_markexpr(chosen)
+    return suites, markexpr
 
 
 def _pytest_argv(args: argparse.Namespace, suites: list[str], markexpr: str | None,
                  run_id: str) -> list[str]:
-    from harness.cli.cmd_run import pytest_arguments
+    from harness.cli.cmd_run import RunOptions, pytest_argv
 
-    run_args = argparse.Namespace(
-        suite=[CONTRACT_SUITE, *suites], target=[args.target], model=[], keyword=None,
-        markexpr=f"{CONTRACT_SUITE} or ({markexpr})" if markexpr else None,
-        numprocesses=args.numprocesses, case_timeout=args.case_timeout, isolation=None,
-        expectations=args.expectations, run_id=run_id, exitfirst=False, verbose=False,
-        results_dir=args.results_dir, reports_dir=args.reports_dir,
-        pytest_args=list(args.pytest_args),
-        shard=None, durations_from=None, resume=None, retry_failed=None)
-    return pytest_arguments(run_args)
+    selection = RunSelection(suites=(CONTRACT_SUITE, *suites), targets=(args.target,),
+                             markexpr=markexpr)
+    options = RunOptions(numprocesses=args.numprocesses, case_timeout=args.case_timeout,
+                         expectations=tuple(args.expectations), run_id=run_id,
+                         results_dir=args.results_dir, reports_dir=args.reports_dir,
+                         pytest_args=tuple(args.pytest_args))
+    return pytest_argv(selection, options)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from harness.case_record import RunSelection
 from harness.cli.common import CliError, add_run_location_options, known_suites, resolve_suite
 from harness.modelfile import ModelFileError, check_model_file
 from harness.selection import SelectionError, continuation_argv, finalize, resolve_run
@@ -81,37 +83,73 @@ def check_targets(labels: list[str]) -> None:
             raise CliError(f"target {label!r} is not available here: {availability.reason}")
 
 
-def pytest_arguments(args: argparse.Namespace) -> list[str]:
-    check_targets(args.target)
-    for path in args.model:
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a selection (everything but which cases)."""
+
+    numprocesses: str | None = None
+    case_timeout: float | None = None
+    isolation: str | None = None
+    expectations: tuple[Path, ...] = ()
+    run_id: str | None = None
+    durations_from: str | None = None
+    resume: str | None = None
+    retry_failed: str | None = None
+    exitfirst: bool = False
+    verbose: bool = False
+    results_dir: Path = Path("results")
+    reports_dir: Path = Path("reports")
+    pytest_args: tuple[str, ...] = ()
+
+
+def pytest_argv(selection: RunSelection, options: RunOptions) -> list[str]:
+    """The pytest command line for a structured selection and run options."""
+    check_targets(list(selection.targets))
+    for path in selection.models:
         try:
-            check_model_file(path)
+            check_model_file(Path(path))
         except ModelFileError as exc:
             raise CliError(str(exc)) from None
-    suites = args.suite or ([MODEL_FILE_SUITE] if args.model else [DEFAULT_SUITE])
-    if args.model and MODEL_FILE_SUITE not in suites:
-        suites.append(MODEL_FILE_SUITE)
-    argv = [str(resolve_suite(name)) for name in suites]
+    argv = [str(resolve_suite(name)) for name in selection.suites]
     argv += ["-p", "no:cacheprovider", "-rfE", "--tb=short"]
-    argv.append("-v" if args.verbose else "-q")
-    for target in args.target:
+    argv.append("-v" if options.verbose else "-q")
+    for target in selection.targets:
         argv += ["--target", target]
-    for path in args.model:
+    for path in selection.models:
         argv += ["--model", str(path)]
-    for path in args.expectations:
+    for path in options.expectations:
         argv += ["--expectations", str(path)]
-    options = {"-k": args.keyword, "-m": args.markexpr, "-n": args.numprocesses,
-               "--case-timeout": args.case_timeout, "--isolation": args.isolation,
-               "--run-id": args.run_id, "--shard": args.shard,
-               "--durations-from": args.durations_from, "--resume": args.resume,
-               "--retry-failed": args.retry_failed}
-    for flag, value in options.items():
+    flags = {"-k": selection.keyword, "-m": selection.markexpr, "-n": options.numprocesses,
+             "--case-timeout": options.case_timeout, "--isolation": options.isolation,
+             "--run-id": options.run_id, "--shard": selection.shard,
+             "--durations-from": options.durations_from, "--resume": options.resume,
+             "--retry-failed": options.retry_failed}
+    for flag, value in flags.items():
         if value is not None:
             argv += [flag, str(value)]
-    if args.exitfirst:
+    if options.exitfirst:
         argv.append("-x")
-    argv += ["--results-dir", str(args.results_dir), "--reports-dir", str(args.reports_dir)]
-    return argv + list(args.pytest_args)
+    argv += ["--results-dir", str(options.results_dir),
+             "--reports-dir", str(options.reports_dir)]
+    return argv + list(options.pytest_args)
+
+
+def pytest_arguments(args: argparse.Namespace) -> list[str]:
+    """``shipei run``'s arguments as a selection and options, then as pytest's argv."""
+    suites = list(args.suite) or ([MODEL_FILE_SUITE] if args.model else [DEFAULT_SUITE])
+    if args.model and MODEL_FILE_SUITE not in suites:
+        suites.append(MODEL_FILE_SUITE)
+    selection = RunSelection(suites=tuple(suites), targets=tuple(args.target),
+                             markexpr=args.markexpr, keyword=args.keyword, shard=args.shard,
+                             models=tuple(str(p) for p in args.model))
+    options = RunOptions(
+        numprocesses=args.numprocesses, case_timeout=args.case_timeout,
+        isolation=args.isolation, expectations=tuple(args.expectations), run_id=args.run_id,
+        durations_from=args.durations_from, resume=args.resume,
+        retry_failed=args.retry_failed, exitfirst=args.exitfirst, verbose=args.verbose,
+        results_dir=args.results_dir, reports_dir=args.reports_dir,
+        pytest_args=tuple(args.pytest_args))
+    return pytest_argv(selection, options)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from harness.cases import Outcome
-from harness.plugin import suite_and_case
+from harness.suite import suite_and_case
 from harness.worker import ProcessHost
 from suites.contract import checks
 
@@ -29,7 +29,7 @@ def _own_host(target: Any) -> ProcessHost | None:
     """A worker of the check's own, so killing or closing it disturbs no other test."""
     if target.session.config.getoption("shipei_isolation") == "inline":
         return None
-    spec = target.session.registry.spec(target.request.name)
+    spec = target.spec
     return ProcessHost(spec, target.request.configuration, target.request.options)
 
 

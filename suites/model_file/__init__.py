@@ -1,1 +1,8 @@
 """Ad-hoc check of model files given with ``shipei run --model PATH``."""
+
+from harness.suite_registry import SuiteSpec
+
+SUITE = SuiteSpec(
+    name="model_file", package="suites.model_file",
+    title_zh="用户模型文件", title_en="User model files",
+    certificate_section="models")

@@ -1,0 +1,143 @@
+"""The run a pytest session writes: ``run.json`` and ``records.jsonl``, created on the
+first record, and finished (counts, exit status, reports) when the session ends."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import __version__, selection
+from harness.case_record import CaseRecord, fold_attempts, parse_records
+from harness.environment import fingerprint, git_commit
+from harness.records import (
+    RECORD_SCHEMA_VERSION,
+    RecordWriter,
+    RunPaths,
+    file_digests,
+    latest_attempts,
+    new_run_id,
+    now_iso,
+    write_json,
+)
+from harness.registry import RegistryError
+from harness.runs import count_statuses, has_unexpected, time_per_target
+from harness.target_pool import TargetPool
+
+
+class RunWriter:
+    """Owns one run folder: its description, its records and its end."""
+
+    def __init__(self, config: pytest.Config, pool: TargetPool) -> None:
+        self.config = config
+        self.pool = pool
+        self.writer: RecordWriter | None = None
+        self.paths: RunPaths | None = None
+        self.run_info: dict[str, Any] = {}
+        self.records: list[dict[str, Any]] = []
+        self.started = time.time()
+        self.report_files: list[Path] = []
+
+    def open(self) -> RunPaths:
+        """The run folder and record writer, created on first need."""
+        if self.paths is None:
+            opt = self.config.getoption
+            run_id = opt("shipei_run_id") or new_run_id()
+            paths = RunPaths(Path(opt("shipei_results")), Path(opt("shipei_reports")), run_id)
+            # a resumed or retried run continues its run.json and records
+            self.run_info, self.records = selection.open_run(self.config,
+                                                             self._describe(run_id))
+            self.writer = RecordWriter(paths.records)
+            write_json(paths.run_json, self.run_info)
+            self.paths = paths
+        return self.paths
+
+    def write(self, record: dict[str, Any], nodeid: str) -> CaseRecord:
+        paths = self.open()
+        record = dict(record, run_id=paths.run_id, nodeid=nodeid,
+                      attempt=selection.attempt_number(self.config, record))
+        assert self.writer is not None
+        self.writer.write(record)
+        self.records.append(record)
+        return CaseRecord.from_dict(record)
+
+    def effective(self) -> list[dict[str, Any]]:
+        return latest_attempts(self.records)
+
+    def finish(self, exitstatus: int) -> tuple[int, list[CaseRecord]]:
+        """Write the final run.json and the reports; return the exit status (a run with an
+        unexpected effective record, a flaky retry included, is not a clean run)."""
+        assert self.paths is not None
+        selection.finish_run(self.config, self.run_info)
+        effective = self.effective()
+        if exitstatus == 0 and has_unexpected(effective):
+            exitstatus = int(pytest.ExitCode.TESTS_FAILED)
+        self.run_info.update(finished_at=now_iso(), exit_status=int(exitstatus),
+                             wall_time_s=round(time.time() - self.started, 3),
+                             target_wall_s=time_per_target(effective),
+                             counts=count_statuses(effective))
+        write_json(self.paths.run_json, self.run_info)
+        self.close()
+        from harness.reporting import write_reports  # deferred: only runs with records
+
+        self.report_files = write_reports(self.paths, self.run_info, effective)
+        return exitstatus, fold_attempts(parse_records(effective))
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+    # -- run.json ----------------------------------------------------------------------
+    def _describe(self, run_id: str) -> dict[str, Any]:
+        targets = {}
+        for request in self.pool.requests:
+            try:
+                described = self.pool.target(request).describe()
+            except Exception as exc:  # describe what we can; the records carry the errors
+                described = {"name": request.name, "error": f"{type(exc).__name__}: {exc}"}
+            described["request"] = {"label": request.label, "name": request.name,
+                                    "configuration": request.configuration,
+                                    "options": dict(request.options)}
+            described["driver_files"] = self._driver_files(request)
+            targets[request.label] = described
+        return {
+            "schema_version": RECORD_SCHEMA_VERSION,
+            "run_id": run_id,
+            "harness_version": __version__,
+            "git_commit": git_commit(),
+            "command_line": sys.argv,
+            "pytest_args": list(self.config.invocation_params.args),
+            "started_at": now_iso(),
+            "finished_at": None,
+            "exit_status": None,
+            "isolation": self.config.getoption("shipei_isolation"),
+            "case_timeout_s": self.config.getoption("shipei_case_timeout"),
+            "targets": targets,
+            "suite_files": file_digests(self._suite_files()),
+            "environment": fingerprint(),
+        }
+
+    def _suite_files(self) -> list[Path]:
+        """The Python files of the suites this run was given (what it executed)."""
+        files: list[Path] = []
+        for arg in self.config.args:
+            path = Path(arg.split("::")[0])
+            if path.is_dir():
+                files += [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
+            elif path.suffix == ".py":
+                files.append(path)
+        return files
+
+    def _driver_files(self, request: Any) -> dict[str, str]:
+        """sha256 of the driver's module and expectations file, as loaded."""
+        try:
+            target = self.pool.target(request)
+        except RegistryError:
+            return {}
+        module = sys.modules.get(type(target).__module__)
+        paths = [Path(module.__file__)] if module and module.__file__ else []
+        paths += self.pool.expectations_paths(request)
+        return file_digests(paths)

@@ -28,10 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("new", help="new run id, unique prefix, or run folder")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD * 100,
                         metavar="PERCENT", help="slowdown that counts as a regression "
-                        f"(default {DEFAULT_THRESHOLD:.0%})")
+                        f"(default {DEFAULT_THRESHOLD:.0%}%)")
     parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE * 100,
                         metavar="PERCENT", help="confidence level of the interval "
-                        f"(default {DEFAULT_CONFIDENCE:.0%})")
+                        f"(default {DEFAULT_CONFIDENCE:.0%}%)")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
                         help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
     parser.add_argument("--baseline-repeat", action="append", default=[], metavar="RUN",

@@ -36,10 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _driver_files(label: str) -> list[dict[str, str]]:
-    from harness.cli.cmd_certify import _target as describe_target
+    from harness.center.center_target import describe_center_target
 
-    _, _, files = describe_target(label)
-    return [cite_file(p) for p in files]
+    return [cite_file(p) for p in describe_center_target(label)["driver_files"]]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,159 @@
+"""Audits of a bundle's records against themselves: would a vendor's numbers survive a
+second look?
+
+- :func:`check_environment`: the records are consistent with the environment they
+  claim (platform fingerprint hashes to its id, package versions agree with the
+  installed distributions, every record belongs to its run and target, timestamps
+  lie inside the run, CPU affinity inside the machine's CPUs).
+- :func:`check_accuracy_in_performance` (after MLPerf's TEST01): every timed case
+  recorded the check of its outputs against the reference made on the timed
+  executable, and those outputs matched; a timed figure without it is refused.
+- :func:`check_caching` (after MLPerf's TEST04): the timed queries cycled through
+  several distinct inputs, the stored latency samples are the ones summarized, and
+  no cluster of implausibly fast queries (answers served from a cache) hides in them.
+
+Each returns one-line notes or raises :class:`AuditError` with the reason.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from harness.environment import platform_digest
+
+PERFORMANCE_SUITE = "performance"
+#: a query faster than this share of the median is implausible for the same work
+FAST_FRACTION_OF_MEDIAN = 0.25
+#: how many such queries are tolerated (timer noise, a preempted neighbour)
+MAX_FAST_SHARE = 0.01
+#: the recomputed median must agree with the recorded p50 this closely
+P50_RELATIVE_TOLERANCE = 0.02
+MIN_DISTINCT_INPUTS = 2
+
+
+class AuditError(Exception):
+    """An audit that failed; the message is one line."""
+
+
+def check_environment(runs: dict[str, dict[str, Any]], records: dict[str, list[dict[str, Any]]],
+                      claimed: dict[str, Any], platform_id: str | None) -> list[str]:
+    """``runs``: run.json per run id; ``records``: every attempt per run id;
+    ``claimed``: the bundle's environment.json."""
+    distributions = claimed.get("distributions") or {}
+    for run_id, info in sorted(runs.items()):
+        env = info.get("environment") or {}
+        if env.get("platform_id") != platform_digest(env):
+            raise AuditError(f"run {run_id}: its environment does not hash to its platform_id")
+        if env.get("platform_id") != platform_id:
+            raise AuditError(f"run {run_id} was made on platform {str(env.get('platform_id'))[:12]}"
+                             f", the bundle claims {str(platform_id)[:12]}")
+        for name, version in sorted((env.get("runtimes") or {}).items()):
+            installed = distributions.get(name.lower())
+            if installed is not None and installed != version:
+                raise AuditError(f"run {run_id} recorded {name} {version}, the bundle's "
+                                 f"environment lists {installed}")
+        for label, target in sorted((info.get("targets") or {}).items()):
+            runtime, version = target.get("runtime"), target.get("runtime_version")
+            recorded = (env.get("runtimes") or {}).get(runtime or "")
+            if runtime and version and recorded and recorded != version:
+                raise AuditError(f"run {run_id}: target {label} claims {runtime} {version}, "
+                                 f"the run's environment has {recorded}")
+        _check_records(run_id, info, records.get(run_id, []), env)
+    return [f"{len(runs)} run(s) on platform {str(platform_id)[:12]}: fingerprints, package "
+            "versions, record ownership and timestamps agree"]
+
+
+def _check_records(run_id: str, info: dict[str, Any], records: list[dict[str, Any]],
+                   env: dict[str, Any]) -> None:
+    targets = set(info.get("targets") or {})
+    start, end = str(info.get("started_at") or ""), str(info.get("finished_at") or "")
+    cpus = env.get("cpu_count")
+    for record in records:
+        where = f"run {run_id}: record {record.get('suite')}::{record.get('case')}"
+        if record.get("run_id") != run_id:
+            raise AuditError(f"{where} belongs to run {record.get('run_id')!r}")
+        if record.get("target") not in targets:
+            raise AuditError(f"{where} names target {record.get('target')!r}, not in the run")
+        finished = str(record.get("finished_at") or "")
+        if finished and start and end and not start <= finished <= end:
+            raise AuditError(f"{where} finished at {finished}, outside the run "
+                             f"({start} to {end})")
+        threads = ((record.get("metrics") or {}).get("threads") or {})
+        affinity = threads.get("cpu_affinity") if isinstance(threads, dict) else None
+        if isinstance(cpus, int) and isinstance(affinity, list) and affinity \
+                and max(affinity) >= cpus:
+            raise AuditError(f"{where} ran on CPU {max(affinity)}, the machine claims "
+                             f"{cpus} CPUs")
+
+
+def _performance(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("suite") == PERFORMANCE_SUITE and r["status"] == "pass"]
+
+
+def check_accuracy_in_performance(records: list[dict[str, Any]]) -> list[str]:
+    """TEST01-style: each timed figure rests on outputs checked on the timed executable."""
+    timed = _performance(records)
+    if not timed:
+        return ["no timed cases in the bundle: nothing to check"]
+    for record in timed:
+        metrics = record.get("metrics") or {}
+        check = metrics.get("output_check")
+        where = f"{record['case']}"
+        if not isinstance(check, dict) or "mismatched_elements" not in check:
+            raise AuditError(f"{where}: the timed case recorded no output check, so its "
+                             "figures may come from a run that computed nothing")
+        if check.get("mismatched_elements") != 0 or not check.get("compared_elements"):
+            raise AuditError(f"{where}: the outputs of the timed executable differ from the "
+                             f"reference ({check.get('mismatched_elements')} of "
+                             f"{check.get('compared_elements')} elements) yet it was timed")
+        if metrics.get("timed_call") not in ("run", "run_prepared"):
+            raise AuditError(f"{where}: the timed call is not recorded")
+    return [f"{len(timed)} timed case(s): outputs of the timed executable checked against "
+            "the reference before timing (run_prepared checked against run); outputs during "
+            "the timed queries are not sampled by the performance suite"]
+
+
+def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of: dict[int, str]
+                  ) -> list[str]:
+    """TEST04-style: distinct inputs, samples consistent with the summary, no fast cluster.
+
+    ``run_of`` maps ``id(record)`` to its run id (sample files are run-relative)."""
+    timed = _performance(records)
+    if not timed:
+        return ["no timed cases in the bundle: nothing to check"]
+    worst = 0.0
+    for record in timed:
+        metrics = record.get("metrics") or {}
+        where = record["case"]
+        distinct = (metrics.get("settings") or {}).get("distinct_inputs")
+        if not isinstance(distinct, int) or distinct < MIN_DISTINCT_INPUTS:
+            raise AuditError(f"{where}: timed with {distinct} distinct input(s); repeated "
+                             "identical queries can be answered from a cache")
+        name = f"runs/{run_of[id(record)]}/{metrics.get('samples_file')}"
+        if name not in files:
+            raise AuditError(f"{where}: its latency samples {metrics.get('samples_file')} "
+                             "are not in the bundle")
+        try:
+            latency = np.load(io.BytesIO(files[name]), allow_pickle=False)["latency_ns"]
+        except (OSError, ValueError, KeyError):
+            raise AuditError(f"{where}: its latency samples cannot be read") from None
+        summary = metrics.get("summary") or {}
+        if latency.size == 0 or latency.size != summary.get("count"):
+            raise AuditError(f"{where}: {latency.size} stored samples, the summary counts "
+                             f"{summary.get('count')}")
+        median_ms = float(np.median(latency)) / 1e6
+        p50 = summary.get("p50_ms")
+        if not isinstance(p50, (int, float)) or \
+                abs(median_ms - p50) > P50_RELATIVE_TOLERANCE * max(p50, 1e-9):
+            raise AuditError(f"{where}: the stored samples have a median of {median_ms:.4f} ms, "
+                             f"the record claims p50 {p50} ms")
+        fast = float(np.mean(latency < FAST_FRACTION_OF_MEDIAN * np.median(latency)))
+        worst = max(worst, fast)
+        if fast > MAX_FAST_SHARE:
+            raise AuditError(f"{where}: {fast:.1%} of the queries took less than a quarter of "
+                             "the median: answers look cached")
+    return [f"{len(timed)} timed case(s): distinct inputs, stored samples match the summaries, "
+            f"at most {worst:.2%} implausibly fast queries"]

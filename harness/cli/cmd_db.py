@@ -1,0 +1,107 @@
+"""``shipei db``: the center's results database (SQLite by default, PostgreSQL by URL)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.cli.common import CliError
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    from harness.center.store import DEFAULT_URL, URL_ENV
+
+    parser.add_argument("--db", help=f"database URL: sqlite:///FILE or "
+                                     f"postgresql://USER@HOST/DB (default ${URL_ENV} or "
+                                     f"{DEFAULT_URL})")
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    from harness.center.store import Store, StoreError
+
+    try:
+        return Store(args.db)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    import sqlalchemy  # noqa: F401 - the command needs the center extra
+
+    parser = subparsers.add_parser(
+        "db", help="create, migrate and query the center's results database",
+        description="The center's database of vendors, bundles, intake reports, runs, records, "
+                    "audits, certificates and revocations. 'init' creates or upgrades the "
+                    "schema (Alembic migrations); the queries print JSON.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = actions.add_parser("init", help="create or upgrade the schema (no server needed "
+                                           "for SQLite)")
+    add_db_option(init)
+    vendor = actions.add_parser("vendor-add", help="register a vendor's public key; prints "
+                                                   "its upload token once")
+    vendor.add_argument("name")
+    vendor.add_argument("--pubkey", type=Path, required=True, help="the vendor's vendor.pub")
+    add_db_option(vendor)
+    history = actions.add_parser("history", help="a target's runs across versions")
+    history.add_argument("target")
+    add_db_option(history)
+    regress = actions.add_parser("regressions", help="targets whose operators stopped passing "
+                                                     "since a runtime release")
+    regress.add_argument("--runtime", required=True, help="distribution, e.g. onnxruntime")
+    regress.add_argument("--since", required=True, metavar="VERSION")
+    add_db_option(regress)
+    certs = actions.add_parser("certificates", help="every certificate of a vendor")
+    certs.add_argument("--vendor", required=True)
+    add_db_option(certs)
+    parser.set_defaults(handler=run)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from harness.center.store import StoreError, default_url, upgrade
+
+    try:
+        upgrade(args.db)
+        store = open_store(args)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    from harness.center.store import current_revision
+
+    print(f"database: {args.db or default_url()} at revision {current_revision(store.engine)}")
+    store.close()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.center import store as db
+
+    if args.action == "init":
+        return _init(args)
+    store = open_store(args)
+    try:
+        with store.session() as session:
+            if args.action == "vendor-add":
+                try:
+                    pem = args.pubkey.read_text(encoding="ascii")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise CliError(f"cannot read {args.pubkey}: {exc}") from None
+                vendor, token = db.add_vendor(session, args.name, pem)
+                print(f"vendor:  {vendor.name} (key {vendor.keyid[:16]}...)")
+                print(f"token:   {token}   (shown once: the vendor uploads with it)")
+                return 0
+            if args.action == "history":
+                found: Any = db.target_history(session, args.target)
+            elif args.action == "regressions":
+                found = db.regressions_since(session, args.runtime, args.since)
+            else:
+                found = [{"certificate_id": c.certificate_id, "target": c.target,
+                          "level": c.level, "profile": c.profile, "issued_at": c.issued_at,
+                          "published": c.published}
+                         for c in db.vendor_certificates(session, args.vendor)]
+    except db.StoreError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    print(json.dumps(found, ensure_ascii=False, indent=2))
+    return 0

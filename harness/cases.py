@@ -63,6 +63,8 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
     placement: dict[str, Any] = field(default_factory=dict)
     detail: str = ""  # e.g. a remote traceback; kept out of one-line messages
+    #: who a non-pass is charged to: "target", "harness" or "infrastructure" ("" = by status)
+    blame: str = ""
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:
@@ -115,10 +117,15 @@ def outcome_from_exception(exc: BaseException, started: float) -> Outcome:
     if isinstance(exc, CaseTimeout):
         return Outcome("timeout", str(exc), metrics={"timeout_s": exc.seconds}, timings=elapsed)
     if isinstance(exc, WorkerCrash):
-        return Outcome("crash", str(exc), timings=elapsed,
-                       metrics={"exit_code": exc.exitcode, "signal": exc.signal})
+        metrics = {"exit_code": exc.exitcode, "signal": exc.signal}
+        if exc.external:  # a signal nobody in the harness sent: the infrastructure's
+            return Outcome("infra_error", str(exc), timings=elapsed, blame="infrastructure",
+                           metrics=metrics | {"killed_externally": True,
+                                              "oom_evidence": exc.evidence})
+        return Outcome("crash", str(exc), timings=elapsed, metrics=metrics, blame="target")
     if isinstance(exc, InfraError):
-        return Outcome("infra_error", str(exc), timings=elapsed)
+        return Outcome("infra_error", str(exc), timings=elapsed,
+                       blame=getattr(exc, "blame", "infrastructure"))
     assert isinstance(exc, RemoteError)
     first_line = exc.message.strip().splitlines()[0] if exc.message.strip() else ""
     return Outcome("error", f"{exc.phase}: {exc.exc_type}: {first_line}"[:500],

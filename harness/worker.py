@@ -1,11 +1,18 @@
 """Isolation: a target runs in a worker subprocess so a crash or hang costs one case.
 
-:class:`ProcessHost` owns one worker process per target. Every request waits at
-most its timeout; past it the worker is killed and :class:`CaseTimeout` raised.
-A worker that dies (segfault, abort, OOM kill) raises :class:`WorkerCrash` with
-its exit code or signal. The next request starts a fresh worker. A worker that
-will not start raises :class:`InfraError`: that is the harness's failure, not the
-target's, and is recorded as such.
+:class:`ProcessHost` owns one worker per target: a subprocess started from an
+argv (by default this interpreter running ``-m harness.worker_main``) that
+speaks :mod:`harness.wire` over its standard input and output. Because nothing
+is pickled, the worker may run another interpreter or venv (numpy 1.x beside
+the harness's 2.x), under a command prefix such as an emulator, or over ssh.
+
+Every request waits at most its timeout; past it the worker is killed and
+:class:`CaseTimeout` raised. A worker that dies (segfault, abort) raises
+:class:`WorkerCrash` with its exit code or signal; one killed by a signal the
+harness did not send (the OOM killer, an operator) is marked ``external`` with
+the host's OOM evidence, so it is charged to the infrastructure. The next
+request starts a fresh worker. A worker that will not start raises
+:class:`InfraError`: that is the harness's failure, not the target's.
 
 :class:`InlineHost` runs the target in this process (for debugging with pdb and
 for measuring the isolation overhead); it cannot enforce timeouts.
@@ -14,21 +21,35 @@ for measuring the isolation overhead); it cannot enforce timeouts.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Mapping
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from harness.registry import TargetSpec, load_object
-from harness.target import Executable, InfraError, Target
+from harness import oom
+from harness.registry import TargetSpec
+from harness.target import InfraError, Target
+from harness.tensors import TensorCodecError
+from harness.wire import DeadlineEnd, WireClosed, WireError, WireTimeout
+from harness.worker_main import Executor
 
 DEFAULT_STARTUP_TIMEOUT = 120.0
+WORKER_MODULE = "harness.worker_main"
+#: the folder holding the ``harness`` package; a foreign worker needs it on PYTHONPATH
+SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
+#: signals a process does not raise on itself for a fault of its own: when the harness
+#: did not send one, somebody outside did (the OOM killer, an operator, a shutdown)
+EXTERNAL_SIGNALS = frozenset({"SIGKILL", "SIGTERM", "SIGHUP", "SIGINT", "SIGQUIT"})
 __all__ = ["CaseTimeout", "Host", "InfraError", "InlineHost", "ProcessHost", "RemoteError",
-           "WorkerCrash"]
+           "WorkerCrash", "default_launcher"]
 
 
 class CaseTimeout(Exception):
@@ -39,12 +60,23 @@ class CaseTimeout(Exception):
 
 
 class WorkerCrash(Exception):
-    def __init__(self, exitcode: int | None, phase: str) -> None:
+    """The worker died. ``external`` when a signal the harness did not send killed it;
+    ``evidence`` then holds what the host says about it (OOM kill counts, pressure)."""
+
+    def __init__(self, exitcode: int | None, phase: str, external: bool = False,
+                 evidence: Mapping[str, Any] | None = None, stderr_tail: str = "") -> None:
         self.exitcode = exitcode
         self.phase = phase
         self.signal = _signal_name(exitcode)
+        self.external = external
+        self.evidence = dict(evidence or {})
+        self.stderr_tail = stderr_tail
         how = f"signal {self.signal}" if self.signal else f"exit code {exitcode}"
-        super().__init__(f"worker died during {phase} ({how})")
+        text = f"worker died during {phase} ({how})"
+        if external:
+            cause = "the OOM killer" if self.evidence.get("oom_killed") else "something outside"
+            text += f"; killed by {cause}, not by the harness or the target"
+        super().__init__(text)
 
 
 @dataclass
@@ -60,6 +92,12 @@ class RemoteError(Exception):
         return f"{self.exc_type}: {self.message}"
 
 
+class HarnessConversionError(InfraError):
+    """The harness could not carry a value to or from a worker (a conversion it lacks)."""
+
+    blame = "harness"
+
+
 def _signal_name(exitcode: int | None) -> str | None:
     if exitcode is None or exitcode >= 0:
         return None
@@ -67,6 +105,11 @@ def _signal_name(exitcode: int | None) -> str | None:
         return signal.Signals(-exitcode).name
     except ValueError:
         return str(-exitcode)
+
+
+def default_launcher() -> list[str]:
+    """The argv prefix that starts a worker's interpreter: this one."""
+    return [sys.executable]
 
 
 class Host(Protocol):
@@ -85,84 +128,6 @@ class Host(Protocol):
     def close(self) -> None: ...
 
 
-class _Executor:
-    """The request handlers, shared by the worker loop and :class:`InlineHost`."""
-
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.executables: dict[str, Executable] = {}
-
-    def compile(self, key: str, model: bytes) -> float:
-        self.release(key)
-        start = time.perf_counter()
-        self.executables[key] = self.target.compile(model)
-        return time.perf_counter() - start
-
-    def run(self, key: str, feeds: Mapping[str, Any]) -> tuple[dict[str, Any], float]:
-        executable = self.executables[key]
-        start = time.perf_counter()
-        outputs = executable.run(feeds)
-        return outputs, time.perf_counter() - start
-
-    def placement(self, key: str) -> dict[str, Any]:
-        return self.executables[key].placement()
-
-    def call(self, function: str, key: str, payload: Any) -> Any:
-        return load_object(function)(self.executables[key], payload)
-
-    def release(self, key: str) -> None:
-        executable = self.executables.pop(key, None)
-        if executable is not None:
-            executable.close()
-
-    def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]]
-                 ) -> dict[str, Any]:
-        """Compile, run every data set, report placement and release: one round trip."""
-        phase = "compile"
-        try:
-            compile_s = self.compile(key, model)
-            phase = "run"
-            runs = [self.run(key, feeds) for feeds in feeds_list]
-            phase = "placement"
-            placement = self.placement(key)
-        except BaseException as exc:
-            exc.shipei_phase = phase  # type: ignore[attr-defined]
-            raise
-        finally:
-            self.release(key)
-        return {"compile_s": compile_s, "outputs": [outputs for outputs, _ in runs],
-                "run_s": [seconds for _, seconds in runs], "placement": placement}
-
-    def close(self) -> None:
-        for key in list(self.executables):
-            self.release(key)
-        self.target.close()
-
-
-def _worker_main(conn: Connection, spec: TargetSpec, configuration: str,
-                 options: Mapping[str, Any]) -> None:
-    try:
-        executor = _Executor(spec.build(configuration, options))
-    except BaseException as exc:
-        conn.send(("startup_error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-        return
-    conn.send(("ready", None))
-    while True:
-        try:
-            op, args = conn.recv()
-        except (EOFError, OSError):
-            break
-        if op == "shutdown":
-            break
-        try:
-            conn.send(("ok", getattr(executor, op)(*args)))
-        except BaseException as exc:  # the target's failure travels back, the worker lives on
-            phase = getattr(exc, "shipei_phase", op)
-            status = "infra_error" if isinstance(exc, InfraError) else "error"
-            conn.send((status, (type(exc).__name__, str(exc), traceback.format_exc(), phase)))
-    executor.close()
-
-
 class _Requests:
     """The Host requests, each one call of ``_request(op, args, timeout)``."""
 
@@ -174,7 +139,8 @@ class _Requests:
 
     def run(self, key: str, feeds: Mapping[str, Any], timeout: float
             ) -> tuple[dict[str, Any], float]:
-        return self._request("run", (key, dict(feeds)), timeout)
+        outputs, seconds = self._request("run", (key, dict(feeds)), timeout)
+        return outputs, seconds
 
     def placement(self, key: str, timeout: float) -> dict[str, Any]:
         return self._request("placement", (key,), timeout)
@@ -187,118 +153,224 @@ class _Requests:
         return self._request("run_case", (key, model, [dict(f) for f in feeds_list]), timeout)
 
 
+class _StderrTail:
+    """Forwards a worker's stderr to ours and keeps its last lines for error messages."""
+
+    def __init__(self, stream: Any, keep: int = 40) -> None:
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True,
+                                       name="shipei-worker-stderr")
+        self.thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in iter(stream.readline, b""):
+                self.lines.append(line.decode("utf-8", "replace").rstrip())
+                with contextlib.suppress(OSError):
+                    os.write(2, line)
+
+    def text(self, lines: int = 8) -> str:
+        return "\n".join(list(self.lines)[-lines:])
+
+    def join(self) -> None:
+        self.thread.join(5)
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    end: DeadlineEnd
+    stderr: _StderrTail
+    memory_before: dict[str, Any]
+    killed_by_harness: bool = False
+
+
 class ProcessHost(_Requests):
-    """A target in a worker subprocess, restarted after every crash or timeout."""
+    """A target in a worker subprocess, restarted after every crash or timeout.
+
+    ``launcher`` is the argv prefix that starts the worker's Python (default: this
+    interpreter); ``-m harness.worker_main`` is appended. It may name another venv's
+    python, wrap one in a command prefix (an emulator) or reach another machine
+    (``ssh HOST env PYTHONPATH=... python3``). ``env`` adds to (or overrides) the
+    inherited environment; the harness source folder is put first on PYTHONPATH.
+    """
 
     def __init__(self, spec: TargetSpec, configuration: str = "default",
                  options: Mapping[str, Any] | None = None,
-                 startup_timeout: float = DEFAULT_STARTUP_TIMEOUT) -> None:
+                 startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+                 launcher: Sequence[str] | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.spec = spec
         self.configuration = configuration
         self.options = dict(options or {})
         self.startup_timeout = startup_timeout
+        self.launcher = list(launcher) if launcher else default_launcher()
+        self.env = dict(env or {})
         self.restarts = 0
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
+        #: what the last worker said about itself (pid, python, numpy, machine, wire)
+        self.worker_info: dict[str, Any] = {}
+        self._worker: _Worker | None = None
         self._started_once = False
 
     # -- lifecycle -----------------------------------------------------------------
-    def _start(self) -> Connection:
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        process = context.Process(
-            target=_worker_main, args=(child, self.spec, self.configuration, self.options),
-            name=f"shipei-worker-{self.spec.name}", daemon=True,
-        )
+    @property
+    def argv(self) -> list[str]:
+        return [*self.launcher, "-m", WORKER_MODULE]
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.env)
+        path = env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = SOURCE_ROOT + (os.pathsep + path if path else "")
+        return env
+
+    def _hello(self) -> dict[str, Any]:
+        spec = asdict(self.spec)
+        spec["configurations"] = list(spec["configurations"])
+        return {"op": "start", "spec": spec, "configuration": self.configuration,
+                "options": self.options}
+
+    def _start(self) -> _Worker:
+        name = self.spec.name
         try:
-            process.start()
+            process = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=self._environment())
         except OSError as exc:
-            raise InfraError(f"could not start a worker for {self.spec.name}: {exc}") from exc
-        child.close()
-        if not parent.poll(self.startup_timeout):
-            process.kill()
-            process.join(5)
-            raise InfraError(
-                f"worker for {self.spec.name} did not start within {self.startup_timeout:g} s")
+            raise InfraError(f"could not start a worker for {name} "
+                             f"({' '.join(self.argv)}): {exc}") from exc
+        assert process.stdin and process.stdout and process.stderr
+        worker = _Worker(process, DeadlineEnd(process.stdout.fileno(), process.stdin.fileno()),
+                         _StderrTail(process.stderr), oom.snapshot())
+        deadline = time.monotonic() + self.startup_timeout
         try:
-            message = parent.recv()
-        except EOFError:
-            process.join(5)
+            worker.end.send(self._hello(), deadline)
+            message = worker.end.receive(deadline)
+        except WireTimeout:
+            self._discard(worker)
             raise InfraError(
-                f"worker for {self.spec.name} died while starting "
-                f"(exit code {process.exitcode})") from None
-        if message[0] != "ready":
-            process.join(5)
-            raise InfraError(f"worker for {self.spec.name} failed to start: {message[1]}")
+                f"worker for {name} did not start within {self.startup_timeout:g} s") from None
+        except (WireClosed, WireError) as exc:
+            code = self._discard(worker)
+            tail = worker.stderr.text(3)
+            raise InfraError(f"worker for {name} died while starting (exit code {code})"
+                             + (f": {tail}" if tail else f": {exc}")) from None
+        if not isinstance(message, dict) or message.get("status") != "ready":
+            self._discard(worker)
+            detail = (f"{message.get('type')}: {message.get('message')}"
+                      if isinstance(message, dict) else repr(message))
+            raise InfraError(f"worker for {name} failed to start: {detail}")
         if self._started_once:
             self.restarts += 1
         self._started_once = True
-        self._process, self._conn = process, parent
-        return parent
+        self.worker_info = dict(message.get("worker") or {})
+        self._worker = worker
+        return worker
+
+    @staticmethod
+    def _discard(worker: _Worker) -> int | None:
+        """Kill a worker (if alive), reap it and close its pipes; its exit code."""
+        process = worker.process
+        if process.poll() is None:
+            worker.killed_by_harness = True
+            with contextlib.suppress(OSError):
+                process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+        for stream in (process.stdin, process.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        worker.stderr.join()
+        with contextlib.suppress(OSError):
+            if process.stderr is not None:
+                process.stderr.close()
+        return process.returncode
 
     def _stop(self, kill: bool) -> None:
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
-        if process is None:
+        worker, self._worker = self._worker, None
+        if worker is None:
             return
-        if not kill and conn is not None:
-            with contextlib.suppress(OSError):
-                conn.send(("shutdown", ()))
-            process.join(10)
-        if process.is_alive():
-            process.kill()
-        process.join(10)
-        if conn is not None:
-            conn.close()
+        if not kill:
+            with contextlib.suppress(WireError, OSError):
+                worker.end.send({"op": "shutdown"}, time.monotonic() + 5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(10)
+        self._discard(worker)
 
     def close(self) -> None:
         self._stop(kill=False)
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        return self._worker.process.pid if self._worker else None
 
     # -- requests ------------------------------------------------------------------
     def _request(self, op: str, args: tuple[Any, ...], timeout: float) -> Any:
-        conn = self._conn or self._start()
+        worker = self._worker or self._start()
+        deadline = time.monotonic() + max(timeout, 0.0)
         try:
-            conn.send((op, args))
-            ready = conn.poll(max(timeout, 0.0))
-        except (OSError, EOFError):
-            ready = True  # the recv below sees the broken pipe
-        if not ready:
+            worker.end.send({"op": op, "args": list(args)}, deadline)
+        except WireTimeout:
             self._stop(kill=True)
-            raise CaseTimeout(timeout, op)
+            raise CaseTimeout(timeout, op) from None
+        except (WireError, TensorCodecError) as exc:
+            if not isinstance(exc, WireClosed):  # nothing was sent: the worker is fine
+                raise HarnessConversionError(
+                    f"{op}: the harness cannot send this to a worker: {exc}") from None
+            return self._crashed(worker, op)
         try:
-            status, payload = conn.recv()
-        except (EOFError, OSError):
-            process = self._process
-            if process is not None:
-                process.join(10)
-            exitcode = process.exitcode if process is not None else None
+            answer = worker.end.receive(deadline)
+        except WireTimeout:
             self._stop(kill=True)
-            raise WorkerCrash(exitcode, op) from None
-        if status == "error":
-            exc_type, message, remote_tb, phase = payload
-            raise RemoteError(exc_type, message, phase, remote_tb)
-        if status == "infra_error":
-            exc_type, message, _, phase = payload
-            raise InfraError(f"{phase}: {exc_type}: {message}")
-        return payload
+            raise CaseTimeout(timeout, op) from None
+        except WireClosed:
+            return self._crashed(worker, op)
+        except TensorCodecError as exc:
+            raise HarnessConversionError(f"{op}: the harness cannot read the worker's "
+                                         f"answer: {exc}") from None
+        except WireError as exc:
+            self._stop(kill=True)
+            raise InfraError(f"{op}: corrupt answer from the worker: {exc}") from None
+        return _unwrap(answer)
+
+    def _crashed(self, worker: _Worker, op: str) -> Any:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(10)
+        exitcode = worker.process.returncode
+        by_harness = worker.killed_by_harness
+        self._stop(kill=True)
+        name = _signal_name(exitcode)
+        external = not by_harness and name in EXTERNAL_SIGNALS
+        evidence = oom.evidence(worker.memory_before, worker.process.pid) if external else {}
+        raise WorkerCrash(exitcode, op, external, evidence, worker.stderr.text())
 
     def release(self, key: str) -> None:
-        if self._conn is None:
+        if self._worker is None:
             return
         # a replaced worker or a key already gone leaves nothing to release
         with contextlib.suppress(CaseTimeout, WorkerCrash, RemoteError, InfraError):
             self._request("release", (key,), 30.0)
 
 
+def _unwrap(answer: Any) -> Any:
+    if not isinstance(answer, dict) or "status" not in answer:
+        raise InfraError(f"malformed answer from the worker: {answer!r:.200}")
+    status = answer["status"]
+    if status == "ok":
+        return answer.get("value")
+    message, phase = str(answer.get("message", "")), str(answer.get("phase", ""))
+    if status == "error":
+        raise RemoteError(str(answer.get("type")), message, phase,
+                          str(answer.get("traceback", "")))
+    error = HarnessConversionError if answer.get("blame") == "harness" else InfraError
+    raise error(f"{phase}: {answer.get('type')}: {message}")
+
+
 class InlineHost(_Requests):
     """The target in this process: no isolation, no timeouts."""
 
     def __init__(self, target: Target) -> None:
-        self._executor = _Executor(target)
+        self._executor = Executor(target)
         self.restarts = 0
 
     def _request(self, op: str, args: tuple[Any, ...], timeout: float) -> Any:

@@ -13,12 +13,13 @@ retransmission), ``retries``, ``inter_byte_timeout``, ``load_timeout`` and
 ``infer_timeout`` (seconds the device may take to compile / to answer INFER),
 ``chunk`` (model chunk bytes, capped by the device's ``max_chunk``),
 ``pace_baud`` and ``bits_per_byte`` (hold host writes to a line rate, for links
-with no baud rate of their own such as a pty).
+with no baud rate of their own such as a pty), ``lost_after`` (requests in a row
+without an answer after which the board counts as lost and the remaining cases
+are recorded as ``infra_error`` without being tried; default 3, 0: never).
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ from harness.target import (
 )
 from targets.common import EXPECTATIONS_DIR, driver_version
 from targets.serial.protocol import (
+    ABSOLUTE_MAX_PAYLOAD,
     WIRE_DTYPES,
     DeviceClass,
     ErrorCode,
@@ -60,11 +62,14 @@ from targets.serial.transport import (
     DeviceError,
     DeviceProtocolError,
     LinkError,
+    LinkOpenError,
     LinkSettings,
     SerialLink,
 )
 
 DEFAULT_CHUNK = 4096
+#: LOAD_CHUNK's handle and offset before the model bytes
+CHUNK_HEADER = 8
 
 
 @dataclass(frozen=True)
@@ -85,17 +90,30 @@ class BoardClient:
         self.infer_timeout = infer_timeout
         self.load_timeout = load_timeout
         self.chunk = chunk
+        #: the device's declared max_payload (set from IDENTITY)
+        self.max_payload = ABSOLUTE_MAX_PAYLOAD
 
     def identify(self) -> Identity:
         frame = self.link.request(MsgType.IDENTIFY)
-        return _decoded(Identity.decode, frame.payload, "IDENTITY")
+        identity = _decoded(Identity.decode, frame.payload, "IDENTITY")
+        declared = identity.cap_int("max_payload", ABSOLUTE_MAX_PAYLOAD)
+        self.max_payload = max(CHUNK_HEADER + 1, min(declared, ABSOLUTE_MAX_PAYLOAD))
+        return identity
+
+    def chunk_size(self, declared_chunk: int, ready_chunk: int) -> int:
+        """Model bytes per LOAD_CHUNK (docs/protocol.md section 5.3): the smallest of
+        the host's ``chunk`` option, the capability ``max_chunk``, LOAD_READY's
+        ``max_chunk`` (0 there: the capability's) and what ``max_payload`` leaves."""
+        limits = [self.chunk, self.max_payload - CHUNK_HEADER]
+        limits += [value for value in (declared_chunk, ready_chunk) if value > 0]
+        return max(1, min(limits))
 
     def load(self, model: bytes, name: str, max_chunk: int) -> LoadedModel:
         started = time.perf_counter()
         digest = sha256(model)
         ready = self.link.request(MsgType.LOAD_BEGIN, encode_load_begin(len(model), digest, name))
         handle, device_chunk = _decoded(_two_u32, ready.payload, "LOAD_READY")
-        size = max(1, min(self.chunk, device_chunk or max_chunk, max_chunk or self.chunk))
+        size = self.chunk_size(max_chunk, device_chunk)
         chunks = 0
         for offset in range(0, len(model), size):
             piece = model[offset:offset + size]
@@ -117,8 +135,12 @@ class BoardClient:
 
     def infer(self, handle: int, tensors: list[tuple[str, np.ndarray]]
               ) -> tuple[list[tuple[str, np.ndarray]], float]:
-        frame = self.link.request(MsgType.INFER, encode_infer(handle, tensors),
-                                  first_byte_timeout=self.infer_timeout)
+        payload = encode_infer(handle, tensors)
+        if len(payload) > self.max_payload:
+            raise UnsupportedModelError(
+                f"the inputs make an INFER payload of {len(payload):,} bytes; the device "
+                f"declares max_payload {self.max_payload:,}, so it was not sent")
+        frame = self.link.request(MsgType.INFER, payload, first_byte_timeout=self.infer_timeout)
         got_handle, compute_ns, outputs = _decoded(decode_result, frame.payload, "RESULT")
         if got_handle != handle:
             raise DeviceProtocolError(f"RESULT for handle {got_handle}, expected {handle}")
@@ -126,6 +148,10 @@ class BoardClient:
 
     def unload(self, handle: int) -> None:
         self.link.request(MsgType.UNLOAD, encode_u32s(handle))
+
+
+def _who(identity: Identity) -> str:
+    return f"{identity.vendor} {identity.model} #{identity.serial_number}"
 
 
 def _two_u32(payload: bytes) -> tuple[int, ...]:
@@ -174,6 +200,7 @@ class BoardExecutable(Executable):
         self.device_compute_s = 0.0
         self.round_trip_s = 0.0
         self.reloads = 0
+        self.earlier_unloads = target.take_unload_log()
 
     def _tensors(self, inputs: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
         unknown = sorted(set(inputs) - set(self.input_names))
@@ -231,18 +258,24 @@ class BoardExecutable(Executable):
             "model_sha256": self.loaded.sha256.hex(),
             "model_reloads": self.reloads,
             # link trouble since this model's load began
-            "retransmissions": link["retransmissions"] - self.link_before["retransmissions"],
-            "damaged_frames": link["receiver"].get("damaged_total", 0)
-            - self.link_before["receiver"].get("damaged_total", 0),
-            "stray_bytes": link["receiver"].get("stray_bytes", 0)
-            - self.link_before["receiver"].get("stray_bytes", 0),
+            **link_repairs(self.link_before, link),
+            # UNLOADs of earlier models, sent after their own case was recorded
+            "earlier_unloads": self.earlier_unloads,
         }
 
     def close(self) -> None:
-        if not self.target.link_is_open():
-            return  # the link dropped: the device is unreachable, nothing to release
-        with contextlib.suppress(TargetError, LinkError):
-            self.target.client().unload(self.loaded.handle)
+        self.target.unload(self.loaded.handle)
+
+
+def link_repairs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """What the link repaired between two :meth:`SerialBoardTarget.link_stats`."""
+    def receiver(stats: dict[str, Any], key: str) -> int:
+        return int(stats["receiver"].get(key, 0))
+
+    return {"retransmissions": after["retransmissions"] - before["retransmissions"],
+            "damaged_frames": receiver(after, "damaged_total") - receiver(before,
+                                                                          "damaged_total"),
+            "stray_bytes": receiver(after, "stray_bytes") - receiver(before, "stray_bytes")}
 
 
 class SerialBoardTarget(Target):
@@ -250,13 +283,14 @@ class SerialBoardTarget(Target):
                  timeout: float = 2.0, retries: int = 3, inter_byte_timeout: float = 0.2,
                  infer_timeout: float = 10.0, load_timeout: float = 30.0,
                  chunk: int = DEFAULT_CHUNK, pace_baud: float = 0.0,
-                 bits_per_byte: float = 10.0) -> None:
+                 bits_per_byte: float = 10.0, lost_after: int = 3) -> None:
         self.configuration = configuration
         self.url = str(url)
         self.settings = LinkSettings(
             url=self.url or "unset", baudrate=int(baud), timeout=float(timeout),
             retries=int(retries), inter_byte_timeout=float(inter_byte_timeout),
-            pace_baud=float(pace_baud), bits_per_byte=float(bits_per_byte))
+            pace_baud=float(pace_baud), bits_per_byte=float(bits_per_byte),
+            lost_after=int(lost_after))
         self.infer_timeout = float(infer_timeout)
         self.load_timeout = float(load_timeout)
         self.chunk = int(chunk)
@@ -264,6 +298,9 @@ class SerialBoardTarget(Target):
         self._client: BoardClient | None = None
         self._identity: Identity | None = None
         self._availability: Availability | None = None
+        #: handles whose UNLOAD failed (tried again before the next load)
+        self._stale_handles: list[int] = []
+        self._unload_log: list[dict[str, Any]] = []
 
     @property
     def expectations_file(self) -> Path:  # type: ignore[override]
@@ -275,14 +312,23 @@ class SerialBoardTarget(Target):
 
     # -- the link ------------------------------------------------------------------
     def client(self) -> BoardClient:
+        """The client on an open link. Every connection (the first and each one after
+        a drop) begins with IDENTIFY, which starts a session on the device: its
+        last-answer cache is cleared, so a new host's SEQ 1 never meets an answer from
+        an earlier session."""
         if self._client is None:
             self._link = SerialLink(self.settings)
             self._client = BoardClient(self._link, self.infer_timeout, self.load_timeout,
                                        self.chunk)
         assert self._link is not None
-        self._link.open()
-        if self._identity is None:
-            self._identity = self._checked_identity(self._client.identify())
+        if not self._link.is_open:
+            self._link.open()
+            identity = self._checked_identity(self._client.identify())
+            if self._identity is not None and _who(identity) != _who(self._identity):
+                raise DeviceProtocolError(
+                    f"a different device answered at {self.url} after reconnecting: "
+                    f"{_who(identity)}, was {_who(self._identity)}")
+            self._identity = identity
         return self._client
 
     def link_is_open(self) -> bool:
@@ -304,8 +350,35 @@ class SerialBoardTarget(Target):
     def load(self, model: bytes) -> LoadedModel:
         client = self.client()
         assert self._identity is not None
-        max_chunk = self._identity.cap_int("max_chunk", self.chunk)
+        max_chunk = self._identity.cap_int("max_chunk", 0)
         return client.load(model, "model.onnx", max_chunk)
+
+    def unload(self, handle: int) -> None:
+        """UNLOAD ``handle``, logging how it went for the next case's record (its own
+        case is recorded before its executable is closed). A failed UNLOAD leaves the
+        handle to be unloaded again before the next load."""
+        if not self.link_is_open():
+            return  # the link dropped: the device is unreachable, nothing to release
+        before = self.link_stats()
+        try:
+            self.client().unload(handle)
+            outcome = "unloaded"
+        except DeviceError as exc:
+            outcome = "already gone (NO_MODEL)" if exc.code == ErrorCode.NO_MODEL else \
+                f"failed: {exc}"
+        except (TargetError, LinkError) as exc:
+            outcome = f"failed: {type(exc).__name__}: {exc}"
+        if outcome.startswith("failed") and self._link_lost() is None:
+            self._stale_handles.append(handle)
+        self._unload_log.append({"handle": handle, "outcome": outcome,
+                                 **link_repairs(before, self.link_stats())})
+
+    def _link_lost(self) -> str | None:
+        return self._link.lost_reason if self._link is not None else None
+
+    def take_unload_log(self) -> list[dict[str, Any]]:
+        log, self._unload_log = self._unload_log, []
+        return log
 
     # -- Target --------------------------------------------------------------------
     def device_name(self) -> str:
@@ -332,12 +405,17 @@ class SerialBoardTarget(Target):
         return self._availability
 
     def _probe(self) -> Availability:
+        """Available when the port opens and a board identifies. A port that opens but
+        drops before answering is available too: its cases record the link failure as
+        ``infra_error`` (a wrong URL or a non-board is a configuration error)."""
         if not self.url:
             return Availability.no("no device given: use --target serial-board,url=PORT_OR_URL")
         try:
             self.client()
-        except LinkError as exc:
+        except LinkOpenError as exc:
             return Availability.no(str(exc))
+        except LinkError:
+            return Availability.yes()
         except TargetError as exc:
             return Availability.no(f"the device at {self.url} did not identify: {exc}")
         finally:
@@ -370,6 +448,9 @@ class SerialBoardTarget(Target):
         problem = _io_problem(proto, self.capabilities().dtypes)
         if problem:
             raise UnsupportedModelError(problem)
+        for handle in self._stale_handles[:]:
+            self._stale_handles.remove(handle)
+            self.unload(handle)
         before = self.link_stats()
         return BoardExecutable(self, proto, model, self.load(model), before)
 

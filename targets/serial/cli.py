@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     board.add_argument("--slots", type=int, default=4, help="models held at once (default 4)")
     board.add_argument("--max-chunk", type=int, default=4096,
                        help="largest LOAD_CHUNK the board accepts (default 4096)")
+    board.add_argument("--ready-chunk", type=int, default=None, metavar="BYTES",
+                       help="max_chunk announced in LOAD_READY (default: --max-chunk); the "
+                            "smaller of the two applies")
+    board.add_argument("--max-payload", type=int, default=16 * 1024 * 1024, metavar="BYTES",
+                       help="largest frame payload the board accepts (default 16777216); "
+                            "larger requests are answered TOO_LARGE")
     board.set_defaults(handler=run_board)
     for kind in SENSOR_KINDS:
         what = ("a 6-axis IMU (accelerometer + gyroscope) on a figure-eight motion"
@@ -147,12 +153,15 @@ def run_board(args: argparse.Namespace) -> int:
     from targets.serial.sim.faults import BOARD_FAULTS
 
     plan = _fault_plan(args, BOARD_FAULTS)
-    if args.slots < 1 or args.max_chunk < 1:
-        raise CliError("--slots and --max-chunk must be >= 1")
+    if args.slots < 1 or args.max_chunk < 1 or (args.ready_chunk or 1) < 1:
+        raise CliError("--slots, --max-chunk and --ready-chunk must be >= 1")
+    if not 64 <= args.max_payload <= 16 * 1024 * 1024:
+        raise CliError("--max-payload must be in [64, 16777216]")
     options = _run_options(args)
     endpoint = _endpoint(args)
     sim = BoardSimulator(endpoint, plan, slots=args.slots, max_chunk=args.max_chunk,
-                         jitter_s=plan.value("jitter"), noise=plan.value("noise"), **options)
+                         ready_chunk=args.ready_chunk, jitter_s=plan.value("jitter"),
+                         noise=plan.value("noise"), max_payload=args.max_payload, **options)
     _announce(endpoint, "board", "serial-board")
     sim.serve()
     return 0

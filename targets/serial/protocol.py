@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 
 SYNC = b"\xa5\x5a"
+#: the frame format version carried in every header (unchanged by revision 1.1)
 VERSION = 1
+#: the revision of docs/protocol.md this implementation follows; a device declares
+#: the one it follows in the ``protocol`` capability (absent: "1.0")
+REVISION = "1.1"
+#: the longest PING payload a device must echo
+MAX_PING = 256
 HEADER = struct.Struct("<2sBBIIH")  # sync, version, type, seq, length, hcrc
 HEADER_SIZE = HEADER.size  # 14
 TRAILER_SIZE = 4

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,15 +48,28 @@ from targets.serial.protocol import (
 from targets.serial.receiver import Damage, Event, FrameReceiver, Stray
 
 POLL_S = 0.02
-WRITE_CHUNK = 4096
+#: the write timeout covers at least a frame this large (grown for larger frames)
+MIN_WRITE_BUDGET_BYTES = 4096 + 64
 
 
 class LinkError(InfraError):
     """The serial link failed: infrastructure, not the device under test."""
 
 
+class LinkOpenError(LinkError):
+    """The port could not be opened at all: a wrong path or URL, no listener."""
+
+
+class DeviceLost(InfraError):
+    """The device stopped answering for good: requests are no longer tried."""
+
+
 class DeviceTimeout(TargetError):
     """The device did not answer a request within its timeout, on every attempt."""
+
+
+class DeviceBusy(TargetError):
+    """The device answered BUSY to every attempt of a request."""
 
 
 class DeviceProtocolError(TargetError):
@@ -92,6 +106,9 @@ class LinkSettings:
     bits_per_byte: float = 10.0
     exclusive: bool = True  # lock a device path against a second opener
     max_payload: int = ABSOLUTE_MAX_PAYLOAD
+    #: consecutive requests without an answer (timeouts, link failures) after which
+    #: the device counts as lost and further requests fail at once (0: never)
+    lost_after: int = 3
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -101,6 +118,8 @@ class LinkSettings:
                 raise ValueError(f"{name} must be > 0")
         if self.retries < 0:
             raise ValueError("retries must be >= 0")
+        if self.lost_after < 0:
+            raise ValueError("lost_after must be >= 0")
 
 
 @dataclass
@@ -111,6 +130,7 @@ class LinkStats:
     silent_attempts: int = 0
     damaged_responses: int = 0
     naks: int = 0
+    busy_answers: int = 0
     stale_frames: int = 0
     link_drops: int = 0
     reconnects: int = 0
@@ -119,6 +139,43 @@ class LinkStats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _no_delay(port: Any) -> None:
+    """Set TCP_NODELAY on a ``socket://`` port: a request is one small frame that the
+    peer must see at once, never held back waiting for an ACK (Nagle)."""
+    sock = getattr(port, "_socket", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@dataclass
+class AttemptTally:
+    """How the failed attempts of one request failed, for the message that ends it."""
+
+    silent: int = 0
+    busy: int = 0
+    damaged: int = 0
+    naks: int = 0
+    noise_bytes: int = 0  # bytes that formed no frame
+    heard_frame: bool = False
+    slowest_answer_s: float = 0.0
+
+    def count(self, outcome: str) -> None:
+        field_name = {"silent": "silent", "busy": "busy", "damaged": "damaged",
+                      "nak": "naks"}[outcome]
+        setattr(self, field_name, getattr(self, field_name) + 1)
+
+    def describe(self) -> str:
+        parts = [f"{n} {what}" for n, what in (
+            (self.silent, "unanswered"), (self.busy, "answered BUSY"),
+            (self.damaged, "damaged in transit"), (self.naks, "refused as damaged (BAD_FRAME)"))
+            if n]
+        if self.noise_bytes:
+            parts.append(f"{self.noise_bytes} bytes of line noise"
+                         + ("" if self.heard_frame else " and no intact frame: a wrong baud "
+                            "rate or a noisy line?"))
+        return ", ".join(parts) or "no answer"
 
 
 class SerialLink:
@@ -132,6 +189,8 @@ class SerialLink:
         self._seq = 0
         self._last_rx = time.perf_counter()
         self._backlog: list[Event] = []
+        self.unanswered_in_a_row = 0
+        self.lost_reason: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -152,11 +211,11 @@ class SerialLink:
         try:
             port = serial.serial_for_url(s.url, **kwargs)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise LinkError(f"cannot open {s.url}: {exc}") from None
+            raise LinkOpenError(f"cannot open {s.url}: {exc}") from None
+        _no_delay(port)
         try:
             fd = port.fileno()
-            # per write() call; writes go out in WRITE_CHUNK pieces
-            port.write_timeout = s.timeout + WRITE_CHUNK * s.bits_per_byte / s.baudrate
+            port.write_timeout = self._write_budget(MIN_WRITE_BUDGET_BYTES)
         except Exception:  # loop://, rfc2217:// and friends: no descriptor, no write timeout
             fd = None
             port.timeout = POLL_S
@@ -211,15 +270,23 @@ class SerialLink:
         self.write_raw(encode_frame(msg_type, seq, payload, version))
         self.stats.tx_frames += 1
 
+    def _write_budget(self, nbytes: int) -> float:
+        """Seconds one write of ``nbytes`` may take before the device counts as stalled."""
+        s = self.settings
+        return s.timeout + nbytes * s.bits_per_byte / s.baudrate
+
     def write_raw(self, data: bytes) -> None:
+        """Send ``data`` (one frame) in one write call: a frame split over two writes
+        leaves a TCP link as two segments, the second held for the peer's delayed ACK."""
         import serial
 
         if self._port is None:
             self.open()
         port = self._port
         try:
-            for start in range(0, len(data), WRITE_CHUNK):
-                self.pacer.write(port.write, data[start:start + WRITE_CHUNK])
+            if self._fd is not None and port.write_timeout < self._write_budget(len(data)):
+                port.write_timeout = self._write_budget(len(data))
+            self.pacer.write(port.write, data)
         except serial.SerialTimeoutException:
             raise DeviceTimeout(f"the device stopped taking data ({len(data)} bytes to send, "
                                 f"none accepted for {port.write_timeout:.3g} s)") from None
@@ -292,60 +359,104 @@ class SerialLink:
                 first_byte_timeout: float | None = None,
                 on_frame: Callable[[Frame], None] | None = None,
                 on_event: Callable[[Event], None] | None = None) -> Frame:
+        """Send a request and return its response frame (see :meth:`_exchange`).
+
+        After ``lost_after`` requests in a row ended without an answer (every attempt
+        silent, or the link failed) the device is *lost*: this and every later request
+        raises :class:`DeviceLost` at once instead of waiting out its timeouts again.
+        """
+        if self.lost_reason is not None:
+            raise DeviceLost(self.lost_reason)
+        try:
+            frame = self._exchange(msg_type, payload, first_byte_timeout, on_frame, on_event)
+        except (DeviceTimeout, LinkError) as exc:
+            self.unanswered_in_a_row += 1
+            limit = self.settings.lost_after
+            if limit and self.unanswered_in_a_row >= limit:
+                self.lost_reason = (
+                    f"device at {self.settings.url} lost: {self.unanswered_in_a_row} requests "
+                    f"in a row went unanswered (last: {exc}); the remaining requests are not "
+                    "tried")
+            raise
+        except TargetError:
+            self.unanswered_in_a_row = 0  # it answered, if only to refuse
+            raise
+        self.unanswered_in_a_row = 0
+        return frame
+
+    def _exchange(self, msg_type: int, payload: bytes, first_byte_timeout: float | None,
+                  on_frame: Callable[[Frame], None] | None,
+                  on_event: Callable[[Event], None] | None) -> Frame:
         """Send a request and return its response frame.
 
-        Retransmits (same sequence number) after silence, a damaged frame or a
-        NAK, up to ``retries`` times. ``on_frame`` receives other frames that
-        arrive meanwhile (stream samples); ``on_event`` every damage or stray
-        event. ERROR answers raise through :func:`device_error`.
+        Retransmits the identical frame (same sequence number) after silence, a
+        damaged answer or a NAK, up to ``retries`` times. After BUSY it sends the
+        request again under a *new* sequence number: BUSY means the device did not
+        act, and a device that cached the BUSY answer (protocol revision 1.0 left
+        that open) would otherwise answer the retransmission with BUSY forever.
+        ``on_frame`` receives other frames that arrive meanwhile (stream samples);
+        ``on_event`` every damage or stray event. ERROR answers raise through
+        :func:`device_error`.
         """
         s = self.settings
         expected = response_type(msg_type)
         name = type_name(msg_type)
+        wait = first_byte_timeout or s.timeout
         seq = self.next_seq()
         frame_bytes = encode_frame(msg_type, seq, payload)
         attempts = 1 + s.retries
-        damaged = silent = 0
+        tally = AttemptTally()
         for attempt in range(attempts):
             if attempt:
                 self.stats.retransmissions += 1
             self.write_raw(frame_bytes)
             self.stats.tx_frames += 1
-            outcome = self._await(seq, expected, name, first_byte_timeout or s.timeout,
-                                  on_frame, on_event)
+            outcome = self._await(seq, expected, name, wait, on_frame, on_event, tally)
             if isinstance(outcome, Frame):
                 return outcome
+            tally.count(outcome)
             if outcome == "silent":
-                silent += 1
                 self.stats.silent_attempts += 1
             elif outcome == "busy":
+                self.stats.busy_answers += 1
                 time.sleep(min(s.timeout, 0.1 * (attempt + 1)))
-            else:
-                damaged += 1
-        if damaged:
+                seq = self.next_seq()
+                frame_bytes = encode_frame(msg_type, seq, payload)
+        what = f"{name} (last seq {seq})"
+        if tally.busy == attempts:
+            raise DeviceBusy(f"device answered BUSY to {what} on all {attempts} attempts "
+                             f"(each answer within {tally.slowest_answer_s * 1e3:.0f} ms)")
+        if tally.damaged or (tally.noise_bytes and not tally.heard_frame):
             raise LinkError(
-                f"serial link {s.url} too unreliable: {name} (seq {seq}) failed {attempts} "
-                f"attempts ({damaged} damaged in transit, {silent} unanswered)")
-        raise DeviceTimeout(f"device did not answer {name} (seq {seq}) within "
-                            f"{first_byte_timeout or s.timeout:g} s, {attempts} attempts")
+                f"serial link {s.url} too unreliable: no usable answer to {what} in "
+                f"{attempts} attempts ({tally.describe()})")
+        raise DeviceTimeout(f"device did not answer {what} within {wait:g} s, "
+                            f"{attempts} attempts ({tally.describe()})")
 
     def _await(self, seq: int, expected: int, name: str, first_byte_timeout: float,
                on_frame: Callable[[Frame], None] | None,
-               on_event: Callable[[Event], None] | None) -> Frame | str:
-        """One attempt: the response frame, or why the attempt failed."""
+               on_event: Callable[[Event], None] | None,
+               tally: AttemptTally) -> Frame | str:
+        """One attempt: the response frame, or why the attempt failed.
+
+        Only frames count as an answer arriving: bytes that form no intact header
+        (line noise, a wrong baud rate) never extend the wait, so an attempt ends
+        ``first_byte_timeout`` after the request unless a frame is on its way, and
+        then ``timeout`` after its last byte.
+        """
         s = self.settings
         sent = time.perf_counter()
+        progress = sent  # the last time a frame (or part of one) arrived
         cap = sent + first_byte_timeout + 4 * s.timeout
         stray_at: float | None = None
         while True:
             now = time.perf_counter()
-            heard = self._last_rx > sent
-            quiet_for = now - max(self._last_rx, sent)
-            if not self.receiver.pending:
-                if quiet_for >= (s.timeout if heard else first_byte_timeout):
+            heard = progress > sent
+            if not self.frame_in_progress():
+                if now - progress >= (s.timeout if heard else first_byte_timeout):
                     return "silent"
-                # stray bytes (line noise, or a response whose header was hit) and
-                # nothing intact after them: the response was damaged in transit
+                # stray bytes (a response whose header was hit) and nothing intact
+                # after them: the response was damaged in transit
                 if stray_at is not None and now - max(self._last_rx, stray_at) >= \
                         2 * s.inter_byte_timeout:
                     self.stats.damaged_responses += 1
@@ -353,20 +464,27 @@ class SerialLink:
             if now >= cap and not self.frame_in_progress():
                 return "silent"
             batch = self.events(0.25)
+            if self.frame_in_progress():
+                progress = self._last_rx
             while batch:
                 event = batch.pop(0)
                 self._backlog[:0] = batch  # what follows the outcome stays for later
                 batch = []
-                if isinstance(event, (Damage, Stray)):
+                if isinstance(event, Stray):
+                    tally.noise_bytes += event.nbytes
                     if on_event is not None:
                         on_event(event)
-                    if isinstance(event, Damage):
-                        if event.header.type == MsgType.SAMPLE and on_frame is not None:
-                            continue  # a damaged stream sample, not our response
-                        self.stats.damaged_responses += 1
-                        return "damaged"
                     stray_at = time.perf_counter()
                     continue
+                progress = time.perf_counter()
+                tally.heard_frame = True
+                if isinstance(event, Damage):
+                    if on_event is not None:
+                        on_event(event)
+                    if event.header.type == MsgType.SAMPLE and on_frame is not None:
+                        continue  # a damaged stream sample, not our response
+                    self.stats.damaged_responses += 1
+                    return "damaged"
                 stray_at = None
                 if event.version != VERSION:
                     raise DeviceProtocolError(
@@ -384,6 +502,8 @@ class SerialLink:
                         self.stats.naks += 1
                         return "nak"
                     if code == ErrorCode.BUSY:
+                        tally.slowest_answer_s = max(tally.slowest_answer_s,
+                                                     time.perf_counter() - sent)
                         return "busy"
                     raise device_error(code, text, name)
                 if event.type != expected:

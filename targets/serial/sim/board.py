@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from targets.serial.protocol import (
-    ABSOLUTE_MAX_PAYLOAD,
+    REVISION,
     WIRE_DTYPES,
     DeviceClass,
     ErrorCode,
@@ -25,13 +25,12 @@ from targets.serial.protocol import (
     decode_infer,
     decode_load_begin,
     decode_u32s,
-    encode_error,
     encode_loaded,
     encode_result,
     encode_u32s,
     sha256,
 )
-from targets.serial.sim.server import Reply, Simulator
+from targets.serial.sim.server import Reply, Simulator, error_reply, pong
 
 DEFAULT_MAX_CHUNK = 4096
 MAX_MODEL_BYTES = 256 * 1024 * 1024
@@ -46,20 +45,57 @@ class Slot:
     session: Any = None
     output_names: list[str] = field(default_factory=list)
 
+    @property
+    def loaded(self) -> bool:
+        return self.session is not None
+
 
 def _error(code: int, text: str) -> list[Reply]:
-    return [Reply(MsgType.ERROR, encode_error(code, text))]
+    return error_reply(code, text)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:400] if text else type(exc).__name__
+
+
+#: onnxruntime messages that mean "a valid model with something this runtime lacks"
+_UNSUPPORTED_MARKS = ("NOT_IMPLEMENTED", "Could not find an implementation", "not supported",
+                      "is not a registered function/op", "No opset import for domain",
+                      "Unsupported model IR version")
+
+
+def unsupported_operator(model_bytes: bytes) -> str | None:
+    """Why a parsable model uses an operator this device does not know, or None;
+    raises ``onnx`` parse errors for bytes that are no model (MODEL_REJECTED)."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        domain = node.domain or "ai.onnx"
+        if (node.domain, node.op_type) in local or domain not in ("ai.onnx", "ai.onnx.ml"):
+            continue
+        try:
+            onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), node.domain)
+        except onnx.defs.SchemaError:
+            return f"operator {domain}::{node.op_type} at opset {opsets.get(domain)} is unknown"
+    return None
 
 
 class BoardSimulator(Simulator):
     device_name = "board"
 
     def __init__(self, *args: Any, slots: int = 4, max_chunk: int = DEFAULT_MAX_CHUNK,
-                 jitter_s: float = 0.0, noise: float = 0.0, **kwargs: Any) -> None:
+                 ready_chunk: int | None = None, jitter_s: float = 0.0, noise: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.slots: OrderedDict[int, Slot] = OrderedDict()
         self.max_slots = max(1, slots)
         self.max_chunk = max_chunk
+        #: LOAD_READY's max_chunk (default: the declared one); the smaller one applies
+        self.ready_chunk = max_chunk if ready_chunk is None else ready_chunk
         self.jitter_s = jitter_s
         self.noise = noise
         self._next_handle = 1
@@ -74,7 +110,8 @@ class BoardSimulator(Simulator):
             firmware=f"sim-board 1.0 (onnxruntime {ort.__version__})",
             serial_number="SIM-BOARD-0001",
             capabilities={
-                "max_payload": str(ABSOLUTE_MAX_PAYLOAD),
+                "protocol": REVISION,
+                "max_payload": str(self.receiver.max_payload),
                 "max_chunk": str(self.max_chunk),
                 "model_slots": str(self.max_slots),
                 "max_model_bytes": str(MAX_MODEL_BYTES),
@@ -87,7 +124,7 @@ class BoardSimulator(Simulator):
     def answer(self, frame: Frame) -> list[Reply]:
         handlers = {
             MsgType.IDENTIFY: lambda f: [Reply(MsgType.IDENTITY, self.identity().encode())],
-            MsgType.PING: lambda f: [Reply(MsgType.PONG, f.payload)],
+            MsgType.PING: pong,
             MsgType.LOAD_BEGIN: self._load_begin,
             MsgType.LOAD_CHUNK: self._load_chunk,
             MsgType.LOAD_END: self._load_end,
@@ -100,6 +137,12 @@ class BoardSimulator(Simulator):
                 return _error(ErrorCode.NOT_SUPPORTED, "a board does not stream")
             return _error(ErrorCode.UNKNOWN_TYPE, f"unknown message type 0x{frame.type:02X}")
         return handler(frame)
+
+    def on_session_start(self) -> None:
+        """A new host session: loads left half-done by the previous host are freed;
+        loaded models stay (section 5.3)."""
+        for handle in [h for h, slot in self.slots.items() if not slot.loaded]:
+            del self.slots[handle]
 
     # -- loading -------------------------------------------------------------------
     def _slot(self, handle: int) -> Slot | None:
@@ -118,21 +161,38 @@ class BoardSimulator(Simulator):
         handle = self._next_handle
         self._next_handle += 1
         self.slots[handle] = Slot(size, digest, name)
-        return [Reply(MsgType.LOAD_READY, encode_u32s(handle, self.max_chunk))]
+        return [Reply(MsgType.LOAD_READY, encode_u32s(handle, self.ready_chunk))]
+
+    def _abandon(self, handle: int, code: int, text: str) -> list[Reply]:
+        """A load that failed: the slot is freed and the handle unknown from now on."""
+        del self.slots[handle]
+        return _error(code, f"{text}; load abandoned")
 
     def _load_chunk(self, frame: Frame) -> list[Reply]:
         handle, offset, data = decode_chunk(frame.payload)
         slot = self._slot(handle)
         if slot is None:
             return _error(ErrorCode.NO_MODEL, f"no model load in progress for handle {handle}")
+        if slot.loaded:
+            return _error(ErrorCode.BAD_OFFSET, f"handle {handle} is loaded already; "
+                                                "the model is unchanged")
+        if not data:
+            return self._abandon(handle, ErrorCode.BAD_PAYLOAD, "a chunk of zero bytes")
+        limit = min(self.max_chunk, self.ready_chunk)
+        if len(data) > limit:
+            return self._abandon(handle, ErrorCode.TOO_LARGE,
+                                 f"chunk of {len(data)} bytes exceeds max_chunk {limit}")
         received = len(slot.data)
-        if offset == received:
-            if received + len(data) > slot.size:
-                return _error(ErrorCode.SIZE_MISMATCH, f"chunk ends at {received + len(data)}"
-                                                       f", model is {slot.size} bytes")
-            slot.data += data
-        elif offset + len(data) > received:
-            return _error(ErrorCode.BAD_OFFSET, f"chunk at offset {offset}; expected {received}")
+        if offset + len(data) <= received:  # wholly inside what arrived: a duplicate
+            return [Reply(MsgType.CHUNK_ACK, encode_u32s(handle, received))]
+        if offset != received:
+            return self._abandon(handle, ErrorCode.BAD_OFFSET,
+                                 f"chunk at offset {offset}; expected {received}")
+        if received + len(data) > slot.size:
+            return self._abandon(handle, ErrorCode.SIZE_MISMATCH,
+                                 f"chunk ends at {received + len(data)}, model is "
+                                 f"{slot.size} bytes")
+        slot.data += data
         return [Reply(MsgType.CHUNK_ACK, encode_u32s(handle, len(slot.data)))]
 
     def _load_end(self, frame: Frame) -> list[Reply]:
@@ -141,29 +201,43 @@ class BoardSimulator(Simulator):
         if slot is None:
             return _error(ErrorCode.NO_MODEL, f"no model load in progress for handle {handle}")
         if len(slot.data) != slot.size:
-            return _error(ErrorCode.SIZE_MISMATCH, f"received {len(slot.data)} of "
-                                                   f"{slot.size} bytes")
+            return self._abandon(handle, ErrorCode.SIZE_MISMATCH,
+                                 f"received {len(slot.data)} of {slot.size} bytes")
         started = time.perf_counter()
-        if slot.session is None:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            try:
-                slot.session = ort.InferenceSession(bytes(slot.data), sess_options=options,
-                                                    providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                del self.slots[handle]
-                text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else "failed"
-                unsupported = any(s in text for s in ("NOT_IMPLEMENTED", "Could not find an "
-                                                      "implementation", "not supported"))
-                return _error(ErrorCode.UNSUPPORTED_MODEL if unsupported
-                              else ErrorCode.MODEL_REJECTED, text)
-            slot.output_names = [o.name for o in slot.session.get_outputs()]
+        if not slot.loaded:
+            failure = self._compile(slot)
+            if failure is not None:
+                return self._abandon(handle, *failure)
         load_us = int((time.perf_counter() - started) * 1e6)
         return [Reply(MsgType.LOADED, encode_loaded(handle, sha256(bytes(slot.data)), load_us))]
+
+    def _compile(self, slot: Slot) -> tuple[int, str] | None:
+        """Make the slot's session; on failure (error code, text). The rule of
+        section 5.3: bytes that are no valid model are MODEL_REJECTED; a valid model
+        with an operator, data type or opset this device lacks is UNSUPPORTED_MODEL."""
+        import onnxruntime as ort
+
+        raw = bytes(slot.data)
+        try:
+            unknown = unsupported_operator(raw)
+        except Exception as exc:  # onnx cannot parse it
+            return ErrorCode.MODEL_REJECTED, f"not an ONNX model: {_first_line(exc)}"
+        if unknown:
+            return ErrorCode.UNSUPPORTED_MODEL, unknown
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            slot.session = ort.InferenceSession(raw, sess_options=options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            text = _first_line(exc)
+            unsupported = any(mark in text for mark in _UNSUPPORTED_MARKS)
+            return (ErrorCode.UNSUPPORTED_MODEL if unsupported
+                    else ErrorCode.MODEL_REJECTED), text
+        slot.output_names = [o.name for o in slot.session.get_outputs()]
+        return None
 
     def _unload(self, frame: Frame) -> list[Reply]:
         (handle,) = decode_u32s(frame.payload, 1)
@@ -175,7 +249,7 @@ class BoardSimulator(Simulator):
     def _infer(self, frame: Frame) -> list[Reply]:
         handle, tensors = decode_infer(frame.payload)
         slot = self._slot(handle)
-        if slot is None or slot.session is None:
+        if slot is None or not slot.loaded:
             return _error(ErrorCode.NO_MODEL, f"no loaded model with handle {handle}")
         inputs = {i.name for i in slot.session.get_inputs()}
         unknown = sorted({name for name, _ in tensors} - inputs)
@@ -186,7 +260,7 @@ class BoardSimulator(Simulator):
         try:
             values = slot.session.run(slot.output_names, feeds)
         except Exception as exc:
-            text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else "failed"
+            text = _first_line(exc)
             code = ErrorCode.BAD_INPUT if "INVALID_ARGUMENT" in text else ErrorCode.INFER_FAILED
             return _error(code, text)
         compute_ns = int((time.perf_counter() - started) * 1e9)

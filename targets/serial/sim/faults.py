@@ -1,7 +1,7 @@
 """Fault injection for the simulators: deterministic with a seed, and counted.
 
 A fault is ``KIND=VALUE``. Rate-like faults (``bit_errors``, ``dropped_bytes``,
-``truncate``, ``garbage``, ``drop``, ``stall``, ``disconnect``, ``clock_glitch``)
+``truncate``, ``garbage``, ``drop``, ``stall``, ``disconnect``, ``clock_glitch``, ``busy``)
 take a rate per frame ``p``: the frames are cut into blocks of ``1/p`` frames and
 the fault hits one frame in each block, at a position drawn from the seed. So a
 window of ``n`` frames holds ``n*p`` events, give or take one, and the same seed
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import IO, Any
 
 RATE_FAULTS = ("bit_errors", "dropped_bytes", "truncate", "garbage", "drop", "stall",
-               "disconnect", "clock_glitch")
+               "disconnect", "clock_glitch", "busy")
 MAGNITUDE_FAULTS = ("noise", "drift", "jitter")
 #: the faults each simulator implements
 BOARD_FAULTS = ("bit_errors", "dropped_bytes", "truncate", "garbage", "drop", "stall",
-                "disconnect", "noise", "jitter")
+                "disconnect", "busy", "noise", "jitter")
 SENSOR_FAULTS = RATE_FAULTS + MAGNITUDE_FAULTS
 
 FAULT_HELP = {
@@ -41,6 +41,7 @@ FAULT_HELP = {
     "stall": "rate: output paused for --stall-ms before the frame (sensors buffer samples)",
     "disconnect": "rate: the link dropped for --down-ms instead of sending the frame",
     "clock_glitch": "rate (sensors): the sample's timestamp stepped back three periods",
+    "busy": "rate per request: answered ERROR BUSY instead of executed (never cached)",
     "noise": "sensors: extra Gaussian noise of VALUE x the declared accuracy; "
              "board: relative Gaussian noise VALUE on floating-point outputs",
     "drift": "sensors: the device clock runs (1+VALUE) x nominal",

@@ -20,6 +20,7 @@ import numpy as np
 from targets.serial.groundtruth import FigureEight, MovingReflector, declaration
 from targets.serial.protocol import (
     NO_SEQ,
+    REVISION,
     DeviceClass,
     ErrorCode,
     Frame,
@@ -37,7 +38,7 @@ from targets.serial.protocol import (
     sample_frame_size,
 )
 from targets.serial.sim.endpoint import PeerGone
-from targets.serial.sim.server import Reply, Simulator
+from targets.serial.sim.server import Reply, Simulator, pong
 
 ACCEL_SCALE = 16 * 9.80665 / 32768  # +-16 g full scale, m/s^2 per LSB
 GYRO_SCALE = math.radians(2000) / 32768  # +-2000 dps full scale, rad/s per LSB
@@ -83,7 +84,7 @@ class SensorSimulator(Simulator):
     # -- identity ------------------------------------------------------------------
     def identity(self) -> Identity:
         spec = SENSORS[self.sensor]
-        caps = {"sensor": self.sensor, "rate_hz": f"{self.rate_hz:g}",
+        caps = {"protocol": REVISION, "sensor": self.sensor, "rate_hz": f"{self.rate_hz:g}",
                 "payload_type": str(int(spec["payload"])),
                 "frame_bytes": str(sample_frame_size(spec["payload"]))}
         caps.update({k: f"{v:g}" for k, v in DECLARED_TIMING.items()})
@@ -102,7 +103,7 @@ class SensorSimulator(Simulator):
         if frame.type == MsgType.IDENTIFY:
             return [Reply(MsgType.IDENTITY, self.identity().encode())]
         if frame.type == MsgType.PING:
-            return [Reply(MsgType.PONG, frame.payload)]
+            return pong(frame)
         if frame.type == MsgType.STREAM_START:
             (rate_mhz,) = decode_u32s(frame.payload, 1)
             declared_mhz = int(round(self.rate_hz * 1000))

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 
 from targets.serial.protocol import (
+    ABSOLUTE_MAX_PAYLOAD,
+    MAX_PING,
     VERSION,
     ErrorCode,
     Frame,
@@ -33,6 +35,18 @@ class Reply:
     payload: bytes
 
 
+def error_reply(code: int, text: str) -> list[Reply]:
+    return [Reply(MsgType.ERROR, encode_error(code, text))]
+
+
+def pong(frame: Frame) -> list[Reply]:
+    """PONG with the PING payload; a payload over MAX_PING bytes is TOO_LARGE."""
+    if len(frame.payload) > MAX_PING:
+        return error_reply(ErrorCode.TOO_LARGE, f"PING of {len(frame.payload)} bytes; at "
+                                                f"most {MAX_PING}")
+    return [Reply(MsgType.PONG, frame.payload)]
+
+
 class Stop(Exception):
     """Leave the serving loop (a signal, the configured duration, exit_after)."""
 
@@ -45,7 +59,7 @@ class Simulator:
     def __init__(self, endpoint: Endpoint, faults: FaultPlan, *, down_s: float = 0.3,
                  stall_s: float = 1.0, duration: float | None = None,
                  exit_after: int | None = None, mute_after: int | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, max_payload: int = ABSOLUTE_MAX_PAYLOAD) -> None:
         self.endpoint = endpoint
         self.faults = faults
         self.down_s = down_s
@@ -54,7 +68,7 @@ class Simulator:
         self.exit_after = exit_after
         self.mute_after = mute_after
         self.quiet = quiet
-        self.receiver = FrameReceiver()
+        self.receiver = FrameReceiver(max_payload)
         self.frames_sent = 0
         self.requests_answered = 0
         self.connections = 0
@@ -135,29 +149,17 @@ class Simulator:
             for event in events:
                 if isinstance(event, Frame):
                     self._on_frame(event)
-                elif isinstance(event, Damage) and event.header.type in REQUEST_TYPES:
-                    self.send(MsgType.ERROR, event.header.seq, encode_error(
-                        ErrorCode.BAD_FRAME, "frame check failed; retransmit"))
+                elif isinstance(event, Damage):
+                    self._on_damage(event)
             self.tick()
+
+    def on_session_start(self) -> None:  # noqa: B027 - optional hook
+        """IDENTIFY began a new host session (docs/protocol.md section 3.1)."""
 
     def _on_frame(self, frame: Frame) -> None:
         if self.mute_after is not None and self.requests_answered >= self.mute_after:
             return  # a hung device: the link stays up, nothing answers
-        if frame.version != VERSION:
-            replies = [Reply(MsgType.ERROR, encode_error(
-                ErrorCode.VERSION, f"protocol version {frame.version} not supported; "
-                                   f"this device speaks {VERSION}"))]
-        else:
-            key = (frame.seq, frame.type, crc32(frame.payload))
-            if key == self._last_request:
-                replies = self._last_replies  # a retransmission: answer again, do not redo
-            else:
-                try:
-                    replies = self.answer(frame)
-                except ProtocolError as exc:
-                    replies = [Reply(MsgType.ERROR, encode_error(ErrorCode.BAD_PAYLOAD,
-                                                                 str(exc)))]
-                self._last_request, self._last_replies = key, replies
+        replies = self._replies(frame)
         self.requests_answered += 1
         for reply in replies:
             self.send(reply.type, frame.seq, reply.payload)
@@ -166,6 +168,45 @@ class Simulator:
             time.sleep(0.3)  # let the last answer reach the host: a pty hangup discards it
             self.endpoint.close()
             raise Stop("exit_after reached")
+
+    def _replies(self, frame: Frame) -> list[Reply]:
+        """The answer to one intact request, from the last-answer cache for a
+        retransmission. Answers that carry no result (BUSY, VERSION) are never
+        cached, and IDENTIFY always runs and starts a new session with an empty cache."""
+        if frame.version != VERSION:
+            return [Reply(MsgType.ERROR, encode_error(
+                ErrorCode.VERSION, f"protocol version {frame.version} not supported; "
+                                   f"this device speaks {VERSION}"))]
+        key = (frame.seq, frame.type, crc32(frame.payload))
+        if frame.type == MsgType.IDENTIFY:
+            self._last_request, self._last_replies = None, []
+            self.on_session_start()
+        elif key == self._last_request:
+            return self._last_replies  # a retransmission: answer again, do not redo
+        if self.faults.hits("busy", self.requests_answered):
+            self.faults.record("busy", index=self.requests_answered, seq=frame.seq,
+                               type=int(frame.type))
+            return [Reply(MsgType.ERROR, encode_error(ErrorCode.BUSY, "busy; try again"))]
+        try:
+            replies = self.answer(frame)
+        except ProtocolError as exc:
+            replies = [Reply(MsgType.ERROR, encode_error(ErrorCode.BAD_PAYLOAD, str(exc)))]
+        if frame.type != MsgType.IDENTIFY:
+            self._last_request, self._last_replies = key, replies
+        return replies
+
+    def _on_damage(self, damage: Damage) -> None:
+        """A request whose header held but whose body did not: BAD_FRAME (retransmit),
+        or TOO_LARGE when it declared more than this device accepts. Neither is
+        cached: the request was never received."""
+        if damage.header.type not in REQUEST_TYPES:
+            return
+        if damage.kind == "oversize":
+            reply = encode_error(ErrorCode.TOO_LARGE, f"payload of {damage.header.length} "
+                                 f"bytes exceeds max_payload {self.receiver.max_payload}")
+        else:
+            reply = encode_error(ErrorCode.BAD_FRAME, "frame check failed; retransmit")
+        self.send(MsgType.ERROR, damage.header.seq, reply)
 
     def send(self, msg_type: int, seq: int, payload: bytes) -> None:
         """Encode one frame and send it through the byte-level faults."""

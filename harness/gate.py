@@ -36,18 +36,21 @@ GATE_SCHEMA_VERSION = "1.0"
 CONTRACT_SUITE = "contract"
 
 
-def required_suites(kind: str) -> list[tuple[str, str]]:
+def required_suites(kind: str, profile: str | None = None) -> list[tuple[str, str]]:
     """The suites a target of ``kind`` must pass in the gate, each with the marker
-    expression that picks its cases (``""``: every case): the suites the kind's packaged
-    certification profile measures that declare themselves gate suites
+    expression that picks its cases (``""``: every case): the suites its certification
+    profile (``profile``, a name or TOML path; default the kind's packaged one) measures
+    that declare themselves gate suites
     (:attr:`harness.suite_registry.SuiteSpec.gate_markexpr`), the contract first."""
-    from harness.cert.profile import ProfileError, profile_for_kind
+    from harness.cert.profile import ProfileError, load_profile, profile_for_kind
     from harness.suite_registry import discover_suites
 
     suites = discover_suites().suites
     try:
-        measured = profile_for_kind(kind).suites
-    except ProfileError:
+        measured = (load_profile(profile) if profile else profile_for_kind(kind)).suites
+    except ProfileError as exc:
+        if profile:
+            raise GateError(str(exc)) from None
         measured = ()
     chosen = [(CONTRACT_SUITE, "")]
     chosen += [(name, suites[name].gate_markexpr or "") for name in measured

@@ -24,7 +24,7 @@ import pytest
 from harness import selection
 from harness.cases import Case, Outcome, execute_case
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
-from harness.hookspec import plugin_manager
+from harness.hooks import plugin_manager
 from harness.records import RunPaths, StorageError, check_run_id
 from harness.registry import DEFAULT_TARGET, RegistryError, TargetRequest, TargetSpec
 from harness.reporting import terminal_summary

@@ -1,10 +1,7 @@
-"""Reports written when a run ends (and by ``shipei report`` from records alone).
-
-JUnit XML is written for every run; every other report belongs to a suite and is
-declared by its :class:`~harness.suite_registry.SuiteSpec` (``reports``), so it is
-written when the run holds records of that suite. Plugins add reports through the
-``shipei_write_reports`` hook (:mod:`harness.hookspec`).
-"""
+"""Reports written when a run ends (and by ``shipei report`` from records alone), and the
+terminal summary. Which reports are written is the plugins' business
+(``shipei_write_reports``, :mod:`harness.hookspec`; the built-in ones are in
+:mod:`harness.builtin_reports`)."""
 
 from __future__ import annotations
 
@@ -12,33 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.case_record import REPORTED_STATUSES
-from harness.hookspec import hookimpl
-from harness.junit import write_junit
 from harness.records import RunPaths
-
-
-class BuiltinReports:
-    """JUnit plus the reports the suites present in a run declare."""
-
-    @hookimpl
-    def shipei_write_reports(self, paths: RunPaths, run_info: dict[str, Any],
-                             records: list[dict[str, Any]]) -> list[Path]:
-        from harness.registry import load_object
-        from harness.suite_registry import discover_suites
-
-        written = [write_junit(paths.report_dir / "junit.xml", records)]
-        present = {r.get("suite") for r in records}
-        for name, spec in sorted(discover_suites().suites.items()):
-            if name in present:
-                for reference in spec.reports:
-                    written += load_object(reference)(paths, run_info, records)
-        return written
 
 
 def write_reports(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]
                   ) -> list[Path]:
     """Every plugin's reports for a run, in registration order."""
-    from harness.hookspec import plugin_manager
+    from harness.hooks import plugin_manager
 
     results = plugin_manager().hook.shipei_write_reports(paths=paths, run_info=run_info,
                                                          records=records)

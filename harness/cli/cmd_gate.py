@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-m", dest="markexpr",
                         help="marker expression for the non-contract cases (default: the "
                              "kind's, above; 'all' for every case)")
+    parser.add_argument("--profile", metavar="NAME_OR_TOML",
+                        help="certification profile whose suites the gate requires (default: "
+                             "the packaged profile of the target's kind)")
     parser.add_argument("-n", dest="numprocesses", help="parallel pytest-xdist workers")
     parser.add_argument("--case-timeout", type=float, help="per-case timeout in seconds")
     parser.add_argument("--expectations", action="append", default=[], type=Path,
@@ -71,7 +74,10 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], str | None]:
     from harness.registry import discover
 
     kind = discover().build(args.target).identity.kind
-    defaults = required_suites(kind)
+    try:
+        defaults = required_suites(kind, args.profile)
+    except GateError as exc:
+        raise CliError(str(exc)) from None
     if args.suite:
         mark = args.markexpr if args.markexpr not in (None, "", "all") else ""
         chosen = [(CONTRACT_SUITE, "")] + [(s, mark) for s in dict.fromkeys(args.suite)

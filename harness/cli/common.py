@@ -23,9 +23,24 @@ def suites_root() -> Path:
 
 
 def known_suites() -> dict[str, Path]:
-    root = suites_root()
-    return {p.name: p for p in sorted(root.iterdir())
-            if p.is_dir() and any(p.glob("test_*.py"))}
+    """Every registered suite (the ``shipei.suites`` entry-point group) by name, plus any
+    folder of test modules under the ``suites`` package."""
+    from harness.suite_registry import SuiteRegistryError, discover_suites
+
+    found: dict[str, Path] = {}
+    for name, spec in discover_suites().suites.items():
+        try:
+            found[name] = spec.path()
+        except SuiteRegistryError:
+            continue
+    try:
+        root = suites_root()
+    except CliError:
+        return found
+    for folder in sorted(root.iterdir()):
+        if folder.is_dir() and any(folder.glob("test_*.py")):
+            found.setdefault(folder.name, folder)
+    return dict(sorted(found.items()))
 
 
 def resolve_suite(name: str) -> Path:

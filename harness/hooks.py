@@ -1,0 +1,47 @@
+"""The manager of Shipei's hooks (:mod:`harness.hookspec`): the built-in plugins and every
+registered one. The same manager serves a pytest run and the commands that work from
+records alone (``shipei report``, ``shipei merge``), so a report a plugin adds is written
+by both."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from harness import hookspec
+from harness.builtin_reports import BuiltinReports
+from harness.registry import load_object
+
+HOOK_NAMES = ("shipei_case_recorded", "shipei_run_finished", "shipei_write_reports")
+
+
+def _plugin_objects() -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    for ep in sorted(metadata.entry_points(group=hookspec.PLUGINS_GROUP), key=lambda e: e.name):
+        found.append((ep.name, ep.load()))
+    for reference in filter(None, (p.strip() for p in os.environ.get("SHIPEI_PLUGINS", "")
+                                   .split(","))):
+        obj = load_object(reference)
+        if any(hasattr(obj, name) for name in HOOK_NAMES):
+            found.append((reference, obj))
+    return found
+
+
+@lru_cache(maxsize=8)
+def _manager(plugins: str) -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(hookspec.PROJECT)
+    manager.add_hookspecs(hookspec)
+    manager.register(BuiltinReports(), "shipei-reports")
+    for name, obj in _plugin_objects():
+        manager.register(obj, name)
+    return manager
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The manager with the built-in plugins and every registered one (cached per value
+    of ``SHIPEI_PLUGINS``)."""
+    return _manager(os.environ.get("SHIPEI_PLUGINS", ""))

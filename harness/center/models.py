@@ -141,5 +141,15 @@ class Revocation(Base):
     certificate_id: Mapped[str] = mapped_column(String(40), unique=True)
     reason: Mapped[str] = mapped_column(Text)
     revoked_at: Mapped[str] = mapped_column(String(40))
-    #: the revocation list's sequence number once this entry was added
+    #: the sequence of the first revocation list that carries this entry
     sequence: Mapped[int] = mapped_column(Integer, unique=True)
+
+
+class RevocationList(Base):
+    """Each signed revocation list the registry has served; the newest is current."""
+
+    __tablename__ = "revocation_lists"
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    updated_at: Mapped[str] = mapped_column(String(40))
+    next_update: Mapped[str] = mapped_column(String(40))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)

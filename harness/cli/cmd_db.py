@@ -55,7 +55,94 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     certs = actions.add_parser("certificates", help="every certificate of a vendor")
     certs.add_argument("--vendor", required=True)
     add_db_option(certs)
+    certify = actions.add_parser(
+        "certify", help="certify an accepted, audited bundle (vendor-lab provenance)",
+        description="Issue a certificate from a bundle that passed intake and whose latest "
+                    "audit agreed. Its predicate's provenance names the vendor lab, the vendor "
+                    "attestation's sha256 and the audit (seed, sample, agreement).")
+    certify.add_argument("bundle", type=Path)
+    certify.add_argument("--profile", required=True)
+    certify.add_argument("--scope", default="full")
+    certify.add_argument("--key", type=Path, default=Path("keys") / "center.key",
+                         help="the center's private key (default keys/center.key)")
+    certify.add_argument("--valid-days", type=int)
+    certify.add_argument("--certificates-dir", type=Path,
+                         default=Path("reports") / "certificates")
+    certify.add_argument("--results-dir", type=Path, default=Path("results"),
+                         help="the bundle's runs are unpacked under RESULTS/bundles/")
+    certify.add_argument("--publish", action="store_true", help="publish it in the registry")
+    add_db_option(certify)
+    publish = actions.add_parser("publish", help="publish a certificate (and its bundle)")
+    publish.add_argument("certificate_id")
+    add_db_option(publish)
+    revoke = actions.add_parser("revoke", help="revoke a certificate; re-signs the list")
+    revoke.add_argument("certificate_id")
+    revoke.add_argument("--reason", required=True)
+    revoke.add_argument("--key", type=Path, default=Path("keys") / "center.key")
+    add_db_option(revoke)
     parser.set_defaults(handler=run)
+
+
+def _center_key(path: Path) -> Any:
+    from harness.cert.keys import KeyFileError, load_private_key
+
+    try:
+        return load_private_key(path)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _certify(session: Any, args: argparse.Namespace) -> int:
+    from harness.center.bundle import BundleError, open_bundle
+    from harness.center.certify_bundle import CertifyError, certify_bundle
+    from harness.cert.keys import center_name
+    from harness.cert.profile import ProfileError
+
+    key = _center_key(args.key)
+    try:
+        digest = open_bundle(args.bundle.read_bytes()).digest
+        issued = certify_bundle(session, digest, args.profile, args.scope, key,
+                                center_name(args.key.parent), args.valid_days,
+                                args.certificates_dir, args.results_dir, args.publish)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.bundle}: {exc.strerror}") from None
+    except (BundleError, CertifyError, ProfileError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"certificate: {issued.certificate} ({issued.certificate_id}, level {issued.level}"
+          f"{', published' if args.publish else ''})")
+    print(f"page:        {issued.page}")
+    return 0
+
+
+def _publish(session: Any, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from harness.center.models import Bundle, Certificate
+
+    row = session.scalar(select(Certificate)
+                         .where(Certificate.certificate_id == args.certificate_id))
+    if row is None:
+        raise CliError(f"no certificate {args.certificate_id} in the database")
+    row.published = True
+    if row.bundle_id is not None:
+        session.get(Bundle, row.bundle_id).published = True
+    print(f"published: {row.certificate_id}")
+    return 0
+
+
+def _revoke(session: Any, args: argparse.Namespace) -> int:
+    from harness.center.revocations import revoke
+    from harness.cert.revocation import RevocationError
+
+    try:
+        listed = revoke(session, _center_key(args.key), args.certificate_id, args.reason)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    print(f"revoked: {args.certificate_id} (revocation list #{listed.sequence})")
+    return 0
+
+
+ACTIONS = {"certify": _certify, "publish": _publish, "revoke": _revoke}
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -81,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args)
     try:
         with store.session() as session:
+            if args.action in ACTIONS:
+                return ACTIONS[args.action](session, args)
             if args.action == "vendor-add":
                 try:
                     pem = args.pubkey.read_text(encoding="ascii")

@@ -1,0 +1,201 @@
+"""Audit re-run: a seeded random sample of a bundle's cases, run again on the center's
+own copy of the target, compared with what the vendor recorded.
+
+The sample is drawn from the target's conformance records (every suite but the
+performance suite, whose timings belong to the vendor's machine), sorted by
+(suite, case) and picked with ``random.Random(seed)``, so the seed and the bundle
+give the same sample anywhere. The re-run goes through ``shipei run`` with ``-k``
+naming the sampled cases (records of other cases the expression also matches are
+ignored). A case agrees when its status is the vendor's and its accuracy figures
+are within the slack below; the audit passes when the share that agrees reaches
+the profile's ``[audit] min_agreement`` (default 1.0: every sampled case).
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.center.bundle import RUNS_DIR, OpenedBundle
+from harness.records import latest_attempts, load_run
+
+PERFORMANCE_SUITE = "performance"
+DEFAULT_MIN_AGREEMENT = 1.0
+#: error figures: the absolute difference allowed is the case's atol + rtol
+ERROR_FIGURES = ("max_abs_error", "max_rel_error")
+#: similarity figures (1.0 is perfect): the absolute difference allowed
+SIMILARITY_FIGURES = {"min_cosine_similarity": 1e-3, "cosine_similarity": 1e-3,
+                      "top1_agreement": 0.0, "top5_overlap": 0.0}
+DEFAULT_ERROR_SLACK = 1e-5
+
+
+class AuditError(Exception):
+    """An audit that cannot be made (one line)."""
+
+
+@dataclass
+class CaseComparison:
+    suite: str
+    case: str
+    vendor_status: str
+    center_status: str | None
+    agrees: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "case": self.case, "vendor_status": self.vendor_status,
+                "center_status": self.center_status, "agrees": self.agrees,
+                "reason": self.reason}
+
+
+@dataclass
+class AuditResult:
+    seed: int
+    sample: list[tuple[str, str]]
+    comparisons: list[CaseComparison]
+    min_agreement: float
+    run_id: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def agreement(self) -> float:
+        if not self.comparisons:
+            return 0.0
+        return sum(c.agrees for c in self.comparisons) / len(self.comparisons)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparisons) and self.agreement >= self.min_agreement
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "seed": self.seed, "sample_size": len(self.sample),
+                "agreement": round(self.agreement, 6), "min_agreement": self.min_agreement,
+                "center_run": self.run_id,
+                "sample": [{"suite": s, "case": c} for s, c in self.sample],
+                "cases": [c.to_dict() for c in self.comparisons]}
+
+
+def vendor_records(bundle: OpenedBundle, target: str) -> list[dict[str, Any]]:
+    """The target's effective records over every run in the bundle."""
+    records: list[dict[str, Any]] = []
+    for run_id in bundle.run_ids():
+        raw = bundle.files[f"{RUNS_DIR}/{run_id}/records.jsonl"].decode("utf-8")
+        attempts = [r for r in _json_lines(raw) if r.get("target") == target]
+        records += latest_attempts(attempts)
+    return records
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def draw_sample(records: list[dict[str, Any]], size: int, seed: int) -> list[tuple[str, str]]:
+    population = sorted({(r["suite"], r["case"]) for r in records
+                         if r["suite"] != PERFORMANCE_SUITE})
+    if size < 1:
+        raise AuditError("--sample must be at least 1")
+    if not population:
+        raise AuditError("the bundle has no conformance records to sample")
+    return sorted(random.Random(seed).sample(population, min(size, len(population))))
+
+
+def new_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def _figures_agree(vendor: dict[str, Any], center: dict[str, Any]) -> str:
+    """'' when the accuracy figures agree, else which one differs and by how much."""
+    slack = (_number(vendor.get("atol")) or 0.0) + (_number(vendor.get("rtol")) or 0.0) \
+        or DEFAULT_ERROR_SLACK
+    limits = {name: slack for name in ERROR_FIGURES} | SIMILARITY_FIGURES
+    for name, limit in limits.items():
+        a, b = _number(vendor.get(name)), _number(center.get(name))
+        if a is None or b is None:
+            continue
+        if abs(a - b) > limit:
+            return f"{name} {a:.3g} (vendor) vs {b:.3g} (center), allowed difference {limit:.3g}"
+    return ""
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def compare(sample: list[tuple[str, str]], vendor: list[dict[str, Any]],
+            center: list[dict[str, Any]]) -> list[CaseComparison]:
+    theirs = {(r["suite"], r["case"]): r for r in vendor}
+    ours = {(r["suite"], r["case"]): r for r in center}
+    found = []
+    for key in sample:
+        v, c = theirs[key], ours.get(key)
+        if c is None:
+            found.append(CaseComparison(*key, v["status"], None, False,
+                                        "the center's re-run did not record this case"))
+            continue
+        if c["status"] == "infra_error":
+            found.append(CaseComparison(*key, v["status"], c["status"], False,
+                                        f"the center could not run it: {c.get('message', '')}"
+                                        [:300]))
+            continue
+        if c["status"] != v["status"]:
+            found.append(CaseComparison(*key, v["status"], c["status"], False,
+                                        f"status {v['status']} (vendor) vs {c['status']} "
+                                        "(center)"))
+            continue
+        differs = _figures_agree(v.get("metrics") or {}, c.get("metrics") or {})
+        found.append(CaseComparison(*key, v["status"], c["status"], not differs, differs))
+    return found
+
+
+def keyword_expression(sample: list[tuple[str, str]]) -> str:
+    """``-k`` for the sampled case names, leaving out longer names that start with one
+    (``test_add`` alone, not ``test_add_bcast``)."""
+    return " or ".join(f"({case} and not {case}_)" for case in sorted({c for _, c in sample}))
+
+
+def rerun(sample: list[tuple[str, str]], target: str, results_dir: Path, reports_dir: Path,
+          run_id: str, case_timeout: float | None = None) -> list[dict[str, Any]]:
+    """Run the sampled cases on the center's target; return the records of the sample."""
+    suites = sorted({suite for suite, _ in sample})
+    argv = [sys.executable, "-m", "harness", "run", "--target", target,
+            "--results-dir", str(results_dir), "--reports-dir", str(reports_dir),
+            "--run-id", run_id, "-k", keyword_expression(sample)]
+    for suite in suites:
+        argv += ["--suite", suite]
+    if case_timeout is not None:
+        argv += ["--case-timeout", str(case_timeout)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    run_dir = results_dir / run_id
+    if done.returncode not in (0, 1) or not (run_dir / "records.jsonl").exists():
+        tail = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines()
+                or ["no output"])[-1]
+        raise AuditError(f"the center's re-run failed (exit status {done.returncode}): {tail}")
+    _, records = load_run(run_dir)
+    wanted = set(sample)
+    return [r for r in records if r.get("target") == target
+            and (r["suite"], r["case"]) in wanted]
+
+
+def min_agreement(profile_definition: dict[str, Any]) -> float:
+    audit = profile_definition.get("audit") if isinstance(profile_definition, dict) else None
+    value = (audit or {}).get("min_agreement", DEFAULT_MIN_AGREEMENT)
+    return float(value)
+
+
+def audit_bundle(bundle: OpenedBundle, target: str, size: int, seed: int, threshold: float,
+                 results_dir: Path, reports_dir: Path, run_id: str,
+                 case_timeout: float | None = None) -> AuditResult:
+    records = vendor_records(bundle, target)
+    sample = draw_sample(records, size, seed)
+    center = rerun(sample, target, results_dir, reports_dir, run_id, case_timeout)
+    comparisons = compare(sample, records, center)
+    return AuditResult(seed, sample, comparisons, threshold, run_id)
+

@@ -1,0 +1,157 @@
+"""Tencent ncnn, reached from ONNX through pnnx: ``ncnn-cpu`` (configurations
+``default`` at fp32 and ``fp16`` with fp16 storage and arithmetic where the CPU has it).
+
+pnnx converts for fixed input shapes, so the model is converted at the first run from
+that run's inputs (``pnnx model.onnx inputshape=[...]``, the converter binary its wheel
+ships; pnnx's Python wrapper needs torch and is not used). ncnn's Mats have no batch
+dimension: a leading batch of 1 is dropped on the way in and the ONNX output shape
+(from ONNX shape inference on the fixed-shape model) restored on the way out when the
+element count matches; both are recorded in :meth:`placement`. Runs in environment
+``ncnn``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.registry import TargetSpec
+from harness.target import Executable, TargetError
+from targets.sdk_target import DeferredExecutable, SdkTarget, graph_facts, with_static_shapes
+
+PNNX_TIMEOUT_S = 120
+_PNNX_TYPES = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": "i64",
+               "int32": "i32", "int8": "i8", "uint8": "u8"}
+
+
+def provide_targets() -> Iterable[TargetSpec]:
+    yield TargetSpec(name="ncnn-cpu", factory="targets.ncnn_target:NcnnTarget",
+                     configurations=("default", "fp16"),
+                     summary="Tencent ncnn on the CPU, converted from ONNX by pnnx")
+
+
+class NcnnTarget(SdkTarget):
+    name = "ncnn-cpu"
+    environment = "ncnn"
+    vendor = "Tencent"
+    runtime = "ncnn"
+    distribution = "ncnn"
+    opset_max = 28
+    dtypes = ("float32",)
+
+    def precision(self) -> str:
+        return "fp16" if self.configuration == "fp16" else "fp32"
+
+    def probe(self) -> str:
+        import ncnn
+
+        pnnx_binary()
+        return str(getattr(ncnn, "__version__", "?"))
+
+    def build(self, model: bytes) -> Executable:
+        fp16 = self.configuration == "fp16"
+        return DeferredExecutable(model, lambda feeds: _NcnnRunner(model, feeds, fp16),
+                                  {"converter": "pnnx", "fp16": fp16})
+
+
+def pnnx_binary() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pnnx")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pnnx is not installed")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "pnnx"
+    if not binary.is_file():
+        raise RuntimeError(f"the pnnx wheel has no converter binary at {binary}")
+    return binary
+
+
+class _NcnnRunner:
+    def __init__(self, model: bytes, feeds: Mapping[str, np.ndarray], fp16: bool) -> None:
+        import ncnn
+        import onnx
+
+        self._ncnn = ncnn
+        facts = graph_facts(model)
+        self._inputs = list(facts.inputs)
+        static = with_static_shapes(model, feeds)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(onnx.load_from_string(static))
+            self._shapes = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim]
+                            for o in inferred.graph.output}
+        except Exception:
+            self._shapes = {}
+        self._outputs = list(facts.outputs)
+        folder = Path(tempfile.mkdtemp(prefix="shipei-ncnn-"))
+        try:
+            source = folder / "model.onnx"
+            source.write_bytes(static)
+            shapes = ",".join(
+                f"[{','.join(str(d) for d in feeds[n].shape)}]{_PNNX_TYPES[feeds[n].dtype.name]}"
+                for n in self._inputs)
+            result = subprocess.run([str(pnnx_binary()), str(source), f"inputshape={shapes}"],
+                                    cwd=folder, capture_output=True, text=True,
+                                    timeout=PNNX_TIMEOUT_S, check=False)
+            param, weights = folder / "model.ncnn.param", folder / "model.ncnn.bin"
+            if result.returncode != 0 or not param.exists():
+                raise TargetError(f"pnnx could not convert the model ({_how(result)}): "
+                                  f"{_last_line(result)}")
+            self._net = ncnn.Net()
+            self._net.opt.use_vulkan_compute = False
+            self._net.opt.num_threads = 1
+            for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic"):
+                setattr(self._net.opt, flag, fp16)
+            if self._net.load_param(str(param)) != 0:
+                layers = sorted({line.split()[0] for line in param.read_text().splitlines()[2:]
+                                 if line.split() and line.split()[0] != "Input"})
+                raise TargetError("ncnn rejected the .param pnnx wrote, with layers "
+                                  + ", ".join(layers))
+            if self._net.load_model(str(weights)) != 0:
+                raise TargetError("ncnn rejected the .bin pnnx wrote")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def placement(self) -> dict[str, Any]:
+        return {"layout": "ncnn Mat: a leading batch of 1 dropped from inputs, ONNX output "
+                          "shapes restored when the element count matches"}
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        ncnn = self._ncnn
+        extractor = self._net.create_extractor()
+        for index, name in enumerate(self._inputs):
+            value = np.ascontiguousarray(feeds[name], dtype=np.float32)
+            if value.ndim > 1 and value.shape[0] == 1:
+                value = value[0]
+            # ncnn.Mat(array) shares the array's memory; clone so in-place layers are safe
+            extractor.input(f"in{index}", ncnn.Mat(value).clone())
+        results = []
+        for index, name in enumerate(self._outputs):
+            code, mat = extractor.extract(f"out{index}")
+            if code != 0:
+                raise TargetError(f"ncnn could not extract output {name!r} (code {code})")
+            value = np.array(mat)
+            shape = self._shapes.get(name)
+            if shape and all(shape) and int(np.prod(shape)) == value.size:
+                value = value.reshape(shape)
+            results.append(value)
+        return results
+
+    def close(self) -> None:
+        self._net = None
+
+
+def _how(result: subprocess.CompletedProcess) -> str:
+    code = result.returncode
+    return f"killed by signal {-code}" if code < 0 else f"exit {code}"
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.envs import worker_launch
 from harness.expectations import Expectations
 from harness.registry import Registry, RegistryError, TargetRequest, discover
 from harness.target import Availability, Capabilities, Target
@@ -59,8 +60,10 @@ class TargetPool:
                 self._hosts[request.label] = InlineHost(self.target(request))
             else:
                 spec = self.registry.spec(request.name)
+                launcher, env = worker_launch(self.target(request))
                 self._hosts[request.label] = ProcessHost(spec, request.configuration,
-                                                         request.options)
+                                                         request.options, launcher=launcher,
+                                                         env=env)
         return self._hosts[request.label]
 
     def worker_restarts(self, label: str) -> int:

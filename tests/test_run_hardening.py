@@ -1,0 +1,153 @@
+"""Run ids that cannot escape, bad option values refused before any case, a full disk
+that ends the run with one clear line and no torn record, and SIGTERM finalizing the
+run as Ctrl-C does (issue: security and fault hardening, items 6, 8, 9)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.records import check_run_id
+from tests.conftest import REPO
+
+SMALL = ["--suite", "operators", "-m", "representative", "-k", "abs or relu or neg"]
+
+
+def tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("run_id", ["../../x", "a/b", "/abs", "..", ".hidden", "x" * 200,
+                                    "bad id", "a..b"])
+def test_run_ids_that_could_escape_are_refused(shipei_cli, tmp_path: Path, run_id: str) -> None:
+    done = shipei_cli("run", *SMALL, "--run-id", run_id)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "run id" in (done.stdout + done.stderr)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "results").exists()
+    with pytest.raises(ValueError):
+        check_run_id(run_id)
+
+
+def test_an_existing_run_id_is_not_reopened(shipei_cli, tmp_path: Path) -> None:
+    first = shipei_cli("run", *SMALL, "--run-id", "mine")
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = tree_digest(tmp_path / "results")
+    again = shipei_cli("run", *SMALL, "--run-id", "mine")
+    assert again.returncode == 2 and "already exists" in again.stdout + again.stderr
+    assert tree_digest(tmp_path / "results") == before
+    resumed = shipei_cli("run", "--resume", "mine")  # continuing it is what --resume is for
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_bad_case_timeouts_are_usage_errors(shipei_cli, value: str) -> None:
+    done = shipei_cli("run", *SMALL, "--case-timeout", value)
+    assert done.returncode == 2 and "--case-timeout" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_results_dir_naming_a_file_is_a_usage_error(shipei_cli, tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("keep me")
+    done = shipei_cli("run", *SMALL, "--results-dir", str(a_file), locations=False)
+    assert done.returncode == 2 and "is a file" in done.stdout + done.stderr
+    assert a_file.read_text() == "keep me"
+
+
+def test_a_bad_expectations_file_is_refused_before_any_case(shipei_cli, tmp_path: Path
+                                                            ) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[operators\n")
+    done = shipei_cli("run", *SMALL, "--target", "onnxruntime-cpu", "--expectations",
+                      str(broken))
+    assert done.returncode == 2 and "expectations" in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists()  # no run was opened
+
+
+def _limit_file_size(limit: int):  # type: ignore[no-untyped-def]
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails: EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_writer_on_a_full_disk_keeps_whole_lines(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes the kernel refuse writes past a size, as a full disk does."""
+    path = tmp_path / "records.jsonl"
+    script = f"""
+import sys
+from pathlib import Path
+from harness.records import RecordWriter, StorageError
+writer = RecordWriter(Path({str(path)!r}))
+try:
+    for i in range(1000):
+        writer.write({{"case": f"test_{{i}}", "padding": "x" * 300}})
+except StorageError as exc:
+    print("STORAGE", writer.count, exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO, preexec_fn=_limit_file_size(10_000), timeout=60)
+    assert "STORAGE" in done.stdout, done.stdout + done.stderr
+    kept = int(done.stdout.split()[1])
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""  # ends with a whole line
+    assert [json.loads(line)["case"] for line in lines[:-1]] == [f"test_{i}" for i in range(kept)]
+    assert "shipei run --resume" in done.stdout
+
+
+def test_a_full_disk_ends_the_run_clearly_and_resume_finishes_it(tmp_path: Path) -> None:
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    argv = [sys.executable, "-m", "harness", "run", "--suite", "operators", "-m",
+            "representative", "--run-id", "full", "--results-dir", str(results),
+            "--reports-dir", str(reports)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=600,
+                          preexec_fn=_limit_file_size(6_000))
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr
+    assert "INTERNALERROR" not in done.stdout + done.stderr
+    assert "cannot append to" in done.stdout + done.stderr
+    run_dir = results / "full"
+    data = (run_dir / "records.jsonl").read_bytes()
+    assert data.endswith(b"\n") and all(json.loads(line) for line in data.splitlines())
+    assert not list(run_dir.glob("*.tmp*"))  # no stray temporary file
+    resumed = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", "full",
+                              "--results-dir", str(results), "--reports-dir", str(reports)],
+                             capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["exit_status"] == 0 and info["selection"]["selected"] == sum(
+        1 for _ in (run_dir / "records.jsonl").read_text().splitlines())
+
+
+def test_sigterm_finalizes_the_run(tmp_path: Path) -> None:
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    argv = [sys.executable, "-m", "harness", "run", "--suite", "operators", "--run-id", "term",
+            "--results-dir", str(results), "--reports-dir", str(reports)]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    records = results / "term" / "records.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not records.exists() or
+                                           records.stat().st_size < 20_000):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    info = json.loads((results / "term" / "run.json").read_text())
+    assert info["exit_status"] is not None and info["finished_at"], output[-2000:]
+    assert info["exit_status"] == 2  # interrupted, as for Ctrl-C
+    assert (reports / "term" / "junit.xml").exists()
+    written = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(written) == sum(info["counts"]["onnxruntime-cpu"].get(s, 0) for s in (
+        "pass", "fail", "error", "skip", "timeout", "crash", "infra_error"))

@@ -17,6 +17,7 @@ from typing import Any
 import onnx
 
 from harness.judge import Judgement, compare_outputs, effective_tolerance
+from harness.probe import HARNESS_GAP, gating_verdict
 from harness.target import Capabilities
 from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
 
@@ -25,6 +26,8 @@ STATUSES = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
 REPORTED_STATUSES = (*STATUSES, "flaky")
 #: statuses that are the harness's or infrastructure's failure, never the target's
 INFRA_STATUSES = ("infra_error",)
+#: the longest one capability probe may take (it runs once per element type and target)
+PROBE_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -97,12 +100,20 @@ def _tensor_dtypes(model: onnx.ModelProto) -> set[str]:
     return found
 
 
-def unsupported_reason(model: onnx.ModelProto, caps: Capabilities) -> str | None:
-    """Why a target's declared capabilities exclude this model, or None."""
+def opset_reason(model: onnx.ModelProto, caps: Capabilities) -> str | None:
+    """Why the target's declared opset range excludes this model, or None."""
     opset = default_opset(model)
     if opset is not None and not caps.opset_min <= opset <= caps.opset_max:
         return (f"opset {opset} outside the target's declared range "
                 f"{caps.opset_min}..{caps.opset_max}")
+    return None
+
+
+def unsupported_reason(model: onnx.ModelProto, caps: Capabilities) -> str | None:
+    """Why a target's declared capabilities exclude this model, or None."""
+    reason = opset_reason(model, caps)
+    if reason:
+        return reason
     if caps.dtypes:
         missing = sorted(_tensor_dtypes(model) - set(caps.dtypes))
         if missing:
@@ -132,6 +143,21 @@ def outcome_from_exception(exc: BaseException, started: float) -> Outcome:
                    timings=elapsed, detail=exc.remote_traceback)
 
 
+def _probe_refusal(model: onnx.ModelProto, host: Host, caps: Capabilities, left: float
+                   ) -> Outcome | None:
+    """A skip (or the harness's infra_error) when the capability probe says an element
+    type of the model cannot run on this target; None otherwise."""
+    found = gating_verdict(host, caps, _tensor_dtypes(model), min(PROBE_TIMEOUT_S, left))
+    if found is None:
+        return None
+    name, verdict = found
+    if verdict.verdict == HARNESS_GAP:
+        return Outcome("infra_error", f"the harness cannot carry {name} tensors to this "
+                                      f"target: {verdict.message}", blame="harness")
+    return Outcome("skip", f"the runtime refuses {name} tensors (capability probe: "
+                           f"{verdict.message})"[:500])
+
+
 def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
                  key: str | None = None) -> Outcome:
     """Run ``case`` on ``host`` within ``timeout`` seconds in all."""
@@ -141,9 +167,12 @@ def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
         loaded = case.load()
     except Exception as exc:
         return Outcome("infra_error", f"could not load the case: {type(exc).__name__}: {exc}")
-    reason = unsupported_reason(loaded.model, caps)
+    reason = opset_reason(loaded.model, caps)
     if reason:
         return Outcome("skip", reason)
+    refused = _probe_refusal(loaded.model, host, caps, deadline - time.perf_counter())
+    if refused is not None:
+        return refused
     key = key or f"{case.suite}::{case.name}"
     try:
         result = host.run_case(key, loaded.model.SerializeToString(),

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.tensors import onnx_values
+
 #: Minimum (rtol, atol) per declared precision. fp32 keeps the case's own tolerances.
 PRECISION_FLOORS: dict[str, tuple[float, float]] = {
     "fp32": (0.0, 0.0),
@@ -61,9 +63,12 @@ def _is_floating(dtype: np.dtype) -> bool:
 
 
 def _as_float(array: np.ndarray) -> np.ndarray:
-    if array.dtype.name in ("bfloat16",) or array.dtype.name.startswith("float8"):
-        return array.astype(np.float32)
-    return array
+    """The ONNX-defined values of the elements, in a type numpy computes with (complex
+    values as (real, imaginary) pairs)."""
+    values = onnx_values(array)
+    if values.dtype.kind == "c":
+        return np.stack([values.real, values.imag], axis=-1)
+    return values
 
 
 def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: float,

@@ -22,14 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from harness.target import InfraError
+
 try:  # ml_dtypes is how numpy holds the types it lacks; optional inside a worker
     import ml_dtypes
 except ImportError:  # pragma: no cover - exercised in foreign environments only
     ml_dtypes = None
 
 
-class TensorCodecError(Exception):
-    """A tensor this process cannot represent or decode (the harness's gap, not a target's)."""
+class TensorCodecError(InfraError):
+    """A tensor this process cannot represent or decode: the harness's gap, never the
+    target's (recorded as ``infra_error`` with blame ``harness``)."""
+
+    blame = "harness"
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,12 @@ ELEMENT_TYPES: dict[str, ElementType] = {e.name: e for e in (
     ElementType("float6_e3m2fn", 28, 6, "uint8"),
 )}
 BY_ONNX_CODE: dict[int, ElementType] = {e.onnx: e for e in ELEMENT_TYPES.values()}
+#: TensorProto.DataType enum names, by code (runtimes spell types after them)
+PROTO_NAMES: dict[int, str] = dict(enumerate((
+    "UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64", "STRING",
+    "BOOL", "FLOAT16", "DOUBLE", "UINT32", "UINT64", "COMPLEX64", "COMPLEX128", "BFLOAT16",
+    "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "UINT4", "INT4",
+    "FLOAT4E2M1", "FLOAT8E8M0", "UINT2", "INT2", "FLOAT6E2M3", "FLOAT6E3M2")))
 #: element types plain numpy holds without ml_dtypes
 NUMPY_NATIVE = frozenset({"float32", "uint8", "int8", "uint16", "int16", "int32", "int64",
                           "bool", "float16", "float64", "uint32", "uint64", "complex64",

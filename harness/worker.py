@@ -92,10 +92,8 @@ class RemoteError(Exception):
         return f"{self.exc_type}: {self.message}"
 
 
-class HarnessConversionError(InfraError):
+class HarnessConversionError(TensorCodecError):
     """The harness could not carry a value to or from a worker (a conversion it lacks)."""
-
-    blame = "harness"
 
 
 def _signal_name(exitcode: int | None) -> str | None:
@@ -124,6 +122,7 @@ class Host(Protocol):
     def call(self, function: str, key: str, payload: Any, timeout: float) -> Any: ...
     def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]],
                  timeout: float) -> dict[str, Any]: ...
+    def identity(self, timeout: float) -> dict[str, Any]: ...
     def release(self, key: str) -> None: ...
     def close(self) -> None: ...
 
@@ -151,6 +150,10 @@ class _Requests:
     def run_case(self, key: str, model: bytes, feeds_list: list[Mapping[str, Any]],
                  timeout: float) -> dict[str, Any]:
         return self._request("run_case", (key, model, [dict(f) for f in feeds_list]), timeout)
+
+    def identity(self, timeout: float) -> dict[str, Any]:
+        """The target's identity as computed inside the worker (its own runtime versions)."""
+        return self._request("identity", (), timeout)
 
 
 class _StderrTail:
@@ -211,6 +214,11 @@ class ProcessHost(_Requests):
         self.worker_info: dict[str, Any] = {}
         self._worker: _Worker | None = None
         self._started_once = False
+
+    @property
+    def driver_module(self) -> str:
+        """The module holding the driver class (for caches keyed by the driver's source)."""
+        return self.spec.factory.partition(":")[0]
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -372,6 +380,7 @@ class InlineHost(_Requests):
     def __init__(self, target: Target) -> None:
         self._executor = Executor(target)
         self.restarts = 0
+        self.driver_module = type(target).__module__
 
     def _request(self, op: str, args: tuple[Any, ...], timeout: float) -> Any:
         try:

@@ -81,13 +81,17 @@ class Executor:
         return {"compile_s": compile_s, "outputs": [outputs for outputs, _ in runs],
                 "run_s": [seconds for _, seconds in runs], "placement": placement}
 
+    def identity(self) -> dict[str, Any]:
+        """The target's identity as this worker sees it (its runtime, its versions)."""
+        return self.target.identity.to_dict()
+
     def close(self) -> None:
         for key in list(self.executables):
             self.release(key)
         self.target.close()
 
 
-REQUESTS = ("compile", "run", "placement", "call", "release", "run_case")
+REQUESTS = ("compile", "run", "placement", "call", "release", "run_case", "identity")
 
 
 def worker_facts() -> dict[str, Any]:
@@ -152,7 +156,8 @@ def _loop(end: StreamEnd, executor: Executor) -> None:
         except BaseException as exc:  # the target's failure travels back, the worker lives on
             phase = getattr(exc, "shipei_phase", op)
             status = "infra_error" if isinstance(exc, InfraError) else "error"
-            end.send(failure(status, exc, phase))
+            blame = getattr(exc, "blame", "") if status == "infra_error" else ""
+            end.send(failure(status, exc, phase) | ({"blame": blame} if blame else {}))
             continue
         try:
             end.send({"status": "ok", "value": value})

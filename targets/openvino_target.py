@@ -43,6 +43,7 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
+from harness.tensors import from_packed_bytes, packed_bytes
 from targets.common import EXPECTATIONS_DIR, driver_version
 
 #: target suffix -> (OpenVINO device name, configurations, default precision hint)
@@ -63,12 +64,19 @@ OV_TO_NUMPY = {
     "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
     "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",
     "boolean": "bool", "string": "string",
-    "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2",
+    "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2", "f8e8m0": "float8_e8m0fnu",
+    "i4": "int4", "u4": "uint4", "f4e2m1": "float4_e2m1fn", "u2": "uint2",
 }
-#: element types the Python binding exchanges as raw bits of this width
-BIT_EXCHANGED = {"bf16": np.uint16, "f8e4m3": np.uint8, "f8e5m2": np.uint8}
-#: dtypes the driver can hand to OpenVINO and read back without loss
-OPENVINO_DTYPES = tuple(OV_TO_NUMPY.values())
+#: element types the Python binding exchanges as raw bits: their ONNX raw bytes go into
+#: (and come out of) the OpenVINO tensor's buffer unchanged (sub-byte types packed the
+#: ONNX way, which is OpenVINO's layout too)
+BIT_EXCHANGED = frozenset({"bf16", "f8e4m3", "f8e5m2", "f8e8m0", "i4", "u4", "f4e2m1", "u2"})
+#: element types the capability probe finds OpenVINO's ONNX frontend and CPU plugin take
+#: (the contract checks this against the probe; fnuz float8, int2/uint2, float6 and
+#: complex are refused by the frontend, strings crash the CPU plugin's Identity)
+OPENVINO_DTYPES = ("bfloat16", "bool", "float16", "float32", "float4_e2m1fn", "float64",
+                   "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "int16", "int32", "int4",
+                   "int64", "int8", "uint16", "uint32", "uint4", "uint64", "uint8")
 
 _UNSUPPORTED = re.compile(
     r"No conversion rule found|Unsupported operation|is not supported|not implemented|"
@@ -211,9 +219,10 @@ class OpenVinoExecutable(Executable):
             raise InputMismatchError(f"input {name!r}: shape {list(value.shape)}, "
                                      f"model expects {port.get_partial_shape()}")
         if ov_type in BIT_EXCHANGED:
-            bits = BIT_EXCHANGED[ov_type]
             tensor = ov.Tensor(port.get_element_type(), ov.Shape(list(value.shape)))
-            tensor.data.view(bits)[...] = np.require(value, requirements="C").view(bits)
+            raw = packed_bytes(value)
+            if raw:
+                tensor.data.view(np.uint8).reshape(-1)[...] = np.frombuffer(raw, np.uint8)
             self._bit_exchanged.add(name)
             return tensor
         if value.dtype == object:  # the binding takes str arrays, not object arrays
@@ -286,13 +295,11 @@ class OpenVinoExecutable(Executable):
         ov_type = tensor.element_type.get_type_name()
         if ov_type == "string":
             return np.array(tensor.str_data, dtype=object).reshape(tuple(tensor.shape))
-        data = np.array(tensor.data, copy=True)
         if ov_type in BIT_EXCHANGED:
-            import ml_dtypes
-
             self._bit_exchanged.add(name)
-            return data.view(BIT_EXCHANGED[ov_type]).view(getattr(ml_dtypes, OV_TO_NUMPY[ov_type]))
-        return data
+            raw = tensor.data.view(np.uint8).tobytes() if tensor.byte_size else b""
+            return from_packed_bytes(OV_TO_NUMPY[ov_type], tuple(tensor.shape), raw)
+        return np.array(tensor.data, copy=True)
 
     def placement(self) -> dict[str, Any]:
         placement = dict(self._placement)

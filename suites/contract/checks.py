@@ -20,7 +20,9 @@ import onnx
 
 from harness.cases import Outcome, unsupported_reason
 from harness.judge import PRECISION_FLOORS, compare_outputs
+from harness.probe import ACCEPTED, HARNESS_GAP, REFUSED, UNDEFINED, probe_for
 from harness.target import TARGET_KINDS, Availability
+from harness.tensors import ELEMENT_TYPES
 from harness.worker import CaseTimeout, Host, InfraError, ProcessHost, RemoteError, WorkerCrash
 from suites.contract.models import (
     INPUT,
@@ -413,3 +415,28 @@ def check_thread_safety(host: Host, caps: Any, timeout: float, threads: int = 4,
     return Outcome("fail" if problems else "pass",
                    "declares thread_safe, but " + "; ".join(problems) if problems else "",
                    metrics={"threads": threads, "runs": result["runs"]})
+
+
+def check_declared_dtypes(host: Host, caps: Any, timeout: float) -> Outcome:
+    """The element types a driver declares are the ones its capability probe finds the
+    runtime accepts (:mod:`harness.probe`): none declared that it refuses, none it accepts
+    left undeclared. A driver that declares none leaves its cases to the probe alone."""
+    if not caps.dtypes:
+        raise NotApplicable("the driver declares no element types: the probe alone gates")
+    probe = probe_for(host, caps)
+    verdicts = {name: probe.verdict(name, timeout) for name in sorted(ELEMENT_TYPES)}
+    gaps = sorted(n for n, v in verdicts.items() if v and v.verdict == HARNESS_GAP)
+    refused = [f"{n} ({verdicts[n].message[:120]})" for n in caps.dtypes
+               if verdicts.get(n) and verdicts[n].verdict in (REFUSED, UNDEFINED)]
+    undeclared = sorted(n for n, v in verdicts.items()
+                        if v and v.verdict == ACCEPTED and n not in caps.dtypes)
+    problems = ([f"declared but refused by the runtime: {'; '.join(refused)}"] if refused else []
+                ) + ([f"accepted by the runtime but not declared: {', '.join(undeclared)}"]
+                     if undeclared else [])
+    if problems:
+        raise Violation("capabilities contradict the probe: " + " | ".join(problems))
+    accepted = sorted(n for n, v in verdicts.items() if v and v.verdict == ACCEPTED)
+    # types the harness cannot carry are its own gap (their cases are infra_error), not a
+    # contradiction of the driver's word
+    return Outcome("pass", f"harness gaps: {', '.join(gaps)}" if gaps else "",
+                   metrics={"probed_accepted": accepted, "harness_gaps": gaps})

@@ -95,3 +95,9 @@ def test_thread_safety_as_declared(target: Any) -> None:
     _conclude(target, checks.run_check(
         lambda: checks.check_thread_safety(target.host, target.capabilities, target.timeout()),
         "thread safety"))
+
+
+def test_declared_dtypes_match_probe(target: Any) -> None:
+    _conclude(target, checks.run_check(
+        lambda: checks.check_declared_dtypes(target.host, target.capabilities, target.timeout()),
+        "declared element types"))

@@ -110,6 +110,7 @@ class RunWriter:
             "git_commit": git_commit(),
             "command_line": sys.argv,
             "pytest_args": list(self.config.invocation_params.args),
+            "pytest_positional": [str(a) for a in self.config.args],
             "started_at": now_iso(),
             "finished_at": None,
             "exit_status": None,

@@ -187,29 +187,70 @@ def retry_wanted(record: dict[str, Any]) -> bool:
 
 STRIPPED_OPTIONS = ("--run-id", "--results-dir", "--reports-dir", "--resume", "--retry-failed",
                     "-n", "--shard", "--durations-from")
+#: options a recorded RunSelection states; replaying a run takes them from it, not argv
+SELECTION_OPTIONS = ("--target", "--model", "-k", "-m")
 
 
-def resumable_pytest_args(run_dir: Path) -> list[str]:
-    """The pytest arguments a run was started with, less those a continuation sets itself."""
-    info, _ = load_run(run_dir)
-    args = [str(a) for a in info.get("pytest_args") or []]
-    if not args:
-        raise SelectionError(f"run {run_dir.name} does not record its pytest arguments; "
-                             "give --suite/--target/-k/-m again")
+def selection_argv(selected: RunSelection) -> list[str]:
+    """pytest arguments that select what ``selected`` says (suites by their registered
+    package, targets, -k, -m, models)."""
+    from harness.suite_registry import SuiteRegistryError, suite_spec
+
+    argv: list[str] = []
+    for name in selected.suites:
+        spec = suite_spec(name)
+        try:
+            argv.append(str(spec.path()) if spec else name)
+        except SuiteRegistryError as exc:
+            raise SelectionError(str(exc)) from None
+    for target in selected.targets:
+        argv += ["--target", target]
+    for model in selected.models:
+        argv += ["--model", model]
+    argv += ["-k", selected.keyword] if selected.keyword else []
+    argv += ["-m", selected.markexpr] if selected.markexpr else []
+    return argv
+
+
+def _without(args: list[str], flags: tuple[str, ...], positional: list[str] = ()) -> list[str]:
+    """``args`` less the given flags (with their values) and less the ``positional``
+    arguments pytest was given (the suite paths)."""
     kept: list[str] = []
     skip_next = False
+    left = list(positional)
     for arg in args:
         if skip_next:
             skip_next = False
             continue
         name = arg.split("=", 1)[0]
-        if name in STRIPPED_OPTIONS:
+        if name in flags:
             skip_next = "=" not in arg
             continue
         if arg.startswith("-n") and arg[2:].isdigit():
             continue
+        if arg in left:
+            left.remove(arg)
+            continue
         kept.append(arg)
     return kept
+
+
+def resumable_pytest_args(run_dir: Path) -> list[str]:
+    """The pytest arguments that repeat a run: its recorded selection
+    (:class:`~harness.case_record.RunSelection`) plus the other options it was started
+    with, less those a continuation sets itself. Runs made before the selection was
+    recorded replay their pytest arguments as they were."""
+    info, _ = load_run(run_dir)
+    args = [str(a) for a in info.get("pytest_args") or []]
+    if not args:
+        raise SelectionError(f"run {run_dir.name} does not record its pytest arguments; "
+                             "give --suite/--target/-k/-m again")
+    selected = RunSelection.of_run(info)
+    positional = info.get("pytest_positional")
+    if selected is None or not isinstance(positional, list):
+        return _without(args, STRIPPED_OPTIONS)
+    options = _without(args, STRIPPED_OPTIONS + SELECTION_OPTIONS, [str(a) for a in positional])
+    return selection_argv(selected) + options
 
 
 class SelectionPlugin:

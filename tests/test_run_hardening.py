@@ -42,7 +42,7 @@ def test_run_ids_that_could_escape_are_refused(shipei_cli, tmp_path: Path, run_i
 
 
 def test_an_existing_run_id_is_not_reopened(shipei_cli, tmp_path: Path) -> None:
-    first = shipei_cli("run", *SMALL, "--run-id", "mine")
+    first = shipei_cli("run", *SMALL, "--run-id", "mine", "--case-timeout", "30")
     assert first.returncode == 0, first.stdout + first.stderr
     before = tree_digest(tmp_path / "results")
     again = shipei_cli("run", *SMALL, "--run-id", "mine")
@@ -50,6 +50,11 @@ def test_an_existing_run_id_is_not_reopened(shipei_cli, tmp_path: Path) -> None:
     assert tree_digest(tmp_path / "results") == before
     resumed = shipei_cli("run", "--resume", "mine")  # continuing it is what --resume is for
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    from harness.selection import resumable_pytest_args
+
+    replayed = resumable_pytest_args(tmp_path / "results" / "mine")
+    assert replayed[replayed.index("--case-timeout") + 1] == "30"  # options replayed
+    assert replayed[replayed.index("-k") + 1] == "abs or relu or neg"  # from the selection
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])

@@ -12,11 +12,14 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: verify remembers revocation-list sequences here, never in the user's home
+STATE_DIR = tempfile.mkdtemp(prefix="shipei-state-")
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -26,7 +29,8 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def shipei(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, text=True,
                           capture_output=True, timeout=600, check=False,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                          env=dict(os.environ, PYTHONUNBUFFERED="1",
+                                   SHIPEI_STATE_DIR=STATE_DIR))
 
 
 def error_line(out: subprocess.CompletedProcess) -> str:
@@ -64,7 +68,7 @@ def center(tmp_path_factory: pytest.TempPathFactory) -> Center:
                         "--scope", "representative")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     state.certify_stdout = out.stdout
-    (state.certificate,) = state.certs.glob("*.dsse.json")
+    (state.certificate,) = state.certs.glob("SP-*.dsse.json")
     state.cid = state.certificate.name.removesuffix(".dsse.json")
     (state.run_dir,) = [p for p in state.results.iterdir() if p.is_dir()]
     return state
@@ -309,3 +313,20 @@ def test_publish_refuses_foreign_certificates_and_registries(center: Center,
                  "--pubkey", str(center.keys / "center.pub"))
     assert out.returncode == 2 and "belongs to key abababab" in error_line(out)
     assert json.loads((foreign / "index.json").read_text())["certificates"] == []
+
+
+def test_certify_refuses_a_git_commit_that_poses_as_an_option(center: Center,
+                                                             tmp_path: Path) -> None:
+    """issue 16.1: ``"git_commit": "--output=FILE"`` in run.json used to truncate FILE
+    through ``git diff`` and the certificate was issued anyway."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    run_id = _copy_run(center, "injected", lambda i: i.update(git_commit=f"--output={victim}"))
+    out = center.certify("--target", "onnxruntime-cpu", "--profile", "framework", "--scope",
+                         "representative", "--runs", run_id)
+    assert out.returncode == 2
+    assert error_line(out) == (
+        f"shipei certify: error: cannot certify: run injected records git_commit "
+        f"'--output={str(victim)[:31]}', which is not a git commit id (7 to 64 hex digits); "
+        "refusing the run")
+    assert victim.read_text() == "keep me\n"

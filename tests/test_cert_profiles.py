@@ -232,3 +232,15 @@ def test_commits_may_differ_only_in_what_cannot_change_a_record(tmp_path: Path) 
     assert changed_between(first, third, paths, tmp_path) == ["harness/judge.py"]
     with pytest.raises(EvidenceError, match="cannot compare harness commits"):
         changed_between("0" * 40, third, paths, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(available_profiles()))
+def test_every_packaged_profile_is_a_released_version(name: str) -> None:
+    """A packaged profile changed without a new version would make certificates of the old
+    rules read as the new (and verify would refuse the old ones): each packaged profile's
+    (name, version, sha256) must be listed in profiles/released.json."""
+    from harness.cert.profile import PACKAGED, released_profiles
+
+    profile = load_profile(name)
+    assert released_profiles()[profile.name][profile.version] == profile.sha256
+    assert profile.origin == PACKAGED

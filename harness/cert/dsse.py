@@ -82,6 +82,9 @@ class Envelope:
         except json.JSONDecodeError as exc:
             raise EnvelopeError(f"the envelope is not valid JSON ({exc.msg} at line "
                                 f"{exc.lineno} column {exc.colno})") from None
+        except RecursionError:
+            raise EnvelopeError("the envelope is nested too deeply to be a DSSE envelope") \
+                from None
         if not isinstance(data, dict) or set(data) != ENVELOPE_FIELDS:
             raise EnvelopeError("not a DSSE envelope: expected exactly the fields "
                                 f"{sorted(ENVELOPE_FIELDS)}")

@@ -12,6 +12,7 @@ import html
 from typing import Any
 
 from harness.cert.keys import display_fingerprint
+from harness.cert.profile import CUSTOM, profile_origin
 from harness.cert.provenance import describe, from_vendor_lab
 from harness.cert.statement import ACCURACY_FIGURES, LATENCY_FIGURES
 
@@ -97,12 +98,13 @@ def _platform(predicate: dict[str, Any]) -> str:
     memory = env.get("memory_bytes")
     domestic = os_info.get("domestic_distribution")
     return _kv([
-        ("操作系统 / OS", os_info.get("pretty_name")
+        ("操作系统 / OS", f"{os_info.get('pretty_name') or 'unknown'}"
          + (f" — 信创 / domestic: {domestic}" if domestic else "")),
         ("内核 / Kernel", env.get("kernel")),
         ("架构 / Machine", env.get("machine")),
         ("处理器 / CPU", f"{env.get('cpu_model')} × {env.get('cpu_count')}"),
-        ("内存 / Memory", f"{memory / 2**30:.1f} GiB" if memory else "unknown"),
+        ("内存 / Memory", f"{memory / 2**30:.1f} GiB" if isinstance(memory, (int, float))
+         and memory else "unknown"),
         ("Python", env.get("python")),
         ("平台指纹 / Platform id", env.get("platform_id")),
     ], mono=("平台指纹 / Platform id",))
@@ -223,6 +225,15 @@ def _evidence(predicate: dict[str, Any]) -> str:
             f"and model file used ({e(counts)}).</p>")
 
 
+def _custom_profile(predicate: dict[str, Any]) -> str:
+    profile = predicate["profile"]
+    if profile_origin(profile["name"], profile["version"], profile["sha256"]) != CUSTOM:
+        return ""
+    return ("<p class=\"unmeasured\">自定义认证规范，并非 Shipei 发布的规范；判定规则以证书内嵌"
+            "的规范为准 / Custom profile, not one Shipei publishes: the rules are the ones "
+            f"embedded in this certificate (sha256 {e(profile['sha256'][:16])}…).</p>")
+
+
 def _provenance(predicate: dict[str, Any]) -> str:
     provenance = predicate.get("provenance")
     if not from_vendor_lab(provenance):
@@ -241,7 +252,7 @@ def render_certificate(statement: dict[str, Any], keyid: str) -> str:
     issuer = p.get("issuer") or {}
     cid = p["certificate_id"]
     ident = p["target"]["identity"]
-    source = _provenance(p)
+    source = _custom_profile(p) + _provenance(p)
     subset = "" if scope["complete"] else (
         "<p class=\"unmeasured\">本证书基于用例子集，并非完整认证 / This certificate rests on a "
         "subset of the cases and is not a full certification.</p>")

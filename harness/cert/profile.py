@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
+RELEASED_FILE = PROFILES_DIR / "released.json"
+PACKAGED = "packaged"
+CUSTOM = "custom"
 
 #: levels, best first: id -> (中文, English)
 LEVELS: dict[str, tuple[str, str]] = {
@@ -103,6 +106,11 @@ class Profile:
     def sha256(self) -> str:
         return definition_digest(self.definition)
 
+    @property
+    def origin(self) -> str:
+        """``packaged`` (a released Shipei profile, unchanged) or ``custom``."""
+        return profile_origin(self.name, self.version, self.sha256)
+
     def scope(self, name: str) -> Scope:
         try:
             return self.scopes[name]
@@ -122,6 +130,34 @@ def definition_digest(definition: dict[str, Any]) -> str:
 
 def available_profiles() -> dict[str, Path]:
     return {p.stem: p for p in sorted(PROFILES_DIR.glob("*.toml"))}
+
+
+def released_profiles() -> dict[str, dict[str, str]]:
+    """name -> version -> sha256 of every packaged profile version Shipei has released
+    (``profiles/released.json``): a certificate naming one of them must embed exactly it."""
+    data = json.loads(RELEASED_FILE.read_text(encoding="utf-8"))
+    return {name: dict(versions) for name, versions in data.items()}
+
+
+def packaged_names() -> set[str]:
+    return set(available_profiles()) | set(released_profiles())
+
+
+def profile_origin(name: str, version: str, sha256: str) -> str:
+    """``packaged`` when (name, version, sha256) is a released packaged profile, else
+    ``custom``."""
+    released = released_profiles().get(name, {}).get(version)
+    return PACKAGED if released == sha256 else CUSTOM
+
+
+def check_not_posing(profile: Profile) -> None:
+    """Refuse a custom profile that reuses a packaged profile's name: a certificate would
+    read as "framework v1.0" with other rules."""
+    if profile.origin == CUSTOM and profile.name in packaged_names():
+        known = ", ".join(f"v{v}" for v in released_profiles().get(profile.name, {}))
+        raise ProfileError(f"profile {profile.name!r} v{profile.version} is not the packaged "
+                           f"profile of that name (released: {known or 'none'}; sha256 "
+                           "differs); give a custom profile a name of its own")
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
@@ -312,3 +348,16 @@ def _parse(data: dict[str, Any], origin: str) -> Profile:
         title_zh=_text(data, "title_zh", where), title_en=_text(data, "title_en", where),
         validity_days=validity, suites=suites, scopes=scopes, criteria=criteria, sets=sets,
         definition=data)
+
+
+def profile_for_kind(kind: str) -> Profile:
+    """The packaged profile that certifies targets of ``kind`` (the one named after the
+    kind when several do); :class:`ProfileError` when none does."""
+    known = available_profiles()
+    if kind in known:
+        return load_profile(kind)
+    for name in known:
+        profile = load_profile(name)
+        if profile.kind == kind:
+            return profile
+    raise ProfileError(f"no packaged profile certifies {kind!r} targets")

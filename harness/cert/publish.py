@@ -18,8 +18,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.cert.keys import display_fingerprint
-from harness.cert.revocation import REVOCATIONS_FILE
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from harness.cert.keys import display_fingerprint, fingerprint, public_pem
+from harness.cert.profile import CUSTOM, profile_origin
+from harness.cert.revocation import (
+    REVOCATIONS_FILE,
+    RevocationError,
+    find_revocation,
+    load_revocations,
+    newer_list,
+)
 from harness.records import now_iso, write_json
 
 REGISTRY_SCHEMA_VERSION = "1.0"
@@ -33,7 +42,7 @@ class RegistryError(Exception):
     """A registry folder that belongs to another key or is damaged."""
 
 
-def _load_index(root: Path, keyid: str, public_pem: str, issuer: str) -> dict[str, Any]:
+def _load_index(root: Path, keyid: str, issuer: str) -> dict[str, Any]:
     path = root / INDEX_JSON
     if not path.exists():
         return {"schema_version": REGISTRY_SCHEMA_VERSION,
@@ -41,11 +50,13 @@ def _load_index(root: Path, keyid: str, public_pem: str, issuer: str) -> dict[st
                 "updated_at": None, "certificates": []}
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise RegistryError(f"{path} is not readable JSON ({exc})") from None
-    if index.get("issuer", {}).get("keyid") != keyid:
+    if not isinstance(index, dict) or not isinstance(index.get("certificates"), list):
+        raise RegistryError(f"{path} is not a registry index")
+    if (index.get("issuer") or {}).get("keyid") != keyid:
         raise RegistryError(f"registry {root} belongs to key "
-                            f"{str(index.get('issuer', {}).get('keyid'))[:16]}..., not "
+                            f"{str((index.get('issuer') or {}).get('keyid'))[:16]}..., not "
                             f"{keyid[:16]}...")
     return index
 
@@ -55,13 +66,17 @@ def entry_for(statement: dict[str, Any]) -> dict[str, Any]:
     ident = p["target"]["identity"]
     cid = p["certificate_id"]
     env = p.get("platform") or {}
+    profile = p["profile"]
+    origin = profile_origin(profile["name"], profile["version"], profile["sha256"])
     return {
         "id": cid, "vendor": ident.get("vendor"), "target": ident.get("name"),
         "label": p["target"]["label"], "kind": ident.get("kind"),
         "runtime": f"{ident.get('runtime')} {ident.get('runtime_version')}",
         "device": ident.get("device"), "level": p["level"]["id"],
         "level_zh": p["level"]["zh"], "level_en": p["level"]["en"],
-        "profile": f"{p['profile']['name']} v{p['profile']['version']}",
+        "profile": f"{profile['name']} v{profile['version']}"
+                   + (" (自定义 / custom)" if origin == CUSTOM else ""),
+        "custom_profile": origin == CUSTOM,
         "scope": p["scope"]["name"], "complete_scope": p["scope"]["complete"],
         "platform": f"{(env.get('os') or {}).get('pretty_name')} / {env.get('cpu_model')}",
         "issued_at": p["issued_at"], "expires_at": p["expires_at"],
@@ -71,6 +86,7 @@ def entry_for(statement: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_revocations(index: dict[str, Any], revocations: dict[str, Any] | None) -> None:
+    """Every entry's status from the registry's signed list, and from nothing else."""
     revoked = {e["certificate_id"]: e for e in (revocations or {}).get("revoked", [])}
     for entry in index["certificates"]:
         hit = revoked.get(entry["id"])
@@ -78,35 +94,61 @@ def apply_revocations(index: dict[str, Any], revocations: dict[str, Any] | None)
         entry["revocation_reason"] = hit["reason"] if hit else None
 
 
+def registry_revocations(root: Path, public_key: Ed25519PublicKey,
+                         incoming: Path | None = None) -> dict[str, Any] | None:
+    """The registry's signed revocation list, replaced by ``incoming`` when that is a newer
+    list of the same center that lifts no revocation (an older copy is ignored)."""
+    held = root / REVOCATIONS_FILE
+    try:
+        current = load_revocations(held, public_key) if held.exists() else None
+        offered = None
+        if incoming is not None and incoming.exists() \
+                and incoming.resolve() != held.resolve():
+            offered = load_revocations(incoming, public_key)
+        chosen = newer_list(current, offered)
+    except RevocationError as exc:
+        raise RegistryError(str(exc)) from None
+    if chosen is not None and chosen is offered:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(incoming, held)  # type: ignore[arg-type]
+    return chosen
+
+
 def publish(root: Path, certificate: Path, page: Path | None, statement: dict[str, Any],
-            keyid: str, public_pem: str, revocations_file: Path | None,
-            revocations: dict[str, Any] | None) -> Path:
-    """Add one verified certificate to the registry at ``root``; returns index.html."""
+            public_key: Ed25519PublicKey, revocations_file: Path | None = None) -> Path:
+    """Add one verified certificate to the registry at ``root``; returns index.html.
+    A certificate the registry's list (or a newer one offered beside it) revokes is
+    refused."""
+    keyid = fingerprint(public_key)
     issuer = (statement["predicate"].get("issuer") or {}).get("name", "")
-    index = _load_index(root, keyid, public_pem, issuer)
-    folder = root / CERTIFICATES
-    folder.mkdir(parents=True, exist_ok=True)
+    index = _load_index(root, keyid, issuer)
+    revocations = registry_revocations(root, public_key, revocations_file)
     entry = entry_for(statement)
+    hit = find_revocation(revocations, entry["id"]) if revocations else None
+    if hit:
+        raise RegistryError(f"certificate {entry['id']} was revoked on {hit['revoked_at']}: "
+                            f"{hit['reason']}; not published")
+    (root / CERTIFICATES).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(certificate, root / entry["certificate"])
     if page is not None and page.exists():
         shutil.copyfile(page, root / entry["page"])
     else:
         entry["page"] = None
-    (root / PUBLIC_KEY_FILE).write_text(public_pem, encoding="ascii")
+    (root / PUBLIC_KEY_FILE).write_text(public_pem(public_key), encoding="ascii")
     index["certificates"] = [e for e in index["certificates"] if e["id"] != entry["id"]]
     index["certificates"].append(entry)
     index["certificates"].sort(key=lambda e: e["issued_at"], reverse=True)
-    return refresh(root, index, revocations_file, revocations)
+    return _write(root, index, revocations)
 
 
-def refresh(root: Path, index: dict[str, Any] | None, revocations_file: Path | None,
-            revocations: dict[str, Any] | None) -> Path:
-    """Copy the revocation list in, mark revoked entries, rewrite index.json and index.html."""
-    if index is None:
-        index = json.loads((root / INDEX_JSON).read_text(encoding="utf-8"))
-    if revocations_file is not None and revocations_file.exists() \
-            and revocations_file.resolve() != (root / REVOCATIONS_FILE).resolve():
-        shutil.copyfile(revocations_file, root / REVOCATIONS_FILE)
+def refresh(root: Path, public_key: Ed25519PublicKey, revocations_file: Path | None = None
+            ) -> Path:
+    """Take a newer revocation list in, re-mark the entries, rewrite index.json/.html."""
+    index = _load_index(root, fingerprint(public_key), "")
+    return _write(root, index, registry_revocations(root, public_key, revocations_file))
+
+
+def _write(root: Path, index: dict[str, Any], revocations: dict[str, Any] | None) -> Path:
     apply_revocations(index, revocations)
     index["updated_at"] = now_iso()
     write_json(root / INDEX_JSON, index)

@@ -23,11 +23,12 @@ from typing import Any
 
 from harness.cert.evaluate import Evaluation
 from harness.cert.profile import LEVELS, Profile
+from harness.cert.schema import SchemaError, loads
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://shipei.dev/attestations/compatibility-certificate/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-PREDICATE_SCHEMA_VERSION = "1.0"
+PREDICATE_SCHEMA_VERSION = "1.1"
 #: suites whose records are shown in the certificate's model table
 MODEL_SUITES = ("models", "model_file")
 PERFORMANCE_SUITE = "performance"
@@ -157,7 +158,8 @@ def build_statement(issue: Issue, driver_digest: str, now: datetime | None = Non
         "level": {"id": level, "zh": LEVELS[level][0], "en": LEVELS[level][1]},
         "profile": {"name": profile.name, "version": profile.version, "kind": profile.kind,
                     "title_zh": profile.title_zh, "title_en": profile.title_en,
-                    "sha256": profile.sha256, "definition": profile.definition},
+                    "sha256": profile.sha256, "definition": profile.definition,
+                    "origin": profile.origin},
         "scope": {"name": scope.name, "title_zh": scope.title_zh, "title_en": scope.title_en,
                   "complete": scope.complete, "max_level": scope.max_level,
                   "markexpr": scope.markexpr},
@@ -188,9 +190,9 @@ def encode(statement: dict[str, Any]) -> bytes:
 def decode(body: bytes) -> dict[str, Any]:
     """The statement in a verified payload; raise :class:`StatementError` if it is not ours."""
     try:
-        statement = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StatementError(f"the payload is not JSON ({exc})") from None
+        statement = loads(body, "the payload")
+    except SchemaError as exc:
+        raise StatementError(str(exc)) from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise StatementError(f"the payload is not an in-toto Statement v1 ({STATEMENT_TYPE})")
     if statement.get("predicateType") != PREDICATE_TYPE:

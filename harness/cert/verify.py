@@ -21,11 +21,22 @@ from harness.cert.evaluate import evaluate
 from harness.cert.evidence import EvidenceError, load_evidence
 from harness.cert.files import changed_files, manifest_digest, sha256_file
 from harness.cert.keys import display_fingerprint, fingerprint
-from harness.cert.profile import Profile, ProfileError, definition_digest, level_label
+from harness.cert.predicate import PredicateError, check_predicate, embedded_profile, parse_time
+from harness.cert.profile import (
+    CUSTOM,
+    PACKAGED,
+    ProfileError,
+    level_label,
+    packaged_names,
+    profile_origin,
+    released_profiles,
+)
 from harness.cert.provenance import describe, from_vendor_lab
 from harness.cert.revocation import (
     REVOCATIONS_FILE,
     RevocationError,
+    SeenSequences,
+    check_fresh,
     find_revocation,
     load_revocations,
 )
@@ -44,6 +55,12 @@ class VerifyOptions:
     revocations: Path | None = None
     check_files: bool = False
     at: datetime | None = None
+    #: False only when the user explicitly verifies without a revocation list
+    check_revocation: bool = True
+    #: where the highest list sequence seen per key is remembered (rollback detection)
+    seen: SeenSequences | None = None
+    #: refuse a revocation list older than this sequence
+    min_sequence: int | None = None
 
 
 def open_certificate(raw: bytes, public_key: Ed25519PublicKey) -> dict[str, Any]:
@@ -58,19 +75,17 @@ def open_certificate(raw: bytes, public_key: Ed25519PublicKey) -> dict[str, Any]
         statement = decode(envelope.body)
     except (dsse.EnvelopeError, StatementError) as exc:
         raise VerificationError(f"signature: {exc}") from None
-    issuer = statement["predicate"].get("issuer") or {}
-    if issuer.get("keyid") != keyid:
+    try:
+        check_predicate(statement)
+    except PredicateError as exc:
+        raise VerificationError(f"predicate: {exc}") from None
+    if statement["predicate"]["issuer"]["keyid"] != keyid:
         raise VerificationError("signature: the certificate names another issuer key")
     return statement
 
 
-def _parse_time(stamp: str) -> datetime:
-    parsed = datetime.fromisoformat(stamp)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def check_validity(predicate: dict[str, Any], at: datetime) -> str:
-    issued, expires = _parse_time(predicate["issued_at"]), _parse_time(predicate["expires_at"])
+    issued, expires = parse_time(predicate["issued_at"]), parse_time(predicate["expires_at"])
     if at < issued:
         raise VerificationError(f"not yet valid: issued {predicate['issued_at']}, "
                                 f"checked at {at.isoformat(timespec='seconds')}")
@@ -90,22 +105,58 @@ def revocation_list_for(certificate: Path) -> Path | None:
 
 def check_revocation(predicate: dict[str, Any], certificate: Path, options: VerifyOptions
                      ) -> str:
+    """The certificate is not on a current list signed by the center. Without a list the
+    check fails (closed) unless ``options.check_revocation`` is False."""
+    if not options.check_revocation:
+        return "revocation: NOT CHECKED (--no-revocation-check)"
     path = options.revocations or revocation_list_for(certificate.resolve())
     if path is None:
-        return (f"revocation: not checked (no {REVOCATIONS_FILE} beside the certificate or "
-                "one folder up; pass --revocations)")
+        raise VerificationError(f"revocation: no revocation list ({REVOCATIONS_FILE} beside "
+                                "the certificate or one folder up); pass --revocations FILE, "
+                                "or --no-revocation-check to verify without one")
     if not path.exists():
         raise VerificationError(f"revocation: list {path} does not exist")
+    keyid = fingerprint(options.public_key)
+    seen = [s for s in (options.min_sequence, options.seen.get(keyid) if options.seen else None)
+            if s is not None]
     try:
         revocations = load_revocations(path, options.public_key)
+        check_fresh(revocations, options.at or datetime.now(UTC), max(seen, default=None))
     except RevocationError as exc:
         raise VerificationError(f"revocation: {exc}") from None
+    if options.seen is not None:
+        options.seen.record(keyid, revocations["sequence"])
     entry = find_revocation(revocations, predicate["certificate_id"])
     if entry:
         raise VerificationError(f"revoked: certificate {predicate['certificate_id']} was "
                                 f"revoked on {entry['revoked_at']}: {entry['reason']}")
-    return (f"revocation: not revoked (list #{revocations.get('sequence')} of "
-            f"{revocations.get('updated_at') or 'never'})")
+    due = revocations.get("next_update")
+    return (f"revocation: not revoked (list #{revocations['sequence']} of "
+            f"{revocations.get('updated_at') or 'never'}"
+            + (f", next update due {due})" if due else ")"))
+
+
+def check_profile(predicate: dict[str, Any]) -> str:
+    """A certificate naming a packaged profile embeds exactly a released version of it;
+    any other profile is stated as custom."""
+    profile = predicate["profile"]
+    name, version, digest = profile["name"], profile["version"], profile["sha256"]
+    origin = profile_origin(name, version, digest)
+    claimed = profile.get("origin")
+    if origin == CUSTOM and name in packaged_names():
+        released = released_profiles().get(name, {})
+        why = ("this shipei knows v" + ", v".join(released)) if version not in released \
+            else "its sha256 differs from the released one"
+        raise VerificationError(f"profile: the certificate's profile {name!r} v{version} is "
+                                f"not the packaged profile of that name ({why}): a custom "
+                                "profile posing as a packaged one")
+    if claimed is not None and claimed != origin:
+        raise VerificationError(f"profile: the certificate says its profile is {claimed}; "
+                                f"it is {origin}")
+    if origin == PACKAGED:
+        return f"profile: packaged {name} v{version} (sha256 matches the released profile)"
+    return (f"profile: CUSTOM profile {name!r} v{version}, not a packaged Shipei profile; "
+            f"its embedded rules apply (sha256 {digest[:16]}...)")
 
 
 def _run_dir(records_dir: Path, run_id: str) -> Path:
@@ -136,13 +187,10 @@ def check_records(predicate: dict[str, Any], records_dir: Path) -> list[str]:
         except EvidenceError as exc:
             raise VerificationError(f"records: {exc}") from None
         lines.append(f"records: run {cited['run_id']} matches (sha256)")
-    definition = predicate["profile"]["definition"]
-    if definition_digest(definition) != predicate["profile"]["sha256"]:
-        raise VerificationError("level: the embedded profile does not match its sha256")
     try:
-        profile = Profile.from_dict(definition, f"profile {predicate['profile']['name']}")
+        profile = embedded_profile(predicate)
         evaluation = evaluate(profile, predicate["scope"]["name"], records)
-    except ProfileError as exc:
+    except (PredicateError, ProfileError) as exc:
         raise VerificationError(f"level: cannot recompute ({exc})") from None
     claimed = predicate["level"]["id"]
     if evaluation.level != claimed:
@@ -150,7 +198,10 @@ def check_records(predicate: dict[str, Any], records_dir: Path) -> list[str]:
                                 f"{level_label(evaluation.level)}; the certificate claims "
                                 f"{level_label(claimed)}")
     recomputed = [r.to_dict() for r in evaluation.criteria]
-    for mine, theirs in zip(recomputed, predicate["criteria"], strict=False):
+    if len(recomputed) != len(predicate["criteria"]):
+        raise VerificationError(f"level: the certificate lists {len(predicate['criteria'])} "
+                                f"criteria, the profile has {len(recomputed)}")
+    for mine, theirs in zip(recomputed, predicate["criteria"], strict=True):
         if mine != theirs:
             raise VerificationError(f"level: criterion {mine['id']} recomputes to "
                                     f"{mine['passed']}/{mine['measured_cases']}, the "
@@ -211,6 +262,7 @@ def verify_certificate(path: Path, options: VerifyOptions,
     predicate = statement["predicate"]
     lines = [f"signature: valid, key {display_fingerprint(fingerprint(options.public_key))}"]
     lines.append(check_validity(predicate, options.at or datetime.now(UTC)))
+    lines.append(check_profile(predicate))
     lines.append(check_revocation(predicate, path, options))
     lines += check_provenance_lines(predicate, chain_check, statement)
     if options.records_dir is not None:

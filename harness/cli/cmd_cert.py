@@ -16,15 +16,17 @@ from harness.cert.keys import (
     fingerprint,
     load_private_key,
     load_public_key,
-    public_pem,
 )
 from harness.cert.page import render_certificate
 from harness.cert.profile import ProfileError, available_profiles, load_profile
 from harness.cert.publish import RegistryError, publish, refresh
 from harness.cert.revocation import (
+    DEFAULT_LIST_DAYS,
     REVOCATIONS_FILE,
     RevocationError,
+    SeenSequences,
     load_revocations,
+    renew,
     revoke,
 )
 from harness.cert.verify import (
@@ -64,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--revocations", type=Path, metavar="FILE",
                         help=f"signed revocation list (default: {REVOCATIONS_FILE} beside "
                              "the certificate or one folder up)")
+    verify.add_argument("--no-revocation-check", action="store_true",
+                        help="verify without a revocation list (the output says NOT CHECKED); "
+                             "without this, a missing list makes the certificate INVALID")
+    verify.add_argument("--min-sequence", type=_sequence, metavar="N",
+                        help="refuse a revocation list older than #N (the center's current "
+                             "one); lists seen before are remembered in "
+                             "$SHIPEI_STATE_DIR (default ~/.local/state/shipei)")
     verify.add_argument("--check-files", action="store_true",
                         help="re-hash the cited driver, suite and model files installed here")
     verify.add_argument("--at", type=_timestamp, metavar="ISO_TIME",
@@ -96,6 +105,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help=f"registry folder to update if it exists (default {DEFAULT_REGISTRY}/)")
     rev.set_defaults(handler=run_revoke)
 
+    lists = actions.add_parser(
+        "revocations", help="show or renew the signed revocation list",
+        description=f"Show the signed {REVOCATIONS_FILE} in --certificates-dir; with --renew, "
+                    "re-sign it (created empty if absent) with a higher sequence and a new "
+                    "next-update time. Verifiers refuse a list after its next update, so a "
+                    "center renews it before then and publishes it with 'cert publish'.")
+    lists.add_argument("--renew", action="store_true", help="re-sign the list")
+    lists.add_argument("--days", type=int, default=DEFAULT_LIST_DAYS,
+                       help=f"with --renew: days until the next update is due (default "
+                            f"{DEFAULT_LIST_DAYS})")
+    lists.add_argument("--key", type=Path, default=DEFAULT_KEY,
+                       help=f"the center's private key (default {DEFAULT_KEY})")
+    lists.add_argument("--pubkey", type=Path, default=DEFAULT_PUBKEY,
+                       help=f"the center's public key, to show the list (default "
+                            f"{DEFAULT_PUBKEY})")
+    lists.add_argument("--certificates-dir", type=Path, default=DEFAULT_CERT_DIR,
+                       help=f"where the list is (default {DEFAULT_CERT_DIR}/)")
+    lists.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY,
+                       help=f"registry folder to update if it exists (default "
+                            f"{DEFAULT_REGISTRY}/)")
+    lists.set_defaults(handler=run_revocations)
+
     page = actions.add_parser(
         "page", help="render a certificate's bilingual HTML page (and PDF)",
         description="Write the certificate's page from the verified certificate alone.")
@@ -121,6 +152,16 @@ def _timestamp(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _sequence(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a sequence number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a sequence number is 0 or more")
+    return value
+
+
 def _public_key(path: Path) -> Any:
     try:
         return load_public_key(path)
@@ -141,7 +182,12 @@ def run_verify(args: argparse.Namespace) -> int:
         raise CliError(f"certificate {args.certificate} does not exist")
     if args.records is not None and not args.records.is_dir():
         raise CliError(f"records folder {args.records} does not exist")
-    options = VerifyOptions(key, args.records, args.revocations, args.check_files, args.at)
+    if args.revocations is not None and args.no_revocation_check:
+        raise CliError("--revocations and --no-revocation-check exclude each other")
+    options = VerifyOptions(key, args.records, args.revocations, args.check_files, args.at,
+                            check_revocation=not args.no_revocation_check,
+                            seen=SeenSequences(SeenSequences.default_path()),
+                            min_sequence=args.min_sequence)
     try:
         lines = verify_certificate(args.certificate, options)
     except VerificationError as exc:
@@ -152,16 +198,8 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _revocations(path: Path, key: Any) -> dict[str, Any]:
-    try:
-        return load_revocations(path, key)
-    except RevocationError as exc:
-        raise CliError(str(exc)) from None
-
-
 def run_publish(args: argparse.Namespace) -> int:
     key = _public_key(args.pubkey)
-    keyid = fingerprint(key)
     index = None
     for certificate in args.certificates:
         try:
@@ -169,18 +207,34 @@ def run_publish(args: argparse.Namespace) -> int:
             check_validity(statement["predicate"], datetime.now(UTC))
         except VerificationError as exc:
             raise CliError(f"{certificate}: not published: {exc}") from None
-        revocations_file = revocation_list_for(certificate.resolve())
-        revocations = _revocations(revocations_file, key) if revocations_file else None
         page = certificate.with_name(certificate.name.replace(".dsse.json", ".html"))
         try:
-            index = publish(args.registry, certificate, page, statement, keyid, public_pem(key),
-                            revocations_file if revocations else None, revocations)
+            index = publish(args.registry, certificate, page, statement, key,
+                            revocation_list_for(certificate.resolve()))
         except RegistryError as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(f"{certificate}: {exc}") from None
         print(f"published {statement['predicate']['certificate_id']} "
               f"({statement['predicate']['level']['en']})")
     print(f"registry: {index}")
     return 0
+
+
+def _update_registry(args: argparse.Namespace, key: Any, master: Path) -> None:
+    if not (args.registry / "index.json").exists():
+        return
+    try:
+        refresh(args.registry, key.public_key(), master)
+    except (RegistryError, OSError) as exc:
+        raise CliError(f"the list was written, but the registry was not updated: {exc}") \
+            from None
+    print(f"registry updated: {args.registry}")
+
+
+def _private_key(path: Path) -> Any:
+    try:
+        return load_private_key(path)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _known_ids(args: argparse.Namespace) -> set[str]:
@@ -192,10 +246,7 @@ def _known_ids(args: argparse.Namespace) -> set[str]:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    try:
-        key = load_private_key(args.key)
-    except KeyFileError as exc:
-        raise CliError(str(exc)) from None
+    key = _private_key(args.key)
     if args.certificate_id not in _known_ids(args):
         raise CliError(f"no certificate {args.certificate_id} in {args.certificates_dir}/ "
                        f"or {args.registry}/")
@@ -206,12 +257,31 @@ def run_revoke(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(f"revoked {args.certificate_id}: {args.reason} (list #{revocations['sequence']}, "
           f"{master})")
-    if (args.registry / "index.json").exists():
+    _update_registry(args, key, master)
+    return 0
+
+
+def run_revocations(args: argparse.Namespace) -> int:
+    master = args.certificates_dir / REVOCATIONS_FILE
+    if args.renew:
+        key = _private_key(args.key)
         try:
-            refresh(args.registry, None, master, revocations)
-        except (RegistryError, OSError, ValueError) as exc:
-            raise CliError(f"revoked, but the registry was not updated: {exc}") from None
-        print(f"registry updated: {args.registry}")
+            data = renew(master, key, args.days)
+        except RevocationError as exc:
+            raise CliError(str(exc)) from None
+        print(f"renewed {master}")
+        _update_registry(args, key, master)
+    else:
+        if not master.exists():
+            raise CliError(f"no revocation list at {master} (create one with --renew)")
+        try:
+            data = load_revocations(master, _public_key(args.pubkey))
+        except RevocationError as exc:
+            raise CliError(str(exc)) from None
+    print(f"list #{data['sequence']}, updated {data.get('updated_at') or 'never'}, next update "
+          f"due {data.get('next_update') or 'not set'}, {len(data['revoked'])} revoked")
+    for entry in data["revoked"]:
+        print(f"  {entry['certificate_id']}  {entry['revoked_at']}  {entry['reason']}")
     return 0
 
 

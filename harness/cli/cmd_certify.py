@@ -15,7 +15,13 @@ from harness.cert.evidence import EvidenceError
 from harness.cert.files import loaded_package_files
 from harness.cert.keys import DEFAULT_KEY_DIR, PRIVATE_FILE, KeyFileError, center_name
 from harness.cert.keys import load_private_key as load_key
-from harness.cert.profile import Profile, ProfileError, available_profiles, level_label
+from harness.cert.profile import (
+    Profile,
+    ProfileError,
+    available_profiles,
+    check_not_posing,
+    level_label,
+)
 from harness.cert.profile import load_profile as read_profile
 from harness.cli.common import CliError, add_run_location_options, known_suites, locate_run
 from harness.environment import fingerprint, git_commit
@@ -58,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _profile(args: argparse.Namespace) -> Profile:
     try:
         profile = read_profile(args.profile)
+        check_not_posing(profile)
         profile.scope(args.scope)
     except ProfileError as exc:
         raise CliError(str(exc)) from None

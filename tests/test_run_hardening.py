@@ -53,7 +53,7 @@ def test_an_existing_run_id_is_not_reopened(shipei_cli, tmp_path: Path) -> None:
     from harness.selection import resumable_pytest_args
 
     replayed = resumable_pytest_args(tmp_path / "results" / "mine")
-    assert replayed[replayed.index("--case-timeout") + 1] == "30"  # options replayed
+    assert float(replayed[replayed.index("--case-timeout") + 1]) == 30  # options replayed
     assert replayed[replayed.index("-k") + 1] == "abs or relu or neg"  # from the selection
 
 

@@ -164,6 +164,9 @@ def find_spec(name: str) -> EnvSpec:
 # --- where environments live ---------------------------------------------------------
 
 def env_root(name: str) -> Path:
+    if not _NAME.match(name):
+        raise EnvError(f"{name!r} is not an environment name (lower-case letters, digits, "
+                       "'-', '_', '.')")
     return cache_dir("envs") / name
 
 
@@ -338,8 +341,7 @@ def remove(name: str) -> bool:
 def listing() -> list[dict[str, Any]]:
     """Every declared or built environment with its state."""
     specs = known_specs()
-    built = {p.name for p in cache_dir("envs").iterdir() if p.is_dir() and
-             not p.name.startswith(".")}
+    built = {p.name for p in cache_dir("envs").iterdir() if p.is_dir() and _NAME.match(p.name)}
     rows = []
     for name in sorted(set(specs) | built):
         spec = specs.get(name)
@@ -362,7 +364,10 @@ def find_interpreter(python: str) -> str:
     found = shutil.which(f"python{python}")
     if found is None:
         raise EnvError(f"no python{python} on PATH; install it or give the interpreter's path")
-    return found
+    # a version manager's shim only dispatches: record the interpreter it runs
+    real = subprocess.run([found, "-c", "import sys; print(sys.executable)"],
+                          capture_output=True, text=True, check=False)
+    return real.stdout.strip() if real.returncode == 0 and real.stdout.strip() else found
 
 
 def _build_venv(spec: EnvSpec, root: Path, progress: Progress) -> dict[str, Any]:

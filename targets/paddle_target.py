@@ -1,0 +1,116 @@
+"""Baidu Paddle Inference, reached from ONNX through x2paddle: ``paddle-cpu``.
+
+x2paddle (1.6) translates the ONNX model, with its input shapes fixed from the first
+run's inputs, into a Paddle static-graph inference model; Paddle Inference
+(``paddle.inference``, paddlepaddle 3.3) runs it on the CPU. x2paddle reports every
+conversion to its vendor unless told not to: it is always called with
+``disable_feedback=True``. Runs in environment ``paddle``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.registry import TargetSpec
+from harness.target import Executable, TargetError
+from targets.sdk_target import DeferredExecutable, SdkTarget, graph_facts, with_static_shapes
+
+
+def provide_targets() -> Iterable[TargetSpec]:
+    yield TargetSpec(name="paddle-cpu", factory="targets.paddle_target:PaddleTarget",
+                     summary="Baidu Paddle Inference 3.3 on the CPU, converted by x2paddle 1.6")
+
+
+class PaddleTarget(SdkTarget):
+    name = "paddle-cpu"
+    environment = "paddle"
+    vendor = "Baidu"
+    runtime = "paddle-inference"
+    distribution = "paddlepaddle"
+    opset_max = 28
+    dtypes = ("float32", "float64", "int32", "int64", "bool", "uint8", "int8")
+
+    def probe(self) -> str:
+        import paddle.inference
+        import x2paddle  # noqa: F401 - the converter must import too
+
+        return str(paddle.__version__)
+
+    def build(self, model: bytes) -> Executable:
+        return DeferredExecutable(model, lambda feeds: _PaddleRunner(model, feeds),
+                                  {"converter": "x2paddle", "feedback": "disabled"})
+
+
+class _PaddleRunner:
+    def __init__(self, model: bytes, feeds: Mapping[str, np.ndarray]) -> None:
+        from paddle import inference
+        from x2paddle.convert import onnx2paddle
+
+        logging.getLogger("x2paddle").setLevel(logging.WARNING)
+        facts = graph_facts(model)
+        self._inputs = list(facts.inputs)
+        folder = Path(tempfile.mkdtemp(prefix="shipei-paddle-"))
+        try:
+            source = folder / "model.onnx"
+            source.write_bytes(with_static_shapes(model, feeds))
+            try:
+                onnx2paddle(str(source), str(folder / "out"), disable_feedback=True,
+                            enable_onnx_checker=False)
+            except Exception as exc:
+                raise TargetError(f"x2paddle could not convert the model: "
+                                  f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+            files = _inference_files(folder / "out" / "inference_model")
+            config = inference.Config(*files)
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(1)
+            config.disable_glog_info()
+            try:
+                self._predictor = inference.create_predictor(config)
+            except Exception as exc:
+                raise TargetError(f"Paddle Inference could not load the converted model: "
+                                  f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._input_names = self._predictor.get_input_names()
+        self._output_names = self._predictor.get_output_names()
+        if len(self._input_names) != len(self._inputs):
+            raise TargetError(f"the converted model takes {len(self._input_names)} inputs, "
+                              f"the ONNX graph {len(self._inputs)}")
+
+    def placement(self) -> dict[str, Any]:
+        return {"device": "Paddle Inference CPU", "inputs_renamed_to": self._input_names}
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            for onnx_name, paddle_name in zip(self._inputs, self._input_names, strict=True):
+                handle = self._predictor.get_input_handle(paddle_name)
+                value = np.ascontiguousarray(feeds[onnx_name])
+                handle.reshape(list(value.shape))
+                handle.copy_from_cpu(value)
+            self._predictor.run()
+            return [self._predictor.get_output_handle(name).copy_to_cpu()
+                    for name in self._output_names]
+        except Exception as exc:
+            raise TargetError(f"Paddle Inference run failed: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}") from exc
+
+    def close(self) -> None:
+        self._predictor = None
+
+
+def _inference_files(folder: Path) -> tuple[str, ...]:
+    """(model file, params file) of the exported inference model; Paddle 3 writes
+    ``model.json`` where Paddle 2 wrote ``model.pdmodel``."""
+    params = folder / "model.pdiparams"
+    for name in ("model.json", "model.pdmodel"):
+        if (folder / name).exists():
+            return str(folder / name), str(params)
+    found = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    raise TargetError(f"x2paddle wrote no inference model (found: {found})")

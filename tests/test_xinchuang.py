@@ -1,0 +1,96 @@
+"""The 信创 targets: drivers whose SDK lives in an environment of its own.
+
+Without their environments (a fresh clone, CI) the drivers must say exactly why they
+are unavailable and refuse to run in the wrong interpreter. With an environment built
+(``shipei env create NAME``) the slow tests run one real model through a real worker
+started in that environment and compare it with onnxruntime here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from harness import envs
+from harness.registry import TargetSpec
+from harness.target import InfraError
+from harness.worker import ProcessHost
+from targets.aarch64_target import Aarch64Target
+from targets.mnn_target import MnnTarget
+from targets.ncnn_target import NcnnTarget
+from targets.nncase_target import NncaseTarget
+from targets.paddle_target import PaddleTarget
+from targets.rknn_target import RknnTarget
+
+DRIVERS = [NncaseTarget, RknnTarget, MnnTarget, NcnnTarget, PaddleTarget, Aarch64Target]
+
+
+@pytest.mark.parametrize("driver", DRIVERS, ids=lambda d: d.name)
+def test_absent_environment_is_an_exact_reason(driver, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHIPEI_CACHE_DIR", str(tmp_path))
+    target = driver()
+    availability = target.availability()
+    assert not availability.available
+    assert f"shipei env create {driver.environment}" in availability.reason
+    described = target.describe()
+    assert described["environment"] == {"name": driver.environment, "created": False}
+    assert described["runtime_version"] == "environment not created"
+    with pytest.raises(InfraError, match="must run in environment"):
+        target.compile(b"")
+
+
+def test_every_driver_has_an_environment_spec_and_expectations():
+    from targets.envs import provide_environments
+
+    declared = {envs.EnvSpec.from_file(p).name for p in provide_environments()}
+    for driver in DRIVERS:
+        assert driver.environment in declared
+        assert driver().expectations_path().exists(), driver.name
+
+
+def _cnn() -> bytes:
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.3)
+                                      .astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+#: (driver, configuration, max abs error accepted against onnxruntime on the CNN)
+REAL_RUNS = [(NncaseTarget, "default", 1e-4), (NncaseTarget, "int8", 0.2),
+             (RknnTarget, "default", 1e-2), (RknnTarget, "int8", 0.2),
+             (MnnTarget, "default", 1e-4), (NcnnTarget, "default", 1e-4),
+             (PaddleTarget, "default", 1e-4), (Aarch64Target, "default", 1e-5)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("driver, configuration, tolerance", REAL_RUNS,
+                         ids=[f"{d.name}:{c}" for d, c, _ in REAL_RUNS])
+def test_real_worker_in_the_environment(driver, configuration, tolerance):
+    ready, reason = envs.status(driver.environment, envs.known_specs().get(driver.environment))
+    if not ready:
+        pytest.skip(reason)
+    module = driver.__module__
+    spec = TargetSpec(name=driver.name, factory=f"{module}:{driver.__name__}",
+                      configurations=("default", configuration))
+    launcher, env = envs.worker_launch(driver(configuration))
+    host = ProcessHost(spec, configuration, {}, launcher=launcher, env=env)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    try:
+        result = host.run_case("cnn", _cnn(), [{"x": x}], timeout=300)
+    finally:
+        host.close()
+    expected = ort.InferenceSession(_cnn()).run(None, {"x": x})[0]
+    actual = result["outputs"][0]["y"]
+    assert actual.shape == expected.shape
+    assert float(np.abs(actual - expected).max()) <= tolerance
+    assert onnx.load_from_string(_cnn()).graph.output[0].name == "y"

@@ -193,7 +193,8 @@ def rootfs_launch(root: Path, manifest: Mapping[str, Any]) -> Launch:
     script = " && ".join([*mounts, f'exec chroot {shlex.quote(str(tree))} {emulator} '
                                    f'/usr/bin/python3 "$@"'])
     pythonpath = ":".join([manifest["site_packages"], *(str(Path(t).parent) for _, t in binds)])
-    env = {"PYTHONPATH": pythonpath, "SHIPEI_ENVIRONMENT": str(manifest["name"]), "PYTHONNOUSERSITE": "1", "PIP_NO_INDEX": "1",
+    env = {"PYTHONPATH": pythonpath, "SHIPEI_ENVIRONMENT": str(manifest["name"]),
+           "PYTHONNOUSERSITE": "1", "PIP_NO_INDEX": "1",
            "SHIPEI_EMULATED": manifest.get("emulator", "qemu")}
     return Launch(("unshare", "-m", "--", "sh", "-c", script, "shipei-rootfs"), env)
 

@@ -5,7 +5,8 @@ arm64 root filesystem under qemu-user (environment ``aarch64``, made by
 ``shipei env create aarch64``), with the cpuinfo of a Kunpeng 920 core bind-mounted over
 ``/proc/cpuinfo`` (see :mod:`harness.rootfs`). The architecture is emulated, so its
 results are accuracy results; its timings are emulated and no performance figure:
-:meth:`placement` and the capabilities say so, and the performance suite refuses them.
+:meth:`placement` and ``capabilities().extra`` say ``emulated: True`` for the
+performance suite to refuse or label them.
 """
 
 from __future__ import annotations

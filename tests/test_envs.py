@@ -61,8 +61,8 @@ def test_create_records_versions_and_list_show_remove(tmp_path, capsys, monkeypa
     assert launch.env[envs.ENVIRONMENT_VAR] == "tiny"
     assert launch.env["TINY_SITE"].endswith("site-packages")
     # the worker's interpreter sees the environment's packages and the harness's sources
-    probe = subprocess.run([*launch.argv, "-c", "import shipei_tiny_probe, harness.envs; "
-                            "print(shipei_tiny_probe.VALUE)"], env={**launch.env, "PATH": "/usr/bin"},
+    code = "import shipei_tiny_probe, harness.envs; print(shipei_tiny_probe.VALUE)"
+    probe = subprocess.run([*launch.argv, "-c", code], env={**launch.env, "PATH": "/usr/bin"},
                            capture_output=True, text=True, check=False)
     assert probe.stdout.strip() == "42", probe.stderr
     # the same spec again is kept, not rebuilt

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -286,6 +287,8 @@ def postgres_url(root: Path) -> tuple[str, Any]:
         except KeyError:
             pytest.skip("running as root and there is no 'postgres' user")
         prefix = [runuser, "-u", "postgres", "--"]
+        # the postgres user cannot reach pytest's private temp folders
+        root = Path(tempfile.mkdtemp(prefix="shipei-pg-"))
         root.chmod(0o777)
     data = root / "pgdata"
     port = free_port()
@@ -300,13 +303,15 @@ def postgres_url(root: Path) -> tuple[str, Any]:
                              capture_output=True, text=True, check=False)
     if started.returncode != 0:
         pytest.skip(f"PostgreSQL did not start: {(root / 'pg.log').read_text()[-300:]}")
-    subprocess.run([*prefix, str(Path(initdb).with_name("createdb")), "-h", "127.0.0.1",
+    subprocess.run([*prefix, str(Path(initdb).resolve().with_name("createdb")), "-h", "127.0.0.1",
                     "-p", str(port), "-U", "shipei", "center"], check=True,
                    capture_output=True)
 
     def stop() -> None:
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, check=False)
+        if prefix:
+            shutil.rmtree(root, ignore_errors=True)
 
     return f"postgresql://shipei@127.0.0.1:{port}/center", stop
 

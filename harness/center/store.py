@@ -176,9 +176,11 @@ def _pass_rates(records: list[Record]) -> dict[str, dict[str, Any]]:
 
 
 def target_history(session: Session, target: str) -> list[dict[str, Any]]:
-    """Each run of ``target``, oldest first: versions, platform and pass rate per suite."""
-    runs = session.scalars(select(Run).where(Run.target == target)
-                           .order_by(Run.finished_at, Run.run_id)).all()
+    """Each run of ``target``, oldest first (by finish time, then runtime and driver
+    version): versions, platform and pass rate per suite."""
+    runs = sorted(session.scalars(select(Run).where(Run.target == target)).all(),
+                  key=lambda r: (r.finished_at, _version_key(r.runtime_version),
+                                 _version_key(r.driver_version), r.run_id))
     return [{"run_id": r.run_id, "finished_at": r.finished_at,
              "driver_version": r.driver_version, "runtime": r.runtime,
              "runtime_version": r.runtime_version, "harness_version": r.harness_version,

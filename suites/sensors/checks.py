@@ -1,6 +1,6 @@
 """The sensor suite's criteria, as pure functions of a capture.
 
-A capture (see ``targets/serial/sensors.py``) is the ordered list of what the
+A capture (:class:`harness.sensor.Capture`) is the ordered list of what the
 host saw while a sensor streamed: samples with host arrival times, damaged
 frames, stray bytes, link drops, stream starts and stops. Each check turns it
 into one :class:`~harness.cases.Outcome`; they share :func:`account`, which
@@ -16,21 +16,11 @@ from typing import Any
 import numpy as np
 
 from harness.cases import Outcome
-from harness.target import InfraError, TargetError
 
 SUITE = "sensors"
 MIN_RATE_WINDOW_S = 0.8
 MIN_RATE_SAMPLES = 20
 MAX_FLAGGED_FRACTION = 0.05
-
-
-def failure_outcome(exc: BaseException, during: str) -> Outcome:
-    """A link failure is the bench's (infra_error); anything else the device's."""
-    if isinstance(exc, InfraError):
-        return Outcome("infra_error", f"{during}: {exc}")
-    if isinstance(exc, TargetError):
-        return Outcome("error", f"{during}: {type(exc).__name__}: {exc}")
-    raise exc
 
 
 def verdict(problems: list[str], metrics: dict[str, Any], passed: str) -> Outcome:
@@ -308,6 +298,12 @@ def timestamps_monotonic(capture: Any, info: Any) -> Outcome:
 
 # -- accuracy -----------------------------------------------------------------------
 
+def truth_times(capture: Any) -> np.ndarray:
+    """The device times (s) accuracy judges: those of the valid samples."""
+    return np.array([s.timestamp_us for s in capture.samples if s.valid],
+                    dtype=np.float64) / 1e6
+
+
 def accuracy(capture: Any, info: Any, truth: Any) -> Outcome:
     if truth is None:
         return Outcome("skip", "no ground truth: pass truth=FILE (a reference recording) or "
@@ -320,8 +316,7 @@ def accuracy(capture: Any, info: Any, truth: Any) -> Outcome:
     flagged = len(samples) - len(valid)
     if not valid:
         return Outcome("error", f"no valid sample to judge ({flagged} flagged)")
-    t = np.array([s.timestamp_us for s in valid], dtype=np.float64) / 1e6
-    expected = truth.at(t)
+    expected = truth.at(truth_times(capture))
     inside = np.ones(len(valid), dtype=bool)
     for column in expected.values():
         inside &= ~np.isnan(column)

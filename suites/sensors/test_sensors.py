@@ -6,69 +6,89 @@ Run it on a sensor target (a simulator, or a real sensor on a serial port)::
     shipei run --suite sensors --target serial-imu,url=/dev/ttyUSB0
     shipei run --suite sensors --target serial-ultrasonic,url=socket://127.0.0.1:5555
 
-One capture of ``capture_s`` seconds per target feeds the stream checks; the
-protocol and reconnect checks open sessions of their own. Every check records
-one case through ``target.conclude``. A dropped link is ``infra_error`` (the
-bench's failure), a device that breaks the protocol or its declared limits
-``fail``, one that does not answer ``error``.
+The sensor runs in its target's worker like every target (``harness.sensor``):
+each exchange is one ``Host.call`` bounded by the case timeout. One capture of
+``capture_s`` seconds per target feeds the stream checks; the protocol and
+reconnect checks open sessions of their own. Every check records one case
+through ``target.conclude``. A dropped link is ``infra_error`` (the bench's
+failure), a device that breaks the protocol or its declared limits ``fail``, one
+that does not answer ``error``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from harness.cases import Outcome
+from harness.cases import Outcome, outcome_from_exception
+from harness.sensor import SensorClient
+from harness.worker import RemoteError
 from suites.sensors import checks, exchanges
 from suites.sensors.checks import SUITE
 
 pytestmark = pytest.mark.case_timeout(120)
 
+#: per target label: the capture and the declared info, or the Outcome that replaced them
 _CAPTURES: dict[str, Any] = {}
 
 
-def _sensor(target: Any, case: str) -> Any | None:
-    """The sensor behind the fixture, or None (the case is then skipped)."""
-    sensor = target.target
-    if sensor.identity.kind != "sensor" or not hasattr(sensor, "capture"):
-        target.conclude(SUITE, case, Outcome("skip", f"{target.label} is not a streaming "
-                                                     "sensor target"))
+def _client(target: Any, case: str) -> SensorClient | None:
+    """The sensor behind the fixture, or None (the case is then concluded: skipped
+    for a target that is no sensor, else with what went wrong)."""
+    client = SensorClient(target.host, target.timeout())
+    started = time.perf_counter()
+    try:
+        client.open()
+        client.info()
+    except RemoteError as exc:
+        if exc.phase == "compile" or exc.exc_type == "NotASensorError":
+            first = exc.message.strip().splitlines()[0][:200] if exc.message.strip() else ""
+            target.conclude(SUITE, case, Outcome(
+                "skip", f"{target.label} is not a streaming sensor target ({exc.exc_type}: "
+                        f"{first})"))
+        else:
+            target.conclude(SUITE, case, outcome_from_exception(exc, started))
         return None
-    return sensor
+    except exchanges.HOST_FAILURES as exc:
+        target.conclude(SUITE, case, outcome_from_exception(exc, started))
+        return None
+    return client
 
 
-def _capture(target: Any, sensor: Any) -> Any:
-    """The target's capture, made once per run; an Outcome if it failed."""
+def _capture(target: Any, client: SensorClient) -> Any:
+    """The target's (capture, info), made once per run; an Outcome if it failed."""
     if target.label not in _CAPTURES:
+        started = time.perf_counter()
         try:
-            _CAPTURES[target.label] = sensor.capture()
-        except Exception as exc:
-            _CAPTURES[target.label] = checks.failure_outcome(exc, "capture")
+            _CAPTURES[target.label] = (client.capture(), client.info())
+        except exchanges.HOST_FAILURES as exc:
+            outcome = outcome_from_exception(exc, started)
+            _CAPTURES[target.label] = Outcome(outcome.status, f"capture: {outcome.message}")
     return _CAPTURES[target.label]
 
 
-def _stream_check(target: Any, case: str,
-                  check: Callable[[Any, Any], Outcome]) -> None:
-    sensor = _sensor(target, case)
-    if sensor is None:
+def _stream_check(target: Any, case: str, check: Callable[[Any, Any], Outcome]) -> None:
+    client = _client(target, case)
+    if client is None:
         return
-    capture = _capture(target, sensor)
-    if isinstance(capture, Outcome):
-        outcome = Outcome(capture.status, capture.message)
+    captured = _capture(target, client)
+    if isinstance(captured, Outcome):
+        outcome = Outcome(captured.status, captured.message)
     else:
-        try:
-            outcome = check(capture, sensor.info())
-        except Exception as exc:
-            outcome = checks.failure_outcome(exc, case)
+        capture, info = captured
+        outcome = check(capture, info)
     target.conclude(SUITE, case, outcome)
 
 
 def test_protocol_conformance(target: Any) -> None:
-    sensor = _sensor(target, "test_protocol_conformance")
-    if sensor is not None:
-        target.conclude(SUITE, "test_protocol_conformance", exchanges.conformance(sensor))
+    client = _client(target, "test_protocol_conformance")
+    if client is not None:
+        target.conclude(SUITE, "test_protocol_conformance", exchanges.run_with_one_retry(
+            client.conformance, exchanges.judge_conformance, "protocol conformance",
+            time.perf_counter()))
 
 
 def test_frame_integrity(target: Any) -> None:
@@ -96,16 +116,23 @@ def test_timestamps_monotonic(target: Any) -> None:
 
 
 def test_accuracy(target: Any) -> None:
-    sensor = _sensor(target, "test_accuracy")
-    if sensor is None:
+    client = _client(target, "test_accuracy")
+    if client is None:
         return
+    captured = _capture(target, client)
+    if isinstance(captured, Outcome):
+        target.conclude(SUITE, "test_accuracy", Outcome(captured.status, captured.message))
+        return
+    capture, info = captured
+    started = time.perf_counter()
     try:
-        truth = sensor.ground_truth()
-    except Exception as exc:
-        target.conclude(SUITE, "test_accuracy", checks.failure_outcome(exc, "ground truth"))
+        truth = client.truth_at(checks.truth_times(capture))
+    except exchanges.HOST_FAILURES as exc:
+        outcome = outcome_from_exception(exc, started)
+        target.conclude(SUITE, "test_accuracy",
+                        Outcome(outcome.status, f"ground truth: {outcome.message}"))
         return
-    _stream_check(target, "test_accuracy",
-                  lambda capture, info: checks.accuracy(capture, info, truth))
+    target.conclude(SUITE, "test_accuracy", checks.accuracy(capture, info, truth))
 
 
 def test_link_stability(target: Any) -> None:
@@ -113,6 +140,8 @@ def test_link_stability(target: Any) -> None:
 
 
 def test_reconnect(target: Any) -> None:
-    sensor = _sensor(target, "test_reconnect")
-    if sensor is not None:
-        target.conclude(SUITE, "test_reconnect", exchanges.reconnect(sensor))
+    client = _client(target, "test_reconnect")
+    if client is not None:
+        target.conclude(SUITE, "test_reconnect", exchanges.run_with_one_retry(
+            client.reconnect_trial, exchanges.judge_reconnect, "disconnect and reconnect",
+            time.perf_counter()))

@@ -61,8 +61,8 @@ from targets.serial.protocol import (
 from targets.serial.transport import (
     DeviceError,
     DeviceProtocolError,
+    LinkDropped,
     LinkError,
-    LinkOpenError,
     LinkSettings,
     SerialLink,
 )
@@ -412,10 +412,10 @@ class SerialBoardTarget(Target):
             return Availability.no("no device given: use --target serial-board,url=PORT_OR_URL")
         try:
             self.client()
-        except LinkOpenError as exc:
-            return Availability.no(str(exc))
-        except LinkError:
+        except LinkDropped:
             return Availability.yes()
+        except LinkError as exc:  # cannot open, or nothing but line noise
+            return Availability.no(str(exc))
         except TargetError as exc:
             return Availability.no(f"the device at {self.url} did not identify: {exc}")
         finally:

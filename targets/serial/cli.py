@@ -158,6 +158,8 @@ def run_board(args: argparse.Namespace) -> int:
     if not 64 <= args.max_payload <= 16 * 1024 * 1024:
         raise CliError("--max-payload must be in [64, 16777216]")
     options = _run_options(args)
+    import onnxruntime  # noqa: F401 - before serving, not on the first IDENTIFY
+
     endpoint = _endpoint(args)
     sim = BoardSimulator(endpoint, plan, slots=args.slots, max_chunk=args.max_chunk,
                          ready_chunk=args.ready_chunk, jitter_s=plan.value("jitter"),

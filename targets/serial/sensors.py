@@ -1,16 +1,19 @@
 """``serial-imu`` and ``serial-ultrasonic``: sensors streaming over a serial line.
 
-A sensor runs no models (``compile`` raises UnsupportedModelError). Suites use
-its streaming API instead, through the ``target`` fixture's ``target.target``:
+A :class:`harness.sensor.SensorTarget`: it runs no models; suites reach its
+streaming API through the worker (``compile(SESSION_MODEL)`` opens a session,
+``Host.call("harness.sensor:...")`` runs an exchange; see :mod:`harness.sensor`):
 
 - :meth:`SerialSensorTarget.info` what the sensor declares (rate, limits);
 - :meth:`SerialSensorTarget.session` a :class:`SensorSession` for protocol
-  exchanges (identify, ping, start, stop, raw requests, reconnect);
+  exchanges (identify, ping, start, stop, raw requests, reconnect), used by
+  :meth:`~SerialSensorTarget.conformance` and
+  :meth:`~SerialSensorTarget.reconnect_trial` (``targets/serial/sensor_exchanges.py``);
 - :meth:`SerialSensorTarget.capture` streams for ``capture_s`` seconds and
-  returns a :class:`Capture`: every sample with its host arrival time, and every
-  damaged frame, stray byte run, link drop and stream start/stop, in order. A
-  link that drops is reopened (for up to ``reconnect_timeout`` s) and the
-  stream restarted, so a capture spans disconnects;
+  returns a :class:`~harness.sensor.Capture`: every sample with its host arrival
+  time, and every damaged frame, stray byte run, link drop and stream start/stop,
+  in order. A link that drops is reopened (for up to ``reconnect_timeout`` s) and
+  the stream restarted, so a capture spans disconnects;
 - :meth:`SerialSensorTarget.ground_truth` the truth to judge accuracy by: the
   file given as ``truth=FILE`` (a reference recording), else the model the
   device declares (simulators do), else None.
@@ -26,19 +29,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
-from harness.target import (
-    Availability,
-    Capabilities,
-    Executable,
-    Target,
-    TargetError,
-    TargetIdentity,
-    UnsupportedModelError,
+from harness.sensor import (
+    Capture,
+    CaptureEvent,
+    ConformanceReport,
+    DamageEvent,
+    LinkDropEvent,
+    ProtocolEvent,
+    ReconnectTrial,
+    SampleEvent,
+    SensorInfo,
+    SensorTarget,
+    StartEvent,
+    StopEvent,
+    StrayEvent,
 )
+from harness.target import Availability, Capabilities, TargetError, TargetIdentity
 from targets.common import EXPECTATIONS_DIR, driver_version
+from targets.serial import sensor_exchanges
 from targets.serial.groundtruth import GroundTruth, TruthError, from_declaration, read_csv
 from targets.serial.protocol import (
     NO_SEQ,
@@ -71,104 +80,6 @@ ACCURACY_LIMITS = {
     "ultrasonic": {"distance_rms_mm": (("distance_m",), 1e-3)},
 }
 MAX_LINK_DROPS = 20
-
-
-# -- capture events -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SampleEvent:
-    kind: ClassVar[str] = "sample"
-    host_t: float
-    seq: int
-    timestamp_us: int
-    payload_type: int
-    values: dict[str, float]
-    valid: bool  # False: the sensor flagged the reading (e.g. no echo)
-
-
-@dataclass(frozen=True)
-class DamageEvent:
-    kind: ClassVar[str] = "damage"
-    host_t: float
-    damage: str  # crc | short | oversize (see targets.serial.receiver)
-    nbytes: int
-    frame_type: int
-    frame_seq: int  # from the intact header
-
-    @property
-    def is_sample(self) -> bool:
-        return self.frame_type == MsgType.SAMPLE
-
-
-@dataclass(frozen=True)
-class StrayEvent:
-    kind: ClassVar[str] = "stray"
-    host_t: float
-    nbytes: int
-
-
-@dataclass(frozen=True)
-class StartEvent:
-    kind: ClassVar[str] = "start"
-    host_t: float
-    next_seq: int
-    rate_hz: float
-
-
-@dataclass(frozen=True)
-class StopEvent:
-    kind: ClassVar[str] = "stop"
-    host_t: float
-    last_seq: int | None  # None: the device sent no sample since boot
-
-
-@dataclass(frozen=True)
-class LinkDropEvent:
-    kind: ClassVar[str] = "link_drop"
-    host_t: float
-    reason: str
-    lost_bytes: int
-
-
-@dataclass(frozen=True)
-class ProtocolEvent:
-    kind: ClassVar[str] = "protocol"
-    host_t: float
-    problem: str
-
-
-CaptureEvent = (SampleEvent | DamageEvent | StrayEvent | StartEvent | StopEvent
-                | LinkDropEvent | ProtocolEvent)
-
-
-@dataclass
-class Capture:
-    sensor: str
-    rate_hz: float
-    frame_bytes: int
-    duration_s: float
-    events: list[CaptureEvent] = field(default_factory=list)
-    aborted: str = ""  # why the capture ended early, if it did
-    link_stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def samples(self) -> list[SampleEvent]:
-        return [e for e in self.events if isinstance(e, SampleEvent)]
-
-    def count(self, kind: type) -> int:
-        return sum(isinstance(e, kind) for e in self.events)
-
-
-@dataclass(frozen=True)
-class SensorInfo:
-    sensor: str
-    identity: Identity
-    rate_hz: float
-    frame_bytes: int
-    rate_tolerance: float
-    jitter_max: float
-    max_gap_s: float
-    accuracy: dict[str, tuple[tuple[str, ...], float]]  # limit name -> (channels, rms limit)
 
 
 # -- a session ----------------------------------------------------------------------
@@ -275,7 +186,8 @@ def _sample_event(frame: Frame, now: float) -> SampleEvent | ProtocolEvent:
 
 def _link_event(event: Event, now: float) -> DamageEvent | StrayEvent | None:
     if isinstance(event, Damage):
-        return DamageEvent(now, event.kind, event.nbytes, event.header.type, event.header.seq)
+        return DamageEvent(now, event.kind, event.nbytes, event.header.type, event.header.seq,
+                           event.header.type == MsgType.SAMPLE)
     if isinstance(event, Stray):
         return StrayEvent(now, event.nbytes)
     return None
@@ -283,7 +195,7 @@ def _link_event(event: Event, now: float) -> DamageEvent | StrayEvent | None:
 
 # -- the target -----------------------------------------------------------------------
 
-class SerialSensorTarget(Target):
+class SerialSensorTarget(SensorTarget):
     def __init__(self, configuration: str = "default", sensor: str = "imu", url: str = "",
                  baud: int = 921600, timeout: float = 2.0, retries: int = 3,
                  inter_byte_timeout: float = 0.2, capture_s: float = 3.0,
@@ -348,9 +260,6 @@ class SerialSensorTarget(Target):
                             extra={"url": self.url, "device_capabilities": caps,
                                    "overrides": dict(self.overrides)})
 
-    def compile(self, model: bytes) -> Executable:
-        raise UnsupportedModelError(f"serial-{self.sensor} is a sensor: it runs no models")
-
     # -- streaming API ---------------------------------------------------------------
     @contextmanager
     def session(self) -> Iterator[SensorSession]:
@@ -396,7 +305,7 @@ class SerialSensorTarget(Target):
                 accuracy[key] = (channels, limit * unit)
         gap_ms = self._limit(identity, "max_gap_ms", max(250.0, 10_000.0 / rate))
         return SensorInfo(
-            sensor=self.sensor, identity=identity, rate_hz=rate,
+            sensor=self.sensor, declared=dict(identity.capabilities), rate_hz=rate,
             frame_bytes=sample_frame_size(SENSOR_PAYLOADS[self.sensor]),
             rate_tolerance=self._limit(identity, "rate_tolerance", 0.02) or 0.0,
             jitter_max=self._limit(identity, "jitter_max", 0.05) or 0.0,
@@ -406,7 +315,7 @@ class SerialSensorTarget(Target):
         try:
             if self.truth_file:
                 return read_csv(self.truth_file)
-            return from_declaration(self.info().identity.capabilities)
+            return from_declaration(self.info().declared)
         except TruthError as exc:
             raise TargetError(str(exc)) from None
 
@@ -449,3 +358,10 @@ class SerialSensorTarget(Target):
             capture.link_stats = session.link.stats.as_dict()
             session.close()
         return capture
+
+    # -- live exchanges (docs/protocol.md sections 4, 5.7-5.9, 8) --------------------
+    def conformance(self) -> ConformanceReport:
+        return sensor_exchanges.conformance(self)
+
+    def reconnect_trial(self) -> ReconnectTrial:
+        return sensor_exchanges.reconnect_trial(self)

@@ -56,6 +56,10 @@ class LinkError(InfraError):
     """The serial link failed: infrastructure, not the device under test."""
 
 
+class LinkDropped(LinkError):
+    """An open link failed: end of file, an I/O error, the port vanished."""
+
+
 class LinkOpenError(LinkError):
     """The port could not be opened at all: a wrong path or URL, no listener."""
 
@@ -237,12 +241,12 @@ class SerialLink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def drop(self, reason: str) -> LinkError:
+    def drop(self, reason: str) -> LinkDropped:
         """Close after a failure; returns the LinkError to raise."""
         self.stats.link_drops += 1
         self.stats.lost_on_drop_bytes += self.receiver.reset()
         self.close()
-        return LinkError(f"serial link {self.settings.url} lost: {reason}")
+        return LinkDropped(f"serial link {self.settings.url} lost: {reason}")
 
     def reconnect(self, within: float) -> None:
         """Reopen the URL, retrying until ``within`` seconds have passed."""
@@ -406,6 +410,7 @@ class SerialLink:
         frame_bytes = encode_frame(msg_type, seq, payload)
         attempts = 1 + s.retries
         tally = AttemptTally()
+        received_before = self.receiver.counters.received_bytes
         for attempt in range(attempts):
             if attempt:
                 self.stats.retransmissions += 1
@@ -422,6 +427,8 @@ class SerialLink:
                 time.sleep(min(s.timeout, 0.1 * (attempt + 1)))
                 seq = self.next_seq()
                 frame_bytes = encode_frame(msg_type, seq, payload)
+        if not tally.heard_frame:  # every byte that came was noise (strays not yet reported)
+            tally.noise_bytes = self.receiver.counters.received_bytes - received_before
         what = f"{name} (last seq {seq})"
         if tally.busy == attempts:
             raise DeviceBusy(f"device answered BUSY to {what} on all {attempts} attempts "

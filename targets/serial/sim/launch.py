@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-STARTUP_TIMEOUT = 30.0
+STARTUP_TIMEOUT = 90.0  # a loaded CI machine starts a dozen side by side
 #: a launched simulator exits on its own after this long, whatever happens to its parent
 DEFAULT_LIFETIME = 600.0
 
@@ -20,7 +20,7 @@ class SimProcess:
 
     def __init__(self, device: str, *args: str, lifetime: float = DEFAULT_LIFETIME,
                  log: Path | None = None) -> None:
-        argv = [sys.executable, "-m", "harness", "sim", device, *args]
+        argv = [sys.executable, "-m", "targets.serial.sim", device, *args]
         if "--duration" not in args:
             argv += ["--duration", str(lifetime)]
         self._log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115

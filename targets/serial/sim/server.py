@@ -4,6 +4,7 @@ answering retransmissions from a cache, sending through the fault plan."""
 from __future__ import annotations
 
 import signal
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ def pong(frame: Frame) -> list[Reply]:
         return error_reply(ErrorCode.TOO_LARGE, f"PING of {len(frame.payload)} bytes; at "
                                                 f"most {MAX_PING}")
     return [Reply(MsgType.PONG, frame.payload)]
+
+
+def _busy(replies: list[Reply]) -> bool:
+    """Whether the answer is ERROR BUSY: the request was not executed."""
+    return (len(replies) == 1 and replies[0].type == MsgType.ERROR
+            and replies[0].payload[:2] == struct.pack("<H", ErrorCode.BUSY))
 
 
 class Stop(Exception):
@@ -191,7 +198,7 @@ class Simulator:
             replies = self.answer(frame)
         except ProtocolError as exc:
             replies = [Reply(MsgType.ERROR, encode_error(ErrorCode.BAD_PAYLOAD, str(exc)))]
-        if frame.type != MsgType.IDENTIFY:
+        if frame.type != MsgType.IDENTIFY and not _busy(replies):
             self._last_request, self._last_replies = key, replies
         return replies
 

@@ -13,8 +13,12 @@ and reports payload bytes delivered per second (tensor bytes / host round trip)
 as a fraction of the line rate (goal >= 0.9 at 921600 baud), then the same
 unpaced over the pty, next to the raw pty throughput measured in the same run.
 
+Then the model load rate, unpaced, over a pty and over TCP (``socket://`` to
+``shipei sim board --tcp``): LOAD_BEGIN, 4 KiB LOAD_CHUNKs (the default chunk),
+LOAD_END, for a model of ``--load-mb`` megabytes; model bytes per second.
+
     python bench/serial_throughput.py [--baud 921600] [--bits-per-byte 10]
-        [--sizes 1K,4K,16K,64K,256K,1M] [--json out.json] [--plot out.png]
+        [--sizes 1K,4K,16K,64K,256K,1M] [--load-mb 4] [--json out.json] [--plot out.png]
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import tty
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -143,11 +147,44 @@ def raw_pty_Bps(size: int, repeats: int = 5) -> float:
     return statistics.median(best)
 
 
+def big_model(megabytes: float) -> bytes:
+    """``y = x + w`` with a constant ``w`` of about ``megabytes`` MB."""
+    count = int(megabytes * 1e6 / 4)
+    w = numpy_helper.from_array(np.arange(count, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "load",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [count])], initializer=[w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]
+                             ).SerializeToString()
+
+
+def load_rate(where: str, raw: bytes, log: Path, repeats: int = 3) -> dict[str, float]:
+    """Median seconds and model bytes per second to load ``raw`` over ``where``
+    ("pty" or "tcp"), with the host's default chunk size."""
+    args = ["-q", "--slots", "1"] + (["--tcp", "0"] if where == "tcp" else [])
+    times = []
+    with SimProcess("board", *args, log=log) as sim, \
+            SerialLink(LinkSettings(sim.url, timeout=5.0)) as link:
+        client = BoardClient(link, load_timeout=120.0)
+        client.identify()
+        for _ in range(repeats):
+            started = time.perf_counter()
+            client.load(raw, "load", 4096)
+            times.append(time.perf_counter() - started)
+    seconds = statistics.median(times)
+    print(f"  load {where:3s} {len(raw) / 1e6:6.1f} MB in {seconds:6.2f} s = "
+          f"{len(raw) / seconds / 1e6:6.2f} MB/s", file=sys.stderr, flush=True)
+    return {"model_MB": len(raw) / 1e6, "load_s": seconds, "load_MBps": len(raw) / seconds / 1e6}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baud", type=float, default=921600)
     parser.add_argument("--bits-per-byte", type=float, default=10.0)
     parser.add_argument("--sizes", default="1K,4K,16K,64K,256K,1M")
+    parser.add_argument("--load-mb", type=float, default=4.0,
+                        help="model size for the load-rate measurement (0: skip it)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the paced fractions here")
     args = parser.parse_args(argv)
@@ -185,9 +222,18 @@ def main(argv: list[str] | None = None) -> int:
              if min(r["paced_uplink_fraction"], r["paced_downlink_fraction"]) < GOAL]
     print(f"\ngoal >= {GOAL}: " + ("met for every size" if not short else
                                    f"missed for {', '.join(f'{s} B' for s in short)}"))
+    loads = {}
+    if args.load_mb > 0:
+        raw = big_model(args.load_mb)
+        loads = {where: load_rate(where, raw, log) for where in ("pty", "tcp")}
+        print(f"\nModel load rate, unpaced, 4 KiB chunks ({len(raw) / 1e6:.1f} MB model)\n")
+        print("| link | load time | model MB/s |")
+        print("|---|---:|---:|")
+        for where, row in loads.items():
+            print(f"| {where} | {row['load_s']:.2f} s | {row['load_MBps']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"baud": args.baud, "bits_per_byte": args.bits_per_byte,
-                                         "rows": rows}, indent=2))
+                                         "rows": rows, "load": loads}, indent=2))
     if args.plot:
         plot(rows, args.plot, args.baud)
     return 0

@@ -103,6 +103,18 @@ def test_a_board_that_hangs_is_an_error_then_lost_and_the_rest_infra_error(board
                                                if s == "error")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["pty", "tcp"])
+def test_the_full_operator_suite_on_the_simulator_board_matches_its_expectations(
+        board, shipei_cli, where):
+    process = board(*(["--tcp", "0"] if where == "tcp" else []))
+    result = shipei_cli("run", "--suite", "operators", "--target",
+                        f"serial-board,url={process.url}", timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:]
+    records = result.records()
+    assert len(records) > 1800 and all(r["as_expected"] for r in records)
+
+
 @pytest.mark.parametrize("request_text, message", [
     ("serial-board", "no device given"),
     ("serial-board,url=/nonexistent/ttyUSB7", "cannot open /nonexistent/ttyUSB7"),

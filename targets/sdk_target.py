@@ -40,7 +40,6 @@ from harness.target import (
 from targets.common import EXPECTATIONS_DIR, driver_version
 
 
-
 def in_environment(name: str) -> bool:
     """Whether this process is the worker started inside environment ``name``."""
     if os.environ.get(envs.ENVIRONMENT_VAR) == name:

@@ -12,6 +12,7 @@ import pytest
 
 from harness.cert.evidence import EvidenceError, changed_between, check_commit, is_commit_id
 from harness.cert.profile import Profile, ProfileError
+from tests.cert_support import Center
 
 
 def _git(root: Path, *args: str) -> str:
@@ -61,73 +62,6 @@ def test_a_marker_expression_posing_as_an_option_is_refused() -> None:
                           "thresholds": {"full": 1.0, "limited": 0.5}}]}
     with pytest.raises(ProfileError, match="not starting with '-'"):
         Profile.from_dict(data)
-
-
-# --- signed statements made by the real code path, without running a suite -----------
-
-MINI = {
-    "name": "hardening-check", "version": "1", "kind": "framework",
-    "title_zh": "加固检查", "title_en": "Hardening check",
-    "scopes": {"full": {"title_zh": "完整", "title_en": "Full"}},
-    "criteria": [
-        {"id": "ops", "title_zh": "算子", "title_en": "Operators", "suite": "operators",
-         "thresholds": {"full": 1.0, "limited": 0.5}},
-        {"id": "contract", "title_zh": "契约", "title_en": "Contract", "suite": "contract",
-         "thresholds": {"full": 1.0}},
-    ],
-}
-RECORDS = [{"target": "t", "suite": "operators", "case": f"test_op_{i}", "status": "pass",
-            "tags": {}} for i in range(3)] + [
-    {"target": "t", "suite": "contract", "case": "test_identity", "status": "pass", "tags": {}}]
-
-
-class Center:
-    """A center key in a folder, and certificates signed with it."""
-
-    def __init__(self, root: Path) -> None:
-        from harness.cert.keys import init_keys, load_private_key
-
-        self.root = root
-        pair, self.keyid = init_keys(root / "keys", "加固中心 / Hardening Center")
-        self.key = load_private_key(pair.private)
-        self.pubkey_file = pair.public
-        self.public = self.key.public_key()
-        self.certs = root / "certs"
-        self.certs.mkdir()
-
-    def statement(self, profile: Profile | None = None) -> dict:
-        from harness.cert.evaluate import evaluate
-        from harness.cert.statement import Issue, build_statement
-
-        profile = profile or Profile.from_dict(MINI)
-        issue = Issue(
-            profile=profile, evaluation=evaluate(profile, "full", RECORDS), label="t",
-            identity={"name": "t", "kind": "framework", "vendor": "Test",
-                      "driver_version": "1", "runtime": "none", "runtime_version": "0"},
-            capabilities={}, environment={"platform_id": "ab" * 32, "cpu_model": "cpu"},
-            runs=[{"run_id": "r1", "records_sha256": "0" * 64, "run_json_sha256": "1" * 64,
-                   "records": len(RECORDS), "target_records": len(RECORDS),
-                   "suites": ["contract", "operators"]}],
-            files={"driver": [], "suites": [], "models": []}, distributions=[],
-            records=RECORDS, harness={"version": "0"},
-            issuer={"name": "c", "keyid": self.keyid}, valid_days=30)
-        return build_statement(issue, "0" * 64)
-
-    def sign(self, statement: dict | bytes) -> bytes:
-        import json
-
-        from harness.cert import dsse
-        from harness.cert.statement import PAYLOAD_TYPE, encode
-
-        body = statement if isinstance(statement, bytes) else encode(statement)
-        return json.dumps(dsse.sign(PAYLOAD_TYPE, body, self.key, self.keyid)).encode()
-
-    def write(self, statement: dict, folder: Path | None = None) -> Path:
-        folder = folder or self.certs
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{statement['predicate']['certificate_id']}.dsse.json"
-        path.write_bytes(self.sign(statement))
-        return path
 
 
 @pytest.fixture

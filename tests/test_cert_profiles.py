@@ -147,17 +147,20 @@ def test_coverage_is_enforced_in_complete_scopes_and_reported_in_subsets() -> No
 
 def test_retries_and_exclusions() -> None:
     evidence = full_evidence() + [
-        record("operators", "test_add_x", "fail", op="Add", attempt=1),
+        record("operators", "test_add_x", "fail", op="Add", attempt=1, as_expected=False),
         record("operators", "test_add_x", "pass", op="Add", attempt=2),  # flaky: not a pass
-        record("operators", "test_mul_x", "infra_error", op="Mul", attempt=1),
+        record("operators", "test_mul_x", "infra_error", op="Mul", attempt=1,
+               as_expected=False),
         record("operators", "test_mul_x", "pass", op="Mul", attempt=2),  # harness re-run: pass
         record("operators", "test_cast_float8", "skip", op="Add"),  # excluded by pattern
     ]
     folded = case_outcomes(evidence)
     assert folded[("operators", "test_add_x")]["status"] == "fail"
     assert folded[("operators", "test_mul_x")]["status"] == "pass"
-    core = evaluate(mini(), "full", evidence).criteria[0]
-    assert (core.passed, core.measured) == (3, 4)
+    for version in ("1", "2"):
+        core = evaluate(mini(), "full", evidence, version).criteria[0]
+        assert (core.passed, core.measured) == (3, 4), version
+    assert core.counts == {"flaky": 1, "pass": 3}
 
 
 def test_skip_policy_and_metric_bounds() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness.cert import dsse
-from harness.cert.evaluate import Evaluation, evaluate
+from harness.cert.evaluate import Evaluation, EvaluationError, evaluate
 from harness.cert.evidence import (
     EvidenceError,
     RunEvidence,
@@ -79,7 +79,10 @@ def collect(request: CertifyRequest, run_dirs: list[Path],
                   scope, paths, same_machine=not from_vendor_lab(provenance))
     check_disjoint(runs)
     records = [r for run in runs for r in run.records]
-    evaluation = evaluate(request.profile, request.scope, records)
+    try:
+        evaluation = evaluate(request.profile, request.scope, records)
+    except EvaluationError as exc:
+        raise EvidenceError(str(exc)) from None
     if not evaluation.issuable:
         raise EvidenceError("not enough evidence to issue any level: "
                             + "; ".join(evaluation.blockers["limited"]))

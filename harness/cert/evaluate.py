@@ -2,12 +2,22 @@
 
 The same function runs when a certificate is issued and when ``shipei cert
 verify --records`` recomputes it, so a certificate's level is exactly what its
-records say. Rules:
+records say. A certificate names the evaluator version it was computed with
+(``evaluator_version`` in its predicate, absent = ``"1"``), and verification uses
+that version: each entry of :data:`EVALUATORS` is frozen once released, so a change
+to evaluation is a new version and certificates issued before it still verify.
+A test pins every version's results on fixed records. Rules:
 
-- records are per case; a case recorded more than once (a retry) counts as a
-  pass only if every attempt that was not an ``infra_error`` passed;
+- records are per case; a case recorded more than once (a retry) is folded into one
+  outcome. Version ``"2"`` (current) folds with :func:`harness.case_record.fold_attempts`,
+  as the gate, merge and reports do: an ``infra_error`` attempt is cleared by a later
+  one, and an unexpected failure followed by a pass is ``flaky`` (not a pass). Version
+  ``"1"`` counted a case as a pass only if every attempt that was not an
+  ``infra_error`` passed;
 - ``infra_error`` is the harness's failure: it never counts against the target,
   but a criterion with such a case is *not measured* until it is re-run;
+- a skipped case matching a criterion's ``not_applicable`` patterns does not count
+  at all (the check does not apply to the target);
 - a criterion is *not measured* when its suite has no records, too few cases were
   measured, or (in a complete scope) a value its ``coverage`` names has no case;
 - a level is awarded when every criterion it requires is measured and every
@@ -18,11 +28,13 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from harness.case_record import CaseRecord, RecordError, fold_attempts
+from harness.cert.measures import metric  # noqa: F401 - re-exported for older callers
 from harness.cert.profile import GRADED_LEVELS, Criterion, Profile, Scope
 
 NOT_MEASURED = "not measured"
@@ -37,6 +49,7 @@ class CriterionResult:
     counts: dict[str, int] = field(default_factory=dict)
     reason: str = ""  # why it is not measured; empty when measured
     missing: list[str] = field(default_factory=list)
+    not_applicable: int = 0  # skipped cases that do not apply (criterion.not_applicable)
 
     @property
     def is_measured(self) -> bool:
@@ -63,6 +76,8 @@ class CriterionResult:
             "counts": dict(sorted(self.counts.items())), "reason": self.reason,
             "missing": list(self.missing),
             "met": {level: self.meets(level) for level in c.thresholds},
+            # only where the profile uses it, so certificates without it recompute alike
+            **({"not_applicable": self.not_applicable} if c.not_applicable else {}),
         }
 
 
@@ -74,15 +89,18 @@ class Evaluation:
     criteria: list[CriterionResult]
     blockers: dict[str, list[str]]  # level -> why it was not awarded
     suites: dict[str, dict[str, Any]]
+    evaluator_version: str = "1"
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "scope": self.scope.name,
+                "evaluator_version": self.evaluator_version,
                 "criteria": [r.to_dict() for r in self.criteria],
                 "blockers": self.blockers, "suites": self.suites}
 
 
 def case_outcomes(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """One record per (suite, case), its status folded over retries as the module says."""
+    """Evaluator 1 (frozen): one record per (suite, case); a retried case passes only if
+    every attempt that was not an ``infra_error`` passed."""
     attempts: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in records:
         attempts.setdefault((record["suite"], record["case"]), []).append(record)
@@ -93,6 +111,32 @@ def case_outcomes(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], di
         chosen = bad or real[-1]
         folded[key] = dict(chosen, attempts=len(tries))
     return folded
+
+
+def fold_v1(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list(case_outcomes(records).values())
+
+
+def fold_v2(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluator 2: the effective record of each case by :func:`fold_attempts`, the rule
+    the gate, merge and reports use. Raises :class:`RecordError` on a record that is not
+    one."""
+    typed = [CaseRecord.from_dict(r) for r in records]
+    return [dict(r.to_dict(), attempts=1 + len(r.previous_attempts))
+            for r in fold_attempts(typed)]
+
+
+#: evaluator version -> how attempts fold into one outcome per case; frozen once released
+EVALUATORS: dict[str, Callable[[Iterable[dict[str, Any]]], list[dict[str, Any]]]] = {
+    "1": fold_v1,
+    "2": fold_v2,
+}
+#: the version new certificates are computed with
+EVALUATOR_VERSION = "2"
+
+
+class EvaluationError(ValueError):
+    """Records or an evaluator version that cannot be evaluated; one-line message."""
 
 
 def _matches(record: dict[str, Any], criterion: Criterion) -> bool:
@@ -110,39 +154,26 @@ def _matches(record: dict[str, Any], criterion: Criterion) -> bool:
     return not any(fnmatch.fnmatchcase(case, p.lower()) for p in criterion.exclude_cases)
 
 
-def metric(metrics: dict[str, Any], path: str) -> Any:
-    """``metrics["summary"]["p50_ms"]`` for the dotted path ``summary.p50_ms``."""
-    value: Any = metrics
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def _passes(record: dict[str, Any], criterion: Criterion) -> bool:
-    if record["status"] != "pass":
-        return False
-    if criterion.measure == "pass_rate":
-        return True
-    metrics = record.get("metrics") or {}
-    for name in criterion.metrics:
-        value = metric(metrics, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-            return False
-        if name in criterion.bounds and value > criterion.bounds[name]:
-            return False
-    return all(metric(metrics, flag) is True for flag in criterion.flags)
+def _does_not_apply(record: dict[str, Any], criterion: Criterion) -> bool:
+    case = record["case"].lower()
+    return record["status"] == "skip" and any(
+        fnmatch.fnmatchcase(case, p.lower()) for p in criterion.not_applicable)
 
 
 def measure(criterion: Criterion, outcomes: list[dict[str, Any]], scope: Scope,
             suites_present: set[str]) -> CriterionResult:
     result = CriterionResult(criterion)
     chosen = [r for r in outcomes if _matches(r, criterion)]
+    if criterion.not_applicable:
+        applicable = [r for r in chosen if not _does_not_apply(r, criterion)]
+        result.not_applicable = len(chosen) - len(applicable)
+        chosen = applicable
     result.selected = len(chosen)
     result.counts = dict(Counter(r["status"] for r in chosen))
     counted = [r for r in chosen if r["status"] != "infra_error"
                and not (criterion.skips == "unmeasured" and r["status"] == "skip")]
     result.measured = len(counted)
-    result.passed = sum(1 for r in counted if _passes(r, criterion))
+    result.passed = sum(1 for r in counted if criterion.rule.passes(r))
     infra = result.counts.get("infra_error", 0)
     if criterion.suite not in suites_present:
         result.reason = f"suite {criterion.suite!r} has no records"
@@ -184,11 +215,20 @@ def _describe_shortfall(result: CriterionResult, level: str) -> str:
             f"{result.value:.2%} below {threshold:.0%}")
 
 
-def evaluate(profile: Profile, scope_name: str, records: Iterable[dict[str, Any]]
-             ) -> Evaluation:
-    """The level ``records`` (one target's, from the cited runs) earn under ``profile``."""
+def evaluate(profile: Profile, scope_name: str, records: Iterable[dict[str, Any]],
+             version: str = EVALUATOR_VERSION) -> Evaluation:
+    """The level ``records`` (one target's, from the cited runs) earn under ``profile``,
+    computed by evaluator ``version``; raise :class:`EvaluationError` for an unknown
+    version or records that are not records."""
     scope = profile.scope(scope_name)
-    outcomes = list(case_outcomes(records).values())
+    if version not in EVALUATORS:
+        raise EvaluationError(f"evaluator version {version!r} is not known to this shipei "
+                              f"(known: {', '.join(EVALUATORS)})")
+    try:
+        outcomes = EVALUATORS[version](records)
+    except (RecordError, KeyError, TypeError, AttributeError) as exc:
+        raise EvaluationError(f"the records cannot be evaluated ({type(exc).__name__}: "
+                              f"{exc})") from None
     present = {r["suite"] for r in outcomes}
     results = [measure(c, outcomes, scope, present) for c in profile.criteria]
     blockers: dict[str, list[str]] = {}
@@ -210,4 +250,5 @@ def evaluate(profile: Profile, scope_name: str, records: Iterable[dict[str, Any]
     if level == "none":
         lowest = GRADED_LEVELS[-1]
         issuable = any(r.is_measured and not r.meets(lowest) for r in results)
-    return Evaluation(level, issuable, scope, results, blockers, suite_summaries(outcomes))
+    return Evaluation(level, issuable, scope, results, blockers, suite_summaries(outcomes),
+                      version)

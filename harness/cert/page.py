@@ -12,11 +12,11 @@ import html
 from typing import Any
 
 from harness.cert.keys import display_fingerprint
-from harness.cert.profile import CUSTOM, profile_origin
+from harness.cert.profile import CUSTOM, Profile, ProfileError, profile_origin
 from harness.cert.provenance import describe, from_vendor_lab
 from harness.cert.statement import ACCURACY_FIGURES, LATENCY_FIGURES
 
-STATUS_ORDER = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
+STATUS_ORDER = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error", "flaky")
 LEVEL_COLOURS = {"full": "#17693a", "limited": "#9a6200", "none": "#a61b1b"}
 
 STYLE = """
@@ -120,14 +120,30 @@ def _criterion_state(row: dict[str, Any], level: str) -> str:
         "<span class=\"unmet\">未达标 / Not met</span>"
 
 
+def _rules(predicate: dict[str, Any]) -> dict[str, str]:
+    """criterion id -> its measure, described by the measure's class."""
+    try:
+        profile = Profile.from_dict(predicate["profile"]["definition"])
+    except ProfileError:
+        return {}
+    return {c.id: c.rule.render() for c in profile.criteria}
+
+
 def _criteria(predicate: dict[str, Any]) -> str:
     rows = []
+    rules = _rules(predicate)
     for row in predicate["criteria"]:
         thresholds = row["thresholds"]
         result = (f"{row['passed']}/{row['measured_cases']} = {_percent(row['value'])}"
                   if row["measured"] else e(row["reason"]))
+        if row.get("not_applicable"):
+            result += (f"<br><span class=\"note\">{row['not_applicable']} 项不适用 / "
+                       "not applicable (skipped: not claimed)</span>")
+        rule = f"<br><span class=\"note\">{e(rules[row['id']])}</span>" \
+            if row["id"] in rules else ""
         rows.append(
-            f"<tr><td>{e(row['title_zh'])}<br>{e(row['title_en'])}</td><td>{e(row['suite'])}</td>"
+            f"<tr><td>{e(row['title_zh'])}<br>{e(row['title_en'])}{rule}</td>"
+            f"<td>{e(row['suite'])}</td>"
             f"<td>{result}</td>"
             f"<td class=\"num\">{_percent(thresholds.get('full'))}</td>"
             f"<td class=\"num\">{_percent(thresholds.get('limited'))}</td>"
@@ -300,6 +316,7 @@ never typed in.</p></section>
     ("签发日期 / Issued", p['issued_at']),
     ("有效期至 / Expires", p['expires_at']),
     ("签名密钥指纹 / Signing key fingerprint", display_fingerprint(keyid)),
+    ("评定算法版本 / Evaluator version", p.get("evaluator_version", "1")),
     ("测试工具 / Harness", f"shipei {harness.get('version')} "
                           f"(commit {harness.get('git_commit') or 'unknown'})"),
 ], mono=("签名密钥指纹 / Signing key fingerprint",))}</section>

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from harness.cert.evaluate import EVALUATORS
 from harness.cert.profile import LEVELS, Profile, ProfileError, definition_digest
 from harness.cert.schema import SchemaError, validate
 
@@ -32,6 +33,11 @@ def _times(predicate: dict[str, Any]) -> None:
         raise PredicateError("issued_at and expires_at must be ISO 8601 times") from None
     if expires <= issued:
         raise PredicateError("expires_at is not after issued_at")
+
+
+def evaluator_version(predicate: dict[str, Any]) -> str:
+    """The evaluator a certificate's level was computed with (before the field: "1")."""
+    return str(predicate.get("evaluator_version", "1"))
 
 
 def embedded_profile(predicate: dict[str, Any]) -> Profile:
@@ -63,6 +69,10 @@ def check_predicate(statement: dict[str, Any]) -> Profile:
     level = predicate["level"]
     if (level["zh"], level["en"]) != LEVELS[level["id"]]:
         raise PredicateError(f"level {level['id']!r} is named {level['zh']} / {level['en']}")
+    version = evaluator_version(predicate)
+    if version not in EVALUATORS:
+        raise PredicateError(f"evaluator_version {version!r} is not known to this shipei "
+                             f"(known: {', '.join(EVALUATORS)}); upgrade shipei to verify it")
     profile = embedded_profile(predicate)
     for key in ("name", "version", "kind"):
         if predicate["profile"][key] != getattr(profile, key):

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.cert.measures import MEASURES, Measure, MeasureError, PassRate, measure_keys
+from harness.target import TARGET_KINDS
+
 PROFILES_DIR = Path(__file__).parent / "profiles"
 RELEASED_FILE = PROFILES_DIR / "released.json"
 PACKAGED = "packaged"
@@ -30,17 +33,18 @@ LEVELS: dict[str, tuple[str, str]] = {
 }
 #: levels a criterion can set thresholds for (``none`` is what remains)
 GRADED_LEVELS = ("full", "limited")
-MEASURES = ("pass_rate", "metric")
 SKIP_POLICIES = ("not_pass", "unmeasured")
-TARGET_KINDS = ("framework", "chip", "sensor")
 
 
 PROFILE_KEYS = {"name", "version", "kind", "title_zh", "title_en", "validity_days", "sets",
-                "scopes", "criteria"}
+                "scopes", "criteria", "performance"}
 SCOPE_KEYS = {"title_zh", "title_en", "markexpr", "complete", "max_level"}
-CRITERION_KEYS = {"id", "title_zh", "title_en", "suite", "measure", "thresholds", "match",
-                  "exclude_cases", "coverage", "skips", "min_cases", "metrics", "bounds",
-                  "flags", "required"}
+#: keys every criterion may have; each measure adds its own (harness.cert.measures)
+COMMON_CRITERION_KEYS = {"id", "title_zh", "title_en", "suite", "measure", "thresholds",
+                         "match", "exclude_cases", "coverage", "skips", "min_cases", "required",
+                         "not_applicable"}
+#: [performance] keys: the least a performance case must have measured to count
+PERFORMANCE_KEYS = {"min_queries": int, "min_duration_s": float}
 
 
 class ProfileError(Exception):
@@ -72,16 +76,18 @@ class Criterion:
     suite: str
     measure: str
     thresholds: dict[str, float]
+    #: the measure's class, with the criterion's own measure keys (harness.cert.measures)
+    rule: Measure = field(default_factory=PassRate)
     match: dict[str, tuple[str, ...]] = field(default_factory=dict)
     exclude_cases: tuple[str, ...] = ()
     coverage: str | None = None
     skips: str = "not_pass"
     min_cases: int = 1
-    metrics: tuple[str, ...] = ()
-    bounds: dict[str, float] = field(default_factory=dict)
-    flags: tuple[str, ...] = ()  # dotted metric paths that must be true (measure "metric")
     #: lowest level that needs this criterion measured; below it, not measured is no bar
     required: str = "limited"
+    #: case patterns whose skip means "does not apply" (not counted at all), e.g. a
+    #: thread-safety check of a driver that does not claim to be thread-safe
+    not_applicable: tuple[str, ...] = ()
 
     def required_for(self, level: str) -> bool:
         """Whether ``level`` needs this criterion measured (and met, if it has a threshold)."""
@@ -101,6 +107,8 @@ class Profile:
     criteria: tuple[Criterion, ...]
     sets: dict[str, tuple[str, ...]]
     definition: dict[str, Any]
+    #: the least a performance case must have measured (``[performance]``): name -> value
+    performance: dict[str, float] = field(default_factory=dict)
 
     @property
     def sha256(self) -> str:
@@ -259,10 +267,20 @@ def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[s
         raise ProfileError(f"{where}: must be a table")
     cid = _text(data, "id", where)
     where = f"{origin}: criterion {cid!r}"
-    _known_keys(data, CRITERION_KEYS, where)
+    _known_keys(data, COMMON_CRITERION_KEYS | measure_keys(), where)
     measure = data.get("measure", "pass_rate")
     if measure not in MEASURES:
-        raise ProfileError(f"{where}: measure must be one of {MEASURES}, not {measure!r}")
+        raise ProfileError(f"{where}: measure must be one of {tuple(MEASURES)}, not "
+                           f"{measure!r}")
+    measure_class = MEASURES[measure]
+    foreign = sorted(set(data) & (measure_keys() - set(measure_class.keys)))
+    if foreign:
+        raise ProfileError(f"{where}: {', '.join(foreign)} do(es) not apply to measure "
+                           f"{measure!r}")
+    try:
+        rule = measure_class.parse(data, where, lambda value, at: _strings(value, at, sets))
+    except MeasureError as exc:
+        raise ProfileError(str(exc)) from None
     thresholds = _numbers(data.get("thresholds"), f"{where}: thresholds")
     unknown = sorted(set(thresholds) - set(GRADED_LEVELS))
     if unknown or not thresholds:
@@ -285,24 +303,17 @@ def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[s
     min_cases = data.get("min_cases", 1)
     if not isinstance(min_cases, int) or min_cases < 1:
         raise ProfileError(f"{where}: min_cases must be a positive integer")
-    metrics = _strings(data.get("metrics", []), f"{where}: metrics", sets)
-    if measure == "metric" and not metrics:
-        raise ProfileError(f"{where}: measure 'metric' needs metrics = [...]")
-    bounds = _numbers(data.get("bounds", {}), f"{where}: bounds")
-    if set(bounds) - set(metrics):
-        raise ProfileError(f"{where}: bounds may only name listed metrics")
-    flags = _strings(data.get("flags", []), f"{where}: flags", sets)
-    if flags and measure != "metric":
-        raise ProfileError(f"{where}: flags apply to measure 'metric' only")
     required = data.get("required", "limited" if "limited" in thresholds else "full")
     if required not in GRADED_LEVELS or required not in thresholds:
         raise ProfileError(f"{where}: required must be a level the thresholds set")
     return Criterion(
         id=cid, title_zh=_text(data, "title_zh", where), title_en=_text(data, "title_en", where),
-        suite=_text(data, "suite", where), measure=measure, thresholds=thresholds, match=match,
+        suite=_text(data, "suite", where), measure=measure, thresholds=thresholds, rule=rule,
+        match=match,
         exclude_cases=_strings(data.get("exclude_cases", []), f"{where}: exclude_cases", sets),
-        coverage=coverage, skips=skips, min_cases=min_cases, metrics=metrics, bounds=bounds,
-        flags=flags, required=required)
+        coverage=coverage, skips=skips, min_cases=min_cases, required=required,
+        not_applicable=_strings(data.get("not_applicable", []), f"{where}: not_applicable",
+                                sets))
 
 
 def _parse(data: dict[str, Any], origin: str) -> Profile:
@@ -347,7 +358,24 @@ def _parse(data: dict[str, Any], origin: str) -> Profile:
         name=_text(data, "name", where), version=version, kind=kind,
         title_zh=_text(data, "title_zh", where), title_en=_text(data, "title_en", where),
         validity_days=validity, suites=suites, scopes=scopes, criteria=criteria, sets=sets,
-        definition=data)
+        definition=data, performance=_parse_performance(data.get("performance", {}), where))
+
+
+def _parse_performance(data: Any, where: str) -> dict[str, float]:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: [performance] must be a table")
+    _known_keys(data, set(PERFORMANCE_KEYS), f"{where}: performance")
+    found: dict[str, float] = {}
+    for key, kind in PERFORMANCE_KEYS.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or (kind is int and not isinstance(value, int)) or not value > 0:
+            raise ProfileError(f"{where}: performance.{key} must be a positive "
+                               f"{'integer' if kind is int else 'number'}")
+        found[key] = value
+    return found
 
 
 def profile_for_kind(kind: str) -> Profile:

@@ -24,12 +24,14 @@ from typing import Any
 from harness.cert.evaluate import Evaluation
 from harness.cert.profile import LEVELS, Profile
 from harness.cert.schema import SchemaError, loads
+from harness.suite_registry import suite_spec
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://shipei.dev/attestations/compatibility-certificate/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PREDICATE_SCHEMA_VERSION = "1.1"
-#: suites whose records are shown in the certificate's model table
+#: for suites no ``shipei.suites`` spec describes (runs made before suites declared their
+#: certificate section): those shown in the model table, and the performance suite
 MODEL_SUITES = ("models", "model_file")
 PERFORMANCE_SUITE = "performance"
 MAX_METRICS_SHOWN = 8
@@ -61,10 +63,22 @@ def _numbers(metrics: dict[str, Any], preferred: tuple[str, ...]) -> dict[str, f
     return dict(list(chosen.items())[:MAX_METRICS_SHOWN])
 
 
+def certificate_section(suite: str) -> str | None:
+    """Where a suite's records appear on a certificate: ``conformance``, ``models``,
+    ``performance`` or None (nowhere), as its :class:`~harness.suite_registry.SuiteSpec`
+    says; a suite with no spec falls back on the names Shipei has always used."""
+    spec = suite_spec(suite)
+    if spec is not None:
+        return spec.certificate_section
+    if suite in MODEL_SUITES:
+        return "models"
+    return "performance" if suite == PERFORMANCE_SUITE else "conformance"
+
+
 def model_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in sorted(records, key=lambda r: (r["suite"], r["case"])):
-        if r["suite"] not in MODEL_SUITES:
+        if certificate_section(r["suite"]) != "models":
             continue
         tags = r.get("tags") or {}
         rows.append({"suite": r["suite"], "case": r["case"], "status": r["status"],
@@ -90,10 +104,12 @@ def _performance_row(record: dict[str, Any]) -> dict[str, Any]:
 def latency_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Performance-suite figures, and per suite the time per conformance case
     (labelled as such: a conformance case is not a benchmark)."""
+    sections = {suite: certificate_section(suite) for suite in {r["suite"] for r in records}}
     performance = [_performance_row(r) for r in sorted(records, key=lambda r: r["case"])
-                   if r["suite"] == PERFORMANCE_SUITE]
+                   if sections[r["suite"]] == "performance"]
     per_suite: dict[str, dict[str, Any]] = {}
-    for suite in sorted({r["suite"] for r in records} - {PERFORMANCE_SUITE}):
+    for suite in sorted(s for s, section in sections.items()
+                        if section in ("conformance", "models")):
         times = sorted(float(r["timings"]["run_s"]) * 1000.0 for r in records
                        if r["suite"] == suite and r["status"] == "pass"
                        and isinstance((r.get("timings") or {}).get("run_s"), (int, float)))
@@ -156,6 +172,7 @@ def build_statement(issue: Issue, driver_digest: str, now: datetime | None = Non
         "expires_at": (now + timedelta(days=issue.valid_days)).isoformat(),
         "issuer": issue.issuer,
         "level": {"id": level, "zh": LEVELS[level][0], "en": LEVELS[level][1]},
+        "evaluator_version": evaluation.evaluator_version,
         "profile": {"name": profile.name, "version": profile.version, "kind": profile.kind,
                     "title_zh": profile.title_zh, "title_en": profile.title_en,
                     "sha256": profile.sha256, "definition": profile.definition,

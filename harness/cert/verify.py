@@ -17,11 +17,17 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from harness.cert import dsse
-from harness.cert.evaluate import evaluate
+from harness.cert.evaluate import EvaluationError, evaluate
 from harness.cert.evidence import EvidenceError, load_evidence
 from harness.cert.files import changed_files, manifest_digest, sha256_file
 from harness.cert.keys import display_fingerprint, fingerprint
-from harness.cert.predicate import PredicateError, check_predicate, embedded_profile, parse_time
+from harness.cert.predicate import (
+    PredicateError,
+    check_predicate,
+    embedded_profile,
+    evaluator_version,
+    parse_time,
+)
 from harness.cert.profile import (
     CUSTOM,
     PACKAGED,
@@ -189,8 +195,9 @@ def check_records(predicate: dict[str, Any], records_dir: Path) -> list[str]:
         lines.append(f"records: run {cited['run_id']} matches (sha256)")
     try:
         profile = embedded_profile(predicate)
-        evaluation = evaluate(profile, predicate["scope"]["name"], records)
-    except (PredicateError, ProfileError) as exc:
+        evaluation = evaluate(profile, predicate["scope"]["name"], records,
+                              evaluator_version(predicate))
+    except (PredicateError, ProfileError, EvaluationError) as exc:
         raise VerificationError(f"level: cannot recompute ({exc})") from None
     claimed = predicate["level"]["id"]
     if evaluation.level != claimed:
@@ -207,7 +214,8 @@ def check_records(predicate: dict[str, Any], records_dir: Path) -> list[str]:
                                     f"{mine['passed']}/{mine['measured_cases']}, the "
                                     f"certificate says {theirs.get('passed')}/"
                                     f"{theirs.get('measured_cases')}")
-    lines.append(f"level: recomputed from the records: {level_label(evaluation.level)}")
+    lines.append(f"level: recomputed from the records: {level_label(evaluation.level)} "
+                 f"(evaluator {evaluation.evaluator_version})")
     return lines
 
 

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from harness import selection
-from harness.cases import Case, Outcome, execute_case
+from harness.cases import Case, Outcome
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
 from harness.hooks import plugin_manager
+from harness.prefetch import CasePrefetcher
 from harness.records import RunPaths, StorageError, check_run_id
 from harness.registry import DEFAULT_TARGET, RegistryError, TargetRequest, TargetSpec
 from harness.reporting import terminal_summary
@@ -81,6 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("shipei_targets"):
         session.validate_requests()
     config.pluginmanager.register(session, PLUGIN_NAME)
+    config.pluginmanager.register(session.prefetch, "shipei-prefetch")
     if not _is_xdist_worker(config):
         _finish_on_sigterm(config)
 
@@ -128,6 +130,15 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def case_timeout(config: pytest.Config, item: pytest.Item) -> float:
+    """A test's case timeout: ``--case-timeout``, else its ``case_timeout`` marker."""
+    explicit = config.getoption("shipei_case_timeout")
+    if explicit is not None:
+        return explicit
+    marker = item.get_closest_marker("case_timeout")
+    return float(marker.args[0]) if marker else DEFAULT_CASE_TIMEOUT
+
+
 class TargetHandle:
     """What a test gets from the ``target`` fixture."""
 
@@ -153,15 +164,12 @@ class TargetHandle:
         return self.session.pool.registry.spec(self.request.name)
 
     def timeout(self) -> float:
-        explicit = self.session.config.getoption("shipei_case_timeout")
-        if explicit is not None:
-            return explicit
-        marker = self.item.get_closest_marker("case_timeout")
-        return float(marker.args[0]) if marker else DEFAULT_CASE_TIMEOUT
+        return case_timeout(self.session.config, self.item)
 
     def check(self, case: Case) -> Outcome:
         """Run ``case``, record it and end the test as its expectation says."""
-        outcome = execute_case(case, self.host, self.capabilities, self.timeout())
+        outcome = self.session.prefetch.execute(self.item, case, self.host, self.capabilities,
+                                                self.timeout())
         self.conclude(case.suite, case.name, outcome, case.tags)
         return outcome
 
@@ -216,6 +224,9 @@ class ShipeiSession:
             raise pytest.UsageError(str(exc)) from None
         self.run = RunWriter(config, self.pool)
         self.hooks = plugin_manager().hook
+        self.prefetch = CasePrefetcher.from_window_env(
+            self._resolve, lambda item: case_timeout(config, item), len(self.pool.requests),
+            under_xdist=_is_xdist_worker(config))
         self.storage_error: str | None = None
         self._pytest_session: pytest.Session | None = None
 
@@ -246,7 +257,12 @@ class ShipeiSession:
         return self.pool.capabilities(request)
 
     def host(self, request: TargetRequest) -> Host:
-        return self.pool.host(request)
+        return self.prefetch.host(request.label, self.pool.host(request))
+
+    def _resolve(self, request: TargetRequest) -> tuple[Host, Capabilities, bool]:
+        """(host, capabilities, available) of a target, for cases sent ahead."""
+        available = self.availability(request).available
+        return (self.host(request), self.capabilities(request), available)
 
     def expectations(self, request: TargetRequest) -> Expectations:
         try:
@@ -296,11 +312,12 @@ class ShipeiSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Every case carries its suite's name as a marker (``-m "operators and
         representative"``), which is how the gate picks each suite's cases."""
+        registered = discover_suites().suites
         for item in items:
             if getattr(item, "callspec", None) is not None and \
                     "target" in item.callspec.params:
                 suite, _ = suite_and_case(item)
-                if item.get_closest_marker(suite) is None:
+                if suite in registered and item.get_closest_marker(suite) is None:
                     item.add_marker(suite)
 
     @pytest.hookimpl(wrapper=True)

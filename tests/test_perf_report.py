@@ -12,7 +12,7 @@ from harness.perf import samples as samples_io
 from harness.perf.report import REPORT_FILE, write_performance_report
 from harness.perf.stats import summarize
 from harness.records import RunPaths
-from harness.reporting import REPORT_WRITERS
+from harness.suite_registry import suite_spec
 
 
 def _record(paths: RunPaths, target: str, model: str, scenario: str, latency: np.ndarray,
@@ -55,4 +55,5 @@ def test_no_performance_records_no_report(tmp_path: Path):
     paths = RunPaths(tmp_path, tmp_path, "r2")
     assert write_performance_report(paths, {}, [{"target": "a", "case": "t", "metrics": {},
                                                  "status": "pass"}]) == []
-    assert write_performance_report in REPORT_WRITERS
+    assert suite_spec("performance").reports == (
+        "harness.perf.report:write_performance_report",)

@@ -119,7 +119,8 @@ class _NcnnRunner:
 
     def placement(self) -> dict[str, Any]:
         return {"layout": "ncnn Mat: a leading batch of 1 dropped from inputs, ONNX output "
-                          "shapes restored when the element count matches"}
+                          "shapes restored when the element count matches",
+                "convolution": "ncnn's defaults (Winograd and sgemm kernels enabled)"}
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         ncnn = self._ncnn

@@ -64,8 +64,7 @@ class _PaddleRunner:
                 onnx2paddle(str(source), str(folder / "out"), disable_feedback=True,
                             enable_onnx_checker=False)
             except Exception as exc:
-                raise TargetError(f"x2paddle could not convert the model: "
-                                  f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                raise TargetError(f"x2paddle could not convert the model: {_why(exc)}") from exc
             files = _inference_files(folder / "out" / "inference_model")
             config = inference.Config(*files)
             config.disable_gpu()
@@ -114,3 +113,13 @@ def _inference_files(folder: Path) -> tuple[str, ...]:
             return str(folder / name), str(params)
     found = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     raise TargetError(f"x2paddle wrote no inference model (found: {found})")
+
+
+def _why(exc: BaseException) -> str:
+    """x2paddle re-raises every mapping failure as a bare "convert failed node:..."
+    exception; the error it replaced (its ``__context__``) says what went wrong."""
+    said = f"{type(exc).__name__}: {str(exc)[:200]}"
+    cause = exc.__context__
+    if cause is not None and str(exc).startswith("convert failed"):
+        said += f" ({type(cause).__name__}: {str(cause)[:200]})"
+    return said

@@ -55,7 +55,8 @@ def _cnn() -> bytes:
     rng = np.random.default_rng(0)
     weights = numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.3)
                                       .astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+    # kernel_shape is optional in ONNX; x2paddle 1.6 fails without it (docs/targets.md)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
              helper.make_node("Relu", ["c"], ["y"])]
     graph = helper.make_graph(
         nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
@@ -68,7 +69,9 @@ def _cnn() -> bytes:
 #: (driver, configuration, max abs error accepted against onnxruntime on the CNN)
 REAL_RUNS = [(NncaseTarget, "default", 1e-4), (NncaseTarget, "int8", 0.2),
              (RknnTarget, "default", 1e-2), (RknnTarget, "int8", 0.2),
-             (MnnTarget, "default", 1e-4), (NcnnTarget, "default", 1e-4),
+             (MnnTarget, "default", 1e-4),
+             # ncnn's default Winograd F(6,3) convolution: about 1e-3 on this CNN
+             (NcnnTarget, "default", 2e-3),
              (PaddleTarget, "default", 1e-4), (Aarch64Target, "default", 1e-5)]
 
 

@@ -1,68 +1,132 @@
-"""Harness overhead on the whole operator suite: Shipei vs a bare onnxruntime loop.
+"""Harness overhead on the operator suite: ``shipei`` against the bare runtime.
 
-In one process, alternately: (a) ``shipei run --suite operators --target
-onnxruntime-cpu`` through pytest (worker subprocess, records, JUnit, the lot) and
-(b) a bare loop that loads the same cases, creates an ``InferenceSession`` with the
-same settings, runs every data set and compares with ``numpy.allclose``. Prints
-both wall times and the ratio (goal: at most 1.15).
+Each round runs, one after the other (interleaved, so machine load hits both
+sides alike), fresh processes timed from start to exit:
 
-    python bench/operators_overhead.py [--repeats 3] [--isolation process|inline]
+- **bare**: a Python loop that imports the runtime, loads the same cases, compiles
+  each model once and runs its data sets through the runtime's own API, judging
+  every output (onnxruntime: ``InferenceSession``; OpenVINO and TVM: the runners
+  of ``bench/bare_sweep.py``, which compile once per data set);
+- **harness**: ``pytest suites/operators --target T`` (worker subprocess, records,
+  JUnit, reports), once per pipeline window given by ``--windows``
+  (``SHIPEI_PIPELINE_WINDOW``; 0 is one request at a time).
+
+It prints every side's median over ``--rounds`` and the ratio harness/bare.
+
+    python bench/operators_overhead.py [--target onnxruntime-cpu] [--rounds 3]
+        [--windows 8] [--isolation process|inline] [--every N] [--profile out.prof]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
-import onnxruntime as ort
-import pytest
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+RUNTIMES = {"onnxruntime-cpu": "onnxruntime", "openvino-cpu": "openvino", "tvm-llvm": "tvm"}
+TEST_FILE = "suites/operators/test_operators.py"
 
-from suites.operators.onnx_cases import all_cases  # noqa: E402
 
+# -- the bare side (runs in its own process: python operators_overhead.py --bare ...) --
 
-def bare_loop() -> tuple[float, int]:
-    """Every case straight on onnxruntime; returns (seconds, cases that ran)."""
-    started = time.perf_counter()
-    ran = 0
-    for case in all_cases():
+def _onnxruntime_loop(cases: list[Any]) -> int:
+    import onnxruntime as ort
+    from bare_sweep import outputs_match
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    passed = 0
+    for case in cases:
         loaded = case.load()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         try:
             session = ort.InferenceSession(loaded.model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
             names = [o.name for o in session.get_outputs()]
+            ok = True
             for data in loaded.data_sets:
                 feeds = {k: v for k, v in data.inputs.items() if v is not None}
-                outputs = session.run(names, feeds)
-                for got, want in zip(outputs, data.outputs, strict=False):
-                    if isinstance(want, np.ndarray) and want.dtype.kind in "fc":
-                        np.allclose(got, want, rtol=case.rtol, atol=case.atol)
-        except Exception:  # the harness records these as errors; the loop skips on
-            pass
-        ran += 1
-    return time.perf_counter() - started, ran
+                actual = dict(zip(names, session.run(names, feeds), strict=True))
+                ok = outputs_match(data.outputs, actual, loaded.output_names, case.rtol,
+                                   case.atol) and ok
+            passed += ok
+        except Exception:  # noqa: S112 - the harness records these as errors; so do we
+            continue
+    return passed
 
 
-def harness_run(isolation: str) -> float:
+def _runner_loop(runtime: str, cases: list[Any]) -> int:
+    from bare_sweep import RUNNERS, outputs_match
+
+    run, passed = RUNNERS[runtime], 0
+    for case in cases:
+        loaded = case.load()
+        try:
+            passed += all(outputs_match(d.outputs, run(loaded.model, d.inputs),
+                                        loaded.output_names, case.rtol, case.atol)
+                          for d in loaded.data_sets)
+        except Exception:  # noqa: S112
+            continue
+    return passed
+
+
+def bare_main(runtime: str, every: int) -> None:
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "bench"))
+    from suites.operators.onnx_cases import all_cases
+
+    cases = all_cases()[::every]
+    passed = (_onnxruntime_loop(cases) if runtime == "onnxruntime"
+              else _runner_loop(runtime, cases))
+    print(json.dumps({"cases": len(cases), "passed": passed}))
+
+
+# -- the controller --------------------------------------------------------------------
+
+def _node_ids(target: str, every: int) -> list[str]:
+    if every == 1:
+        return [TEST_FILE]
+    sys.path.insert(0, str(REPO))
+    from suites.operators.onnx_cases import all_cases
+
+    return [f"{TEST_FILE}::{c.name}[{target}]" for c in all_cases()[::every]]
+
+
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
+                          env=os.environ | (env or {}))
+    elapsed = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(argv[:6])} ... failed ({done.returncode}):\n"
+                         f"{(done.stdout + done.stderr)[-3000:]}")
+    return elapsed, done.stdout
+
+
+def bare_run(target: str, every: int) -> tuple[float, dict[str, Any]]:
+    seconds, out = _timed([sys.executable, __file__, "--bare", RUNTIMES[target],
+                           "--every", str(every)])
+    return seconds, json.loads(out.strip().splitlines()[-1])
+
+
+def harness_run(target: str, isolation: str, window: int, node_ids: list[str],
+                profile: str | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        status = pytest.main([str(REPO / "suites" / "operators"), "--target", "onnxruntime-cpu",
-                              "--isolation", isolation, "-q", "-p", "no:cacheprovider",
-                              "--results-dir", f"{tmp}/results", "--reports-dir",
-                              f"{tmp}/reports", "--no-header", "-o", "console_output_style=count"])
-        elapsed = time.perf_counter() - started
-    if status not in (0, 1):
-        raise SystemExit(f"harness run failed with pytest status {status}")
-    return elapsed
+        prefix = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else []) \
+            + ["-m", "pytest"]
+        seconds, _ = _timed(
+            [*prefix, *node_ids, "--target", target, "--isolation", isolation,
+             "-q", "-p", "no:cacheprovider", "--results-dir", f"{tmp}/results",
+             "--reports-dir", f"{tmp}/reports", "--no-header"],
+            env={"SHIPEI_PIPELINE_WINDOW": str(window)})
+    return seconds
 
 
 def _seconds(values: list[float]) -> str:
@@ -71,20 +135,42 @@ def _seconds(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--target", choices=sorted(RUNTIMES), default="onnxruntime-cpu")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--windows", default="8",
+                        help="comma-separated pipeline windows to time (default 8)")
     parser.add_argument("--isolation", choices=("process", "inline"), default="process")
+    parser.add_argument("--every", type=int, default=1, help="take every N-th case")
+    parser.add_argument("--profile", help="cProfile the last harness run into this file")
+    parser.add_argument("--bare", choices=sorted(set(RUNTIMES.values())), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    bare_loop()  # warm the case cache and the OS page cache before timing anything
-    bare_times, harness_times = [], []
-    for _ in range(args.repeats):
-        seconds, ran = bare_loop()
+    if args.bare:
+        bare_main(args.bare, args.every)
+        return
+    windows = [int(w) for w in args.windows.split(",")]
+    node_ids = _node_ids(args.target, args.every)
+    bare_run(args.target, args.every)  # warm the case cache and the page cache
+    bare_times: list[float] = []
+    harness_times: dict[int, list[float]] = {w: [] for w in windows}
+    for round_number in range(args.rounds):
+        seconds, bare = bare_run(args.target, args.every)
         bare_times.append(seconds)
-        harness_times.append(harness_run(args.isolation))
-    bare, harness = statistics.median(bare_times), statistics.median(harness_times)
-    print(f"\ncases: {ran}   repeats: {args.repeats}   isolation: {args.isolation}")
-    print(f"bare onnxruntime loop: {bare:7.2f} s   (runs: {_seconds(bare_times)})")
-    print(f"shipei harness:        {harness:7.2f} s   (runs: {_seconds(harness_times)})")
-    print(f"ratio harness/bare:    {harness / bare:7.3f}   (goal <= 1.15)")
+        for window in windows:
+            last = round_number == args.rounds - 1 and window == windows[-1]
+            harness_times[window].append(harness_run(
+                args.target, args.isolation, window, node_ids,
+                args.profile if last else None))
+    median_bare = statistics.median(bare_times)
+    print(f"\ntarget: {args.target}   cases: {bare['cases']} (bare passed {bare['passed']})   "
+          f"rounds: {args.rounds}   isolation: {args.isolation}   "
+          f"load average at end: {os.getloadavg()[0]:.1f}")
+    print(f"bare {RUNTIMES[args.target]} loop:      {median_bare:7.2f} s   "
+          f"(runs: {_seconds(bare_times)})")
+    for window, times in harness_times.items():
+        median = statistics.median(times)
+        print(f"shipei, window {window:>2}:      {median:7.2f} s   (runs: {_seconds(times)})"
+              f"   ratio {median / median_bare:6.3f}")
+    print("goal: ratio <= 1.3 (issue 14), <= 1.05 eventually")
 
 
 if __name__ == "__main__":

@@ -158,11 +158,28 @@ def _probe_refusal(model: onnx.ModelProto, host: Host, caps: Capabilities, left:
                            f"{verdict.message})"[:500])
 
 
-def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
-                 key: str | None = None) -> Outcome:
-    """Run ``case`` on ``host`` within ``timeout`` seconds in all."""
+@dataclass
+class PreparedCase:
+    """A case loaded and checked against the target, ready for ``run_case``
+    (:mod:`harness.pipeline` sends it ahead of the test that will judge it)."""
+
+    case: Case
+    loaded: LoadedCase
+    key: str
+    model: bytes
+    started: float  # time.perf_counter() when preparing began
+    prepare_s: float
+
+    @property
+    def feeds(self) -> list[dict[str, Any]]:
+        return [data.inputs for data in self.loaded.data_sets]
+
+
+def prepare_case(case: Case, host: Host, caps: Capabilities, timeout: float,
+                 key: str | None = None) -> PreparedCase | Outcome:
+    """Load ``case`` and check it against the target; an :class:`Outcome` when the case
+    ends here (it cannot load, is out of the declared opsets or the probe refuses it)."""
     started = time.perf_counter()
-    deadline = started + timeout
     try:
         loaded = case.load()
     except Exception as exc:
@@ -170,23 +187,40 @@ def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
     reason = opset_reason(loaded.model, caps)
     if reason:
         return Outcome("skip", reason)
-    refused = _probe_refusal(loaded.model, host, caps, deadline - time.perf_counter())
+    refused = _probe_refusal(loaded.model, host, caps, started + timeout - time.perf_counter())
     if refused is not None:
         return refused
-    key = key or f"{case.suite}::{case.name}"
-    try:
-        result = host.run_case(key, loaded.model.SerializeToString(),
-                               [data.inputs for data in loaded.data_sets],
-                               deadline - time.perf_counter())
-    except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
-        return outcome_from_exception(exc, started)
+    return PreparedCase(case, loaded, key or f"{case.suite}::{case.name}",
+                        loaded.model.SerializeToString(), started,
+                        time.perf_counter() - started)
+
+
+def conclude_case(prepared: PreparedCase, result: dict[str, Any], caps: Capabilities,
+                  waited_s: float = 0.0) -> Outcome:
+    """Judge the worker's ``run_case`` answer; ``waited_s`` (time the answer sat queued
+    behind other cases) is left out of ``total_s``."""
+    case, loaded = prepared.case, prepared.loaded
     verdict = Judgement(True)
     for data, outputs in zip(loaded.data_sets, result["outputs"], strict=True):
         verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names,
                                        case.rtol, case.atol, caps.precision))
     timings = {"compile_s": result["compile_s"], "run_s": sum(result["run_s"]),
-               "total_s": time.perf_counter() - started}
+               "total_s": time.perf_counter() - prepared.started - waited_s}
     rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
     metrics = verdict.metrics() | {"rtol": rtol, "atol": atol, "precision": caps.precision}
     status = "pass" if verdict.passed else "fail"
     return Outcome(status, verdict.message, metrics, timings, result["placement"])
+
+
+def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,
+                 key: str | None = None) -> Outcome:
+    """Run ``case`` on ``host`` within ``timeout`` seconds in all."""
+    prepared = prepare_case(case, host, caps, timeout, key)
+    if isinstance(prepared, Outcome):
+        return prepared
+    left = prepared.started + timeout - time.perf_counter()
+    try:
+        result = host.run_case(prepared.key, prepared.model, prepared.feeds, left)
+    except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
+        return outcome_from_exception(exc, prepared.started)
+    return conclude_case(prepared, result, caps)

@@ -15,6 +15,9 @@ import pytest
 
 from harness.cases import Case
 
+#: the attribute of a test function made by :func:`define_tests` that holds its case
+CASE_ATTRIBUTE = "shipei_case_object"
+
 
 def _make_test(case: Case) -> Callable[..., None]:
     def test(target: Any) -> None:
@@ -22,6 +25,7 @@ def _make_test(case: Case) -> Callable[..., None]:
 
     test.__name__ = test.__qualname__ = case.name
     test.__doc__ = f"{case.suite} case {case.name}"
+    setattr(test, CASE_ATTRIBUTE, case)  # so harness.prefetch can send it ahead
     return test
 
 

@@ -212,7 +212,11 @@ class DeadlineEnd:
         os.set_blocking(write_fd, False)
 
     def send(self, value: Any, deadline: float) -> None:
-        for piece in message(value):
+        self.send_pieces(message(value), deadline)
+
+    def send_pieces(self, pieces: list[bytes], deadline: float) -> None:
+        """Write a frame already built by :func:`message` (so its size is known first)."""
+        for piece in pieces:
             view = memoryview(piece)
             while view:
                 self._wait(self.write_fd, deadline, writable=True)

@@ -1,0 +1,203 @@
+"""Sending a session's coming cases ahead to their targets' workers.
+
+When a test made by :func:`harness.suite.define_tests` starts, the cases of the
+next tests on the same target (up to the window, stopping at the first test that
+is not such a case) are loaded, checked against the target and sent to its
+worker through :class:`~harness.pipeline.PipelinedHost`; the test then judges
+the answer already on its way. Pytest still runs, reports and records every test
+in collection order: only the worker's side moves ahead.
+
+A case that cannot be prepared or sent ahead is simply run at its turn, as it
+would be without pipelining, so every failure keeps its usual outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from harness.cases import (
+    Case,
+    Outcome,
+    PreparedCase,
+    conclude_case,
+    execute_case,
+    outcome_from_exception,
+    prepare_case,
+)
+from harness.pipeline import PipelinedHost, Ticket, configured_window
+from harness.registry import TargetRequest
+from harness.suite import CASE_ATTRIBUTE
+from harness.target import Capabilities
+from harness.worker import CaseTimeout, Host, InfraError, ProcessHost, RemoteError, WorkerCrash
+
+
+@dataclass
+class _Ahead:
+    """A case prepared (or ended while preparing) before its test ran."""
+
+    prepared: PreparedCase | Outcome
+    ticket: Ticket | None = None
+
+
+def case_of(item: pytest.Item) -> Case | None:
+    """The case a ``define_tests`` test runs, or None for any other test."""
+    return getattr(getattr(item, "obj", None), CASE_ATTRIBUTE, None)
+
+
+def target_label(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    label = callspec.params.get("target") if callspec is not None else None
+    return label if isinstance(label, str) else None
+
+
+class CasePrefetcher:
+    """A pytest plugin object: wraps process hosts and sends cases ahead to them.
+
+    ``resolve(label)`` gives ``(host, capabilities, available)`` for a target label,
+    ``timeout_for(item)`` the item's case timeout. ``window`` 0 turns it off.
+    """
+
+    def __init__(self, resolve: Callable[[TargetRequest], tuple[Host, Capabilities, bool]],
+                 timeout_for: Callable[[pytest.Item], float], window: int,
+                 targets: int = 1, lookahead_only_next: bool = False) -> None:
+        self.resolve = resolve
+        self.timeout_for = timeout_for
+        self.window = window
+        self.targets = max(targets, 1)
+        self.lookahead_only_next = lookahead_only_next
+        self._hosts: dict[str, PipelinedHost] = {}
+        self._items: list[pytest.Item] = []
+        self._position: dict[str, int] = {}
+        self._ahead: dict[str, _Ahead] = {}
+
+    @classmethod
+    def from_window_env(cls, resolve: Callable[[TargetRequest], tuple[Host, Capabilities, bool]],
+                        timeout_for: Callable[[pytest.Item], float], targets: int,
+                        under_xdist: bool) -> CasePrefetcher:
+        """Window from ``SHIPEI_PIPELINE_WINDOW`` (bad values are a usage error)."""
+        try:
+            window = configured_window()
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        return cls(resolve, timeout_for, window, targets, lookahead_only_next=under_xdist)
+
+    def host(self, label: str, host: Host) -> Host:
+        """The host tests get: a process host wrapped for pipelining when it is on."""
+        if self.window < 1 or not isinstance(host, ProcessHost):
+            return host
+        wrapped = self._hosts.get(label)
+        if wrapped is None or wrapped.host is not host:
+            wrapped = self._hosts[label] = PipelinedHost(host, self.window)
+        return wrapped
+
+    # -- pytest hooks ----------------------------------------------------------------
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._items = list(session.items)
+        self._position = {item.nodeid: i for i, item in enumerate(self._items)}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        for host in self._hosts.values():
+            host.pipeline.poll()
+        if self.window >= 1 and case_of(item) is not None:
+            self._send_ahead(item, nextitem)
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        ahead = self._ahead.pop(nodeid, None)
+        if ahead is not None and ahead.ticket is not None:  # its test never asked for it
+            host = self._pipelined_for(nodeid)
+            if host is not None:
+                host.pipeline.discard(ahead.ticket)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        for host in self._hosts.values():
+            host.pipeline.close()
+        self._ahead.clear()
+
+    # -- running a case ----------------------------------------------------------------
+    def execute(self, item: pytest.Item, case: Case, host: Host, caps: Capabilities,
+                timeout: float) -> Outcome:
+        """The case's outcome: from what was sent ahead for ``item``, else run now."""
+        ahead = self._ahead.pop(item.nodeid, None)
+        if ahead is None or not isinstance(host, PipelinedHost) or (
+                isinstance(ahead.prepared, PreparedCase) and ahead.ticket is None):
+            return execute_case(case, host, caps, timeout)
+        prepared = ahead.prepared
+        if isinstance(prepared, Outcome):
+            return prepared
+        assert ahead.ticket is not None
+        try:
+            result = host.result(ahead.ticket)
+        except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
+            spent = prepared.prepare_s + ahead.ticket.service_s
+            return outcome_from_exception(exc, time.perf_counter() - spent)
+        waited = time.perf_counter() - prepared.started - prepared.prepare_s \
+            - ahead.ticket.service_s
+        return conclude_case(prepared, result, caps, waited_s=max(waited, 0.0))
+
+    # -- sending ahead -----------------------------------------------------------------
+    def _coming(self, item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Item]:
+        """``item`` and the tests after it on the same target, up to the window, stopping
+        at the first that is not a case (it may use the worker directly)."""
+        label = target_label(item)
+        if self.lookahead_only_next:  # under xdist only the next test is known to be ours
+            candidates = [item] + ([nextitem] if nextitem is not None else [])
+        else:
+            start = self._position.get(item.nodeid)
+            if start is None:
+                return [item]
+            span = self.window * self.targets * 2 + 1
+            candidates = self._items[start:start + span]
+        chosen: list[pytest.Item] = []
+        for later in candidates:
+            if target_label(later) != label:
+                continue
+            if case_of(later) is None or later.get_closest_marker("skip") is not None:
+                break
+            chosen.append(later)
+            if len(chosen) >= self.window:
+                break
+        return chosen
+
+    def _send_ahead(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        label = target_label(item)
+        if label is None:
+            return
+        for later in self._coming(item, nextitem):
+            if later.nodeid in self._ahead:
+                continue
+            ahead = self._prepare(later, label)
+            if ahead is None:
+                return
+            self._ahead[later.nodeid] = ahead
+
+    def _prepare(self, item: pytest.Item, label: str) -> _Ahead | None:
+        """Prepare and send one case; None when it must wait for its own test instead."""
+        case = case_of(item)
+        try:
+            host, caps, available = self.resolve(TargetRequest.parse(label))
+        except Exception:  # the test itself will meet (and report) whatever this was
+            return None
+        if not available or not isinstance(host, PipelinedHost) or case is None:
+            return None
+        timeout = self.timeout_for(item)
+        try:
+            prepared = prepare_case(case, host, caps, timeout)
+            if isinstance(prepared, Outcome):
+                return _Ahead(prepared)
+            ticket = host.submit(prepared.key, prepared.model, prepared.feeds,
+                                 timeout - prepared.prepare_s)
+        except Exception:  # e.g. a tensor the wire cannot carry: its test reports it
+            return None
+        return _Ahead(prepared, ticket)
+
+    def _pipelined_for(self, nodeid: str) -> PipelinedHost | None:
+        index = self._position.get(nodeid)
+        label = target_label(self._items[index]) if index is not None else None
+        return self._hosts.get(label) if label else None

@@ -236,6 +236,7 @@ def test_killed_server_loses_no_committed_submission(tmp_path_factory: pytest.Te
     _kill_loses_nothing(make_center(tmp_path / "c"), shared_run(tmp_path_factory), tmp_path)
 
 
+@pytest.mark.slow
 def test_killed_server_on_postgresql(tmp_path_factory: pytest.TempPathFactory,
                                      tmp_path: Path) -> None:
     from tests.center_support import postgres_url

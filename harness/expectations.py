@@ -41,28 +41,37 @@ class Expectations:
         default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def load(cls, paths: Iterable[Path]) -> Expectations:
+    def load(cls, paths: Iterable[Path | str]) -> Expectations:
         expectations = cls()
         for path in paths:
             expectations.merge_file(path)
         return expectations
 
-    def merge_file(self, path: Path) -> None:
+    def merge_file(self, path: Path | str) -> None:
+        path = Path(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ExpectationsError(f"cannot read expectations {path}: {exc}") from exc
+        except OSError as exc:
+            raise ExpectationsError(f"cannot read expectations {path}: "
+                                    f"{exc.strerror or exc}") from exc
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ExpectationsError(f"cannot read expectations {path}: not TOML: {exc}"
+                                    ) from exc
         self.sources.append(str(path))
         self._pattern_cache.clear()
         for suite, cases in data.items():
             if not isinstance(cases, dict):
                 raise ExpectationsError(f"{path}: [{suite}] must be a table of cases")
             for case, entry in cases.items():
-                status = entry.get("status") if isinstance(entry, dict) else None
-                reason = entry.get("reason", "") if isinstance(entry, dict) else ""
+                if not isinstance(entry, dict):
+                    raise ExpectationsError(f"{path}: {suite}.{case} must be a table with "
+                                            "status and reason")
+                status, reason = entry.get("status"), entry.get("reason", "")
                 if status not in EXPECTABLE:
                     raise ExpectationsError(
                         f"{path}: {suite}.{case}: status must be one of {EXPECTABLE}")
+                if not isinstance(reason, str):
+                    raise ExpectationsError(f"{path}: {suite}.{case}: reason must be text")
                 if not reason.strip():
                     raise ExpectationsError(f"{path}: {suite}.{case}: a reason is required")
                 self.entries.setdefault(suite, {})[case] = Expectation(status, reason, str(path))

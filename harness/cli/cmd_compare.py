@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
-from harness.cli.common import CliError, add_run_location_options
+from harness.cli.common import CliError, add_run_location_options, locate_run
 from harness.perf.compare import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -13,7 +14,6 @@ from harness.perf.compare import (
     compare_runs,
     format_table,
 )
-from harness.records import find_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,10 +62,12 @@ def _pairs(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     if args.resamples < 100:
         raise CliError("--resamples must be at least 100")
+    for option, value in (("--threshold", args.threshold), ("--confidence", args.confidence)):
+        if not math.isfinite(value):
+            raise CliError(f"{option} must be a finite number of percent, not {value}")
+    baseline = [locate_run(args.results_dir, r) for r in [args.baseline, *args.baseline_repeat]]
+    new = [locate_run(args.results_dir, r) for r in [args.new, *args.new_repeat]]
     try:
-        baseline = [find_run(args.results_dir, r) for r in [args.baseline,
-                                                             *args.baseline_repeat]]
-        new = [find_run(args.results_dir, r) for r in [args.new, *args.new_repeat]]
         result = compare_runs(baseline, new, threshold=args.threshold / 100,
                               confidence=args.confidence / 100, pairs=_pairs(args.pair),
                               resamples=args.resamples)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import CliError, add_run_location_options, locate_run
+from harness.cli.common import (
+    CliError,
+    add_run_location_options,
+    load_located_run,
+    output_file,
+    writing,
+)
 from harness.expectations import Expectations, ExpectationsError, render
-from harness.records import load_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = locate_run(args.results_dir, args.run_id)
-    _, records = load_run(run_dir)
+    output_file(args.output, "-o")
+    run_dir, _, records = load_located_run(args.results_dir, args.run_id)
     mine = [r for r in records if r["target"] == args.target]
     if not mine:
         labels = sorted({r["target"] for r in records})
@@ -37,11 +42,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         previous = Expectations.load([previous_path]) if previous_path else None
     except ExpectationsError as exc:
-        raise CliError(str(exc)) from None
+        hint = "" if args.previous else " (an existing -o file is read for its reviewed reasons)"
+        raise CliError(f"{exc}{hint}") from None
     header = (f"Expected non-pass results for {args.target}.\n"
               f"Drafted from run {run_dir.name}; every reason is reviewed by a person.")
     text = render(mine, previous, header)
-    args.output.write_text(text, encoding="utf-8")
+    with writing("the expectations file", args.output):
+        args.output.write_text(text, encoding="utf-8")
     count = sum(1 for line in text.splitlines() if line.startswith("status = "))
     print(f"wrote {count} entries to {args.output}")
     return 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import CliError, add_run_location_options, locate_run
+from harness.cli.common import CliError, add_run_location_options, load_located_run, writing
 from harness.matrix import GROUPINGS, build, text_lines, write_reports
-from harness.records import load_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,11 +36,10 @@ def run(args: argparse.Namespace) -> int:
     runs = []
     run_dirs = []
     for run_id in args.run_ids:
-        run_dir = locate_run(args.results_dir, run_id)
+        run_dir, info, records = load_located_run(args.results_dir, run_id)
         if run_dir.resolve() in run_dirs:
             raise CliError(f"run {run_dir.name} given twice")
         run_dirs.append(run_dir.resolve())
-        info, records = load_run(run_dir)
         if not records:
             raise CliError(f"run {run_dir.name} has no records")
         info.setdefault("run_id", run_dir.name)
@@ -51,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     if not args.no_files:
         directory = args.output_dir or args.reports_dir / run_dirs[0].name
-        for path in write_reports(matrix, directory):
+        with writing("the matrix", directory):
+            written = write_reports(matrix, directory)
+        for path in written:
             print(f"report:  {path}")
     return 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli.common import CliError, add_run_location_options
+from harness.cli.common import CliError, add_run_location_options, locate_run
 from harness.merge import MergeError, load_parts, merge_runs
-from harness.records import latest_attempts
+from harness.records import RecordError, check_run_id, latest_attempts
 from harness.reporting import terminal_summary
 
 
@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "on several machines) into one new run that reports and certifies like a "
                     "run made in one go. Refuses parts from different environments or "
                     "targets, overlapping cases, missing shards and unfinished runs unless "
-                    "told otherwise.")
+                    "told otherwise. Exit status: 0 every merged case passed or matched its "
+                    "expectation, 1 the merged run holds an unexpected result, 2 a usage "
+                    "error.")
     parser.add_argument("run_ids", nargs="+", metavar="RUN_ID",
                         help="run ids, unique prefixes or run folders")
     parser.add_argument("--run-id", help="id of the merged run (default: a new timestamped id)")
@@ -33,18 +35,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.run_id is not None:
+            check_run_id(args.run_id)
+        for run_id in args.run_ids:
+            locate_run(args.results_dir, run_id)  # a one-line error for a missing part
         parts = load_parts(args.results_dir, args.run_ids)
         result = merge_runs(parts, args.results_dir, args.reports_dir, args.run_id,
                             allow_mixed=args.allow_mixed, allow_overlap=args.allow_overlap,
                             allow_partial=args.allow_partial)
-    except MergeError as exc:
+    except (MergeError, RecordError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot merge: {exc.strerror or exc} ({exc.filename})") from None
     for part in result.info["merged_from"]:
         shard = f" shard {part['shard']}" if part["shard"] else ""
         print(f"merged {part['run_id']}{shard}: {part['records']} records")
     for note in result.notes:
         print(f"note: {note}")
-    for line in terminal_summary(latest_attempts(result.records), result.info, result.paths,
-                                 result.report_files):
+    effective = latest_attempts(result.records)
+    for line in terminal_summary(effective, result.info, result.paths, result.report_files):
         print(line)
-    return 0
+    return 1 if any(not record.get("as_expected", True) for record in effective) else 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli.common import add_run_location_options, locate_run
-from harness.records import RunPaths, load_run
+from harness.cli.common import add_run_location_options, load_located_run, writing
+from harness.records import RunPaths
 from harness.reporting import terminal_summary, write_reports
 
 
@@ -20,10 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = locate_run(args.results_dir, args.run_id)
-    info, records = load_run(run_dir)
+    run_dir, info, records = load_located_run(args.results_dir, args.run_id)
     paths = RunPaths(run_dir.parent, args.reports_dir, run_dir.name)
-    files = write_reports(paths, info, records)
+    with writing("reports", paths.report_dir):
+        files = write_reports(paths, info, records)
     for line in terminal_summary(records, info, paths, files):
         print(line)
     return 0

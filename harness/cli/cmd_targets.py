@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from harness.registry import ENTRY_POINT_GROUP, discover
+from harness.registry import ENTRY_POINT_GROUP, TargetSpec, discover
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,22 +19,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def describe_all() -> dict:
+def broken_providers(broken: Mapping[str, str] | Iterable[tuple[str, str]]
+                     ) -> dict[str, str]:
+    """The registry's broken providers as provider -> reason (several reasons joined)."""
+    pairs = broken.items() if isinstance(broken, Mapping) else broken
+    joined: dict[str, str] = {}
+    for provider, reason in pairs:
+        joined[provider] = f"{joined[provider]}; {reason}" if provider in joined else reason
+    return joined
+
+
+def describe_target(spec: TargetSpec) -> dict[str, Any]:
+    """One registered target as ``shipei targets`` lists it: under its registered name,
+    with the identity name beside it, every configuration (``default`` included), and a
+    driver that fails to build or describe itself listed with the reason."""
+    try:
+        described = spec.build().describe()
+    except Exception as exc:  # a broken driver is listed, not fatal
+        described = {"available": False,
+                     "reason": f"driver failed to load: {type(exc).__name__}: {exc}"}
+    described["identity_name"] = described.get("name")
+    described["name"] = spec.name
+    described["configurations"] = list(spec.configurations)
+    described["origin"] = spec.origin
+    described["summary"] = spec.summary
+    return described
+
+
+def describe_all() -> dict[str, Any]:
     registry = discover()
-    targets = []
-    for name in registry.names():
-        spec = registry.spec(name)
-        try:
-            described = spec.build().describe()
-        except Exception as exc:  # a broken driver is listed, not fatal
-            described = {"name": name, "available": False,
-                         "reason": f"driver failed to load: {type(exc).__name__}: {exc}"}
-        described["configurations"] = list(spec.configurations)
-        described["origin"] = spec.origin
-        described["summary"] = spec.summary
-        targets.append(described)
-    return {"entry_point_group": ENTRY_POINT_GROUP, "targets": targets,
-            "broken_providers": registry.broken}
+    return {"entry_point_group": ENTRY_POINT_GROUP,
+            "targets": [describe_target(registry.spec(name)) for name in registry.names()],
+            "broken_providers": broken_providers(registry.broken)}
+
+
+def _reason(target: dict[str, Any]) -> str:
+    reason = str(target.get("reason") or "")
+    identity = target.get("identity_name")
+    if identity and identity != target["name"]:
+        reason = f"{reason}; " if reason else ""
+        reason += f"identity name {identity!r} is not the registered name"
+    return reason
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     rows = [(t["name"], t.get("kind", "?"), t.get("runtime_version", "?"),
-             ",".join(c for c in t["configurations"] if c != "default") or "-",
-             "yes" if t["available"] else "no", t.get("reason", "")) for t in data["targets"]]
+             ",".join(t["configurations"]) or "-", "yes" if t["available"] else "no",
+             _reason(t)) for t in data["targets"]]
     header = ("TARGET", "KIND", "RUNTIME", "CONFIGS", "AVAILABLE", "REASON")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for row in [header, *rows]:

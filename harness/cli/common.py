@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 class CliError(Exception):
@@ -55,12 +58,58 @@ def resolve_suite(name: str) -> Path:
 
 def locate_run(results_dir: Path, run_id: str) -> Path:
     """A run folder from an id, a unique prefix or a path; a one-line CliError if none."""
-    from harness.records import find_run
+    from harness.records import RECORDS_FILE, RUN_FILE, find_run
 
+    if not run_id.strip():
+        raise CliError("an empty run id names no run")
     try:
-        return find_run(results_dir, run_id)
+        run_dir = find_run(results_dir, run_id)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
+    if not (run_dir / RUN_FILE).is_file() and not (run_dir / RECORDS_FILE).is_file():
+        raise CliError(f"{run_dir} is not a run folder (it has no {RUN_FILE} and no "
+                       f"{RECORDS_FILE})")
+    return run_dir
+
+
+def load_located_run(results_dir: Path, run_id: str
+                     ) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """:func:`locate_run`, then its run.json and effective records; a corrupt or
+    unreadable run is a one-line CliError."""
+    from harness.records import RecordError, load_run
+
+    run_dir = locate_run(results_dir, run_id)
+    try:
+        info, records = load_run(run_dir)
+    except RecordError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot read run {run_dir}: {exc.strerror or exc}") from None
+    return run_dir, info, records
+
+
+@contextmanager
+def writing(what: str, path: Path) -> Iterator[None]:
+    """Turn an OSError while writing ``what`` under ``path`` into a one-line CliError."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise CliError(f"cannot write {what} to {path}: {exc.strerror or exc}{where}"
+                       ) from None
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file the command is about to write: refused if it is a folder or its folder
+    does not exist (never created silently)."""
+    if path.is_dir():
+        raise CliError(f"{option} {path} is a folder, not a file")
+    parent = path.parent
+    if not parent.exists():
+        raise CliError(f"{option} {path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise CliError(f"{option} {path}: {parent} is not a folder")
+    return path
 
 
 def add_run_location_options(parser) -> None:  # type: ignore[no-untyped-def]

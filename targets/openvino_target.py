@@ -222,7 +222,7 @@ class OpenVinoExecutable(Executable):
             tensor = ov.Tensor(port.get_element_type(), ov.Shape(list(value.shape)))
             raw = packed_bytes(value)
             if raw:
-                tensor.data.view(np.uint8).reshape(-1)[...] = np.frombuffer(raw, np.uint8)
+                tensor.data.reshape(-1).view(np.uint8)[...] = np.frombuffer(raw, np.uint8)
             self._bit_exchanged.add(name)
             return tensor
         if value.dtype == object:  # the binding takes str arrays, not object arrays
@@ -297,7 +297,7 @@ class OpenVinoExecutable(Executable):
             return np.array(tensor.str_data, dtype=object).reshape(tuple(tensor.shape))
         if ov_type in BIT_EXCHANGED:
             self._bit_exchanged.add(name)
-            raw = tensor.data.view(np.uint8).tobytes() if tensor.byte_size else b""
+            raw = tensor.data.reshape(-1).view(np.uint8).tobytes() if tensor.byte_size else b""
             return from_packed_bytes(OV_TO_NUMPY[ov_type], tuple(tensor.shape), raw)
         return np.array(tensor.data, copy=True)
 

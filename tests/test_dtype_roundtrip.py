@@ -61,28 +61,40 @@ def hosts():
         host.close()
 
 
-@pytest.mark.parametrize(("driver", "name"), _params())
-def test_declared_element_type_round_trips(hosts, driver, name):
-    host = hosts(driver)
-    values = sample(name)
+def _round_trip(host: ProcessHost, driver: str, name: str, values: np.ndarray) -> None:
     refusals = []
     for op, model in probe_models(name, Capabilities()):
         if VIA.get((driver, name), op) != op:
             continue
-        model = _reshaped(model, values.shape)
         try:
-            result = host.run_case(f"rt::{name}::{op}", model, [{"x": values}], 300)
+            result = host.run_case(f"rt::{name}::{op}::{values.shape}",
+                                   _reshaped(model, values.shape), [{"x": values}], 300)
         except RemoteError as exc:
             refusals.append(f"{op}: {exc}")
             continue
-        got = result["outputs"][0]["y"]
+        got = np.asarray(result["outputs"][0]["y"])
+        assert got.shape == values.shape
         if op == "Identity":
-            assert same_bits(np.asarray(got), values), f"{driver} {name}: bits changed"
+            assert same_bits(got, values), f"{driver} {name}: bits changed"
         else:  # through float: the same ONNX values (NaN payloads may differ)
             verdict = compare_outputs([values], {"y": got}, ["y"], 0.0, 0.0)
             assert verdict.passed, verdict.message
         return
     pytest.fail(f"{driver} declares {name} but runs neither probe model: {refusals}")
+
+
+@pytest.mark.parametrize(("driver", "name"), _params())
+def test_declared_element_type_round_trips(hosts, driver, name):
+    _round_trip(hosts(driver), driver, name, sample(name))
+
+
+@pytest.mark.parametrize("driver", sorted(DRIVERS))
+@pytest.mark.parametrize("name", ["bfloat16", "float8_e4m3fn", "int4"])
+def test_zero_dimensional_tensors_round_trip(hosts, driver, name):
+    """A 0-d tensor (a Range bound, a scalar attribute input) crosses as well."""
+    if name not in DRIVERS[driver][1]:
+        pytest.skip(f"{driver} does not declare {name}")
+    _round_trip(hosts(driver), driver, name, sample(name, 1).reshape(()))
 
 
 def _reshaped(model: bytes, shape: tuple[int, ...]) -> bytes:
@@ -96,3 +108,4 @@ def _reshaped(model: bytes, shape: tuple[int, ...]) -> bytes:
         for size in shape:
             dims.dim.add().dim_value = size
     return proto.SerializeToString()
+

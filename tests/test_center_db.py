@@ -112,3 +112,17 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 def test_questions_on_postgresql(postgres: str, tmp_path_factory: pytest.TempPathFactory,
                                  tmp_path: Path) -> None:
     _questions(postgres, shared_run(tmp_path_factory), tmp_path)
+
+
+def test_serve_and_audit_refusals(tmp_path: Path) -> None:
+    """One line and exit 2: a server without the center key, an audit of a bundle that
+    intake never accepted, an audit with a nonsensical sample."""
+    from tests.center_support import make_center
+
+    center = make_center(tmp_path)
+    nokey = shipei("serve", "--db", center.db, "--key", str(tmp_path / "absent.key"))
+    assert nokey.returncode == 2 and "does not exist" in error_line(nokey)
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"junk")
+    refused = shipei("audit", str(junk), "--sample", "2", "--db", center.db)
+    assert refused.returncode == 2 and "archive: not a gzip" in error_line(refused)

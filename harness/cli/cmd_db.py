@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy  # noqa: F401 - imported here so a missing 'center' extra is reported
+
 from harness.cli.common import CliError
 
 
@@ -28,8 +30,6 @@ def open_store(args: argparse.Namespace) -> Any:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    import sqlalchemy  # noqa: F401 - the command needs the center extra
-
     parser = subparsers.add_parser(
         "db", help="create, migrate and query the center's results database",
         description="The center's database of vendors, bundles, intake reports, runs, records, "

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+import flask  # noqa: F401 - imported here so a missing 'center' extra is reported
+
 from harness.cli.cmd_db import add_db_option, open_store
 from harness.cli.common import CliError
 
@@ -13,8 +15,6 @@ ADMIN_TOKEN_ENV = "SHIPEI_ADMIN_TOKEN"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    import flask  # noqa: F401 - the command needs the center extra
-
     from harness.center.bundle import MAX_BUNDLE_BYTES
 
     parser = subparsers.add_parser(

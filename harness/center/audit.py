@@ -8,7 +8,8 @@ give the same sample anywhere. The re-run goes through ``shipei run`` with ``-k`
 naming the sampled cases (records of other cases the expression also matches are
 ignored). A case agrees when its status is the vendor's and its accuracy figures
 are within the slack below; the audit passes when the share that agrees reaches
-the profile's ``[audit] min_agreement`` (default 1.0: every sampled case).
+``--min-agreement``, else a profile's ``[audit] min_agreement`` (a table profiles do
+not accept yet), else 1.0: every sampled case.
 """
 
 from __future__ import annotations

@@ -68,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     rows = [(t["name"], t.get("kind", "?"), t.get("runtime_version", "?"),
-             ",".join(t["configurations"]) or "-", "yes" if t["available"] else "no",
-             _reason(t)) for t in data["targets"]]
-    header = ("TARGET", "KIND", "RUNTIME", "CONFIGS", "AVAILABLE", "REASON")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+             ",".join(t["configurations"]) or "-", (t.get("environment") or {}).get("name", "-"),
+             "yes" if t["available"] else "no", _reason(t)) for t in data["targets"]]
+    header = ("TARGET", "KIND", "RUNTIME", "CONFIGS", "ENV", "AVAILABLE", "REASON")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(6)]
     for row in [header, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row[:5], widths, strict=True)),
-              row[5])
+        print("  ".join(str(v).ljust(w) for v, w in zip(row[:6], widths, strict=True)),
+              row[6])
     for origin, reason in data["broken_providers"].items():
         print(f"broken provider {origin}: {reason}")
     return 0

@@ -189,8 +189,16 @@ def test_pdf_of_the_page(center: Center, tmp_path: Path) -> None:
     a4 = (210 / 25.4 * 96, 297 / 25.4 * 96)  # CSS pixels
     assert all(p.width == pytest.approx(a4[0]) and p.height == pytest.approx(a4[1])
                for p in document.pages)
-    fonts = [bytes(f.name) for f in document.fonts.values()]
-    assert any(b"CJK" in name for name in fonts), fonts
+    fonts = [bytes(f.name).decode(errors="replace") for f in document.fonts.values()]
+    assert any(family in name for name in fonts for family in _cjk_families()), fonts
+
+
+def _cjk_families() -> set[str]:
+    """Installed font families with Chinese glyphs, as PDF font names spell them."""
+    out = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True,
+                         check=False).stdout
+    return {family.strip().replace(" ", "-") for line in out.splitlines()
+            for family in line.split(",") if family.strip()}
 
 
 def test_publish_revoke_and_verify_fails_with_revoked(center: Center) -> None:
@@ -330,3 +338,55 @@ def test_certify_refuses_a_git_commit_that_poses_as_an_option(center: Center,
         f"'--output={str(victim)[:31]}', which is not a git commit id (7 to 64 hex digits); "
         "refusing the run")
     assert victim.read_text() == "keep me\n"
+
+
+def test_representative_scope_says_what_it_does_not_measure(center: Center) -> None:
+    """issue 18.3: the subset scope selects no contract or performance case; certify says
+    so instead of claiming to run them."""
+    out = center.certify_stdout
+    assert "certify: running cases marked -m representative in " in out
+    (line,) = [s for s in out.splitlines() if s.startswith("not measured: ")]
+    assert "contract" in line and "performance" in line and "scope representative" in line
+
+
+def test_a_not_compatible_certificate_exits_1_and_says_so(center: Center) -> None:
+    """issue 18.3: a 不兼容 certificate is written, its page says so prominently, and certify
+    exits 1 with the level printed."""
+    from harness.environment import git_commit
+
+    name = "all-failed"
+    copy = center.results / name
+    shutil.copytree(center.run_dir, copy)
+    info = json.loads((copy / "run.json").read_text())
+    # this checkout's commit: other work may have landed since the fixture's run was made
+    info.update(run_id=name, git_commit=git_commit())
+    (copy / "run.json").write_text(json.dumps(info))
+    lines = []
+    for text in (copy / "records.jsonl").read_text().splitlines():
+        record = json.loads(text)
+        if record["suite"] == "operators":
+            record.update(status="fail", as_expected=False)
+        lines.append(json.dumps(record))
+    (copy / "records.jsonl").write_text("\n".join(lines) + "\n")
+    before = set(center.certs.glob("SP-*.dsse.json"))
+    out = center.certify("--target", "onnxruntime-cpu", "--profile", "framework", "--scope",
+                         "representative", "--runs", name)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "level:       不兼容 / Not compatible" in out.stdout
+    assert "the certificate says 不兼容 / Not compatible" in out.stdout
+    (new,) = set(center.certs.glob("SP-*.dsse.json")) - before
+    page = new.with_name(new.name.replace(".dsse.json", ".html")).read_text(encoding="utf-8")
+    assert "This certificate states NOT COMPATIBLE" in page and "本证书认定：不兼容" in page
+    assert "why not 基本兼容 / Compatible with limitations" in page
+
+
+def test_performance_options_are_checked_against_the_profile(center: Center) -> None:
+    base = ["--target", "onnxruntime-cpu", "--profile", "framework"]
+    out = center.certify(*base, "--perf-min-queries", "10")
+    assert out.returncode == 2
+    assert error_line(out) == ("shipei certify: error: --perf-min-queries must be at least 64 "
+                               "(profile framework v1.1), not 10")
+    out = center.certify(*base, "--perf-min-duration", "nan")
+    assert out.returncode == 2 and "--perf-min-duration must be at least 10" in error_line(out)
+    out = center.certify(*base, "--perf-min-queries", "100", "--runs", center.run_dir.name)
+    assert out.returncode == 2 and "not to --runs" in error_line(out)

@@ -13,7 +13,7 @@ from harness.cert.evaluate import EVALUATOR_VERSION, EVALUATORS, EvaluationError
 from harness.cert.measures import MEASURES, MetricMeasure, PassRate
 from harness.cert.profile import Profile, ProfileError
 from harness.cert.verify import VerifyOptions, verify_certificate
-from tests.cert_support import LABEL, MINI, Center, write_run
+from tests.cert_support import LABEL, MINI, RECORDS, Center, write_run
 
 
 def attempt(case: str, status: str, n: int = 1, as_expected: bool | None = None,
@@ -155,7 +155,8 @@ BENCH_SPECS = _bench_specs()
 
 
 def test_certificate_sections_come_from_suite_specs(monkeypatch) -> None:
-    from harness.cert.statement import certificate_section, latency_summary, model_rows
+    from harness.cert.sections import certificate_section
+    from harness.cert.statement import latency_summary, model_rows
 
     monkeypatch.setenv("SHIPEI_PLUGINS", "tests.test_cert_evaluators:BENCH_SPECS")
     timed = {"status": "pass", "timings": {"run_s": 0.002}, "tags": {}}
@@ -174,3 +175,76 @@ def test_certificate_sections_come_from_suite_specs(monkeypatch) -> None:
     assert latency["performance"][1]["figures"] == {"p50_ms": 1.5}
     assert set(latency["conformance_run_time"]) == {"models", "unregistered"}
     assert [r["case"] for r in model_rows(records)] == ["test_m"]
+
+
+def _contract(case: str, status: str) -> dict:
+    return {"target": LABEL, "suite": "contract", "case": case, "status": status,
+            "as_expected": status == "pass", "tags": {}}
+
+
+CONTRACT_CASES = ("test_identity_complete", "test_availability_answered",
+                  "test_timeout_honoured")
+
+
+def test_a_thread_safety_check_the_driver_does_not_claim_does_not_apply() -> None:
+    """issue 18.3: skipped because the driver does not declare thread_safe, the check is
+    not counted (it used to cap the level below 完全兼容); declared and failing, it counts."""
+    from harness.cert.profile import load_profile
+
+    profile = load_profile("framework")
+    skipped = [_contract(c, "pass") for c in CONTRACT_CASES] + [
+        _contract("test_thread_safety_as_declared", "skip")]
+    (contract,) = [r for r in evaluate(profile, "full", skipped).criteria
+                   if r.criterion.id == "driver_contract"]
+    assert (contract.passed, contract.measured, contract.not_applicable) == (3, 3, 1)
+    assert contract.meets("full") and contract.to_dict()["not_applicable"] == 1
+    failed = skipped[:-1] + [_contract("test_thread_safety_as_declared", "fail")]
+    (contract,) = [r for r in evaluate(profile, "full", failed).criteria
+                   if r.criterion.id == "driver_contract"]
+    assert (contract.passed, contract.measured, contract.not_applicable) == (3, 4, 0)
+    assert not contract.meets("full")
+    other_skip = skipped[:-1] + [_contract("test_timeout_honoured_twice", "skip")]
+    (contract,) = [r for r in evaluate(profile, "full", other_skip).criteria
+                   if r.criterion.id == "driver_contract"]
+    assert (contract.passed, contract.measured) == (3, 4)  # other skips still count
+
+
+def _timed(min_queries: object, duration: float = 10.0, status: str = "pass") -> dict:
+    return {"target": LABEL, "suite": "performance", "case": "test_p", "status": status,
+            "tags": {}, "metrics": {"settings": {"min_queries": min_queries,
+                                                 "min_duration_s": duration}}}
+
+
+def test_recorded_performance_settings_below_the_profile_minimum_are_refused() -> None:
+    from harness.cert.evidence import EvidenceError, check_performance_settings
+    from harness.cert.profile import load_profile
+    from harness.cert.sections import recorded_settings
+
+    minimum = load_profile("framework").performance
+    assert minimum == {"min_queries": 64, "min_duration_s": 10.0}
+    check_performance_settings([_timed(64), _timed(1024)], minimum)
+    assert recorded_settings([_timed(64), _timed(1024)]) == {"min_queries": 64,
+                                                             "min_duration_s": 10.0}
+    with pytest.raises(EvidenceError, match="performance::test_p was measured with "
+                       "min_queries 32; the profile needs at least 64 queries "
+                       r"\(re-run with --perf-min-queries 64 or more\)"):
+        check_performance_settings([_timed(32)], minimum)
+    with pytest.raises(EvidenceError, match="min_duration_s 1; the profile needs at least 10 "
+                       "seconds"):
+        check_performance_settings([_timed(64, 1.0)], minimum)
+    with pytest.raises(EvidenceError, match="recorded no min_queries"):
+        check_performance_settings([_timed(None)], minimum)
+    check_performance_settings([_timed(1, status="fail")], minimum)  # not a pass: no claim
+
+
+def test_the_page_says_not_compatible_prominently(tmp_path: Path) -> None:
+    from harness.cert.page import render_certificate
+
+    center = Center(tmp_path / "center")
+    failing = [dict(r, status="fail", as_expected=False) if r["suite"] == "operators" else r
+               for r in RECORDS]
+    statement = center.statement(records=failing)
+    assert statement["predicate"]["level"]["id"] == "none"
+    page = render_certificate(statement, center.keyid)
+    assert "This certificate states NOT COMPATIBLE" in page
+    assert "why not 基本兼容 / Compatible with limitations" in page

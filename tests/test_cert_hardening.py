@@ -223,7 +223,7 @@ def test_verify_refuses_a_certificate_whose_profile_poses_as_a_packaged_one(
     path = center.write(center.statement(_posing_framework()))
     shutil_copy_list(center)
     text = _reason(path, center)
-    assert text.startswith("profile: the certificate's profile 'framework' v1.0 is not the "
+    assert text.startswith("profile: the certificate's profile 'framework' v1.1 is not the "
                            "packaged profile of that name (its sha256 differs")
 
 
@@ -253,7 +253,7 @@ def test_a_packaged_profile_is_recognised(center: Center) -> None:
     statement = center.statement(load_profile("framework"))
     path = center.write(statement)
     lines = verify_certificate(path, VerifyOptions(center.public, check_revocation=False))
-    assert "profile: packaged framework v1.0 (sha256 matches the released profile)" in lines
+    assert "profile: packaged framework v1.1 (sha256 matches the released profile)" in lines
     assert "自定义认证规范" not in render_certificate(statement, center.keyid)
 
 

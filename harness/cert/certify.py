@@ -18,6 +18,7 @@ from harness.cert.evidence import (
     EvidenceError,
     RunEvidence,
     check_disjoint,
+    check_performance_settings,
     check_run,
     load_evidence,
     model_files,
@@ -79,6 +80,7 @@ def collect(request: CertifyRequest, run_dirs: list[Path],
                   scope, paths, same_machine=not from_vendor_lab(provenance))
     check_disjoint(runs)
     records = [r for run in runs for r in run.records]
+    check_performance_settings(records, request.profile.performance)
     try:
         evaluation = evaluate(request.profile, request.scope, records)
     except EvaluationError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.cert.files import cite_file, package_dir, sha256_file
 from harness.cert.profile import Scope
+from harness.cert.sections import PERFORMANCE_SETTINGS, settings_of, timed_passes
 from harness.environment import platform_digest
 from harness.records import RECORDS_FILE, RUN_FILE, load_run
 
@@ -268,6 +269,27 @@ def check_commit(run_id: str, theirs: str | None, ours: str | None,
                                           else "")
         raise EvidenceError(f"run {run_id} was made by harness commit {theirs[:12]}; since "
                             f"then {shown} changed; re-run it with this harness")
+
+
+def check_performance_settings(records: list[dict[str, Any]], minimum: dict[str, float]
+                               ) -> None:
+    """Every passing timed case was measured with at least the profile's minimum query
+    count and duration (``[performance]``); raise :class:`EvidenceError` otherwise."""
+    if not minimum:
+        return
+    for record in timed_passes(records):
+        settings = settings_of(record)
+        for key, least in minimum.items():
+            value = settings.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise EvidenceError(f"{record['suite']}::{record['case']} recorded no {key}; "
+                                    "its measurement cannot be checked against the profile")
+            if value < least:
+                raise EvidenceError(
+                    f"{record['suite']}::{record['case']} was measured with {key} {value:g}; "
+                    f"the profile needs at least {least:g} {PERFORMANCE_SETTINGS[key]} "
+                    f"(re-run with --perf-{key.removesuffix('_s').replace('_', '-')} "
+                    f"{least:g} or more)")
 
 
 def check_disjoint(runs: list[RunEvidence]) -> None:

@@ -12,7 +12,7 @@ import html
 from typing import Any
 
 from harness.cert.keys import display_fingerprint
-from harness.cert.profile import CUSTOM, Profile, ProfileError, profile_origin
+from harness.cert.profile import CUSTOM, LEVELS, Profile, ProfileError, profile_origin
 from harness.cert.provenance import describe, from_vendor_lab
 from harness.cert.statement import ACCURACY_FIGURES, LATENCY_FIGURES
 
@@ -120,6 +120,11 @@ def _criterion_state(row: dict[str, Any], level: str) -> str:
         "<span class=\"unmet\">未达标 / Not met</span>"
 
 
+def _profile_performance(predicate: dict[str, Any]) -> dict[str, float]:
+    performance = predicate["profile"]["definition"].get("performance")
+    return dict(performance) if isinstance(performance, dict) else {}
+
+
 def _rules(predicate: dict[str, Any]) -> dict[str, str]:
     """criterion id -> its measure, described by the measure's class."""
     try:
@@ -204,6 +209,14 @@ def _latency(predicate: dict[str, Any]) -> str:
     else:
         parts = ["<p class=\"unmeasured\">未测量：本证书未包含性能套件记录 / Not measured: "
                  "this certificate cites no performance-suite records.</p>"]
+    settings = latency.get("settings") or {}
+    if settings:
+        least = _profile_performance(predicate)
+        shown = ", ".join(f"{k} ≥ {v:g}" for k, v in sorted(settings.items()))
+        required = ", ".join(f"{k} ≥ {v:g}" for k, v in sorted(least.items())) or "—"
+        parts.append(f"<p class=\"note\">测量设置（各计时用例的最小值）/ Measured with (least "
+                     f"over the timed cases): {e(shown)}; 规范要求 / profile minimum: "
+                     f"{e(required)}</p>")
     conformance = latency.get("conformance_run_time") or {}
     if conformance:
         body = "".join(
@@ -221,12 +234,25 @@ def _latency(predicate: dict[str, Any]) -> str:
 def _limitations(predicate: dict[str, Any]) -> str:
     level = predicate["level"]["id"]
     blockers = predicate.get("blockers") or {}
-    shown = [] if level == "full" else blockers.get("full", [])
-    if not shown:
+    missed = {"full": (), "limited": ("full",), "none": ("limited", "full")}.get(level, ())
+    parts = []
+    for higher in missed:
+        shown = blockers.get(higher, [])
+        if shown:
+            zh, en = LEVELS[higher]
+            items = "".join(f"<li>{e(b)}</li>" for b in shown)
+            parts.append(f"<h2>限制说明 / Limitations (why not {zh} / {en})</h2>"
+                         f"<ul class=\"tight\">{items}</ul>")
+    return "".join(parts)
+
+
+def _not_compatible(predicate: dict[str, Any]) -> str:
+    if predicate["level"]["id"] != "none":
         return ""
-    items = "".join(f"<li>{e(b)}</li>" for b in shown)
-    return (f"<h2>限制说明 / Limitations (why not 完全兼容 / Fully compatible)</h2>"
-            f"<ul class=\"tight\">{items}</ul>")
+    return ("<p class=\"unmet\" style=\"font-size:12pt;border:1.5pt solid #a61b1b;"
+            "padding:2mm 3mm\">本证书认定：不兼容。该目标未达到任何兼容等级，原因见下文限制说明 / "
+            "This certificate states NOT COMPATIBLE: the target reached no compatibility "
+            "level; the reasons are listed under Limitations.</p>")
 
 
 def _evidence(predicate: dict[str, Any]) -> str:
@@ -268,7 +294,7 @@ def render_certificate(statement: dict[str, Any], keyid: str) -> str:
     issuer = p.get("issuer") or {}
     cid = p["certificate_id"]
     ident = p["target"]["identity"]
-    source = _custom_profile(p) + _provenance(p)
+    source = _not_compatible(p) + _custom_profile(p) + _provenance(p)
     subset = "" if scope["complete"] else (
         "<p class=\"unmeasured\">本证书基于用例子集，并非完整认证 / This certificate rests on a "
         "subset of the cases and is not a full certification.</p>")

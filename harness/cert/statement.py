@@ -24,16 +24,12 @@ from typing import Any
 from harness.cert.evaluate import Evaluation
 from harness.cert.profile import LEVELS, Profile
 from harness.cert.schema import SchemaError, loads
-from harness.suite_registry import suite_spec
+from harness.cert.sections import certificate_section, recorded_settings
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://shipei.dev/attestations/compatibility-certificate/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PREDICATE_SCHEMA_VERSION = "1.1"
-#: for suites no ``shipei.suites`` spec describes (runs made before suites declared their
-#: certificate section): those shown in the model table, and the performance suite
-MODEL_SUITES = ("models", "model_file")
-PERFORMANCE_SUITE = "performance"
 MAX_METRICS_SHOWN = 8
 
 
@@ -61,18 +57,6 @@ def _numbers(metrics: dict[str, Any], preferred: tuple[str, ...]) -> dict[str, f
     if not chosen:
         chosen = {k: v for k, v in sorted(metrics.items()) if numeric(v)}
     return dict(list(chosen.items())[:MAX_METRICS_SHOWN])
-
-
-def certificate_section(suite: str) -> str | None:
-    """Where a suite's records appear on a certificate: ``conformance``, ``models``,
-    ``performance`` or None (nowhere), as its :class:`~harness.suite_registry.SuiteSpec`
-    says; a suite with no spec falls back on the names Shipei has always used."""
-    spec = suite_spec(suite)
-    if spec is not None:
-        return spec.certificate_section
-    if suite in MODEL_SUITES:
-        return "models"
-    return "performance" if suite == PERFORMANCE_SUITE else "conformance"
 
 
 def model_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,7 +101,10 @@ def latency_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
             p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
             per_suite[suite] = {"cases": len(times), "median_ms": statistics.median(times),
                                 "p90_ms": p90, "max_ms": times[-1]}
-    return {"performance": performance, "conformance_run_time": per_suite}
+    found = {"performance": performance, "conformance_run_time": per_suite}
+    if performance:
+        found["settings"] = recorded_settings(records)
+    return found
 
 
 @dataclass

@@ -4,6 +4,7 @@ and issue a signed certificate under ``reports/certificates/``."""
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the suites a certification profile requires on a target (through "
                     "'shipei run'), or take existing runs with --runs, compute the level from "
                     "the records and write a signed certificate (DSSE envelope of an in-toto "
-                    "Statement) and its bilingual page under --certificates-dir.")
+                    "Statement) and its bilingual page under --certificates-dir. Exit status: "
+                    "0 a certificate of a compatible level was issued, 1 the certificate "
+                    "issued says 不兼容 / Not compatible, 2 no certificate (usage error or "
+                    "evidence refused).")
     parser.add_argument("--target", required=True, help="target NAME[:CONFIG][,k=v]")
     parser.add_argument("--profile", required=True,
                         help=f"profile name ({', '.join(available_profiles())}) or TOML path")
@@ -57,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--isolation", choices=("process", "inline"),
                         help="worker subprocess per target (default) or in-process")
     parser.add_argument("-n", dest="numprocesses", help="parallel pytest-xdist workers")
+    parser.add_argument("--perf-min-queries", type=int, metavar="N",
+                        help="minimum queries (samples offline) per timed case, for slow "
+                             "runtimes; at least the profile's [performance] minimum "
+                             "(default: the harness's, 1024)")
+    parser.add_argument("--perf-min-duration", type=float, metavar="SECONDS",
+                        help="minimum timed duration per case; at least the profile's "
+                             "minimum (default: the harness's, 10)")
     add_run_location_options(parser)
     parser.set_defaults(handler=run)
 
@@ -69,6 +80,27 @@ def _profile(args: argparse.Namespace) -> Profile:
     except ProfileError as exc:
         raise CliError(str(exc)) from None
     return profile
+
+
+def performance_options(args: argparse.Namespace, profile: Profile) -> list[str]:
+    """The ``--perf-*`` options for the run, after checking them against the profile's
+    minimum; the settings are recorded with every timed case and stated on the
+    certificate."""
+    given = {"min_queries": args.perf_min_queries, "min_duration_s": args.perf_min_duration}
+    options = []
+    for key, value in given.items():
+        if value is None:
+            continue
+        flag = f"--perf-{key.removesuffix('_s').replace('_', '-')}"
+        if args.runs:
+            raise CliError(f"{flag} applies to the run certify makes, not to --runs (their "
+                           "recorded settings are checked against the profile)")
+        least = profile.performance.get(key, 1)
+        if not math.isfinite(value) or value < least:
+            raise CliError(f"{flag} must be at least {least:g} (profile {profile.name} "
+                           f"v{profile.version}), not {value:g}")
+        options.append(f"{flag}={value:g}")
+    return options
 
 
 def _target(label: str) -> tuple[TargetRequest, dict[str, Any], list[Path]]:
@@ -103,7 +135,8 @@ def certify_request(profile: Profile, scope: str, label: str, described: dict[st
         issuer_name=issuer_name, valid_days=valid_days, out_dir=out_dir)
 
 
-def _run_suites(args: argparse.Namespace, profile: Profile, label: str) -> Path:
+def _run_suites(args: argparse.Namespace, profile: Profile, label: str,
+                perf_options: list[str]) -> Path:
     installed = known_suites()
     suites = [s for s in profile.suites if s in installed]
     for missing in (s for s in profile.suites if s not in installed):
@@ -121,7 +154,11 @@ def _run_suites(args: argparse.Namespace, profile: Profile, label: str) -> Path:
                "--isolation": args.isolation, "-n": args.numprocesses}
     argv += [f"{flag}{'=' if flag.startswith('--') else ''}{value}"
              for flag, value in options.items() if value is not None]
-    print(f"certify: running {', '.join(suites)} on {label} (scope {scope.name}, run {run_id})",
+    if perf_options:
+        argv += ["--", *perf_options]
+    selection = (f"cases marked -m {scope.markexpr} in {', '.join(suites)}; a suite with no "
+                 "such case is not measured" if scope.markexpr else ", ".join(suites))
+    print(f"certify: running {selection} on {label} (scope {scope.name}, run {run_id})",
           flush=True)
     status = subprocess.run(argv, check=False).returncode
     if status not in RUN_OK:
@@ -154,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= valid_days <= profile.validity_days:
         raise CliError(f"--valid-days must be between 1 and {profile.validity_days} "
                        f"(profile {profile.name})")
+    perf_options = performance_options(args, profile)
     request, described, driver_files = _target(args.target)
     if args.runs:
         run_dirs = [locate_run(args.results_dir, r) for r in args.runs]
@@ -161,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         if not described.get("available"):
             raise CliError(f"target {request.label!r} is not available here: "
                            f"{described.get('reason')}")
-        run_dirs = [_run_suites(args, profile, request.label)]
+        run_dirs = [_run_suites(args, profile, request.label, perf_options)]
     certify = certify_request(profile, args.scope, request.label, described, driver_files,
                               key, center_name(args.key.parent), valid_days,
                               args.certificates_dir)
@@ -171,4 +209,31 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot certify: {exc}") from None
     for line in _summary(issued):
         print(line)
+    for line in _notes(issued, profile):
+        print(line)
+    if issued.evaluation.level == "none":
+        print(f"certify: the certificate says {level_label('none')}: the target reached no "
+              "compatibility level (exit status 1)")
+        return 1
     return 0
+
+
+def _notes(issued: Issued, profile: Profile) -> list[str]:
+    """What the certificate does not rest on: suites with no records in this scope, and
+    checks that did not apply."""
+    predicate = issued.statement["predicate"]
+    missing = [s for s in profile.suites if s not in predicate["suites"]]
+    notes = []
+    if missing:
+        notes.append(f"not measured: {', '.join(missing)} (no case of "
+                     f"{'these suites' if len(missing) > 1 else 'this suite'} in scope "
+                     f"{predicate['scope']['name']}; criteria over them cap the level)")
+    for row in predicate["criteria"]:
+        if row.get("not_applicable"):
+            notes.append(f"not applicable: {row['not_applicable']} case(s) of {row['id']} "
+                         "(skipped checks the target does not claim, e.g. thread safety)")
+    settings = (predicate.get("latency") or {}).get("settings")
+    if settings:
+        notes.append("performance measured with: " + ", ".join(
+            f"{k} >= {v:g}" for k, v in sorted(settings.items())))
+    return notes

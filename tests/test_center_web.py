@@ -247,3 +247,49 @@ def test_killed_server_on_postgresql(tmp_path_factory: pytest.TempPathFactory,
                             tmp_path)
     finally:
         stop()
+
+
+def test_chain_check_refuses_a_foreign_key_or_other_records(registry: Registry) -> None:
+    import copy
+
+    from harness.center.certify_bundle import bundle_chain_lines
+    from harness.cert.verify import VerificationError
+
+    data = registry.client.get(f"/api/certificates/{registry.certificates[0]}",
+                               headers=bearer(ADMIN_TOKEN)).json
+    statement = {"predicate": data["predicate"]}
+    with registry.store.session() as session:
+        row = session.scalar(select(Bundle).where(
+            Bundle.digest == data["predicate"]["provenance"]["vendor_attestation"]["sha256"]))
+        bundle_bytes, own_pem = row.data, row.vendor.public_pem
+    assert bundle_chain_lines(bundle_bytes, own_pem, statement)[0].startswith("chain: vendor")
+    other_pem = (registry.center.root / "keys" / "other" / "vendor.pub").read_text()
+    with pytest.raises(VerificationError, match="chain: signature"):
+        bundle_chain_lines(bundle_bytes, other_pem, statement)
+    edited = copy.deepcopy(statement)
+    edited["predicate"]["runs"][0]["records_sha256"] = "0" * 64
+    with pytest.raises(VerificationError, match="not the one the vendor attested"):
+        bundle_chain_lines(bundle_bytes, own_pem, edited)
+    with pytest.raises(VerificationError, match="not the attestation the certificate cites"):
+        bundle_chain_lines(registry.bundles[1], own_pem, statement)
+
+
+def test_revocation_list_is_renewed_before_it_goes_stale(registry: Registry) -> None:
+    from datetime import UTC, datetime
+
+    from harness.center import revocations
+    from harness.cert.revocation import check_fresh, load_revocations
+
+    key = load_private_key(registry.center.center_key)
+    with registry.store.session() as session:
+        first = revocations.current_list(session, key)
+        assert revocations.current_list(session, key).sequence == first.sequence
+        first.next_update = "2000-01-01T00:00:00+00:00"  # as if the list had gone stale
+    with registry.store.session() as session:
+        renewed = revocations.current_list(session, key)
+        assert renewed.sequence == first.sequence + 1
+        envelope = renewed.envelope
+    path = registry.center.root / "renewed.json"
+    path.write_bytes(envelope)
+    data = load_revocations(path, key.public_key())
+    check_fresh(data, datetime.now(UTC), seen=first.sequence)  # current, not a rollback

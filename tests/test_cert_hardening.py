@@ -411,3 +411,20 @@ def test_a_signed_list_with_malformed_entries_is_one_line(center: Center) -> Non
     write_revocations(center.certs / REVOCATIONS_FILE,
                       {**base, "revoked": [], "next_update": "soon"}, center.key)
     assert "next_update 'soon' is not an ISO time" in _reason(path, center)
+
+
+def test_forked_revocation_lists_are_refused() -> None:
+    from harness.cert.revocation import RevocationError, newer_list
+
+    def listed(sequence: int, *ids: str) -> dict:
+        return {"sequence": sequence, "revoked": [{"certificate_id": i, "reason": "r",
+                                                   "revoked_at": "t"} for i in ids]}
+
+    assert newer_list(listed(2, "A"), listed(1, "A")) == listed(2, "A")  # an older copy
+    assert newer_list(listed(1, "A"), listed(2, "A", "B")) == listed(2, "A", "B")
+    with pytest.raises(RevocationError, match="a revocation is never lifted"):
+        newer_list(listed(1, "A"), listed(2, "B"))
+    with pytest.raises(RevocationError, match="the lists have forked"):
+        newer_list(listed(3, "A"), listed(2, "A", "B"))
+    with pytest.raises(RevocationError, match="two different revocation lists carry"):
+        newer_list(listed(2, "A"), listed(2, "A", "B"))

@@ -156,6 +156,12 @@ def newer_list(current: dict[str, Any] | None, incoming: dict[str, Any] | None
     if current is None or incoming is None:
         return current or incoming
     if incoming["sequence"] < current["sequence"]:
+        unknown = sorted(revoked_ids(incoming) - revoked_ids(current))
+        if unknown:  # two masters: an older list that knows a revocation the newer does not
+            raise RevocationError(f"revocation list #{incoming['sequence']} revokes "
+                                  f"{unknown[0]}, which the newer list "
+                                  f"#{current['sequence']} does not: the lists have forked; "
+                                  "revoke it again from the master list")
         return current
     dropped = sorted(revoked_ids(current) - revoked_ids(incoming))
     if dropped:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -21,11 +22,18 @@ from targets.serial.sim.faults import FaultPlan
 from targets.serial.sim.server import Simulator, Stop
 
 
+def _no_sigpipe() -> None:
+    """Writes to a peer that left raise BrokenPipeError, as Python sets up by default
+    (a command line run in-process earlier may have restored SIGPIPE's default)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
 class ThreadedSim:
     """A simulator object serving a TCP endpoint from a thread (no signals, no
     subprocess), so a test can subclass it to misbehave in one way."""
 
     def __init__(self, factory: Callable[..., Simulator], **options: object) -> None:
+        _no_sigpipe()
         self.endpoint = TcpEndpoint(0)
         self.sim = factory(self.endpoint, FaultPlan(), quiet=True, **options)
         self.url = self.endpoint.url
@@ -66,6 +74,7 @@ class ScriptedPeer:
     def __init__(self, handler: Handler,
                  on_connect: Callable[[socket.socket, ScriptedPeer], None] | None = None
                  ) -> None:
+        _no_sigpipe()
         self.handler = handler
         self.on_connect = on_connect
         self.frames: list[list[Frame]] = []

@@ -158,7 +158,9 @@ def run_board(args: argparse.Namespace) -> int:
     if not 64 <= args.max_payload <= 16 * 1024 * 1024:
         raise CliError("--max-payload must be in [64, 16777216]")
     options = _run_options(args)
-    import onnxruntime  # noqa: F401 - before serving, not on the first IDENTIFY
+    # imported before serving, not while the first IDENTIFY waits (seconds on a busy host)
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
 
     endpoint = _endpoint(args)
     sim = BoardSimulator(endpoint, plan, slots=args.slots, max_chunk=args.max_chunk,

@@ -68,6 +68,7 @@ from targets.serial.receiver import Damage, Event, Stray
 from targets.serial.transport import (
     DeviceError,
     DeviceProtocolError,
+    LinkDropped,
     LinkError,
     LinkSettings,
     SerialLink,
@@ -247,6 +248,8 @@ class SerialSensorTarget(SensorTarget):
                                    f"url=PORT_OR_URL")
         try:
             self.info()
+        except LinkDropped:  # it opened: its cases record the drops as infra_error
+            return Availability.yes()
         except LinkError as exc:
             return Availability.no(str(exc))
         except TargetError as exc:

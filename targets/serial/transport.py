@@ -4,7 +4,9 @@
 path, ``socket://``, ``rfc2217://``, ``loop://``), sends frames and receives
 them through a :class:`~targets.serial.receiver.FrameReceiver`. Every wait has a
 deadline. :meth:`SerialLink.request` retransmits a request (same sequence
-number) a bounded number of times when its response is lost or damaged.
+number) a bounded number of times when its response is lost or damaged, and
+sends it again under a new sequence number after BUSY (docs/protocol.md
+section 3).
 
 Who is to blame, in the harness's terms:
 
@@ -13,7 +15,10 @@ Who is to blame, in the harness's terms:
   error), or every attempt of a request was damaged in transit. The cable, the
   adapter or the bench failed, not the device under test.
 - :class:`DeviceTimeout` (a :class:`~harness.target.TargetError`, ``error``):
-  the link is up but the device stayed silent through every attempt.
+  the link is up but the device stayed silent through every attempt;
+  :class:`DeviceBusy`: it answered BUSY to every attempt.
+- :class:`DeviceLost` (``infra_error``): ``lost_after`` requests in a row went
+  unanswered; later requests fail at once instead of waiting again.
 - :class:`DeviceError`: the device answered ERROR; :class:`DeviceProtocolError`:
   it answered something the protocol does not allow.
 """

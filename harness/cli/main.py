@@ -9,7 +9,9 @@ commands of its own (the serial driver adds ``shipei sim``). Each is a callable
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -62,12 +64,16 @@ def _register_unavailable(subparsers: argparse._SubParsersAction, name: str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # behave like other command-line tools when piped into `head`: stop quietly
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except BrokenPipeError:
+        # piped into `head`: stop quietly, like other command-line tools, without changing
+        # SIGPIPE for the whole process (a run in progress still finalizes its records)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except CliError as exc:
         print(f"shipei {args.command}: error: {exc}", file=sys.stderr)
         return exc.code

@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from harness.cases import Outcome, outcome_from_exception, unsupported_reason
+from harness.cases import (
+    Case,
+    DataSet,
+    LoadedCase,
+    Outcome,
+    outcome_from_exception,
+    prepare_case,
+)
 from harness.target import Capabilities
 from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
 
@@ -163,29 +170,33 @@ class ModelFileReference:
             self._reference = None
 
 
-def run_unjudged(host: Host, caps: Capabilities, key: str, model: onnx.ModelProto,
-                 feeds: dict[str, Any], timeout: float, reference_error: str) -> Outcome:
+def run_unjudged(host: Host, caps: Capabilities, suite: str, name: str,
+                 model: onnx.ModelProto, feeds: dict[str, Any], timeout: float,
+                 reference_error: str) -> Outcome:
     """Try the target on a model the reference could not compute.
 
-    What the target did is its own: a skip (outside its declared capabilities), an
-    error, a timeout or a crash keep their status. A target that ran cannot be
-    judged without a reference: that is ``infra_error`` (the harness could not
-    deliver a verdict), never a pass and never the target's failure.
+    The case is prepared as every case is (:func:`harness.cases.prepare_case`: declared
+    opsets, the capability probe). What the target did is its own: a skip, an error, a
+    timeout or a crash keep their status. A target that ran cannot be judged without a
+    reference: that is ``infra_error`` blamed on the harness (it could not deliver a
+    verdict), never a pass and never the target's failure.
     """
-    started = time.perf_counter()
-    reason = unsupported_reason(model, caps)
-    if reason:
-        return Outcome("skip", f"{reason} ({reference_error})")
+    case = Case(suite=suite, name=name, load=lambda: LoadedCase(model, [DataSet(feeds, [])]))
+    prepared = prepare_case(case, host, caps, timeout)
+    if isinstance(prepared, Outcome):
+        prepared.message = f"{prepared.message} ({reference_error})"[:600]
+        return prepared
     try:
-        result = host.run_case(key, model.SerializeToString(), [feeds], timeout)
+        result = host.run_case(prepared.key, prepared.model, prepared.feeds,
+                               prepared.started + timeout - time.perf_counter())
     except HOST_FAILURES as exc:
-        outcome = outcome_from_exception(exc, started)
+        outcome = outcome_from_exception(exc, prepared.started)
         outcome.message = f"{outcome.message} ({reference_error})"[:600]
         return outcome
     (outputs,) = result["outputs"]
     timings = {"compile_s": result["compile_s"], "run_s": sum(result["run_s"]),
-               "total_s": time.perf_counter() - started}
+               "total_s": time.perf_counter() - prepared.started}
     return Outcome("infra_error",
                    f"not judged: {reference_error}; the target ran and returned {len(outputs)} "
                    f"output(s)", metrics={"target_ran": True}, timings=timings,
-                   placement=result["placement"])
+                   placement=result["placement"], blame="harness")

@@ -56,7 +56,7 @@ def test_model(target: Any, model_path: Path, model_reference: ModelFileReferenc
     try:
         expected = model_reference.outputs(key, model, feeds, target.timeout())
     except ReferenceFailed as exc:
-        outcome = run_unjudged(target.host, target.capabilities, key, model, feeds,
+        outcome = run_unjudged(target.host, target.capabilities, SUITE, name, model, feeds,
                                target.timeout(), str(exc))
         target.conclude(SUITE, name, outcome, tags | {"reference_error": str(exc)})
         return

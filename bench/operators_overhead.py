@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +85,11 @@ def bare_main(runtime: str, every: int) -> None:
     from suites.operators.onnx_cases import all_cases
 
     cases = all_cases()[::every]
+    started = time.perf_counter()
     passed = (_onnxruntime_loop(cases) if runtime == "onnxruntime"
               else _runner_loop(runtime, cases))
-    print(json.dumps({"cases": len(cases), "passed": passed}))
+    print(json.dumps({"cases": len(cases), "passed": passed,
+                      "loop_s": time.perf_counter() - started}))
 
 
 # -- the controller --------------------------------------------------------------------
@@ -99,38 +103,61 @@ def _node_ids(target: str, every: int) -> list[str]:
     return [f"{TEST_FILE}::{c.name}[{target}]" for c in all_cases()[::every]]
 
 
-def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
-                          env=os.environ | (env or {}))
-    elapsed = time.perf_counter() - started
+@dataclass
+class Timed:
+    wall_s: float
+    cpu_s: float  # user + system of the process and every descendant it waited for
+    stdout: str
+
+
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> Timed:
+    """Run ``argv`` with its output in a file (so neither side pays for a slow reader)."""
+    with tempfile.TemporaryFile("w+") as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        done = subprocess.run(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                              text=True, env=os.environ | (env or {}), check=False)
+        elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.seek(0)
+        text = out.read()
     if done.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv[:6])} ... failed ({done.returncode}):\n"
-                         f"{(done.stdout + done.stderr)[-3000:]}")
-    return elapsed, done.stdout
+                         f"{text[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(elapsed, cpu, text)
 
 
-def bare_run(target: str, every: int) -> tuple[float, dict[str, Any]]:
-    seconds, out = _timed([sys.executable, __file__, "--bare", RUNTIMES[target],
-                           "--every", str(every)])
-    return seconds, json.loads(out.strip().splitlines()[-1])
+def bare_run(target: str, every: int) -> tuple[Timed, dict[str, Any]]:
+    timed = _timed([sys.executable, __file__, "--bare", RUNTIMES[target], "--every", str(every)])
+    return timed, json.loads(timed.stdout.strip().splitlines()[-1])
 
 
 def harness_run(target: str, isolation: str, window: int, node_ids: list[str],
-                profile: str | None = None) -> float:
+                profile: str | None = None) -> Timed:
     with tempfile.TemporaryDirectory() as tmp:
         prefix = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else []) \
             + ["-m", "pytest"]
-        seconds, _ = _timed(
+        return _timed(
             [*prefix, *node_ids, "--target", target, "--isolation", isolation,
              "-q", "-p", "no:cacheprovider", "--results-dir", f"{tmp}/results",
              "--reports-dir", f"{tmp}/reports", "--no-header"],
             env={"SHIPEI_PIPELINE_WINDOW": str(window)})
-    return seconds
 
 
 def _seconds(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
+
+
+def _line(name: str, runs: list[Timed], bare: list[Timed]) -> str:
+    """Median wall and CPU seconds of ``runs``, and their ratios to the bare side's."""
+    wall, cpu = [r.wall_s for r in runs], [r.cpu_s for r in runs]
+    bare_wall = statistics.median(r.wall_s for r in bare)
+    bare_cpu = statistics.median(r.cpu_s for r in bare)
+    paired = statistics.median(r.wall_s / b.wall_s for r, b in zip(runs, bare, strict=True))
+    return (f"{name:<22} wall {statistics.median(wall):7.2f} s (runs {_seconds(wall)}; "
+            f"ratio {statistics.median(wall) / bare_wall:.3f}, per-round {paired:.3f})   "
+            f"cpu {statistics.median(cpu):7.2f} s (ratio {statistics.median(cpu) / bare_cpu:.3f})")
 
 
 def main() -> None:
@@ -150,26 +177,29 @@ def main() -> None:
     windows = [int(w) for w in args.windows.split(",")]
     node_ids = _node_ids(args.target, args.every)
     bare_run(args.target, args.every)  # warm the case cache and the page cache
-    bare_times: list[float] = []
-    harness_times: dict[int, list[float]] = {w: [] for w in windows}
+    bare_runs: list[Timed] = []
+    loop_times: list[float] = []
+    harness_runs: dict[int, list[Timed]] = {w: [] for w in windows}
     for round_number in range(args.rounds):
-        seconds, bare = bare_run(args.target, args.every)
-        bare_times.append(seconds)
+        timed, bare = bare_run(args.target, args.every)
+        bare_runs.append(timed)
+        loop_times.append(bare["loop_s"])
         for window in windows:
             last = round_number == args.rounds - 1 and window == windows[-1]
-            harness_times[window].append(harness_run(
+            harness_runs[window].append(harness_run(
                 args.target, args.isolation, window, node_ids,
                 args.profile if last else None))
-    median_bare = statistics.median(bare_times)
+        print(f"round {round_number + 1}: bare {timed.wall_s:.2f} s, "
+              + ", ".join(f"window {w}: {t[-1].wall_s:.2f} s" for w, t in harness_runs.items()),
+              file=sys.stderr, flush=True)
     print(f"\ntarget: {args.target}   cases: {bare['cases']} (bare passed {bare['passed']})   "
           f"rounds: {args.rounds}   isolation: {args.isolation}   "
           f"load average at end: {os.getloadavg()[0]:.1f}")
-    print(f"bare {RUNTIMES[args.target]} loop:      {median_bare:7.2f} s   "
-          f"(runs: {_seconds(bare_times)})")
-    for window, times in harness_times.items():
-        median = statistics.median(times)
-        print(f"shipei, window {window:>2}:      {median:7.2f} s   (runs: {_seconds(times)})"
-              f"   ratio {median / median_bare:6.3f}")
+    print(_line(f"bare {RUNTIMES[args.target]}", bare_runs, bare_runs)
+          + f"   (loop alone, after imports and the case list: "
+            f"{statistics.median(loop_times):.2f} s)")
+    for window, runs in harness_runs.items():
+        print(_line(f"shipei, window {window}", runs, bare_runs))
     print("goal: ratio <= 1.3 (issue 14), <= 1.05 eventually")
 
 

@@ -145,7 +145,7 @@ class RequestPipeline:
         carry raises :class:`HarnessConversionError` here, as the host's own call would."""
         request = {"op": "run_case", "args": [key, model, [dict(f) for f in feeds_list]]}
         try:
-            pieces = message(request)
+            pieces = [b"".join(message(request))]  # one write: one wake-up of the worker
         except (WireError, TensorCodecError) as exc:
             raise HarnessConversionError(
                 f"run_case: the harness cannot send this to a worker: {exc}") from None

@@ -54,8 +54,14 @@ def new_run_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+#: types json_safe returns unchanged (a finite float is checked, so not here)
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def json_safe(value: Any) -> Any:
     """Replace non-finite floats (not valid JSON) with strings; recurse into containers."""
+    if type(value) in _PLAIN:  # the common leaves, without the numpy-scalar probe below
+        return value
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):

@@ -354,7 +354,8 @@ class TvmTarget(Target):
             thread_safe=False,
             extra={"tvm_target": self.tvm_target, "tvm_num_threads": self.threads,
                    "cache": self.cache, "cache_dir": str(self.cache_dir) if self.cache else "",
-                   "pipeline_version": PIPELINE_VERSION},
+                   "pipeline_version": PIPELINE_VERSION,
+                   "compile_bound": True},  # shipei run compiles on every core (-n auto)
         )
 
     # -- compilation -----------------------------------------------------------------

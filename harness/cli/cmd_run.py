@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.case_record import RunSelection
 from harness.cli.common import CliError, add_run_location_options, known_suites, resolve_suite
 from harness.modelfile import ModelFileError, check_model_file
+from harness.parallelism import default_numprocesses
 from harness.selection import SelectionError, continuation_argv, finalize, resolve_run
 
 DEFAULT_SUITE = "operators"
@@ -143,7 +144,9 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
                              markexpr=args.markexpr, keyword=args.keyword, shard=args.shard,
                              models=tuple(str(p) for p in args.model))
     options = RunOptions(
-        numprocesses=args.numprocesses, case_timeout=args.case_timeout,
+        numprocesses=args.numprocesses or default_numprocesses(args.target,
+                                                               args.pytest_args),
+        case_timeout=args.case_timeout,
         isolation=args.isolation, expectations=tuple(args.expectations), run_id=args.run_id,
         durations_from=args.durations_from, resume=args.resume,
         retry_failed=args.retry_failed, exitfirst=args.exitfirst, verbose=args.verbose,

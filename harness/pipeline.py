@@ -7,7 +7,9 @@ next without waiting for the test process. The rules of isolation are the same
 as for one request at a time:
 
 - a request's timeout runs from when the worker could start it: when it was sent
-  to an idle worker, else when the answer before it arrived;
+  to an idle worker, else when the answer before it arrived (answers are collected
+  as each test starts, so that time is known closely; an answer already waiting
+  when the host looks counts as in time: the worker did finish);
 - a crash or timeout is charged to the request being answered, the worker is
   replaced, and the requests sent behind it are sent again to the fresh worker;
 - nothing written ever blocks the test process: a request goes ahead only while

@@ -192,7 +192,10 @@ def model_dir_cases(kinds: tuple[str, ...] = MODEL_KINDS) -> list[Case]:
 
 
 def all_cases() -> list[Case]:
+    from suites.operators.folded import folded_cases
+
     node = node_cases()
+    node += folded_cases(node)
     taken = {c.name for c in node}
     models = []
     for case in model_dir_cases():

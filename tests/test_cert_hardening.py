@@ -221,7 +221,7 @@ def test_certify_refuses_a_custom_profile_named_like_a_packaged_one(tmp_path: Pa
 def test_verify_refuses_a_certificate_whose_profile_poses_as_a_packaged_one(
         center: Center) -> None:
     path = center.write(center.statement(_posing_framework()))
-    shutil_copy_list(center)
+    start_revocation_list(center)
     text = _reason(path, center)
     assert text.startswith("profile: the certificate's profile 'framework' v1.1 is not the "
                            "packaged profile of that name (its sha256 differs")
@@ -257,7 +257,7 @@ def test_a_packaged_profile_is_recognised(center: Center) -> None:
     assert "自定义认证规范" not in render_certificate(statement, center.keyid)
 
 
-def shutil_copy_list(center: Center) -> None:
+def start_revocation_list(center: Center) -> None:
     """An empty signed revocation list beside the center's certificates."""
     from harness.cert.revocation import REVOCATIONS_FILE, ensure_list
 

@@ -29,7 +29,6 @@ from harness.cert.keys import fingerprint
 from harness.cert.page import render_certificate
 from harness.cert.profile import Profile
 from harness.cert.provenance import ProvenanceError, check_provenance, from_vendor_lab
-from harness.cert.revocation import REVOCATIONS_FILE, ensure_list
 from harness.cert.statement import PAYLOAD_TYPE, Issue, build_statement, encode
 from harness.records import write_json
 
@@ -141,6 +140,4 @@ def issue(request: CertifyRequest, run_dirs: list[Path],
     write_json(certificate, envelope)
     page = request.out_dir / f"{cid}{PAGE_SUFFIX}"
     page.write_text(render_certificate(statement, keyid), encoding="utf-8")
-    # verification fails closed without a list: start the center's (empty) one
-    ensure_list(request.out_dir / REVOCATIONS_FILE, request.key)
     return Issued(certificate, page, statement, evaluation)

@@ -24,7 +24,15 @@ from harness.cert.profile import (
     level_label,
 )
 from harness.cert.profile import load_profile as read_profile
-from harness.cli.common import CliError, add_run_location_options, known_suites, locate_run
+from harness.cert.revocation import REVOCATIONS_FILE, ensure_list
+from harness.cli.common import (
+    CliError,
+    add_run_location_options,
+    known_suites,
+    locate_run,
+    positive_seconds,
+    worker_count,
+)
 from harness.environment import fingerprint, git_commit
 from harness.records import new_run_id
 from harness.registry import RegistryError, TargetRequest, discover
@@ -57,10 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="validity in days (default and maximum: the profile's)")
     parser.add_argument("--certificates-dir", type=Path, default=DEFAULT_CERT_DIR,
                         help=f"where certificates go (default {DEFAULT_CERT_DIR}/)")
-    parser.add_argument("--case-timeout", type=float, help="per-case timeout for the run")
+    parser.add_argument("--case-timeout", type=positive_seconds,
+                        help="per-case timeout for the run")
     parser.add_argument("--isolation", choices=("process", "inline"),
                         help="worker subprocess per target (default) or in-process")
-    parser.add_argument("-n", dest="numprocesses", help="parallel pytest-xdist workers")
+    parser.add_argument("-n", dest="numprocesses", type=worker_count,
+                        help="parallel pytest-xdist workers")
     parser.add_argument("--perf-min-queries", type=int, metavar="N",
                         help="minimum queries (samples offline) per timed case, for slow "
                              "runtimes; at least the profile's [performance] minimum "
@@ -207,6 +217,11 @@ def run(args: argparse.Namespace) -> int:
         issued = issue(certify, run_dirs)
     except EvidenceError as exc:
         raise CliError(f"cannot certify: {exc}") from None
+    # verification fails closed without a revocation list: start the center's (empty) one
+    if ensure_list(args.certificates_dir / REVOCATIONS_FILE, key):
+        print(f"certify: started the signed revocation list "
+              f"{args.certificates_dir / REVOCATIONS_FILE} (renew it with 'shipei cert "
+              "revocations --renew' before its next update is due)")
     for line in _summary(issued):
         print(line)
     for line in _notes(issued, profile):

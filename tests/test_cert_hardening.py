@@ -428,3 +428,19 @@ def test_forked_revocation_lists_are_refused() -> None:
         newer_list(listed(3, "A"), listed(2, "A", "B"))
     with pytest.raises(RevocationError, match="two different revocation lists carry"):
         newer_list(listed(2, "A"), listed(2, "A", "B"))
+
+
+def test_cert_revocations_shows_and_renews_the_list(center: Center, cli) -> None:
+    args = ["cert", "revocations", "--certificates-dir", str(center.certs), "--pubkey",
+            str(center.pubkey_file), "--registry", str(center.root / "no-registry")]
+    out = cli(*args)
+    assert out.returncode == 2 and "no revocation list at" in out.stderr
+    key = ["--key", str(center.root / "keys" / "center.key")]
+    out = cli(*args, *key, "--renew", "--days", "7")
+    assert out.returncode == 0, out.stderr
+    assert "list #1, updated " in out.stdout and ", 0 revoked" in out.stdout
+    out = cli(*args, *key, "--renew")
+    assert out.returncode == 0 and "list #2" in out.stdout
+    assert cli(*args).stdout.startswith("list #2, updated ")
+    out = cli(*args, *key, "--renew", "--days", "0")
+    assert out.returncode == 2 and "at least one day" in out.stderr

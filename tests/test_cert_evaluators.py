@@ -76,8 +76,10 @@ def _certificate(center: Center, tmp_path: Path, version: str, drop_field: bool)
     results = tmp_path / "results"
     citation = write_run(results, f"run-v{version}", RETRIES)
     statement = center.statement(records=RETRIES, runs=[citation], evaluator=version)
-    if drop_field:  # as certificates were before evaluator_version existed
-        del statement["predicate"]["evaluator_version"]
+    if drop_field:  # as certificates were before evaluator_version existed (schema 1.0)
+        predicate = statement["predicate"]
+        del predicate["evaluator_version"], predicate["profile"]["origin"]
+        predicate["schema_version"] = "1.0"
     return center.write(statement)
 
 

@@ -100,7 +100,7 @@ def create_app(store: Store, center_key: Ed25519PrivateKey, admin_token: str | N
                 query = query.where(Certificate.profile == args["profile"])
             if args["date_from"]:
                 query = query.where(Certificate.issued_at >= args["date_from"])
-            if args["date_to"]:
+            if args["date_to"]:  # the whole day: "YYYY-MM-DDT99" sorts after its times
                 query = query.where(Certificate.issued_at <= args["date_to"] + "T99")
             rows = session.scalars(query.order_by(Certificate.issued_at.desc())).all()
             revoked = revocations.revoked(session)

@@ -30,7 +30,7 @@ from typing import Any
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from harness.case_record import NOT_PASSING, RunSelection
-from harness.records import find_run, latest_attempts, load_run, read_records
+from harness.records import RecordError, find_run, latest_attempts, load_run, read_records
 
 GATE_SCHEMA_VERSION = "1.0"
 CONTRACT_SUITE = "contract"
@@ -151,14 +151,16 @@ def load_baseline(reference: str, results_root: Path, target: str) -> Baseline:
     if path.is_file():
         try:
             records = latest_attempts(read_records(path))
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, RecordError) as exc:
             raise GateError(f"cannot read baseline {path}: {exc}") from None
     else:
         try:
             run_dir = find_run(results_root, reference)
+            info, records = load_run(run_dir)
         except FileNotFoundError as exc:
             raise GateError(f"baseline: {exc}") from None
-        info, records = load_run(run_dir)
+        except RecordError as exc:
+            raise GateError(f"cannot read baseline {reference}: {exc}") from None
     records = [r for r in records if isinstance(r, dict) and {"target", "suite", "case",
                                                               "status"} <= set(r)]
     if not records:

@@ -79,7 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_options(config)
     selection.register(config)
     session = ShipeiSession(config)
-    if config.getoption("shipei_targets"):
+    if config.getoption("shipei_targets") or config.getoption("shipei_expectations"):
         session.validate_requests()
     config.pluginmanager.register(session, PLUGIN_NAME)
     config.pluginmanager.register(session.prefetch, "shipei-prefetch")

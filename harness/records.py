@@ -202,6 +202,8 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 def find_run(results_root: Path, run_id: str) -> Path:
     """Resolve a run id (or a unique prefix, or a path) to its run folder."""
+    if not run_id.strip():
+        raise FileNotFoundError("an empty run id names no run")
     as_path = Path(run_id)
     if (as_path / RECORDS_FILE).exists() or (as_path / RUN_FILE).exists():
         return as_path

@@ -29,6 +29,7 @@ import pytest
 
 from harness.case_record import RunSelection
 from harness.records import (
+    RecordError,
     RunPaths,
     find_run,
     latest_attempts,
@@ -240,7 +241,10 @@ def resumable_pytest_args(run_dir: Path) -> list[str]:
     (:class:`~harness.case_record.RunSelection`) plus the other options it was started
     with, less those a continuation sets itself. Runs made before the selection was
     recorded replay their pytest arguments as they were."""
-    info, _ = load_run(run_dir)
+    try:
+        info, _ = load_run(run_dir)
+    except RecordError as exc:
+        raise SelectionError(f"cannot continue run {run_dir.name}: {exc}") from None
     args = [str(a) for a in info.get("pytest_args") or []]
     if not args:
         raise SelectionError(f"run {run_dir.name} does not record its pytest arguments; "
@@ -274,7 +278,7 @@ class SelectionPlugin:
         self.rerun: dict[str, int] = {}
         try:
             self._configure(results_root)
-        except SelectionError as exc:
+        except (SelectionError, RecordError) as exc:
             raise pytest.UsageError(str(exc)) from None
 
     def _configure(self, results_root: Path) -> None:

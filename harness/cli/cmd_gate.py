@@ -7,7 +7,13 @@ import os
 from pathlib import Path
 
 from harness.case_record import RunSelection
-from harness.cli.common import CliError, add_run_location_options, resolve_suite
+from harness.cli.common import (
+    CliError,
+    add_run_location_options,
+    positive_seconds,
+    resolve_suite,
+    worker_count,
+)
 from harness.gate import (
     CONTRACT_SUITE,
     GateError,
@@ -50,8 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile", metavar="NAME_OR_TOML",
                         help="certification profile whose suites the gate requires (default: "
                              "the packaged profile of the target's kind)")
-    parser.add_argument("-n", dest="numprocesses", help="parallel pytest-xdist workers")
-    parser.add_argument("--case-timeout", type=float, help="per-case timeout in seconds")
+    parser.add_argument("-n", dest="numprocesses", type=worker_count,
+                        help="parallel pytest-xdist workers")
+    parser.add_argument("--case-timeout", type=positive_seconds,
+                        help="per-case timeout in seconds")
     parser.add_argument("--expectations", action="append", default=[], type=Path,
                         help="expectations file to use instead of the target's own")
     parser.add_argument("--run-id", help="id for the gate's run (default: a new one)")

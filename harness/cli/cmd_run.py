@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.case_record import RunSelection
-from harness.cli.common import CliError, add_run_location_options, known_suites, resolve_suite
+from harness.cli.common import (
+    CliError,
+    add_run_location_options,
+    known_suites,
+    positive_seconds,
+    resolve_suite,
+    worker_count,
+)
 from harness.modelfile import ModelFileError, check_model_file
 from harness.parallelism import default_numprocesses
 from harness.selection import SelectionError, continuation_argv, finalize, resolve_run
@@ -37,8 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-m", dest="markexpr", help="only cases matching this marker expression")
     parser.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first "
                         "unexpected result")
-    parser.add_argument("-n", dest="numprocesses", help="parallel pytest-xdist workers (auto, N)")
-    parser.add_argument("--case-timeout", type=float, help="per-case timeout in seconds")
+    parser.add_argument("-n", dest="numprocesses", type=worker_count,
+                        help="parallel pytest-xdist workers (auto, N)")
+    parser.add_argument("--case-timeout", type=positive_seconds,
+                        help="per-case timeout in seconds")
     parser.add_argument("--isolation", choices=("process", "inline"),
                         help="worker subprocess per target (default) or in-process")
     parser.add_argument("--expectations", action="append", default=[], type=Path,

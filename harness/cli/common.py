@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,3 +119,21 @@ def add_run_location_options(parser) -> None:  # type: ignore[no-untyped-def]
                         help="where run records are (default results/)")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
                         help="where reports go (default reports/)")
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite, positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def worker_count(text: str) -> str:
+    """argparse type for ``-n``: ``auto``, ``logical`` or a whole number of workers."""
+    if text in ("auto", "logical") or (text.isdigit() and int(text) >= 0):
+        return text
+    raise argparse.ArgumentTypeError(f"must be auto, logical or a number of workers, not {text!r}")

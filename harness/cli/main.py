@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import NoReturn
 
 from harness import __version__
 from harness.cli.common import CliError
@@ -24,13 +25,21 @@ from harness.cli.common import CliError
 COMMANDS_GROUP = "shipei.commands"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="shipei",
         description="Shipei (适配): certify AI software-hardware compatibility.",
     )
     parser.add_argument("--version", action="version", version=f"shipei {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                       parser_class=OneLineParser)
     import harness.cli as package
 
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):

@@ -28,24 +28,13 @@ from sqlalchemy.orm import Session
 
 from harness.center import anti_gaming
 from harness.center.bundle import RUNS_DIR, BundleError, OpenedBundle, open_bundle
+from harness.center.intake_checks import CHECKS
 from harness.center.models import Bundle, IntakeReport, Record, Run, Vendor
 from harness.center.store import now
 from harness.cert.evaluate import evaluate
 from harness.cert.evidence import EvidenceError, check_disjoint, check_run, load_evidence
 from harness.cert.profile import Profile, ProfileError, level_label, load_profile
 from harness.records import load_run_info, read_records
-
-CHECKS: dict[str, tuple[str, str]] = {
-    "archive": ("归档格式与大小", "Archive format and size"),
-    "signature": ("厂商签名", "Vendor signature"),
-    "digest": ("清单摘要", "Manifest digests"),
-    "replay": ("重放检测", "Replay detection"),
-    "environment": ("记录与所述环境一致", "Records consistent with their environment"),
-    "completeness": ("配置文件与范围的完整性", "Completeness for the profile and scope"),
-    "accuracy": ("性能运行中的精度（TEST01 式）",
-                 "Accuracy inside the performance run (TEST01-style)"),
-    "caching": ("缓存检测（TEST04 式）", "Caching detection (TEST04-style)"),
-}
 
 
 @dataclass

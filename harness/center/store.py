@@ -21,10 +21,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.center import DEFAULT_URL, URL_ENV
 from harness.center.models import Certificate, Record, Run, Vendor
 
-DEFAULT_URL = "sqlite:///center/center.db"
-URL_ENV = "SHIPEI_DB"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 

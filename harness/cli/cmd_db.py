@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy  # noqa: F401 - imported here so a missing 'center' extra is reported
-
 from harness.cli.common import CliError
+
+#: optional packages this command needs (the 'center' extra); checked by harness.cli.main
+REQUIRES = ("sqlalchemy",)
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:
-    from harness.center.store import DEFAULT_URL, URL_ENV
+    from harness.center import DEFAULT_URL, URL_ENV
 
     parser.add_argument("--db", help=f"database URL: sqlite:///FILE or "
                                      f"postgresql://USER@HOST/DB (default ${URL_ENV} or "

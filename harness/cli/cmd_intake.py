@@ -13,7 +13,7 @@ DEFAULT_REPORT_DIR = Path("reports") / "intake"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from harness.center.bundle import MAX_BUNDLE_BYTES
-    from harness.center.intake import CHECKS
+    from harness.center.intake_checks import CHECKS
 
     parser = subparsers.add_parser(
         "intake", help="review a vendor's evidence bundle (signature, digests, completeness, "

@@ -15,9 +15,7 @@ from harness.cli.common import (
     resolve_suite,
     worker_count,
 )
-from harness.modelfile import ModelFileError, check_model_file
 from harness.parallelism import default_numprocesses
-from harness.selection import SelectionError, continuation_argv, finalize, resolve_run
 
 DEFAULT_SUITE = "operators"
 MODEL_FILE_SUITE = "model_file"
@@ -115,6 +113,8 @@ class RunOptions:
 def pytest_argv(selection: RunSelection, options: RunOptions) -> list[str]:
     """The pytest command line for a structured selection and run options."""
     check_targets(list(selection.targets))
+    from harness.modelfile import ModelFileError, check_model_file  # onnx: only when run
+
     for path in selection.models:
         try:
             check_model_file(Path(path))
@@ -166,6 +166,8 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     import pytest
+
+    from harness.selection import SelectionError, continuation_argv, finalize, resolve_run
 
     continuing = args.resume or args.retry_failed
     try:

@@ -6,11 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
-import flask  # noqa: F401 - imported here so a missing 'center' extra is reported
-
 from harness.cli.cmd_db import add_db_option, open_store
 from harness.cli.common import CliError
 
+#: optional packages this command needs (the 'center' extra); checked by harness.cli.main
+REQUIRES = ("flask", "sqlalchemy")
 ADMIN_TOKEN_ENV = "SHIPEI_ADMIN_TOKEN"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import os
 import pkgutil
 import signal
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         if info.name.startswith("cmd_"):
             try:
                 module = importlib.import_module(f"harness.cli.{info.name}")
+                _check_requirements(module)
             except ImportError as exc:  # an optional dependency is missing: say which
                 _register_unavailable(subparsers, info.name.removeprefix("cmd_"), exc)
                 continue
@@ -57,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
             print(f"shipei: warning: command {ep.name!r} ({ep.value}) failed to load: {exc}",
                   file=sys.stderr)
     return parser
+
+
+def _check_requirements(module: object) -> None:
+    """A command module names the optional packages it needs in ``REQUIRES``; they are
+    looked up, not imported, so ``shipei --help`` stays quick."""
+    for name in getattr(module, "REQUIRES", ()):
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
 def _register_unavailable(subparsers: argparse._SubParsersAction, name: str,

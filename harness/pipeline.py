@@ -46,9 +46,9 @@ from harness.worker import (
     _unwrap,
 )
 
-#: requests sent ahead by default (the window size measured in docs/performance.md)
+#: requests sent ahead when a core is spare (see :func:`configured_window`)
 DEFAULT_WINDOW = 8
-#: environment variable overriding the window; 0 turns pipelining off
+#: environment variable setting the window; 0 turns pipelining off
 WINDOW_ENV = "SHIPEI_PIPELINE_WINDOW"
 #: pipe capacity asked for (Linux lets an unprivileged process have up to 1 MiB)
 PIPE_BYTES = 1 << 20
@@ -59,11 +59,24 @@ _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032
 READ_GRACE_S = 30.0
 
 
-def configured_window(default: int = DEFAULT_WINDOW) -> int:
-    """The window from ``SHIPEI_PIPELINE_WINDOW`` (a non-negative integer), else ``default``."""
+def spare_core() -> bool:
+    """Whether a core is idle for the worker to run ahead on (one-minute load average
+    below the core count by one). Without one, the worker and pytest only take turns,
+    and sending ahead measured slower (docs/performance.md)."""
+    try:
+        return (os.cpu_count() or 1) - os.getloadavg()[0] >= 1.0
+    except OSError:  # no load average on this platform
+        return True
+
+
+def configured_window(default: int | None = None) -> int:
+    """The window from ``SHIPEI_PIPELINE_WINDOW`` (a non-negative integer), else
+    ``default``, else :data:`DEFAULT_WINDOW` when :func:`spare_core` and 0 when not."""
     text = os.environ.get(WINDOW_ENV, "").strip()
     if not text:
-        return default
+        if default is not None:
+            return default
+        return DEFAULT_WINDOW if spare_core() else 0
     try:
         window = int(text)
     except ValueError:

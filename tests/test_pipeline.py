@@ -16,7 +16,7 @@ import time
 import pytest
 
 from harness.cases import Outcome, conclude_case, outcome_from_exception, prepare_case
-from harness.pipeline import WINDOW_ENV, PipelinedHost, configured_window
+from harness.pipeline import DEFAULT_WINDOW, WINDOW_ENV, PipelinedHost, configured_window
 from harness.worker import CaseTimeout, ProcessHost, WorkerCrash
 from tests.conftest import REPO
 from tests.test_isolation import ABS, CAPS, FAULTY, NEG, PLUGINS
@@ -101,6 +101,9 @@ def test_a_direct_request_waits_for_the_answers_in_flight(pipelined):
 
 
 def test_window_setting(monkeypatch):
+    monkeypatch.delenv(WINDOW_ENV, raising=False)
+    assert configured_window(default=5) == 5
+    assert configured_window() in (0, DEFAULT_WINDOW)  # on only with a core to spare
     monkeypatch.setenv(WINDOW_ENV, "3")
     assert configured_window() == 3
     for bad in ("many", "-1"):

@@ -191,6 +191,7 @@ def _merged_info(parts: list[Part], run_id: str, records: list[dict[str, Any]],
             "shard": p.selection.get("shard"),
             "records": len(p.records),
             "git_commit": p.info.get("git_commit"),
+            "pytest_args": p.info.get("pytest_args"),  # each part's options, --perf-* included
             "platform_id": (p.info.get("environment") or {}).get("platform_id"),
         } for p in parts],
     )

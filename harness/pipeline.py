@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.parallelism import idle_cores
 from harness.tensors import TensorCodecError
 from harness.wire import WireClosed, WireError, WireTimeout, message
 from harness.worker import (
@@ -63,10 +64,7 @@ def spare_core() -> bool:
     """Whether a core is idle for the worker to run ahead on (one-minute load average
     below the core count by one). Without one, the worker and pytest only take turns,
     and sending ahead measured slower (docs/performance.md)."""
-    try:
-        return (os.cpu_count() or 1) - os.getloadavg()[0] >= 1.0
-    except OSError:  # no load average on this platform
-        return True
+    return idle_cores() >= 1.0
 
 
 def configured_window(default: int | None = None) -> int:

@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 
+from harness import parallelism
 from harness.cli.cmd_run import pytest_arguments
 from harness.cli.main import build_parser
 from harness.parallelism import compile_bound, default_numprocesses
@@ -27,7 +28,8 @@ def test_an_unknown_target_is_left_to_the_run_to_report():
 
 @needs_tvm
 @needs_xdist
-def test_tvm_runs_on_every_core_unless_told_otherwise():
+def test_tvm_runs_on_every_core_unless_told_otherwise(monkeypatch):
+    monkeypatch.setattr(parallelism, "idle_cores", lambda: 2.0)
     assert compile_bound(["onnxruntime-cpu", "tvm-llvm"]) == ["tvm-llvm"]
     assert default_numprocesses(["tvm-llvm"]) == "auto"
     assert default_numprocesses(["tvm-llvm"], ["-n", "0"]) is None
@@ -40,3 +42,10 @@ def test_tvm_runs_on_every_core_unless_told_otherwise():
     argv = pytest_arguments(parse(["run", "--suite", "operators", "--target",
                                    "onnxruntime-cpu"]))
     assert "-n" not in argv
+
+
+@needs_tvm
+@needs_xdist
+def test_a_busy_machine_keeps_one_process(monkeypatch):
+    monkeypatch.setattr(parallelism, "idle_cores", lambda: 0.5)
+    assert default_numprocesses(["tvm-llvm"]) is None

@@ -171,12 +171,16 @@ class _StderrTail:
                 self.lines.append(line.decode("utf-8", "replace").rstrip())
                 with contextlib.suppress(OSError):
                     os.write(2, line)
+        with contextlib.suppress(OSError, ValueError):
+            stream.close()
 
     def text(self, lines: int = 8) -> str:
         return "\n".join(list(self.lines)[-lines:])
 
-    def join(self) -> None:
-        self.thread.join(5)
+    def join(self, seconds: float = 2.0) -> bool:
+        """Wait for the pipe's end; False if something still holds it open."""
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
 
 
 @dataclass
@@ -288,10 +292,12 @@ class ProcessHost(_Requests):
             with contextlib.suppress(OSError):
                 if stream is not None:
                     stream.close()
-        worker.stderr.join()
-        with contextlib.suppress(OSError):
-            if process.stderr is not None:
-                process.stderr.close()
+        # a process the driver started may hold the stderr pipe open: the pump thread then
+        # keeps it (and closes it at its end); closing it under the thread would block
+        if worker.stderr.join():
+            with contextlib.suppress(OSError):
+                if process.stderr is not None:
+                    process.stderr.close()
         return process.returncode
 
     def _stop(self, kill: bool) -> None:

@@ -49,7 +49,8 @@ def test_contract_passes_on_onnxruntime(shipei_cli) -> None:
         "test_identity_complete", "test_availability_answered", "test_deterministic_outputs",
         "test_unsupported_op_is_clear_error", "test_wrong_input_name_is_clear_error",
         "test_wrong_input_dtype_is_clear_error", "test_wrong_input_shape_is_clear_error",
-        "test_timeout_honoured", "test_resources_released", "test_thread_safety_as_declared"}
+        "test_timeout_honoured", "test_resources_released", "test_thread_safety_as_declared",
+        "test_declared_dtypes_match_probe"}
     assert all(r["suite"] == "contract" and r["status"] == "pass" for r in records.values())
     resources = records["test_resources_released"]["metrics"]
     assert resources["cycles"] == checks.CYCLES - checks.WARMUP

@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.registry import TargetSpec
 from harness.target import Executable, TargetError, check_feeds
-from targets.sdk_target import SdkTarget, graph_facts
+from targets.sdk_target import SdkTarget, element_name, graph_facts
 
 
 def provide_targets() -> Iterable[TargetSpec]:
@@ -76,7 +76,8 @@ class MnnExecutable(Executable):
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         F = self._expr
-        feeds = check_feeds(self.facts.inputs, inputs, require_all=True)
+        feeds = check_feeds(self.facts.inputs, inputs, dtype_name=element_name,
+                            require_all=True)
         values = []
         for name in self.facts.inputs:
             array = np.ascontiguousarray(feeds[name])

@@ -37,6 +37,7 @@ from harness.target import (
     TargetIdentity,
     check_feeds,
 )
+from harness.tensors import BY_ONNX_CODE, element_type
 from targets.common import EXPECTATIONS_DIR, driver_version
 
 
@@ -154,13 +155,20 @@ def graph_facts(model: bytes) -> GraphFacts:
         if value.name in initializers:
             continue
         tensor = value.type.tensor_type
-        elem = (onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-                if value.type.HasField("tensor_type") and tensor.elem_type else None)
+        known = BY_ONNX_CODE.get(tensor.elem_type) if value.type.HasField("tensor_type") \
+            else None
+        elem = known.name if known else None
         shape = ([d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                   for d in tensor.shape.dim] if tensor.HasField("shape") else None)
         inputs[value.name] = InputSpec(value.name, elem, shape)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return GraphFacts(inputs, tuple(o.name for o in proto.graph.output), opset)
+
+
+def element_name(value: Any) -> str:
+    """An array's ONNX element type name as the wire names it (``bfloat16``, ``float8e4m3fn``
+    ...), independent of the environment's onnx version."""
+    return element_type(value).name
 
 
 def with_static_shapes(model: bytes, feeds: Mapping[str, np.ndarray]) -> bytes:
@@ -200,7 +208,7 @@ class DeferredExecutable(Executable):
         self._placement: dict[str, Any] = dict(notes or {})
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        feeds = check_feeds(self.facts.inputs, inputs, require_all=True)
+        feeds = check_feeds(self.facts.inputs, inputs, dtype_name=element_name, require_all=True)
         feeds = {name: np.ascontiguousarray(value) for name, value in feeds.items()}
         key = signature(feeds)
         if key != self._signature:

@@ -19,6 +19,8 @@ from harness.parallelism import default_numprocesses
 
 DEFAULT_SUITE = "operators"
 MODEL_FILE_SUITE = "model_file"
+#: the suite whose cases are timed: never parallelized by default
+TIMED_SUITE = "performance"
 
 #: pytest exit status -> shipei exit status (0 ok, 1 unexpected results, 2 usage/config)
 EXIT_CODES = {0: 0, 1: 1, 2: 130, 3: 3, 4: 2, 5: 2}
@@ -153,8 +155,9 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
                              markexpr=args.markexpr, keyword=args.keyword, shard=args.shard,
                              models=tuple(str(p) for p in args.model))
     options = RunOptions(
-        numprocesses=args.numprocesses or default_numprocesses(args.target,
-                                                               args.pytest_args),
+        numprocesses=args.numprocesses or (
+            None if TIMED_SUITE in suites  # timing must not share the cores
+            else default_numprocesses(args.target, args.pytest_args)),
         case_timeout=args.case_timeout,
         isolation=args.isolation, expectations=tuple(args.expectations), run_id=args.run_id,
         durations_from=args.durations_from, resume=args.resume,

@@ -14,12 +14,14 @@ floating-point output), ``raise`` (raises ``RuntimeError``), ``slow`` (sleeps
 ``delay_ms`` inside every run: the injected slowdown of the performance tests),
 ``leak`` (keeps ``leak_mb`` MiB per compile alive), ``flaky`` (the first triggered
 run raises, later ones pass; with ``flaky_marker=PATH`` "first" spans processes, for
-retry tests), ``none``.
+retry tests), ``none``. ``emulated=true`` declares the target emulated (its timings
+are then refused by the performance suite).
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -82,7 +84,8 @@ class FaultyExecutable(Executable):
 class FaultyTarget(Target):
     def __init__(self, configuration: str = "default", fault: str = "none",
                  trigger_op: str = "*", hang_s: float = 3600.0, offset: float = 0.5,
-                 delay_ms: float = 5.0, leak_mb: int = 8, flaky_marker: str = "") -> None:
+                 delay_ms: float = 5.0, leak_mb: int = 8, flaky_marker: str = "",
+                 emulated: bool = False) -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
         from targets.onnxruntime_target import OnnxRuntimeTarget
@@ -96,6 +99,7 @@ class FaultyTarget(Target):
         self.delay_ms = float(delay_ms)
         self.leak_mb = int(leak_mb)
         self.flaky_marker = str(flaky_marker)
+        self.emulated = bool(emulated)  # claims to run under an emulator (performance tests)
         self._failed_once = False
 
     def first_attempt(self) -> bool:
@@ -128,7 +132,10 @@ class FaultyTarget(Target):
         return self.inner.availability()
 
     def capabilities(self) -> Capabilities:
-        return self.inner.capabilities()
+        caps = self.inner.capabilities()
+        if not self.emulated:
+            return caps
+        return dataclasses.replace(caps, extra={**caps.extra, "emulated": True})
 
     def compile(self, model: bytes) -> Executable:
         ops = {node.op_type for node in onnx.load_from_string(model).graph.node}

@@ -130,3 +130,14 @@ def test_cli_usage_errors_are_one_line(shipei_cli, tmp_path: Path):
     assert empty.returncode == 2 and "share no performance cases" in empty.stderr
     unknown = shipei_cli("run", "--suite", "performance", "--", "--perf-model", "resnet999")
     assert unknown.returncode == 2 and "unknown model" in unknown.stderr + unknown.stdout
+
+
+def test_an_emulated_target_is_not_timed(shipei_cli):
+    """Emulated timings (qemu-user) are not performance figures: the case is a skip that
+    says so, and no samples are stored."""
+    done = _perf_run(shipei_cli, "emulated", "shipei-faulty,emulated=true")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    records = _records(done.results, "emulated")
+    assert records and all(r["status"] == "skip" for r in records)
+    assert all("emulation" in r["message"] and "samples_file" not in r["metrics"]
+               for r in records)

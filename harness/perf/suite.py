@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
+from harness.cases import Outcome
 from harness.perf import samples as samples_io
 from harness.perf.cases import PerfCase
 from harness.perf.measure import measure_case
 from harness.perf.settings import ScenarioSettings
 
 PERF_MARKER = "performance"
+#: ``Capabilities.extra`` flag of a target that runs under an emulator (qemu-user)
+EMULATED = "emulated"
 #: option dest -> ScenarioSettings field
 OPTION_FIELDS = {
     "perf_min_duration": "min_duration_s",
@@ -60,6 +63,12 @@ def check_performance(target: Any, case: PerfCase) -> None:
     if hasattr(config, "workerinput"):
         pytest.skip("performance cases do not run under pytest-xdist: parallel cases "
                     "would time each other")
+    emulated = target.capabilities.extra.get(EMULATED)
+    if emulated:
+        target.conclude(case.suite, case.name, Outcome(
+            "skip", f"{target.label} runs under emulation: its timings are not performance "
+                    "figures, so the case is not timed"), dict(case.tags))
+        return
     case = PerfCase(case.suite, case.name, case.model, settings_for(config, case.settings),
                     case.load, case.rtol, case.atol, case.tags)
     result = measure_case(case, target.host, target.capabilities, target.timeout())

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.envs import EnvSpec, Launch
+    from harness.env_core import EnvSpec, Launch
 
 SITE = "opt/shipei/site"
 DEBIAN_ARCH_TO_MACHINE = {"arm64": "aarch64", "riscv64": "riscv64", "ppc64el": "ppc64le",
@@ -55,7 +55,7 @@ CPUINFO_TEMPLATES = {"kunpeng-920": KUNPENG_CPUINFO}
 
 
 def _run(command: list[str], what: str, progress: Callable[[str], None]) -> str:
-    from harness.envs import EnvError
+    from harness.env_core import EnvError
 
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -70,7 +70,7 @@ def _run(command: list[str], what: str, progress: Callable[[str], None]) -> str:
 
 def host_debian_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")) -> str:
     """The Debian mirror the host's apt already uses (deb822 or one-line format)."""
-    from harness.envs import EnvError
+    from harness.env_core import EnvError
 
     candidates = [sources, Path("/etc/apt/sources.list")]
     for path in candidates:
@@ -87,7 +87,7 @@ def host_debian_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sour
 
 def build_rootfs(spec: EnvSpec, root: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """Build the root filesystem a ``kind = "rootfs"`` spec declares."""
-    from harness.envs import EnvError, pip_install
+    from harness.env_core import EnvError, pip_install
 
     options = spec.rootfs
     arch = str(options.get("arch", "arm64"))
@@ -148,7 +148,7 @@ def _host_pip_python() -> str:
 
 
 def _rootfs_python_version(tree: Path) -> str:
-    from harness.envs import EnvError
+    from harness.env_core import EnvError
 
     found = sorted(p.name for p in (tree / "usr/bin").glob("python3.*")
                    if re.fullmatch(r"python3\.\d+", p.name))
@@ -173,7 +173,7 @@ def _emulator_version(emulator: str) -> str:
 def rootfs_launch(root: Path, manifest: Mapping[str, Any]) -> Launch:
     """``unshare -m`` + mounts + ``chroot`` + qemu: runs the foreign python3; the
     interpreter's own arguments follow the returned argv."""
-    from harness.envs import Launch, harness_path_dir
+    from harness.env_core import Launch, harness_path_dir
 
     tree = root / "rootfs"
     path_dir = harness_path_dir()

@@ -226,6 +226,10 @@ class TvmExecutable(Executable):
         self._library = None
 
 
+#: compiled modules a worker keeps loaded: loading the same module again on every compile
+#: grew the worker by about 1 MiB per compile (the contract's resource check)
+LOADED_MODULES_KEPT = 256
+
 #: 4-bit integer types TVM stores packed with element 0 in the HIGH nibble (the reverse of
 #: ONNX); its float4_e2m1fn packing is done by TVM's own copyfrom/numpy
 TVM_NIBBLE_TYPES = ("int4", "uint4")
@@ -300,6 +304,7 @@ class TvmTarget(Target):
         self.threads = int(threads) or default_threads()
         self.cache = bool(cache)
         self._cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self._loaded: dict[str, tuple[Any, ModelSignature]] = {}
         self.expectations_file = EXPECTATIONS_DIR / f"tvm-{device_key}.toml"
 
     @property
@@ -415,6 +420,9 @@ class TvmTarget(Target):
 
     def _load_cached(self, key: str, placement: dict[str, Any]
                      ) -> tuple[Any, ModelSignature] | None:
+        if key in self._loaded:  # loaded once per worker: a module TVM loads is never freed
+            placement["cache_hit_in_memory"] = True
+            return self._loaded[key]
         library_path, meta_path = self._paths(key)
         if not (library_path.exists() and meta_path.exists()):
             return None
@@ -427,6 +435,9 @@ class TvmTarget(Target):
             for path in (library_path, meta_path):
                 path.unlink(missing_ok=True)
             return None
+        if len(self._loaded) >= LOADED_MODULES_KEPT:
+            self._loaded.pop(next(iter(self._loaded)))
+        self._loaded[key] = (library, signature)
         return library, signature
 
     def _store(self, key: str, executable: Any, signature: ModelSignature,

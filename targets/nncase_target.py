@@ -16,11 +16,13 @@ run's inputs (the KPU needs static shapes). Runs in environment ``nncase``
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +124,26 @@ class _NncaseRunner:
         try:
             for index, value in enumerate(ordered_inputs(self._facts, feeds)):
                 self._simulator.set_input_tensor(index, nncase.RuntimeTensor.from_numpy(value))
-            self._simulator.run()
+            with _scratch_cwd():  # the K230 simulator dumps gmodel_dump_dir/ into the cwd
+                self._simulator.run()
             return [np.array(self._simulator.get_output_tensor(i).to_numpy())
                     for i in range(self._simulator.outputs_size)]
         except Exception as exc:
             raise TargetError(f"nncase simulator run failed: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _scratch_cwd() -> Iterator[None]:
+    """Run in a throw-away working directory, so files the simulator writes beside itself
+    never land in the user's folder."""
+    previous = os.getcwd()
+    scratch = tempfile.mkdtemp(prefix="shipei-nncase-run-")
+    os.chdir(scratch)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _ptq_options(nncase: Any, quant_type: str, inputs: list[np.ndarray]) -> Any:

@@ -121,7 +121,8 @@ def _write_run(root: Path, run_id: str, cases: dict[str, np.ndarray],
         relative, _ = samples_io.save(run_dir, stem, samples_io.Samples(
             latency, np.cumsum(latency) - latency[0], 1))
         lines.append(json.dumps({
-            "run_id": run_id, "target": target, "case": case, "status": status,
+            "run_id": run_id, "target": target, "suite": "performance", "case": case,
+            "status": status,
             "metrics": {"perf_schema_version": "1.0", "scenario": "single_stream",
                         "samples_file": relative}}))
     (run_dir / "records.jsonl").write_text("\n".join(lines) + "\n")

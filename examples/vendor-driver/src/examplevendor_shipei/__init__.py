@@ -46,7 +46,8 @@ TARGET_NAME = "examplevendor-cpu"
 #: ops the (pretend) ExampleVendor kernels lack: refused at compile time
 UNSUPPORTED_OPS = frozenset({"LSTM"})
 #: element types the (pretend) ExampleVendor stack accepts; other cases are skipped
-DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")
+DTYPES = ("float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+          "int64", "uint64", "bool", "string")  # what the capability probe finds it accepts
 #: onnxruntime's type names -> numpy's
 ORT_TYPES = {"float": "float32", "double": "float64", "float16": "float16", "int8": "int8",
              "uint8": "uint8", "int16": "int16", "int32": "int32", "int64": "int64",

@@ -136,6 +136,15 @@ def _driver_digest(host: Host) -> str:
         return ""
 
 
+def _environment_identity(host: Host) -> dict[str, Any] | None:
+    """The target environment a worker runs in (spec digest, build time, packages), so a
+    rebuilt environment is probed afresh; None for the harness's own interpreter."""
+    from harness.envs import ENVIRONMENT_VAR, identity
+
+    name = (getattr(host, "env", None) or {}).get(ENVIRONMENT_VAR)
+    return identity(name) if name else None
+
+
 def _first_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[0][:300] if lines else ""
@@ -157,6 +166,7 @@ class DtypeProbe:
                    "driver_source": _driver_digest(self.host),
                    "worker": {k: v for k, v in getattr(self.host, "worker_info", {}).items()
                               if k in ("python", "executable", "machine", "numpy")},
+                   "environment": _environment_identity(self.host),
                    "opset_max": self.caps.opset_max, "probe_version": PROBE_VERSION}
             digest = hashlib.sha256(json.dumps(who, sort_keys=True).encode()).hexdigest()[:20]
             self._path = cache_dir("probes") / f"{digest}.json"

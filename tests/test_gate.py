@@ -87,7 +87,7 @@ def test_vendor_driver_passes_the_gate_and_its_broken_variant_fails_naming_each_
     assert "PASS 通过" in good.stdout
     verdict = gate_json(tmp_path / "reports", "ok")
     assert verdict["passed"] and verdict["findings"] == []
-    assert verdict["counts"]["contract"] == {"pass": 10}
+    assert verdict["counts"]["contract"] == {"pass": 11}  # the declared-dtypes probe too
     assert verdict["counts"]["operators"]["error"] == 1  # LSTM: refused, as its file expects
     records = [json.loads(line) for line in
                (tmp_path / "results" / "ok" / "records.jsonl").read_text().splitlines()]

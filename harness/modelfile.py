@@ -14,6 +14,7 @@ on the target.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -77,11 +78,25 @@ def case_name(path: Path) -> str:
     return "test_" + re.sub(r"\W", "_", path.stem)
 
 
+#: the most elements the harness generates for one input (about 256 MiB of float32)
+MAX_GENERATED_ELEMENTS = 1 << 26
+
+
 def input_shape(value_info: onnx.ValueInfoProto) -> list[int]:
     """A declared input's shape: fixed dimensions as declared (0 included), symbolic or
-    missing ones as 1."""
-    return [d.dim_value if d.HasField("dim_value") else 1
-            for d in value_info.type.tensor_type.shape.dim]
+    missing ones as 1. A negative dimension, or more than :data:`MAX_GENERATED_ELEMENTS`
+    elements, is a :class:`ModelFileError`."""
+    shape = [d.dim_value if d.HasField("dim_value") else 1
+             for d in value_info.type.tensor_type.shape.dim]
+    if any(dim < 0 for dim in shape):
+        raise ModelFileError(f"input {value_info.name!r} declares a negative dimension "
+                             f"{shape}")
+    elements = math.prod(shape)
+    if elements > MAX_GENERATED_ELEMENTS:
+        raise ModelFileError(f"input {value_info.name!r} declares {elements:.3g} elements "
+                             f"({shape}); the harness generates at most "
+                             f"{MAX_GENERATED_ELEMENTS:,} per input")
+    return shape
 
 
 def random_input(value_info: onnx.ValueInfoProto, rng: np.random.Generator) -> np.ndarray:

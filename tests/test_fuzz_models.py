@@ -74,16 +74,10 @@ def test_models_the_checker_accepts_each_end_in_one_clean_record(shipei_cli, cor
     _one_clean_record_each(shipei_cli, paths)
 
 
-@pytest.mark.xfail(strict=True, reason="harness/modelfile.py feeds declared shapes unchecked: "
-                   "10**18 elements or a negative dimension ends as an infra_error named "
-                   "test_model with a traceback excerpt (reported, not fixed here)")
 def test_absurd_declared_shapes_each_end_in_one_clean_record(shipei_cli, corpus):
     _one_clean_record_each(shipei_cli, _accepted(corpus, absurd=True))
 
 
-@pytest.mark.xfail(strict=True, reason="shipei run refuses the whole run (exit 2) when one "
-                   "--model file is bad, where issue 12 asks for a recorded error and the "
-                   "run going on (reported, not fixed here)")
 def test_a_bad_file_among_good_ones_is_recorded_and_the_run_goes_on(shipei_cli, corpus):
     bad, good = corpus["external_etc_passwd"], corpus["no_outputs"]
     result = shipei_cli("run", "--suite", "model_file", "--model", str(bad), "--model",

@@ -121,13 +121,17 @@ def test_bad_input_is_one_line_exit_2(shipei_cli, args: list[str], message: str)
     assert "Traceback" not in result.stderr
 
 
-def test_corrupt_model_file_is_one_line_exit_2(shipei_cli, tmp_path: Path) -> None:
+def test_corrupt_model_file_is_a_recorded_error_blamed_on_the_input(shipei_cli,
+                                                                    tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage that is not a protobuf\xff\xff")
     result = shipei_cli("run", "--model", str(corrupt))
-    assert result.returncode == 2
-    assert "is not a valid ONNX model" in result.stderr or "empty graph" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr  # recorded, not refused
+    (record,) = result.records()
+    assert record["status"] == "error" and record["blame"] == "input"
+    assert "is not a valid ONNX model" in record["message"] or "empty graph" in \
+        record["message"]
+    assert "Traceback" not in result.stderr + record["message"]
 
 
 def test_model_file_runs_on_target(shipei_cli, tmp_path: Path) -> None:

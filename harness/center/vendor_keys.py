@@ -11,11 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from harness.cert.keys import KeyFileError, _write_private, fingerprint, public_pem
-from harness.records import now_iso
+from harness.cert.keys import KeyFileError, fingerprint, write_key_pair
 
 PRIVATE_FILE = "vendor.key"
 PUBLIC_FILE = "vendor.pub"
@@ -27,22 +23,8 @@ def init_vendor_keys(directory: Path, vendor: str, force: bool = False) -> tuple
     if not vendor.strip():
         raise KeyFileError("a vendor key needs the vendor's name (--vendor)")
     private, public = directory / PRIVATE_FILE, directory / PUBLIC_FILE
-    existing = [p for p in (private, public) if p.exists()]
-    if existing and not force:
-        raise KeyFileError(f"{existing[0]} already exists; refusing to overwrite a vendor key "
-                           "(use --force; bundles signed with the old key then no longer "
-                           "verify against the new one)")
-    directory.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    _write_private(private, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    public.write_text(public_pem(key.public_key()), encoding="ascii")
-    keyid = fingerprint(key.public_key())
-    (directory / INFO_FILE).write_text(
-        json.dumps({"role": "vendor", "vendor": vendor.strip(), "keyid": keyid,
-                    "created": now_iso()}, ensure_ascii=False, indent=2) + "\n",
-        encoding="utf-8")
+    keyid = write_key_pair(private, public, directory / INFO_FILE,
+                           {"role": "vendor", "vendor": vendor.strip()}, "a vendor key", force)
     return public, keyid
 
 

@@ -13,6 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -74,24 +75,33 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def write_key_pair(private: Path, public: Path, info: Path, facts: dict[str, Any],
+                   whose: str, force: bool = False) -> str:
+    """Generate an Ed25519 key pair, write the private key (mode 0600), the public key and
+    an info file of ``facts`` (plus keyid and creation time); return the keyid. Refuses to
+    overwrite an existing key unless ``force`` (``whose``: "a center key", ...)."""
+    existing = [p for p in (private, public) if p.exists()]
+    if existing and not force:
+        raise KeyFileError(f"{existing[0]} already exists; refusing to overwrite {whose} "
+                           "(use --force to replace it; what was signed with the old key "
+                           "then no longer verifies against the new one)")
+    private.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    _write_private(private, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    public.write_text(public_pem(key.public_key()), encoding="ascii")
+    keyid = fingerprint(key.public_key())
+    info.write_text(json.dumps({**facts, "keyid": keyid, "created": now_iso()},
+                               ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return keyid
+
+
 def init_keys(directory: Path, name: str, force: bool = False) -> tuple[KeyPair, str]:
     """Create a new key pair in ``directory``; returns it and its keyid."""
     pair = KeyPair(directory)
-    existing = [p for p in (pair.private, pair.public) if p.exists()]
-    if existing and not force:
-        raise KeyFileError(f"{existing[0]} already exists; refusing to overwrite a center key "
-                           "(use --force to replace it; certificates signed with the old "
-                           "key then no longer verify against the new one)")
-    directory.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    _write_private(pair.private, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    public = key.public_key()
-    pair.public.write_text(public_pem(public), encoding="ascii")
-    keyid = fingerprint(public)
-    pair.info.write_text(json.dumps({"name": name, "keyid": keyid, "created": now_iso()},
-                                    ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    keyid = write_key_pair(pair.private, pair.public, pair.info, {"name": name},
+                           "a center key", force)
     return pair, keyid
 
 

@@ -67,7 +67,7 @@ class RunEvidence:
             "started_at": self.info.get("started_at"),
             "finished_at": self.info.get("finished_at"),
             "exit_status": self.info.get("exit_status"),
-            "pytest_args": selection_args(self.info.get("pytest_args") or []),
+            "pytest_args": run_selection_args(self.info),
             "git_commit": self.info.get("git_commit"),
         }
 
@@ -99,6 +99,27 @@ def selection_args(pytest_args: list[str]) -> list[str]:
     return [f.strip() for f in found]
 
 
+def run_selection_args(info: dict[str, Any]) -> list[str]:
+    """What a run selected its cases with, in :func:`selection_args`'s form: from the
+    recorded :class:`~harness.case_record.RunSelection` (``-k``, ``-m``, ``--shard``, node
+    ids among pytest's positional arguments) plus the options that stop or deselect cases,
+    which only the command line holds; runs made before 1.1 from their pytest arguments."""
+    from harness.case_record import RunSelection
+
+    args = [str(a) for a in info.get("pytest_args") or []]
+    selection = RunSelection.of_run(info)
+    if selection is None:
+        return selection_args(args)
+    found = [f"-k {selection.keyword}"] if selection.keyword else []
+    found += [f"-m {selection.markexpr}"] if selection.markexpr else []
+    found += [f"--shard {selection.shard}"] if selection.shard else []
+    found += [str(a) for a in info.get("pytest_positional") or [] if _node_id(str(a))]
+    stopping = [a for a in selection_args(args)
+                if a.split(" ", 1)[0].split("=", 1)[0] in ("--deselect", "--maxfail")
+                or a in SELECTING_FLAGS]
+    return found + stopping
+
+
 def _joined_short_option(arg: str) -> bool:
     """``-kEXPR`` or ``-mEXPR``."""
     return arg[:2] in ("-k", "-m") and len(arg) > 2 and not arg.startswith("--")
@@ -112,7 +133,7 @@ def _node_id(arg: str) -> bool:
 def check_scope(evidence: RunEvidence, scope: Scope) -> None:
     """The run selected exactly the scope's cases and recorded every one of them."""
     expected = [f"-m {scope.markexpr}"] if scope.markexpr else []
-    got = selection_args(evidence.info.get("pytest_args") or [])
+    got = run_selection_args(evidence.info)
     selection = evidence.info.get("selection") or {}
     merged = str(selection.get("merged_shards") or "")
     done, _, total = merged.partition("/")

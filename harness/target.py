@@ -59,8 +59,8 @@ def check_feeds(inputs: Mapping[str, InputSpec], feeds: Mapping[str, Any],
     """Validate named feeds against a compiled model's inputs; raise
     :class:`InputMismatchError` for an unknown name, a missing input (``require_all``), a
     wrong element type, rank or fixed dimension. ``None`` feeds (empty optionals) are
-    dropped. ``dtype_name(array) -> str`` maps an array to the ONNX element type name
-    (default: numpy's name, e.g. ``float32`` is reported as ``float32``)."""
+    dropped. ``dtype_name(value) -> str | None`` maps a value to the element type name the
+    driver's ``InputSpec`` uses (default: numpy's dtype name); None skips the value."""
     unknown = sorted(set(feeds) - set(inputs))
     if unknown:
         raise InputMismatchError(
@@ -78,6 +78,8 @@ def check_feeds(inputs: Mapping[str, InputSpec], feeds: Mapping[str, Any],
         if shape is None or spec.elem_type is None:
             continue  # a sequence, a map or an input whose type the driver does not know
         got = dtype_name(value) if dtype_name else str(getattr(value, "dtype", ""))
+        if got is None:
+            continue  # a value the driver passes on unchecked
         if got != spec.elem_type:
             raise InputMismatchError(
                 f"input {name!r}: dtype {got}, model expects {spec.elem_type}")

@@ -29,10 +29,11 @@ from harness.target import (
     Availability,
     Capabilities,
     Executable,
-    InputMismatchError,
+    InputSpec,
     Target,
     TargetError,
     TargetIdentity,
+    check_feeds,
 )
 from harness.tensors import (
     ELEMENT_TYPES,
@@ -93,6 +94,9 @@ class OnnxRuntimeExecutable(Executable):
     def __init__(self, session: Any, profile_placement: bool) -> None:
         self._session = session
         self._inputs = {i.name: i for i in session.get_inputs()}
+        self._input_specs = {
+            i.name: InputSpec(i.name, i.type[len("tensor("):-1] if i.type.startswith("tensor(")
+                              else None, i.shape) for i in session.get_inputs()}
         self._output_names = [o.name for o in session.get_outputs()]
         # models with a type numpy cannot hand to onnxruntime run on OrtValues of raw bytes
         self._raw_io = any(_ORT_TYPES.get(arg.type, "float32") not in NUMPY_EXCHANGED
@@ -101,31 +105,7 @@ class OnnxRuntimeExecutable(Executable):
         self._placement: dict[str, Any] = {}
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(inputs) - set(self._inputs))
-        if unknown:
-            raise InputMismatchError(
-                f"unknown input name(s) {unknown}; the model takes {sorted(self._inputs)}"
-            )
-        feeds = {name: value for name, value in inputs.items() if value is not None}
-        for name, value in feeds.items():
-            expected = self._inputs[name]
-            if isinstance(value, np.ndarray) and expected.type.startswith("tensor("):
-                want = expected.type[len("tensor("):-1]
-                got = _ort_type_name(value.dtype)
-                if got != want:
-                    raise InputMismatchError(f"input {name!r}: dtype {got}, model expects {want}")
-                if len(expected.shape) != value.ndim:
-                    raise InputMismatchError(
-                        f"input {name!r}: rank {value.ndim} (shape {list(value.shape)}), "
-                        f"model expects shape {expected.shape}"
-                    )
-                for got_dim, want_dim in zip(value.shape, expected.shape, strict=True):
-                    if isinstance(want_dim, int) and got_dim != want_dim:
-                        raise InputMismatchError(
-                            f"input {name!r}: shape {list(value.shape)}, "
-                            f"model expects {expected.shape}"
-                        )
-        return feeds
+        return check_feeds(self._input_specs, inputs, _feed_type_name)
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         return self.run_prepared(self._check_inputs(inputs))
@@ -153,6 +133,11 @@ class OnnxRuntimeExecutable(Executable):
 
     def close(self) -> None:
         self._session = None
+
+
+def _feed_type_name(value: Any) -> str | None:
+    """onnxruntime's element type name of a feed (only numpy arrays are checked)."""
+    return _ort_type_name(value.dtype) if isinstance(value, np.ndarray) else None
 
 
 def _ort_type_name(dtype: np.dtype) -> str:

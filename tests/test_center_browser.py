@@ -1,7 +1,7 @@
 """The vendor-to-certificate walk-through, ending in a real browser (Debian's Chromium
 driven by Selenium through chromium-driver): a vendor's run is bundled (shipei bundle),
 uploaded as the vendor on the upload page (intake), audited (shipei audit), certified
-and published (shipei db certify --publish); then the certificate is found by search,
+and published (shipei certify --bundle FILE --publish); then the certificate is found by search,
 opened and verified in the browser (WebCrypto Ed25519 against the center key, and the
 server's re-check), and a tampered bundle uploaded in the browser is refused with the
 check named. ``SHIPEI_SCREENSHOTS=docs/img`` writes the pages' screenshots there."""
@@ -104,7 +104,8 @@ def test_vendor_to_certificate_in_a_real_browser(browser, tmp_path_factory,  # t
         audited = shipei("audit", str(bundle), "--sample", "3", "--db", center.db,
                          *center.loc(), "--report-dir", str(center.reports / "audit"))
         assert audited.returncode == 0, audited.stdout + audited.stderr
-        certified = shipei("db", "certify", str(bundle), "--profile", "framework", "--scope",
+        certified = shipei("certify", "--bundle", str(bundle), "--profile", "framework",
+                           "--scope",
                            "representative", "--key", str(center.center_key), "--db",
                            center.db, "--results-dir", str(center.results),
                            "--certificates-dir", str(center.reports / "certificates"),

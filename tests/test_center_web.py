@@ -293,3 +293,22 @@ def test_revocation_list_is_renewed_before_it_goes_stale(registry: Registry) -> 
     path.write_bytes(envelope)
     data = load_revocations(path, key.public_key())
     check_fresh(data, datetime.now(UTC), seen=first.sequence)  # current, not a rollback
+
+
+def test_cert_verify_checks_the_vendor_chain_from_the_command_line(
+        registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``shipei cert verify --bundle FILE --vendor-pubkey FILE``: the chain vendor
+    attestation -> center certificate, offline; the wrong vendor key is refused."""
+    from harness.cli.main import main
+
+    certificate = registry.center.reports / "certificates" / \
+        f"{registry.certificates[0]}.dsse.json"
+    bundle = tmp_path / "bundle.tar.gz"
+    bundle.write_bytes(registry.bundles[0])
+    common = ["cert", "verify", str(certificate), "--pubkey",
+              str(registry.center.keys / "center.pub"), "--no-revocation-check",
+              "--bundle", str(bundle), "--vendor-pubkey"]
+    assert main([*common, str(registry.center.keys / "vendor" / "vendor.pub")]) == 0
+    assert "chain: vendor" in capsys.readouterr().out
+    assert main([*common, str(registry.center.keys / "other" / "vendor.pub")]) == 1
+    assert "chain: signature" in capsys.readouterr().err

@@ -77,6 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="re-hash the cited driver, suite and model files installed here")
     verify.add_argument("--at", type=_timestamp, metavar="ISO_TIME",
                         help="check validity at this time instead of now")
+    verify.add_argument("--bundle", type=Path, metavar="FILE",
+                        help="for a certificate issued from a vendor's bundle: check the chain "
+                             "vendor attestation -> certificate against this bundle")
+    verify.add_argument("--vendor-pubkey", type=Path, metavar="FILE",
+                        help="the vendor's public key that signed --bundle")
     verify.set_defaults(handler=run_verify)
 
     pub = actions.add_parser(
@@ -176,6 +181,18 @@ def _read(path: Path) -> bytes:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _chain_check(args: argparse.Namespace) -> Any:
+    """The vendor-attestation chain check, when --bundle and --vendor-pubkey are given."""
+    if (args.bundle is None) != (args.vendor_pubkey is None):
+        raise CliError("--bundle and --vendor-pubkey go together")
+    if args.bundle is None:
+        return None
+    from harness.center.certify_bundle import bundle_chain_lines
+
+    data, pem = _read(args.bundle), _read(args.vendor_pubkey).decode("ascii", "replace")
+    return lambda statement: bundle_chain_lines(data, pem, statement)
+
+
 def run_verify(args: argparse.Namespace) -> int:
     key = _public_key(args.pubkey)
     if not args.certificate.is_file():
@@ -189,7 +206,7 @@ def run_verify(args: argparse.Namespace) -> int:
                             seen=SeenSequences(SeenSequences.default_path()),
                             min_sequence=args.min_sequence)
     try:
-        lines = verify_certificate(args.certificate, options)
+        lines = verify_certificate(args.certificate, options, chain_check=_chain_check(args))
     except VerificationError as exc:
         print(f"shipei cert verify: INVALID: {exc}", file=sys.stderr)
         return 1

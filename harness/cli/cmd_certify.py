@@ -51,7 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "0 a certificate of a compatible level was issued, 1 the certificate "
                     "issued says 不兼容 / Not compatible, 2 no certificate (usage error or "
                     "evidence refused).")
-    parser.add_argument("--target", required=True, help="target NAME[:CONFIG][,k=v]")
+    parser.add_argument("--target", help="target NAME[:CONFIG][,k=v] (not with --bundle)")
+    parser.add_argument("--bundle", type=Path, metavar="FILE",
+                        help="certify a vendor's evidence bundle accepted at intake and "
+                             "audited (the same as 'shipei db certify FILE'); the certificate "
+                             "says the evidence came from the vendor's lab")
+    parser.add_argument("--db", help="with --bundle: the center's database URL (default "
+                                     "$SHIPEI_DB or the embedded SQLite file)")
+    parser.add_argument("--publish", action="store_true",
+                        help="with --bundle: publish the certificate in the registry")
     parser.add_argument("--profile", required=True,
                         help=f"profile name ({', '.join(available_profiles())}) or TOML path")
     parser.add_argument("--scope", default="full",
@@ -80,6 +88,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "minimum (default: the harness's, 10)")
     add_run_location_options(parser)
     parser.set_defaults(handler=run)
+
+
+def _certify_bundle(args: argparse.Namespace) -> int:
+    """``shipei certify --bundle FILE``: the center database's certification of a bundle."""
+    if args.target or args.runs:
+        raise CliError("--bundle certifies the bundle's own runs: drop --target and --runs")
+    from harness.cli.cmd_db import ACTIONS, open_store
+
+    store = open_store(args)
+    try:
+        with store.session() as session:
+            return ACTIONS["certify"](session, args)
+    finally:
+        store.close()
 
 
 def _profile(args: argparse.Namespace) -> Profile:
@@ -192,6 +214,10 @@ def _summary(issued: Issued) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        return _certify_bundle(args)
+    if not args.target:
+        raise CliError("give --target (or --bundle FILE for a vendor's evidence bundle)")
     profile = _profile(args)
     try:
         key = load_key(args.key)

@@ -18,7 +18,7 @@ import onnx
 
 from harness.judge import Judgement, compare_outputs, effective_tolerance
 from harness.probe import HARNESS_GAP, gating_verdict
-from harness.target import Capabilities
+from harness.target import Capabilities, CapabilityExceeded
 from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
 
 STATUSES = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
@@ -139,6 +139,8 @@ def outcome_from_exception(exc: BaseException, started: float) -> Outcome:
                        blame=getattr(exc, "blame", "infrastructure"))
     assert isinstance(exc, RemoteError)
     first_line = exc.message.strip().splitlines()[0] if exc.message.strip() else ""
+    if exc.exc_type == CapabilityExceeded.__name__:  # a declared limit: a skip, not a failure
+        return Outcome("skip", first_line[:500], timings=elapsed)
     return Outcome("error", f"{exc.phase}: {exc.exc_type}: {first_line}"[:500],
                    timings=elapsed, detail=exc.remote_traceback)
 

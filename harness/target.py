@@ -32,6 +32,12 @@ class UnsupportedModelError(TargetError):
     """The target knows it cannot run this model (an op, dtype or opset it lacks)."""
 
 
+class CapabilityExceeded(UnsupportedModelError):
+    """A case goes past a limit the target declared (an INFER payload over the device's
+    ``max_payload``): nothing was sent, and the case is recorded as ``skip`` with the
+    reason, like any declared capability gap."""
+
+
 class InputMismatchError(TargetError):
     """Inputs do not match the compiled model: unknown name, wrong dtype or shape."""
 

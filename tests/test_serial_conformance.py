@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.target import UnsupportedModelError
+from harness.cases import outcome_from_exception
+from harness.target import CapabilityExceeded, UnsupportedModelError
+from harness.worker import RemoteError
 from targets.serial.board import BoardClient, SerialBoardTarget
 from targets.serial.protocol import (
     MAX_PING,
@@ -179,10 +181,16 @@ def test_the_host_honours_a_declared_max_payload_for_chunks_and_infer():
         assert small["y"].shape == (200, 4, 8)
         sent = target.link_stats()["tx_frames"]
         client = target.client()
-        with pytest.raises(UnsupportedModelError, match="max_payload 2,048, so it was not sent"):
+        with pytest.raises(CapabilityExceeded, match="max_payload 2,048, so it was not sent"
+                           ) as refused:
             client.infer(executable.loaded.handle, [("x", np.ones((4, 1000), np.float32))])
         assert target.link_stats()["tx_frames"] == sent
         target.close()
+    # a declared limit is a skip with the reason, as it is recorded through the worker
+    remote = RemoteError(type(refused.value).__name__, str(refused.value), "run")
+    outcome = outcome_from_exception(remote, time.perf_counter())
+    assert outcome.status == "skip" and "max_payload 2,048" in outcome.message
+    assert issubclass(CapabilityExceeded, UnsupportedModelError)
 
 
 def test_a_frame_over_max_payload_is_answered_too_large_at_once():

@@ -33,6 +33,7 @@ import onnx
 from harness.target import (
     Availability,
     Capabilities,
+    CapabilityExceeded,
     Executable,
     InputMismatchError,
     Target,
@@ -137,7 +138,7 @@ class BoardClient:
               ) -> tuple[list[tuple[str, np.ndarray]], float]:
         payload = encode_infer(handle, tensors)
         if len(payload) > self.max_payload:
-            raise UnsupportedModelError(
+            raise CapabilityExceeded(
                 f"the inputs make an INFER payload of {len(payload):,} bytes; the device "
                 f"declares max_payload {self.max_payload:,}, so it was not sent")
         frame = self.link.request(MsgType.INFER, payload, first_byte_timeout=self.infer_timeout)

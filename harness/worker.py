@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness import oom
+from harness.env_core import harness_path_dir
 from harness.registry import TargetSpec
 from harness.target import InfraError, Target
 from harness.tensors import TensorCodecError
@@ -230,10 +231,16 @@ class ProcessHost(_Requests):
         return [*self.launcher, "-m", WORKER_MODULE]
 
     def _environment(self) -> dict[str, str]:
+        """The worker's variables. The harness source goes first on PYTHONPATH: its folder
+        for this interpreter, or, for a foreign one, a folder of links to the ``harness``
+        and ``targets`` packages alone (an installed harness's folder is site-packages,
+        whose numpy would shadow the foreign environment's)."""
         env = dict(os.environ)
         env.update(self.env)
-        path = env.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = SOURCE_ROOT + (os.pathsep + path if path else "")
+        own = self.launcher == [sys.executable]
+        source = SOURCE_ROOT if own else str(harness_path_dir())
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != source]
+        env["PYTHONPATH"] = os.pathsep.join([source, *parts])
         return env
 
     def _hello(self) -> dict[str, Any]:

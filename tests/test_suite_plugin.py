@@ -127,3 +127,23 @@ def test_a_certificate_rests_on_it(workspace: Path) -> None:
     predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
     assert list(predicate["suites"]) == ["smoke"]
     assert predicate["level"]["id"] == "full"
+
+
+def test_certify_cites_the_expectations_it_was_given(workspace: Path) -> None:
+    """``certify --expectations FILE``: an out-of-tree expectations file is what the
+    certificate cites among the driver's files (and what a certify run judges by)."""
+    assert (workspace / "results" / "smoke-run").is_dir(), "runs after the run test"
+    (workspace / "mine.toml").write_text("[smoke]\n", encoding="utf-8")
+    done = shipei(workspace, "certify", "--target", "onnxruntime-cpu", "--profile",
+                  "profile.toml", "--runs", "smoke-run", "--expectations", "mine.toml",
+                  "--certificates-dir", "certs-mine")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (certificate,) = (workspace / "certs-mine").glob("SP-*.dsse.json")
+    predicate = json.loads(base64.b64decode(json.loads(certificate.read_text())["payload"])
+                           )["predicate"]
+    cited = [f.get("path", "") for f in predicate["files"]["driver"]]
+    assert any(path.endswith("mine.toml") for path in cited), cited
+    assert not any(path.endswith("onnxruntime-cpu.toml") for path in cited), cited
+    missing = shipei(workspace, "certify", "--target", "onnxruntime-cpu", "--profile",
+                     "profile.toml", "--runs", "smoke-run", "--expectations", "nope.toml")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "issued says 不兼容 / Not compatible, 2 no certificate (usage error or "
                     "evidence refused).")
     parser.add_argument("--target", help="target NAME[:CONFIG][,k=v] (not with --bundle)")
+    parser.add_argument("--expectations", action="append", default=[], type=Path,
+                        metavar="FILE",
+                        help="expectations file(s) to judge by instead of the target's own "
+                             "(an out-of-tree driver's, say): passed to the run and cited in "
+                             "the certificate; give the same files the cited --runs used")
     parser.add_argument("--bundle", type=Path, metavar="FILE",
                         help="certify a vendor's evidence bundle accepted at intake and "
                              "audited (the same as 'shipei db certify FILE'); the certificate "
@@ -135,7 +140,8 @@ def performance_options(args: argparse.Namespace, profile: Profile) -> list[str]
     return options
 
 
-def _target(label: str) -> tuple[TargetRequest, dict[str, Any], list[Path]]:
+def _target(label: str, expectations: list[Path] | None = None
+            ) -> tuple[TargetRequest, dict[str, Any], list[Path]]:
     """The target's description (identity, availability, capabilities) and driver files:
     the modules its factory loads and its expectations file."""
     try:
@@ -147,9 +153,11 @@ def _target(label: str) -> tuple[TargetRequest, dict[str, Any], list[Path]]:
         files = loaded_package_files(spec.factory.partition(":")[0])
     except (RegistryError, TypeError, OSError) as exc:
         raise CliError(str(exc)) from None
-    expectations = target.expectations_file
-    if expectations is not None and Path(expectations).is_file():
-        files.append(Path(expectations))
+    for path in expectations or [target.expectations_path()]:
+        if path is not None and Path(path).is_file():
+            files.append(Path(path))
+        elif expectations:
+            raise CliError(f"expectations file {path} does not exist")
     return request, described, files
 
 
@@ -186,6 +194,7 @@ def _run_suites(args: argparse.Namespace, profile: Profile, label: str,
                "--isolation": args.isolation, "-n": args.numprocesses}
     argv += [f"{flag}{'=' if flag.startswith('--') else ''}{value}"
              for flag, value in options.items() if value is not None]
+    argv += [f"--expectations={path}" for path in args.expectations]
     if perf_options:
         argv += ["--", *perf_options]
     selection = (f"cases marked -m {scope.markexpr} in {', '.join(suites)}; a suite with no "
@@ -228,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--valid-days must be between 1 and {profile.validity_days} "
                        f"(profile {profile.name})")
     perf_options = performance_options(args, profile)
-    request, described, driver_files = _target(args.target)
+    request, described, driver_files = _target(args.target, args.expectations)
     if args.runs:
         run_dirs = [locate_run(args.results_dir, r) for r in args.runs]
     else:

@@ -15,11 +15,10 @@ from harness.environment import fingerprint, git_commit
 
 def describe_center_target(label: str) -> dict[str, Any]:
     """identity, capabilities, driver files, this machine's environment and harness."""
-    from harness.cli.cmd_certify import _target as describe_target
-    from harness.cli.common import known_suites
+    from harness.cert.certify import describe_target, installed_suites
 
     request, described, files = describe_target(label)
-    suites = known_suites()
+    suites = installed_suites()
 
     def paths(names: list[str]) -> list[str]:
         return record_paths([suites[s] for s in names if s in suites], files)

@@ -65,7 +65,7 @@ def evidence_dir(results_dir: Path, digest: str) -> Path:
 def certify_bundle(session: Session, digest: str, profile_name: str, scope: str,
                    key: Ed25519PrivateKey, issuer_name: str, valid_days: int | None,
                    out_dir: Path, results_dir: Path, publish: bool = False) -> BundleCertificate:
-    from harness.cli.cmd_certify import certify_request
+    from harness.cert.certify import certify_request
 
     bundle = session.scalar(select(Bundle).where(Bundle.digest == digest))
     if bundle is None:

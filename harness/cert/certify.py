@@ -24,13 +24,20 @@ from harness.cert.evidence import (
     model_files,
     record_paths,
 )
-from harness.cert.files import cite_file, cite_tree, distribution_digest, manifest_digest
+from harness.cert.files import (
+    cite_file,
+    cite_tree,
+    distribution_digest,
+    loaded_package_files,
+    manifest_digest,
+)
 from harness.cert.keys import fingerprint
 from harness.cert.page import render_certificate
 from harness.cert.profile import Profile
 from harness.cert.provenance import ProvenanceError, check_provenance, from_vendor_lab
 from harness.cert.statement import PAYLOAD_TYPE, Issue, build_statement, encode
 from harness.records import write_json
+from harness.registry import RegistryError, TargetRequest, discover
 
 CERTIFICATE_SUFFIX = ".dsse.json"
 PAGE_SUFFIX = ".html"
@@ -141,3 +148,55 @@ def issue(request: CertifyRequest, run_dirs: list[Path],
     page = request.out_dir / f"{cid}{PAGE_SUFFIX}"
     page.write_text(render_certificate(statement, keyid), encoding="utf-8")
     return Issued(certificate, page, statement, evaluation)
+
+
+def describe_target(label: str, expectations: list[Path] | None = None
+                    ) -> tuple[TargetRequest, dict[str, Any], list[Path]]:
+    """The target's description (identity, availability, capabilities) and driver files:
+    the modules its factory loads and its expectations file (``expectations`` instead,
+    when given); :class:`EvidenceError` when the target or a file cannot be had."""
+    try:
+        request = TargetRequest.parse(label)
+        registry = discover()
+        spec = registry.spec(request.name)
+        target = registry.build(request)
+        described = target.describe()
+        files = loaded_package_files(spec.factory.partition(":")[0])
+    except (RegistryError, TypeError, OSError) as exc:
+        raise EvidenceError(str(exc)) from None
+    for path in expectations or [target.expectations_path()]:
+        if path is not None and Path(path).is_file():
+            files.append(Path(path))
+        elif expectations:
+            raise EvidenceError(f"expectations file {path} does not exist")
+    return request, described, files
+
+
+def installed_suites() -> dict[str, Path]:
+    """Every registered suite's folder, by name (what a certificate cites suite files of)."""
+    from harness.suite_registry import SuiteRegistryError, discover_suites
+
+    found: dict[str, Path] = {}
+    for name, spec in discover_suites().suites.items():
+        try:
+            found[name] = spec.path()
+        except SuiteRegistryError:
+            continue
+    return found
+
+
+def certify_request(profile: Profile, scope: str, label: str, described: dict[str, Any],
+                    driver_files: list[Path], key: Any, issuer_name: str, valid_days: int,
+                    out_dir: Path) -> CertifyRequest:
+    """What :func:`issue` needs, for a target described here (:func:`describe_target`)."""
+    from harness import __version__
+    from harness.environment import fingerprint, git_commit
+
+    identity = {k: v for k, v in described.items()
+                if k not in ("available", "reason", "capabilities")}
+    return CertifyRequest(
+        profile=profile, scope=scope, label=label, identity=identity,
+        capabilities=described.get("capabilities"), driver_files=driver_files,
+        suite_dirs=installed_suites(), environment=fingerprint(),
+        harness={"version": __version__, "git_commit": git_commit()}, key=key,
+        issuer_name=issuer_name, valid_days=valid_days, out_dir=out_dir)

@@ -214,7 +214,11 @@ def check_same_machine(run_id: str, env: dict[str, Any], environment: dict[str, 
 
 #: repository paths that never change a record (certification itself, documentation, tests)
 IRRELEVANT_PATHS = ("harness/cert", "harness/cli/cmd_cert.py", "harness/cli/cmd_certify.py",
-                    "harness/cli/cmd_keys.py")
+                    "harness/cli/cmd_keys.py",
+                    # the center service reads and certifies records; it never makes one
+                    "harness/center", "harness/cli/cmd_bundle.py", "harness/cli/cmd_intake.py",
+                    "harness/cli/cmd_audit.py", "harness/cli/cmd_db.py",
+                    "harness/cli/cmd_serve.py")
 
 
 def record_paths(suite_dirs: list[Path], driver_files: list[Path]) -> list[str]:

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
-from harness.cert.certify import CertifyRequest, Issued, issue
+from harness.cert.certify import Issued, certify_request, describe_target, issue
 from harness.cert.evidence import EvidenceError
-from harness.cert.files import loaded_package_files
 from harness.cert.keys import DEFAULT_KEY_DIR, PRIVATE_FILE, KeyFileError, center_name
 from harness.cert.keys import load_private_key as load_key
 from harness.cert.profile import (
@@ -33,9 +31,8 @@ from harness.cli.common import (
     positive_seconds,
     worker_count,
 )
-from harness.environment import fingerprint, git_commit
 from harness.records import new_run_id
-from harness.registry import RegistryError, TargetRequest, discover
+from harness.registry import TargetRequest
 
 DEFAULT_CERT_DIR = Path("reports") / "certificates"
 RUN_OK = (0, 1)  # 1: some case did not go as expected - still evidence
@@ -142,37 +139,11 @@ def performance_options(args: argparse.Namespace, profile: Profile) -> list[str]
 
 def _target(label: str, expectations: list[Path] | None = None
             ) -> tuple[TargetRequest, dict[str, Any], list[Path]]:
-    """The target's description (identity, availability, capabilities) and driver files:
-    the modules its factory loads and its expectations file."""
+    """:func:`harness.cert.certify.describe_target`, its refusal as a one-line CliError."""
     try:
-        request = TargetRequest.parse(label)
-        registry = discover()
-        spec = registry.spec(request.name)
-        target = registry.build(request)
-        described = target.describe()
-        files = loaded_package_files(spec.factory.partition(":")[0])
-    except (RegistryError, TypeError, OSError) as exc:
+        return describe_target(label, expectations)
+    except EvidenceError as exc:
         raise CliError(str(exc)) from None
-    for path in expectations or [target.expectations_path()]:
-        if path is not None and Path(path).is_file():
-            files.append(Path(path))
-        elif expectations:
-            raise CliError(f"expectations file {path} does not exist")
-    return request, described, files
-
-
-def certify_request(profile: Profile, scope: str, label: str, described: dict[str, Any],
-                    driver_files: list[Path], key: Any, issuer_name: str, valid_days: int,
-                    out_dir: Path) -> CertifyRequest:
-    """What :func:`harness.cert.certify.issue` needs, for a target described here."""
-    identity = {k: v for k, v in described.items()
-                if k not in ("available", "reason", "capabilities")}
-    return CertifyRequest(
-        profile=profile, scope=scope, label=label, identity=identity,
-        capabilities=described.get("capabilities"), driver_files=driver_files,
-        suite_dirs=known_suites(), environment=fingerprint(),
-        harness={"version": __version__, "git_commit": git_commit()}, key=key,
-        issuer_name=issuer_name, valid_days=valid_days, out_dir=out_dir)
 
 
 def _run_suites(args: argparse.Namespace, profile: Profile, label: str,

@@ -14,7 +14,7 @@ import pluggy
 
 from harness import hookspec
 from harness.builtin_reports import BuiltinReports
-from harness.registry import load_object
+from harness.registry import PLUGINS_ENV, load_object, plugin_references
 
 HOOK_NAMES = ("shipei_case_recorded", "shipei_run_finished", "shipei_write_reports")
 
@@ -23,8 +23,7 @@ def _plugin_objects() -> list[tuple[str, Any]]:
     found: list[tuple[str, Any]] = []
     for ep in sorted(metadata.entry_points(group=hookspec.PLUGINS_GROUP), key=lambda e: e.name):
         found.append((ep.name, ep.load()))
-    for reference in filter(None, (p.strip() for p in os.environ.get("SHIPEI_PLUGINS", "")
-                                   .split(","))):
+    for reference in plugin_references():
         obj = load_object(reference)
         if any(hasattr(obj, name) for name in HOOK_NAMES):
             found.append((reference, obj))
@@ -44,4 +43,4 @@ def _manager(plugins: str) -> pluggy.PluginManager:
 def plugin_manager() -> pluggy.PluginManager:
     """The manager with the built-in plugins and every registered one (cached per value
     of ``SHIPEI_PLUGINS``)."""
-    return _manager(os.environ.get("SHIPEI_PLUGINS", ""))
+    return _manager(os.environ.get(PLUGINS_ENV, ""))

@@ -135,8 +135,15 @@ def _provider_sources() -> Iterable[tuple[str, Callable[[], Any]]]:
         dist = getattr(ep, "dist", None)
         origin = f"{dist.name} {dist.version}" if dist else ep.value
         yield f"entry point {ep.name!r} ({origin})", ep.load
-    for reference in filter(None, (p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(","))):
+    for reference in plugin_references():
         yield f"{PLUGINS_ENV} {reference!r}", lambda ref=reference: load_object(ref)
+
+
+def plugin_references() -> list[str]:
+    """The ``module:object`` references in ``SHIPEI_PLUGINS`` (comma-separated): target
+    providers here, suite specs for :mod:`harness.suite_registry`, hook plugins for
+    :mod:`harness.hooks`; each loader takes the ones it understands."""
+    return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
 
 
 def discover() -> Registry:

@@ -27,6 +27,7 @@ certification profile:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from collections.abc import Iterable
@@ -99,9 +100,9 @@ def _as_specs(value: Any) -> list[SuiteSpec]:
 def _sources() -> Iterable[tuple[str, Any]]:
     for ep in sorted(metadata.entry_points(group=SUITES_GROUP), key=lambda e: e.name):
         yield f"entry point {ep.name!r} ({ep.value})", ep.load
-    from harness.registry import load_object
+    from harness.registry import load_object, plugin_references
 
-    for reference in filter(None, (p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(","))):
+    for reference in plugin_references():
         yield f"{PLUGINS_ENV} {reference!r}", lambda ref=reference: load_object(ref)
 
 
@@ -122,7 +123,7 @@ def _discover(plugins: str) -> SuiteRegistry:
                 registry.broken[origin] = (f"suite {spec.name!r} is already registered by "
                                            f"{registry.suites[spec.name].origin}")
                 continue
-            registry.suites[spec.name] = SuiteSpec(**{**spec.__dict__, "origin": origin})
+            registry.suites[spec.name] = dataclasses.replace(spec, origin=origin)
     return registry
 
 

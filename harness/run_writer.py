@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness import __version__, selection
-from harness.case_record import CaseRecord, fold_attempts, parse_records
+from harness.case_record import CaseRecord, parse_records
 from harness.environment import fingerprint, git_commit
 from harness.records import (
     RECORD_SCHEMA_VERSION,
@@ -40,6 +40,7 @@ class RunWriter:
         self.records: list[dict[str, Any]] = []
         self.started = time.time()
         self.report_files: list[Path] = []
+        self._finished: list[dict[str, Any]] | None = None
 
     def open(self) -> RunPaths:
         """The run folder and record writer, created on first need."""
@@ -65,6 +66,10 @@ class RunWriter:
         return CaseRecord.from_dict(record)
 
     def effective(self) -> list[dict[str, Any]]:
+        """The effective records (:func:`~harness.case_record.fold_attempts`); once the run
+        is finished, the ones :meth:`finish` wrote its reports from."""
+        if self._finished is not None:
+            return self._finished
         return latest_attempts(self.records)
 
     def finish(self, exitstatus: int) -> tuple[int, list[CaseRecord]]:
@@ -84,7 +89,8 @@ class RunWriter:
         from harness.reporting import write_reports  # deferred: only runs with records
 
         self.report_files = write_reports(self.paths, self.run_info, effective)
-        return exitstatus, fold_attempts(parse_records(effective))
+        self._finished = effective
+        return exitstatus, parse_records(effective)
 
     def close(self) -> None:
         if self.writer:

@@ -177,27 +177,27 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of ``records.jsonl``.
+    """Yield the JSON objects of ``records.jsonl``, streaming.
 
     A torn last line (a run killed mid-write) is skipped; any other line that is not
     a JSON object raises :class:`RecordError` naming the file and line.
     """
+    pending: int | None = None  # an undecodable line's number: torn only if it is last
     with open(path, encoding="utf-8", errors="replace") as handle:
-        lines = handle.read().split("\n")
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            if number - 1 == last:  # torn tail
+        for number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
                 continue
-            raise RecordError(f"{path}: line {number} is not JSON") from None
-        if not isinstance(value, dict):
-            raise RecordError(f"{path}: line {number} is not a JSON object")
-        yield value
+            if pending is not None:
+                raise RecordError(f"{path}: line {pending} is not JSON")
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                pending = number
+                continue
+            if not isinstance(value, dict):
+                raise RecordError(f"{path}: line {number} is not a JSON object")
+            yield value
 
 
 def find_run(results_root: Path, run_id: str) -> Path:

@@ -35,15 +35,8 @@ from harness.target import (
     TargetIdentity,
     check_feeds,
 )
-from harness.tensors import (
-    ELEMENT_TYPES,
-    NUMPY_NATIVE,
-    PROTO_NAMES,
-    element_type,
-    from_packed_bytes,
-    packed_bytes,
-)
 from targets.common import EXPECTATIONS_DIR, driver_version
+from targets.ort_values import ORT_DTYPES, needs_raw_io, ort_type_name, run_raw
 
 #: target suffix -> (execution provider, device, vendor of the device stack)
 PROVIDERS: dict[str, tuple[str, str, str]] = {
@@ -67,18 +60,6 @@ OPT_LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 
-#: the element types the capability probe finds onnxruntime's CPU provider takes (the
-#: contract checks this declaration against the probe; the driver itself carries every
-#: ONNX type: complex, float4 and float6 are onnxruntime's refusals)
-ORT_DTYPES = ("bfloat16", "bool", "float16", "float32", "float64", "float8_e4m3fn",
-              "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "int16",
-              "int2", "int32", "int4", "int64", "int8", "string", "uint16", "uint2", "uint32",
-              "uint4", "uint64", "uint8")
-#: element types onnxruntime's numpy API takes and returns as they are; the others travel
-#: as OrtValues built from (and read back as) their ONNX raw bytes
-NUMPY_EXCHANGED = frozenset(NUMPY_NATIVE | {"string"})
-
-
 def provide_targets() -> Iterable[TargetSpec]:
     """Entry point of the built-in ONNX Runtime driver."""
     for suffix in PROVIDERS:
@@ -99,8 +80,7 @@ class OnnxRuntimeExecutable(Executable):
                               else None, i.shape) for i in session.get_inputs()}
         self._output_names = [o.name for o in session.get_outputs()]
         # models with a type numpy cannot hand to onnxruntime run on OrtValues of raw bytes
-        self._raw_io = any(_ORT_TYPES.get(arg.type, "float32") not in NUMPY_EXCHANGED
-                           for arg in (*session.get_inputs(), *session.get_outputs()))
+        self._raw_io = needs_raw_io((*session.get_inputs(), *session.get_outputs()))
         self._profiling = profile_placement
         self._placement: dict[str, Any] = {}
 
@@ -117,8 +97,7 @@ class OnnxRuntimeExecutable(Executable):
     def run_prepared(self, prepared: dict[str, Any]) -> dict[str, Any]:
         try:
             if self._raw_io:
-                values = [_from_ort_value(v) for v in self._session.run_with_ort_values(
-                    self._output_names, {k: _to_ort_value(v) for k, v in prepared.items()})]
+                values = run_raw(self._session, self._output_names, prepared)
             else:
                 values = self._session.run(self._output_names, prepared)
         except Exception as exc:
@@ -137,49 +116,7 @@ class OnnxRuntimeExecutable(Executable):
 
 def _feed_type_name(value: Any) -> str | None:
     """onnxruntime's element type name of a feed (only numpy arrays are checked)."""
-    return _ort_type_name(value.dtype) if isinstance(value, np.ndarray) else None
-
-
-def _ort_type_name(dtype: np.dtype) -> str:
-    """onnxruntime's name of an element type: ``float``, ``bfloat16``, ``float8e4m3fn``."""
-    return PROTO_NAMES[element_type(dtype).onnx].lower()
-
-
-#: onnxruntime's ``tensor(...)`` type strings -> element type names
-_ORT_TYPES = {f"tensor({PROTO_NAMES[kind.onnx].lower()})": kind.name
-              for kind in ELEMENT_TYPES.values()}
-
-
-def _to_ort_value(value: Any) -> Any:
-    """An OrtValue holding ``value``: numpy arrays as they are, the rest from raw bytes."""
-    import ctypes
-
-    import onnxruntime as ort
-
-    if not isinstance(value, np.ndarray):
-        return value
-    kind = element_type(value)
-    if kind.name in NUMPY_EXCHANGED:
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
-    data = packed_bytes(value)
-    ort_value = ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), kind.onnx)
-    if data:
-        ctypes.memmove(ort_value.data_ptr(), data, len(data))
-    return ort_value
-
-
-def _from_ort_value(ort_value: Any) -> Any:
-    """An OrtValue's content as numpy: raw bytes for the types numpy lacks."""
-    import ctypes
-
-    if not ort_value.is_tensor():
-        return ort_value.numpy()
-    name = _ORT_TYPES.get(ort_value.data_type(), "")
-    if not name or name in NUMPY_EXCHANGED:
-        return ort_value.numpy()
-    size = ort_value.tensor_size_in_bytes()
-    data = ctypes.string_at(ort_value.data_ptr(), size) if size else b""
-    return from_packed_bytes(name, ort_value.shape(), data)
+    return ort_type_name(value.dtype) if isinstance(value, np.ndarray) else None
 
 
 def _placement_from_profile(path: str) -> dict[str, Any]:

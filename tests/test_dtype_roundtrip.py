@@ -4,6 +4,8 @@ type, a ``Cast`` to float and back) returns every bit pattern it was given."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,8 @@ from harness.target import Capabilities
 from harness.worker import ProcessHost, RemoteError
 from targets.onnxruntime_target import ORT_DTYPES
 from targets.openvino_target import OPENVINO_DTYPES
+from targets.serial.sim.board import BOARD_DTYPES
+from targets.serial.sim.launch import SimProcess
 from targets.tvm_target import TVM_DTYPES
 from tests.test_worker_wire import same_bits, sample
 
@@ -25,6 +29,10 @@ DRIVERS = {
                      OPENVINO_DTYPES),
     "tvm-llvm": (TargetSpec("tvm-llvm", "targets.tvm_target:TvmTarget",
                             {"device_key": "llvm"}), TVM_DTYPES),
+    # the board simulator over TCP: tensors cross the serial protocol's wire (url added
+    # once the simulator serves)
+    "serial-board": (TargetSpec("serial-board", "targets.serial.board:SerialBoardTarget"),
+                     BOARD_DTYPES),
 }
 #: the probe model to use where the runtime's other one is broken: OpenVINO 2026.4's CPU
 #: Identity on 4-bit tensors corrupts the heap from about 36 elements (glibc "corrupted
@@ -49,16 +57,22 @@ def _params() -> list:
 @pytest.fixture(scope="module")
 def hosts():
     made: dict[str, ProcessHost] = {}
+    simulators: list[SimProcess] = []
 
     def get(driver: str) -> ProcessHost:
         if driver not in made:
             spec = DRIVERS[driver][0]
+            if driver == "serial-board":
+                simulators.append(SimProcess("board", "--tcp", "0", lifetime=600))
+                spec = dataclasses.replace(spec, kwargs={"url": simulators[-1].url})
             made[driver] = ProcessHost(spec, startup_timeout=120)
         return made[driver]
 
     yield get
     for host in made.values():
         host.close()
+    for simulator in simulators:
+        simulator.stop()
 
 
 def _round_trip(host: ProcessHost, driver: str, name: str, values: np.ndarray) -> None:

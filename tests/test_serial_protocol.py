@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 from targets.serial import docgen
+from targets.serial.board import SerialBoardTarget
 from targets.serial.groundtruth import (
     FigureEight,
     MovingReflector,
@@ -24,7 +27,9 @@ from targets.serial.groundtruth import (
 )
 from targets.serial.pacing import Pacer
 from targets.serial.protocol import (
+    DTYPE_CODES,
     HEADER_SIZE,
+    V1_DTYPES,
     WIRE_DTYPES,
     DeviceClass,
     Frame,
@@ -51,6 +56,7 @@ from targets.serial.protocol import (
 )
 from targets.serial.receiver import Damage, FrameReceiver, Stray
 from targets.serial.sim.faults import FaultPlan, FaultSpecError, parse_faults
+from tests.test_worker_wire import same_bits, sample
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -99,11 +105,27 @@ def test_identity_round_trip():
 
 @pytest.mark.parametrize("dtype", WIRE_DTYPES)
 def test_tensor_round_trip_for_every_wire_dtype(dtype):
-    rng = np.random.default_rng(0)
-    array = (rng.random((2, 3, 4)) * 100).astype(dtype)
-    name, back = decode_tensor(Reader(encode_tensor("t", array)))
-    assert name == "t" and back.dtype == array.dtype and back.shape == array.shape
-    np.testing.assert_array_equal(back, array)
+    """Every bit pattern survives, and the data is the ONNX ``raw_data`` layout (4- and
+    2-bit elements packed low bits first)."""
+    array = sample(dtype)
+    encoded = encode_tensor("t", array)
+    name, back = decode_tensor(Reader(encoded))
+    assert name == "t" and same_bits(back, array)
+    assert encoded.endswith(numpy_helper.from_array(array).raw_data)
+
+
+def test_a_tensor_whose_byte_count_disagrees_with_its_packed_size_is_refused():
+    encoded = bytearray(encode_tensor("t", sample("int4", 5)))  # 5 x 4 bits = 3 bytes
+    size_at = len(encoded) - 3 - 4
+    encoded[size_at:size_at + 4] = struct.pack("<I", 5)
+    with pytest.raises(ProtocolError, match=r"5 data bytes .* \(expected 3\)"):
+        decode_tensor(Reader(bytes(encoded) + b"\0\0"))
+
+
+def test_a_board_that_declares_no_dtypes_is_taken_at_revision_1_0s_table():
+    target = SerialBoardTarget(url="unused")
+    assert target.capabilities().dtypes == V1_DTYPES
+    assert "bfloat16" not in V1_DTYPES and set(V1_DTYPES) <= set(WIRE_DTYPES)
 
 
 def test_scalar_and_empty_tensors_round_trip():
@@ -356,3 +378,13 @@ def test_bad_truth_files_give_one_line_errors(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(TruthError, match=message):
         read_csv(path)
+
+
+def test_the_specs_dtype_table_is_the_wire_table():
+    """docs/protocol.md section 5.4 lists every code the reference codec carries, with
+    its element bits, and nothing else."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    section = text[text.index("### 5.4 Tensors"):text.index("### 5.5 INFER")]
+    rows = re.findall(r"^\| (\d+) \| (\w+)[^|]* \| (\d+) \| 1\.[0-2] \|$", section, re.M)
+    assert {int(code): (name, int(bits)) for code, name, bits in rows} == {
+        code: (kind.name, kind.bits) for code, kind in DTYPE_CODES.items()}

@@ -41,9 +41,11 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
+from harness.tensors import BY_ONNX_CODE
 from targets.common import EXPECTATIONS_DIR, driver_version
 from targets.serial.protocol import (
     ABSOLUTE_MAX_PAYLOAD,
+    V1_DTYPES,
     WIRE_DTYPES,
     DeviceClass,
     ErrorCode,
@@ -176,12 +178,8 @@ def _io_problem(model: onnx.ModelProto, dtypes: tuple[str, ...]) -> str | None:
         if kind != "tensor_type":
             return f"{value.name!r} is a {kind or 'untyped value'}; the wire carries tensors only"
         elem = value.type.tensor_type.elem_type
-        try:
-            name = onnx.helper.tensor_dtype_to_np_dtype(elem).name
-        except (KeyError, ValueError, TypeError):
-            name = onnx.TensorProto.DataType.Name(elem).lower()
-        if elem == onnx.TensorProto.STRING:
-            name = "string"
+        element = BY_ONNX_CODE.get(elem)
+        name = element.name if element else f"ONNX type {elem}"
         if name not in dtypes:
             return f"{value.name!r} has dtype {name}, which the device does not take"
     return None
@@ -427,7 +425,8 @@ class SerialBoardTarget(Target):
         ident = self._identity
         caps = ident.capabilities if ident else {}
         declared = [d.strip() for d in caps.get("dtypes", "").split(",") if d.strip()]
-        dtypes = tuple(d for d in declared if d in WIRE_DTYPES) or WIRE_DTYPES
+        # a board that declares none takes revision 1.0's table
+        dtypes = tuple(d for d in declared if d in WIRE_DTYPES) or V1_DTYPES
         return Capabilities(
             opset_min=int(caps.get("opset_min", 1)),
             opset_max=int(caps.get("opset_max", onnx.defs.onnx_opset_version())),

@@ -30,12 +30,20 @@ from typing import Any
 
 import numpy as np
 
+from harness.tensors import (
+    ELEMENT_TYPES,
+    ElementType,
+    element_count,
+    from_packed_bytes,
+    packed_bytes,
+)
+
 SYNC = b"\xa5\x5a"
-#: the frame format version carried in every header (unchanged by revision 1.1)
+#: the frame format version carried in every header (unchanged by revisions 1.1, 1.2)
 VERSION = 1
 #: the revision of docs/protocol.md this implementation follows; a device declares
 #: the one it follows in the ``protocol`` capability (absent: "1.0")
-REVISION = "1.1"
+REVISION = "1.2"
 #: the longest PING payload a device must echo
 MAX_PING = 256
 HEADER = struct.Struct("<2sBBIIH")  # sync, version, type, seq, length, hcrc
@@ -331,15 +339,22 @@ def sha256(data: bytes) -> bytes:
 
 # -- tensors ----------------------------------------------------------------------
 
-#: ONNX TensorProto.DataType code -> numpy dtype, for the types the wire carries
-DTYPE_CODES: dict[int, np.dtype] = {
-    1: np.dtype("<f4"), 2: np.dtype("u1"), 3: np.dtype("i1"), 4: np.dtype("<u2"),
-    5: np.dtype("<i2"), 6: np.dtype("<i4"), 7: np.dtype("<i8"), 9: np.dtype("?"),
-    10: np.dtype("<f2"), 11: np.dtype("<f8"), 12: np.dtype("<u4"), 13: np.dtype("<u8"),
-}
-CODE_OF_DTYPE: dict[str, int] = {dt.name: code for code, dt in DTYPE_CODES.items()}
-#: the numpy names of every wire dtype (what a board declares at most)
-WIRE_DTYPES: tuple[str, ...] = tuple(dt.name for dt in DTYPE_CODES.values())
+#: ONNX TensorProto.DataType code -> element type, for every type the wire carries:
+#: every ONNX tensor type but strings (revision 1.2; revisions 1.0 and 1.1 carried
+#: V1_DTYPES only). Data is ONNX ``raw_data``: little-endian, sub-byte types packed.
+DTYPE_CODES: dict[int, ElementType] = {
+    kind.onnx: kind for kind in ELEMENT_TYPES.values() if kind.name != "string"}
+CODE_OF_DTYPE: dict[str, int] = {kind.name: code for code, kind in DTYPE_CODES.items()}
+#: the element type names of every wire dtype (what a board declares at most)
+WIRE_DTYPES: tuple[str, ...] = tuple(kind.name for kind in DTYPE_CODES.values())
+#: what a board that declares no ``dtypes`` capability takes: revision 1.0's table
+V1_DTYPES: tuple[str, ...] = ("float32", "uint8", "int8", "uint16", "int16", "int32",
+                              "int64", "bool", "float16", "float64", "uint32", "uint64")
+
+
+def data_size(kind: ElementType, dims: Sequence[int]) -> int:
+    """Bytes of a tensor's data: ceil(elements x bits / 8)."""
+    return (element_count(tuple(dims)) * kind.bits + 7) // 8
 
 
 def encode_tensor(name: str, array: np.ndarray) -> bytes:
@@ -352,7 +367,7 @@ def encode_tensor(name: str, array: np.ndarray) -> bytes:
         raise ProtocolError(f"tensor {name!r}: rank {array.ndim} exceeds 255")
     if any(d > 0xFFFFFFFF for d in array.shape):
         raise ProtocolError(f"tensor {name!r}: a dimension exceeds 2^32-1")
-    raw = np.ascontiguousarray(array, dtype=DTYPE_CODES[code]).tobytes()
+    raw = packed_bytes(array)
     return (pack_str(name) + struct.pack("<BB", code, array.ndim)
             + struct.pack(f"<{array.ndim}I", *array.shape) + struct.pack("<I", len(raw)) + raw)
 
@@ -364,13 +379,12 @@ def decode_tensor(r: Reader) -> tuple[str, np.ndarray]:
         raise ProtocolError(f"tensor {name!r}: unknown dtype code {code}")
     dims = r.unpack(f"{rank}I") if rank else ()
     nbytes = r.u32()
-    dtype = DTYPE_CODES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    kind = DTYPE_CODES[code]
+    expected = data_size(kind, dims)
     if nbytes != expected:
         raise ProtocolError(f"tensor {name!r}: {nbytes} data bytes for shape {list(dims)} "
-                            f"of {dtype.name} (expected {expected})")
-    array = np.frombuffer(r.take(nbytes), dtype=dtype).reshape(dims)
-    return name, array.astype(dtype.newbyteorder("="), copy=True)
+                            f"of {kind.name} (expected {expected})")
+    return name, from_packed_bytes(kind.name, dims, r.take(nbytes))
 
 
 def encode_tensors(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from targets.ort_values import ORT_DTYPES, needs_raw_io, run_raw
 from targets.serial.protocol import (
     REVISION,
     WIRE_DTYPES,
@@ -34,6 +35,8 @@ from targets.serial.sim.server import Reply, Simulator, error_reply, pong
 
 DEFAULT_MAX_CHUNK = 4096
 MAX_MODEL_BYTES = 256 * 1024 * 1024
+#: what the board declares: every wire dtype its onnxruntime takes
+BOARD_DTYPES = tuple(name for name in WIRE_DTYPES if name in ORT_DTYPES)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Slot:
     data: bytearray = field(default_factory=bytearray)
     session: Any = None
     output_names: list[str] = field(default_factory=list)
+    #: the session has inputs or outputs numpy cannot exchange: run it on OrtValues
+    raw_io: bool = False
 
     @property
     def loaded(self) -> bool:
@@ -115,7 +120,7 @@ class BoardSimulator(Simulator):
                 "max_chunk": str(self.max_chunk),
                 "model_slots": str(self.max_slots),
                 "max_model_bytes": str(MAX_MODEL_BYTES),
-                "dtypes": ",".join(WIRE_DTYPES),
+                "dtypes": ",".join(BOARD_DTYPES),
                 "opset_max": str(onnx.defs.onnx_opset_version()),
                 "precision": "fp32",
                 "runtime": "onnxruntime",
@@ -237,6 +242,7 @@ class BoardSimulator(Simulator):
             return (ErrorCode.UNSUPPORTED_MODEL if unsupported
                     else ErrorCode.MODEL_REJECTED), text
         slot.output_names = [o.name for o in slot.session.get_outputs()]
+        slot.raw_io = needs_raw_io((*slot.session.get_inputs(), *slot.session.get_outputs()))
         return None
 
     def _unload(self, frame: Frame) -> list[Reply]:
@@ -258,7 +264,10 @@ class BoardSimulator(Simulator):
         feeds = dict(tensors)
         started = time.perf_counter()
         try:
-            values = slot.session.run(slot.output_names, feeds)
+            if slot.raw_io:
+                values = run_raw(slot.session, slot.output_names, feeds)
+            else:
+                values = slot.session.run(slot.output_names, feeds)
         except Exception as exc:
             text = _first_line(exc)
             code = ErrorCode.BAD_INPUT if "INVALID_ARGUMENT" in text else ErrorCode.INFER_FAILED

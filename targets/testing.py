@@ -14,8 +14,10 @@ floating-point output), ``raise`` (raises ``RuntimeError``), ``slow`` (sleeps
 ``delay_ms`` inside every run: the injected slowdown of the performance tests),
 ``leak`` (keeps ``leak_mb`` MiB per compile alive), ``flaky`` (the first triggered
 run raises, later ones pass; with ``flaky_marker=PATH`` "first" spans processes, for
-retry tests), ``none``. ``emulated=true`` declares the target emulated (its timings
-are then refused by the performance suite).
+retry tests), ``codec_gap`` (raises the harness's ``TensorCodecError`` for inputs of
+element type ``gap_dtype``: a driver that cannot carry a type), ``none``.
+``emulated=true`` declares the target emulated (its timings are then refused by the
+performance suite).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ import onnx
 
 from harness.registry import TargetSpec
 from harness.target import Availability, Capabilities, Executable, Target, TargetIdentity
+from harness.tensors import TensorCodecError
 
-FAULTS = ("abort", "segfault", "hang", "wrong", "raise", "slow", "leak", "flaky", "none")
+FAULTS = ("abort", "segfault", "hang", "wrong", "raise", "slow", "leak", "flaky", "codec_gap",
+          "none")
 _LEAKED: list[bytearray] = []
 
 
@@ -67,6 +71,10 @@ class FaultyExecutable(Executable):
             raise RuntimeError("injected flaky failure (first attempt)")
         if fault == "slow":
             time.sleep(self.target.delay_ms / 1000.0)
+        if fault == "codec_gap" and any(getattr(v, "dtype", None) is not None
+                                        and v.dtype.name == self.target.gap_dtype
+                                        for v in inputs.values()):
+            raise TensorCodecError(f"the test driver cannot carry {self.target.gap_dtype}")
         outputs = self.inner.run(inputs)
         if fault == "wrong":
             outputs = {k: (v + np.asarray(self.target.offset, dtype=v.dtype)
@@ -85,7 +93,7 @@ class FaultyTarget(Target):
     def __init__(self, configuration: str = "default", fault: str = "none",
                  trigger_op: str = "*", hang_s: float = 3600.0, offset: float = 0.5,
                  delay_ms: float = 5.0, leak_mb: int = 8, flaky_marker: str = "",
-                 emulated: bool = False) -> None:
+                 emulated: bool = False, gap_dtype: str = "int4") -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
         from targets.onnxruntime_target import OnnxRuntimeTarget
@@ -99,6 +107,7 @@ class FaultyTarget(Target):
         self.delay_ms = float(delay_ms)
         self.leak_mb = int(leak_mb)
         self.flaky_marker = str(flaky_marker)
+        self.gap_dtype = str(gap_dtype)
         self.emulated = bool(emulated)  # claims to run under an emulator (performance tests)
         self._failed_once = False
 

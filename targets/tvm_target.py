@@ -58,7 +58,13 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
-from harness.tensors import TensorCodecError, from_storage_bits, storage_bits
+from harness.tensors import (
+    TensorCodecError,
+    from_packed_bytes,
+    from_storage_bits,
+    packed_bytes,
+    storage_bits,
+)
 from targets.common import EXPECTATIONS_DIR, driver_version
 
 #: bump when the compilation steps change, so old cache entries are not reused
@@ -69,11 +75,12 @@ DEVICES: dict[str, tuple[str, str]] = {"llvm": ("llvm", "cpu"), "cuda": ("cuda",
 
 #: the element types the capability probe finds TVM's ONNX frontend and llvm build take
 #: (the contract checks this against the probe): complex and string are refused by the
-#: frontend, float6 by the compiler; int2/uint2 the driver cannot lay out (a harness gap)
+#: frontend, float6 by the compiler. int2/uint2 pass the probe (an Identity hands its
+#: input back) although TVM computes nothing else on them (see ONNX_LAYOUT_TYPES)
 TVM_DTYPES = (
     "bfloat16", "bool", "float16", "float32", "float4_e2m1fn", "float64", "float8_e4m3fn",
-    "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "int16", "int32",
-    "int4", "int64", "int8", "uint16", "uint32", "uint4", "uint64", "uint8",
+    "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "int16", "int2",
+    "int32", "int4", "int64", "int8", "uint16", "uint2", "uint32", "uint4", "uint64", "uint8",
 )
 
 
@@ -233,49 +240,65 @@ LOADED_MODULES_KEPT = 256
 #: 4-bit integer types TVM stores packed with element 0 in the HIGH nibble (the reverse of
 #: ONNX); its float4_e2m1fn packing is done by TVM's own copyfrom/numpy
 TVM_NIBBLE_TYPES = ("int4", "uint4")
+#: 2-bit types: TVM's tensors hold them in ceil(n / 4) bytes and define no element order
+#: of their own, so they are handed over in ONNX's (element 0 in the lowest bits). TVM
+#: 0.27 cannot run them: its VM refuses to allocate a 2-bit tensor ("Check failed:
+#: dtype.bits % 8 == 0") and compiled code reads 2-bit inputs one byte per element, past
+#: the buffer's end; the capability probe records that refusal as TVM's own
+ONNX_LAYOUT_TYPES = ("int2", "uint2")
 #: packed types whose TVM memory layout the driver does not know: a harness gap, said so
-UNKNOWN_LAYOUT = ("int2", "uint2", "float6_e2m3fn", "float6_e3m2fn")
+#: (TVM's compiler refuses float6 before any tensor is made)
+UNKNOWN_LAYOUT = ("float6_e2m3fn", "float6_e3m2fn")
 
 
 def _to_tvm(value: np.ndarray, device: Any) -> Any:
     """A TVM tensor holding ``value``'s bits in TVM's own layout."""
-    import ctypes
-
     import tvm
-    from tvm.runtime import _ffi_api
 
     name = value.dtype.name
     if name in UNKNOWN_LAYOUT:
         raise TensorCodecError(f"the TVM driver does not know TVM's memory layout of {name}")
-    if name not in TVM_NIBBLE_TYPES:
+    if name in ONNX_LAYOUT_TYPES:
+        data = np.frombuffer(packed_bytes(value), dtype=np.uint8)
+    elif name in TVM_NIBBLE_TYPES:
+        codes = storage_bits(value).reshape(-1)
+        if codes.size % 2:
+            codes = np.append(codes, np.uint8(0))
+        data = np.ascontiguousarray((codes[0::2] << 4) | codes[1::2], dtype=np.uint8)
+    else:
         return tvm.runtime.tensor(np.require(value, requirements="C"), device)
-    codes = storage_bits(value).reshape(-1)
-    if codes.size % 2:
-        codes = np.append(codes, np.uint8(0))
-    packed = np.ascontiguousarray((codes[0::2] << 4) | codes[1::2], dtype=np.uint8)
     tensor = tvm.runtime.empty(value.shape, name, device)
-    _ffi_api.TVMTensorCopyFromBytes(tensor, packed.ctypes.data_as(ctypes.c_void_p), packed.size)
+    _copy_bytes(tensor, data, into_tensor=True)
     return tensor
 
 
 def _from_tvm(tensor: Any) -> np.ndarray:
-    """A TVM tensor's content as numpy, unpacking TVM's 4-bit integer layout."""
+    """A TVM tensor's content as numpy, unpacking TVM's sub-byte integer layouts."""
+    name = str(tensor.dtype)
+    if name in UNKNOWN_LAYOUT:
+        raise TensorCodecError(f"the TVM driver does not know TVM's memory layout of {name}")
+    if name not in TVM_NIBBLE_TYPES and name not in ONNX_LAYOUT_TYPES:
+        return tensor.numpy()
+    shape = tuple(int(d) for d in tensor.shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    bits = 4 if name in TVM_NIBBLE_TYPES else 2
+    data = np.empty((count * bits + 7) // 8, dtype=np.uint8)
+    _copy_bytes(tensor, data, into_tensor=False)
+    if name in ONNX_LAYOUT_TYPES:
+        return from_packed_bytes(name, shape, data.tobytes())
+    codes = np.empty(data.size * 2, dtype=np.uint8)
+    codes[0::2], codes[1::2] = data >> 4, data & 0x0F
+    return from_storage_bits(codes[:count], name).reshape(shape)
+
+
+def _copy_bytes(tensor: Any, data: np.ndarray, into_tensor: bool) -> None:
+    """Copy raw bytes between a numpy buffer and a TVM tensor's storage."""
     import ctypes
 
     from tvm.runtime import _ffi_api
 
-    name = str(tensor.dtype)
-    if name in UNKNOWN_LAYOUT:
-        raise TensorCodecError(f"the TVM driver does not know TVM's memory layout of {name}")
-    if name not in TVM_NIBBLE_TYPES:
-        return tensor.numpy()
-    shape = tuple(int(d) for d in tensor.shape)
-    count = int(np.prod(shape, dtype=np.int64))
-    packed = np.empty((count + 1) // 2, dtype=np.uint8)
-    _ffi_api.TVMTensorCopyToBytes(tensor, packed.ctypes.data_as(ctypes.c_void_p), packed.size)
-    codes = np.empty(packed.size * 2, dtype=np.uint8)
-    codes[0::2], codes[1::2] = packed >> 4, packed & 0x0F
-    return from_storage_bits(codes[:count], name).reshape(shape)
+    copy = _ffi_api.TVMTensorCopyFromBytes if into_tensor else _ffi_api.TVMTensorCopyToBytes
+    copy(tensor, data.ctypes.data_as(ctypes.c_void_p), data.size)
 
 
 def _is_shape(value: Any) -> bool:

@@ -22,6 +22,8 @@ from targets.onnxruntime_target import OnnxRuntimeTarget
 ORT = TargetSpec("onnxruntime-cpu", "targets.onnxruntime_target:OnnxRuntimeTarget",
                  {"provider_key": "cpu"})
 TVM = TargetSpec("tvm-llvm", "targets.tvm_target:TvmTarget", {"device_key": "llvm"})
+CODEC_GAP = TargetSpec("shipei-faulty", "targets.testing:FaultyTarget",
+                       {"fault": "codec_gap", "gap_dtype": "int4"})
 
 
 @pytest.fixture
@@ -78,16 +80,35 @@ def test_a_refused_type_skips_with_the_probes_error_and_an_accepted_one_runs(cac
 
 
 def test_a_type_the_harness_cannot_carry_is_infra_error_blamed_on_the_harness(cache):
+    """A driver that cannot carry int4 (``targets.testing``'s ``codec_gap``): the probe
+    says harness gap, and the case is the harness's infra_error, not the target's."""
+    from targets.testing import FaultyTarget
+
+    host = ProcessHost(CODEC_GAP, startup_timeout=120)
+    try:
+        assert DtypeProbe(host, Capabilities()).verdict("int4", 120).verdict == HARNESS_GAP
+        outcome = execute_case(_cast_case("int4"), host,
+                               FaultyTarget(fault="codec_gap").capabilities(), 120)
+    finally:
+        host.close()
+    assert outcome.status == "infra_error" and outcome.blame == "harness", outcome
+    assert "int4" in outcome.message
+
+
+def test_tvm_takes_two_bit_tensors_by_probe_and_its_own_refusals_are_its_own(cache):
+    """int2 crosses to TVM in ONNX's layout; an Identity hands it back (accepted), and
+    TVM's VM refusing to allocate a 2-bit result is TVM's error, not a harness gap."""
     from targets.tvm_target import TvmTarget
 
     host = ProcessHost(TVM, startup_timeout=120)
     try:
-        assert DtypeProbe(host, Capabilities()).verdict("int2", 120).verdict == HARNESS_GAP
-        outcome = execute_case(_cast_case("int2"), host, TvmTarget().capabilities(), 120)
+        assert DtypeProbe(host, Capabilities()).verdict("int2", 120).verdict == ACCEPTED
+        case = _cast_case("int2")
+        outcome = execute_case(case, host, TvmTarget().capabilities(), 120)
     finally:
         host.close()
-    assert outcome.status == "infra_error" and outcome.blame == "harness", outcome
-    assert "int2" in outcome.message
+    assert outcome.status == "error" and outcome.blame != "harness", outcome
+    assert "dtype.bits % 8 == 0" in outcome.message
 
 
 def test_the_contract_fails_a_declaration_that_contradicts_the_probe(cache, ort_host):

@@ -88,11 +88,18 @@ class MnnExecutable(Executable):
                 raise TargetError(f"MNN has no tensor type for {array.dtype.name}")
             values.append(F.const(array, list(array.shape), F.NCHW, getattr(F, kind)))
         try:
-            outputs = self._module.onForward(values)
+            outputs = list(self._module.onForward(values))
+        except Exception as exc:
+            raise TargetError(f"MNN run failed: {type(exc).__name__}: {exc}") from exc
+        if len(outputs) != len(self.facts.outputs):
+            raise TargetError(f"MNN returned {len(outputs)} outputs; the graph has "
+                              f"{len(self.facts.outputs)} ({', '.join(self.facts.outputs)})")
+        try:
             return {name: np.array(F.convert(value, F.NCHW).read())
                     for name, value in zip(self.facts.outputs, outputs, strict=True)}
         except Exception as exc:
-            raise TargetError(f"MNN run failed: {type(exc).__name__}: {exc}") from exc
+            raise TargetError(f"MNN could not read its outputs: {type(exc).__name__}: "
+                              f"{exc}") from exc
 
     def placement(self) -> dict[str, Any]:
         return {"backend": "MNN CPU", "precision": "high",

@@ -22,12 +22,24 @@ from typing import Any
 import numpy as np
 
 from harness.registry import TargetSpec
-from harness.target import Executable, TargetError
+from harness.target import Executable, TargetError, UnsupportedModelError
 from targets.sdk_target import DeferredExecutable, SdkTarget, graph_facts, with_static_shapes
 
 PNNX_TIMEOUT_S = 120
+#: pnnx's ``inputshape`` type suffixes (pnnx itself refuses bool: "unsupported tensor elem
+#: data type 9")
 _PNNX_TYPES = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": "i64",
                "int32": "i32", "int8": "i8", "uint8": "u8"}
+
+
+def _pnnx_shape(array: np.ndarray) -> str:
+    """One input's ``inputshape`` entry, e.g. ``[1,3,224,224]f32``."""
+    suffix = _PNNX_TYPES.get(array.dtype.name)
+    if suffix is None:
+        raise UnsupportedModelError(
+            f"pnnx cannot declare a {array.dtype.name} input (its inputshape types: "
+            f"{', '.join(sorted(_PNNX_TYPES))})")
+    return f"[{','.join(str(d) for d in array.shape)}]{suffix}"
 
 
 def provide_targets() -> Iterable[TargetSpec]:
@@ -92,9 +104,7 @@ class _NcnnRunner:
         try:
             source = folder / "model.onnx"
             source.write_bytes(static)
-            shapes = ",".join(
-                f"[{','.join(str(d) for d in feeds[n].shape)}]{_PNNX_TYPES[feeds[n].dtype.name]}"
-                for n in self._inputs)
+            shapes = ",".join(_pnnx_shape(feeds[n]) for n in self._inputs)
             result = subprocess.run([str(pnnx_binary()), str(source), f"inputshape={shapes}"],
                                     cwd=folder, capture_output=True, text=True,
                                     timeout=PNNX_TIMEOUT_S, check=False)

@@ -63,7 +63,7 @@ class _PaddleRunner:
             try:
                 onnx2paddle(str(source), str(folder / "out"), disable_feedback=True,
                             enable_onnx_checker=False)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # x2paddle calls exit(0) on some failures
                 raise TargetError(f"x2paddle could not convert the model: {_why(exc)}") from exc
             files = _inference_files(folder / "out" / "inference_model")
             config = inference.Config(*files)
@@ -118,8 +118,11 @@ def _inference_files(folder: Path) -> tuple[str, ...]:
 def _why(exc: BaseException) -> str:
     """x2paddle re-raises every mapping failure as a bare "convert failed node:..."
     exception; the error it replaced (its ``__context__``) says what went wrong."""
-    said = f"{type(exc).__name__}: {str(exc)[:200]}"
     cause = exc.__context__
+    if isinstance(exc, SystemExit):
+        said = f"x2paddle gave up with exit({exc.code})"
+        return said + (f" after {type(cause).__name__}: {str(cause)[:200]}" if cause else "")
+    said = f"{type(exc).__name__}: {str(exc)[:200]}"
     if cause is not None and str(exc).startswith("convert failed"):
         said += f" ({type(cause).__name__}: {str(cause)[:200]})"
     return said

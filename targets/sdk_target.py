@@ -35,6 +35,7 @@ from harness.target import (
     Target,
     TargetError,
     TargetIdentity,
+    UnsupportedModelError,
     check_feeds,
 )
 from harness.tensors import BY_ONNX_CODE, element_type
@@ -128,6 +129,7 @@ class SdkTarget(Target):
             raise InfraError(
                 f"{self.name} must run in environment {self.environment!r}, but this worker "
                 f"runs {sys.executable}; the harness started it in the wrong interpreter")
+        require_tensors(self.name, model)  # every vendor SDK here exchanges tensors only
         return self.build(model)
 
     def build(self, model: bytes) -> Executable:
@@ -143,6 +145,8 @@ class GraphFacts:
     inputs: dict[str, InputSpec]
     outputs: tuple[str, ...]
     opset: int | None
+    #: graph inputs and outputs that are sequences, optionals or maps, with their kind
+    non_tensors: tuple[tuple[str, str], ...] = ()
 
 
 def graph_facts(model: bytes) -> GraphFacts:
@@ -162,7 +166,22 @@ def graph_facts(model: bytes) -> GraphFacts:
                   for d in tensor.shape.dim] if tensor.HasField("shape") else None)
         inputs[value.name] = InputSpec(value.name, elem, shape)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return GraphFacts(inputs, tuple(o.name for o in proto.graph.output), opset)
+    non_tensors = tuple(
+        (value.name, value.type.WhichOneof("value") or "untyped")
+        for value in [*proto.graph.input, *proto.graph.output]
+        if value.name not in initializers and not value.type.HasField("tensor_type"))
+    return GraphFacts(inputs, tuple(o.name for o in proto.graph.output), opset, non_tensors)
+
+
+def require_tensors(target: str, model: bytes) -> None:
+    """Refuse a graph whose inputs or outputs are sequences, optionals or maps (the
+    runtime's own refusal: its API has no such values), naming each one."""
+    non_tensors = graph_facts(model).non_tensors
+    if non_tensors:
+        listed = ", ".join(f"{name!r} ({kind.removesuffix('_type')})"
+                           for name, kind in non_tensors)
+        raise UnsupportedModelError(f"{target} takes and returns tensors only; not "
+                                    f"tensors: {listed}")
 
 
 def element_name(value: Any) -> str:

@@ -97,3 +97,46 @@ def test_real_worker_in_the_environment(driver, configuration, tolerance):
     assert actual.shape == expected.shape
     assert float(np.abs(actual - expected).max()) <= tolerance
     assert onnx.load_from_string(_cnn()).graph.output[0].name == "y"
+
+
+def test_a_graph_with_sequence_inputs_or_outputs_is_the_sdks_refusal_not_a_crash():
+    """The vendor SDKs take tensors only: a sequence graph is an UnsupportedModelError that
+    names each non-tensor, never a numpy error from stuffing a list into an array."""
+    from harness.target import UnsupportedModelError
+    from targets.sdk_target import require_tensors
+
+    seq = helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [helper.make_node("SequenceLength", ["seq"], ["n"])], "g", [seq],
+        [helper.make_tensor_value_info("n", TensorProto.INT64, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedModelError, match=r"tensors only; not tensors: 'seq' \("
+                                                    r"sequence\)"):
+        require_tensors("mnn-cpu", model.SerializeToString())
+    require_tensors("mnn-cpu", _identity_model())  # plain tensors pass
+
+
+def test_an_input_type_pnnx_cannot_declare_is_its_refusal():
+    from harness.target import UnsupportedModelError
+    from targets.ncnn_target import _pnnx_shape
+
+    assert _pnnx_shape(np.zeros((1, 3), np.float32)) == "[1,3]f32"
+    with pytest.raises(UnsupportedModelError, match="pnnx cannot declare a bool input"):
+        _pnnx_shape(np.zeros(2, bool))
+
+
+def test_x2paddle_giving_up_with_exit_is_reported_with_its_cause():
+    from targets.paddle_target import _why
+
+    gave_up = SystemExit(0)  # x2paddle's program.py calls exit(0) inside an except block
+    gave_up.__context__ = ValueError("dygraph2static failed")
+    assert _why(gave_up) == "x2paddle gave up with exit(0) after ValueError: dygraph2static failed"
+
+
+def _identity_model() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]
+                             ).SerializeToString()

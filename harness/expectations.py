@@ -7,7 +7,14 @@ Format (TOML), one table per suite, one entry per case (``fnmatch`` patterns all
     reason = "onnxruntime CPU has no float8 Cast kernel"
 
 A case with no entry is expected to pass. A result that differs from its
-expectation, an unexpected pass included, is an unexpected result.
+expectation, an unexpected pass included, is an unexpected result. A runtime whose
+result is not repeatable (it reads uninitialised memory, say) gets the other results
+seen, as Chromium's TestExpectations lists several, in ``also``; its reason says why::
+
+    [operators.test_attention_4d_with_qk_matmul_expanded]
+    status = "fail"
+    also = ["pass"]
+    reason = "nondeterministic: MNN reads uninitialised memory (pass and fail seen)"
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 EXPECTABLE = ("fail", "error", "skip", "timeout", "crash")
+#: what ``also`` may list besides EXPECTABLE (a nondeterministic case that sometimes passes)
+ALSO_EXPECTABLE = (*EXPECTABLE, "pass")
 
 
 class ExpectationsError(Exception):
@@ -31,6 +40,11 @@ class Expectation:
     status: str
     reason: str
     source: str = ""
+    #: further results accepted for a case the runtime does not repeat exactly
+    also: tuple[str, ...] = ()
+
+    def accepts(self, status: str) -> bool:
+        return status == self.status or status in self.also
 
 
 @dataclass
@@ -74,7 +88,12 @@ class Expectations:
                     raise ExpectationsError(f"{path}: {suite}.{case}: reason must be text")
                 if not reason.strip():
                     raise ExpectationsError(f"{path}: {suite}.{case}: a reason is required")
-                self.entries.setdefault(suite, {})[case] = Expectation(status, reason, str(path))
+                also = entry.get("also", [])
+                if not isinstance(also, list) or any(a not in ALSO_EXPECTABLE for a in also):
+                    raise ExpectationsError(f"{path}: {suite}.{case}: also must be a list of "
+                                            f"statuses from {ALSO_EXPECTABLE}")
+                self.entries.setdefault(suite, {})[case] = Expectation(
+                    status, reason, str(path), tuple(also))
 
     def lookup(self, suite: str, case: str) -> Expectation | None:
         cases = self.entries.get(suite, {})
@@ -97,7 +116,7 @@ class Expectations:
 def judge(status: str, expectation: Expectation | None) -> tuple[bool, str]:
     """(as_expected, explanation) for a case status against its expectation."""
     expected = expectation.status if expectation else "pass"
-    if status == expected:
+    if status == expected or (expectation is not None and expectation.accepts(status)):
         return True, ""
     if status == "skip" and expectation is None:
         return True, ""  # a declared capability gap is reported, not an unexpected result
@@ -122,27 +141,32 @@ def render(records: Iterable[dict[str, Any]], previous: Expectations | None = No
     Entries of ``previous`` for cases the run did not exercise (another suite, a
     subset run) are kept unchanged.
     """
-    by_suite: dict[str, dict[str, tuple[str, str]]] = {}
+    by_suite: dict[str, dict[str, Expectation]] = {}
     records = list(records)
     covered = {(r["suite"], r["case"]) for r in records}
     for suite, cases in (previous.entries if previous else {}).items():
         for case, kept in cases.items():  # entries this run did not exercise stay as they are
             if (suite, case) not in covered:
-                by_suite.setdefault(suite, {})[case] = (kept.status, kept.reason)
+                by_suite.setdefault(suite, {})[case] = kept
     for record in records:
         status = record.get("status")
-        if status not in EXPECTABLE or status == "skip":  # skips are declared, not expected
-            continue
         suite, case = record["suite"], record["case"]
         old = previous.lookup(suite, case) if previous else None
+        if old is not None and old.also and old.accepts(status):
+            by_suite.setdefault(suite, {})[case] = old  # a reviewed nondeterministic case
+            continue
+        if status not in EXPECTABLE or status == "skip":  # skips are declared, not expected
+            continue
         reason = old.reason if old and old.status == status else (
             record.get("message") or status).splitlines()[0][:200]
-        by_suite.setdefault(suite, {})[case] = (status, reason)
+        by_suite.setdefault(suite, {})[case] = Expectation(status, reason)
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     for suite in sorted(by_suite):
         for case in sorted(by_suite[suite]):
-            status, reason = by_suite[suite][case]
-            escaped = reason.replace("\\", "\\\\").replace('"', '\\"')
-            lines += ["", f"[{_toml_key(suite)}.{_toml_key(case)}]",
-                      f'status = "{status}"', f'reason = "{escaped}"']
+            entry = by_suite[suite][case]
+            escaped = entry.reason.replace("\\", "\\\\").replace('"', '\\"')
+            lines += ["", f"[{_toml_key(suite)}.{_toml_key(case)}]", f'status = "{entry.status}"']
+            if entry.also:
+                lines.append("also = [" + ", ".join(f'"{a}"' for a in entry.also) + "]")
+            lines.append(f'reason = "{escaped}"')
     return "\n".join(lines).lstrip("\n") + "\n"

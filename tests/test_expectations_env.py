@@ -36,6 +36,8 @@ reason = "no float8 kernels"
     ('[operators.test_a]\nstatus = "broken"\nreason = "x"\n', "status must be one of"),
     ('[operators.test_a]\nstatus = "fail"\n', "a reason is required"),
     ("[operators\n", "cannot read expectations"),
+    ('[operators.test_a]\nstatus = "fail"\nalso = ["sometimes"]\nreason = "x"\n',
+     "also must be a list of statuses"),
 ])
 def test_bad_expectations_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ExpectationsError, match=message):
@@ -74,6 +76,28 @@ reason = "reviewed: accumulation order"
     assert reloaded.lookup("operators", "test_b").status == "error"
     assert reloaded.lookup("operators", "test_c") is None
     assert reloaded.lookup("operators", "test_d") is None
+
+
+def test_a_nondeterministic_case_accepts_each_result_it_lists(tmp_path: Path) -> None:
+    """``also`` lists the other results a case that does not repeat may give; a pass it
+    lists is no unexpected pass, one it does not list is still unexpected, and a redraft
+    keeps the reviewed entry whichever listed result the run saw."""
+    path = _write(tmp_path, """
+[operators.test_racy]
+status = "fail"
+also = ["pass", "crash"]
+reason = "nondeterministic: reads uninitialised memory"
+""")
+    entry = Expectations.load([path]).lookup("operators", "test_racy")
+    assert entry.also == ("pass", "crash")
+    for seen in ("fail", "pass", "crash"):
+        assert judge(seen, entry) == (True, "")
+    ok, why = judge("timeout", entry)
+    assert not ok and "expected fail" in why
+    redrafted = render([{"suite": "operators", "case": "test_racy", "status": "pass",
+                         "message": ""}], Expectations.load([path]))
+    again = Expectations.load([_write(tmp_path, redrafted)]).lookup("operators", "test_racy")
+    assert (again.status, again.also, again.reason) == (entry.status, entry.also, entry.reason)
 
 
 def test_render_keeps_entries_the_run_did_not_exercise(tmp_path: Path) -> None:

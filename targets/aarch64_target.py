@@ -39,6 +39,7 @@ class Aarch64Target(SdkTarget):
     device = "cpu"
     opset_max = 28
     dtypes = ORT_DTYPES
+    tensors_only = False  # onnxruntime takes and returns sequences and optionals
 
     def capabilities(self) -> Capabilities:
         base = super().capabilities()

@@ -114,6 +114,7 @@ def test_a_graph_with_sequence_inputs_or_outputs_is_the_sdks_refusal_not_a_crash
                                                     r"sequence\)"):
         require_tensors("mnn-cpu", model.SerializeToString())
     require_tensors("mnn-cpu", _identity_model())  # plain tensors pass
+    assert MnnTarget.tensors_only and not Aarch64Target.tensors_only  # onnxruntime takes them
 
 
 def test_an_input_type_pnnx_cannot_declare_is_its_refusal():

@@ -132,6 +132,18 @@ def discover_suites() -> SuiteRegistry:
     return _discover(os.environ.get(PLUGINS_ENV, ""))
 
 
+def suite_paths() -> dict[str, Path]:
+    """Every registered suite's folder, by name; a suite whose package cannot be found
+    is left out."""
+    found: dict[str, Path] = {}
+    for name, spec in discover_suites().suites.items():
+        try:
+            found[name] = spec.path()
+        except SuiteRegistryError:
+            continue
+    return found
+
+
 def suite_spec(name: str) -> SuiteSpec | None:
     return discover_suites().suites.get(name)
 

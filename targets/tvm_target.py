@@ -60,6 +60,7 @@ from harness.target import (
 )
 from harness.tensors import (
     TensorCodecError,
+    element_type,
     from_packed_bytes,
     from_storage_bits,
     packed_bytes,
@@ -281,8 +282,7 @@ def _from_tvm(tensor: Any) -> np.ndarray:
         return tensor.numpy()
     shape = tuple(int(d) for d in tensor.shape)
     count = int(np.prod(shape, dtype=np.int64))
-    bits = 4 if name in TVM_NIBBLE_TYPES else 2
-    data = np.empty((count * bits + 7) // 8, dtype=np.uint8)
+    data = np.empty((count * element_type(name).bits + 7) // 8, dtype=np.uint8)
     _copy_bytes(tensor, data, into_tensor=False)
     if name in ONNX_LAYOUT_TYPES:
         return from_packed_bytes(name, shape, data.tobytes())

@@ -174,15 +174,9 @@ def describe_target(label: str, expectations: list[Path] | None = None
 
 def installed_suites() -> dict[str, Path]:
     """Every registered suite's folder, by name (what a certificate cites suite files of)."""
-    from harness.suite_registry import SuiteRegistryError, discover_suites
+    from harness.suite_registry import suite_paths
 
-    found: dict[str, Path] = {}
-    for name, spec in discover_suites().suites.items():
-        try:
-            found[name] = spec.path()
-        except SuiteRegistryError:
-            continue
-    return found
+    return suite_paths()
 
 
 def certify_request(profile: Profile, scope: str, label: str, described: dict[str, Any],

@@ -30,14 +30,9 @@ def suites_root() -> Path:
 def known_suites() -> dict[str, Path]:
     """Every registered suite (the ``shipei.suites`` entry-point group) by name, plus any
     folder of test modules under the ``suites`` package."""
-    from harness.suite_registry import SuiteRegistryError, discover_suites
+    from harness.suite_registry import suite_paths
 
-    found: dict[str, Path] = {}
-    for name, spec in discover_suites().suites.items():
-        try:
-            found[name] = spec.path()
-        except SuiteRegistryError:
-            continue
+    found = suite_paths()
     try:
         root = suites_root()
     except CliError:

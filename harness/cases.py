@@ -9,6 +9,7 @@ can end is an outcome with a status.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,7 +93,11 @@ def _tensor_dtypes(model: onnx.ModelProto) -> set[str]:
         elif which == "optional_type":
             visit(type_proto.optional_type.elem_type)
 
-    for value in list(model.graph.input) + list(model.graph.output):
+    # an input with an initializer (old IR versions list weights as inputs) is a
+    # constant the harness never feeds: only the tensors that cross the boundary count
+    constants = {tensor.name for tensor in model.graph.initializer}
+    fed = [value for value in model.graph.input if value.name not in constants]
+    for value in fed + list(model.graph.output):
         try:
             visit(value.type)
         except (KeyError, ValueError):
@@ -121,6 +126,20 @@ def unsupported_reason(model: onnx.ModelProto, caps: Capabilities) -> str | None
     return None
 
 
+#: words that mark the line of a dying runtime's stderr that says why it died
+_DYING_WORDS = re.compile(r"exception|error|assert|abort|terminat|fatal|check failed|"
+                          r"segmentation|bad_alloc|what\(\)", re.IGNORECASE)
+
+
+def runtime_last_words(stderr_tail: str) -> str:
+    """The last line of a crashed worker's stderr that says why it died (a .NET
+    ``Unhandled exception``, a C++ ``terminate called``, a failed assertion), or ''."""
+    for line in reversed(stderr_tail.splitlines()):
+        if _DYING_WORDS.search(line):
+            return line.strip()[:300]
+    return ""
+
+
 def outcome_from_exception(exc: BaseException, started: float) -> Outcome:
     """The outcome of a case that ended in a timeout, a crash, an infra error or a
     target error."""
@@ -133,7 +152,10 @@ def outcome_from_exception(exc: BaseException, started: float) -> Outcome:
             return Outcome("infra_error", str(exc), timings=elapsed, blame="infrastructure",
                            metrics=metrics | {"killed_externally": True,
                                               "oom_evidence": exc.evidence})
-        return Outcome("crash", str(exc), timings=elapsed, metrics=metrics, blame="target")
+        last_words = runtime_last_words(exc.stderr_tail)
+        return Outcome("crash", f"{exc}: {last_words}" if last_words else str(exc),
+                       timings=elapsed, metrics=metrics, blame="target",
+                       detail=exc.stderr_tail)
     if isinstance(exc, InfraError):
         return Outcome("infra_error", str(exc), timings=elapsed,
                        blame=getattr(exc, "blame", "infrastructure"))

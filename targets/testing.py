@@ -59,7 +59,8 @@ class FaultyExecutable(Executable):
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         fault = self.target.fault if self.triggered else "none"
-        if fault == "abort":
+        if fault == "abort":  # dies as a C++ runtime does: its last words, then SIGABRT
+            os.write(2, b"terminate called after throwing an instance of 'injected_fault'\n")
             os.abort()
         if fault == "segfault":
             _segfault()

@@ -68,6 +68,10 @@ def test_dying_worker_is_a_crash_and_the_next_case_passes(host_for, fault, signa
     assert crashed.metrics["signal"] == signal_name
     assert crashed.metrics["exit_code"] < 0
     assert signal_name in crashed.message
+    # the runtime's last words on stderr are the crash's reason; silence adds nothing
+    last_words = "terminate called after throwing an instance of 'injected_fault'"
+    assert crashed.message.endswith(f": {last_words}") == (fault == "abort")
+    assert (last_words in crashed.detail) == (fault == "abort")
 
     after = execute_case(NEG, host, CAPS, timeout=60)
     assert after.status == "pass", after.message

@@ -13,6 +13,7 @@ results land in one ``records.jsonl`` without loss or duplication.
 
 from __future__ import annotations
 
+import argparse
 import math
 import signal
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from harness import selection
+from harness import memory_limit, selection
 from harness.cases import Case, Outcome
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
 from harness.hooks import plugin_manager
@@ -42,6 +43,13 @@ RECORD_PROPERTY = "shipei_record"
 PLUGIN_NAME = "shipei-session"
 
 
+def _memory_size(text: str) -> int | None:
+    try:
+        return memory_limit.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("shipei", "Shipei compatibility harness")
     group.addoption("--target", action="append", dest="shipei_targets", default=[],
@@ -54,6 +62,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--isolation", choices=("process", "inline"), default="process",
                     dest="shipei_isolation",
                     help="run targets in worker subprocesses (default) or in-process")
+    group.addoption("--worker-memory-limit", dest="shipei_worker_memory",
+                    type=_memory_size, default=memory_limit.default_limit(), metavar="SIZE",
+                    help="memory ceiling of each target worker, e.g. 8G, or none: a runaway "
+                         "allocation then fails inside the worker and is the target's, not "
+                         "the OOM killer's (default "
+                         f"{memory_limit.describe(memory_limit.default_limit())}, "
+                         f"{memory_limit.DEFAULT_FRACTION:.0%} of physical memory)")
     group.addoption("--expectations", action="append", dest="shipei_expectations",
                     default=[], type=Path, metavar="FILE",
                     help="expectations file to use instead of the target's own; repeatable")
@@ -219,7 +234,8 @@ class ShipeiSession:
         try:
             self.pool = TargetPool(config.getoption("shipei_targets") or [DEFAULT_TARGET],
                                    config.getoption("shipei_isolation"),
-                                   config.getoption("shipei_expectations"))
+                                   config.getoption("shipei_expectations"),
+                                   config.getoption("shipei_worker_memory"))
         except RegistryError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.run = RunWriter(config, self.pool)

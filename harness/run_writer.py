@@ -122,6 +122,7 @@ class RunWriter:
             "exit_status": None,
             "isolation": self.config.getoption("shipei_isolation"),
             "case_timeout_s": self.config.getoption("shipei_case_timeout"),
+            "worker_memory_limit_bytes": self.pool.memory_limit,
             "targets": targets,
             "suite_files": file_digests(self._suite_files()),
             "environment": fingerprint(),

@@ -15,12 +15,15 @@ from harness.worker import Host, InlineHost, ProcessHost
 class TargetPool:
     """Targets by request label. ``isolation`` is ``process`` (a worker subprocess per
     target, the default) or ``inline``; ``explicit_expectations`` replace every target's
-    own file when given."""
+    own file when given; ``memory_limit`` is the ceiling (bytes) each worker puts on its
+    memory (:mod:`harness.memory_limit`), None for none."""
 
     def __init__(self, labels: list[str], isolation: str = "process",
-                 explicit_expectations: list[Path] | None = None) -> None:
+                 explicit_expectations: list[Path] | None = None,
+                 memory_limit: int | None = None) -> None:
         self.requests = [TargetRequest.parse(label) for label in dict.fromkeys(labels)]
         self.isolation = isolation
+        self.memory_limit = memory_limit
         self.explicit_expectations = list(explicit_expectations or [])
         self._registry: Registry | None = None
         self._targets: dict[str, Target] = {}
@@ -63,7 +66,7 @@ class TargetPool:
                 launcher, env = worker_launch(self.target(request))
                 self._hosts[request.label] = ProcessHost(spec, request.configuration,
                                                          request.options, launcher=launcher,
-                                                         env=env)
+                                                         env=env, memory_limit=self.memory_limit)
         return self._hosts[request.label]
 
     def worker_restarts(self, label: str) -> int:

@@ -201,14 +201,18 @@ class ProcessHost(_Requests):
     python, wrap one in a command prefix (an emulator) or reach another machine
     (``ssh HOST env PYTHONPATH=... python3``). ``env`` adds to (or overrides) the
     inherited environment; the harness source folder is put first on PYTHONPATH.
+    ``memory_limit`` (bytes) is the ceiling the worker puts on its own memory
+    (:mod:`harness.memory_limit`); None for none.
     """
 
     def __init__(self, spec: TargetSpec, configuration: str = "default",
                  options: Mapping[str, Any] | None = None,
                  startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
                  launcher: Sequence[str] | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 memory_limit: int | None = None) -> None:
         self.spec = spec
+        self.memory_limit = memory_limit
         self.configuration = configuration
         self.options = dict(options or {})
         self.startup_timeout = startup_timeout
@@ -247,7 +251,7 @@ class ProcessHost(_Requests):
         spec = asdict(self.spec)
         spec["configurations"] = list(spec["configurations"])
         return {"op": "start", "spec": spec, "configuration": self.configuration,
-                "options": self.options}
+                "options": self.options, "memory_limit": self.memory_limit}
 
     def _start(self) -> _Worker:
         name = self.spec.name

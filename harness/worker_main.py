@@ -8,7 +8,8 @@ with another numpy, an emulator or ssh, with the harness source on
 ``PYTHONPATH``.
 
 Conversation: the controller sends ``{"op": "start", "spec": ..., "configuration":
-..., "options": ...}``; the worker builds the target and answers ``{"status":
+..., "options": ..., "memory_limit": BYTES}``; the worker lowers its own memory
+ceiling (:mod:`harness.memory_limit`), builds the target and answers ``{"status":
 "ready", "worker": {...}}`` or ``{"status": "startup_error", ...}``. Then each
 request ``{"op": OP, "args": [...]}`` gets one answer: ``{"status": "ok",
 "value": ...}``, ``{"status": "error", ...}`` (the target raised) or ``{"status":
@@ -27,6 +28,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+from harness import memory_limit
 from harness.registry import TargetSpec, load_object
 from harness.target import Executable, InfraError, Target
 from harness.tensors import TensorCodecError
@@ -121,6 +123,7 @@ def _spec(data: Mapping[str, Any]) -> TargetSpec:
 def serve(end: StreamEnd) -> None:
     try:
         hello = end.receive()
+        limits = memory_limit.apply(hello.get("memory_limit"))
         spec = _spec(hello["spec"])
         executor = Executor(spec.build(hello.get("configuration", "default"),
                                        hello.get("options") or {}))
@@ -129,7 +132,7 @@ def serve(end: StreamEnd) -> None:
     except BaseException as exc:
         end.send(failure("startup_error", exc, "start"))
         return
-    end.send({"status": "ready", "worker": worker_facts()})
+    end.send({"status": "ready", "worker": worker_facts() | limits})
     try:
         _loop(end, executor)
     finally:

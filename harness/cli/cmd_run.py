@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="per-case timeout in seconds")
     parser.add_argument("--isolation", choices=("process", "inline"),
                         help="worker subprocess per target (default) or in-process")
+    parser.add_argument("--worker-memory-limit", metavar="SIZE",
+                        help="memory ceiling of each target worker (e.g. 8G, or none); "
+                             "default 75%% of physical memory")
     parser.add_argument("--expectations", action="append", default=[], type=Path,
                         help="expectations file to use instead of the targets' own")
     parser.add_argument("--run-id", help="id for this run (default: new timestamped id)")
@@ -100,6 +103,7 @@ class RunOptions:
     numprocesses: str | None = None
     case_timeout: float | None = None
     isolation: str | None = None
+    worker_memory_limit: str | None = None
     expectations: tuple[Path, ...] = ()
     run_id: str | None = None
     durations_from: str | None = None
@@ -130,6 +134,7 @@ def pytest_argv(selection: RunSelection, options: RunOptions) -> list[str]:
         argv += ["--expectations", str(path)]
     flags = {"-k": selection.keyword, "-m": selection.markexpr, "-n": options.numprocesses,
              "--case-timeout": options.case_timeout, "--isolation": options.isolation,
+             "--worker-memory-limit": options.worker_memory_limit,
              "--run-id": options.run_id, "--shard": selection.shard,
              "--durations-from": options.durations_from, "--resume": options.resume,
              "--retry-failed": options.retry_failed}
@@ -156,7 +161,8 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
             None if TIMED_SUITE in suites  # timing must not share the cores
             else default_numprocesses(args.target, args.pytest_args)),
         case_timeout=args.case_timeout,
-        isolation=args.isolation, expectations=tuple(args.expectations), run_id=args.run_id,
+        isolation=args.isolation, worker_memory_limit=args.worker_memory_limit,
+        expectations=tuple(args.expectations), run_id=args.run_id,
         durations_from=args.durations_from, resume=args.resume,
         retry_failed=args.retry_failed, exitfirst=args.exitfirst, verbose=args.verbose,
         results_dir=args.results_dir, reports_dir=args.reports_dir,

@@ -94,7 +94,8 @@ class FaultyTarget(Target):
     def __init__(self, configuration: str = "default", fault: str = "none",
                  trigger_op: str = "*", hang_s: float = 3600.0, offset: float = 0.5,
                  delay_ms: float = 5.0, leak_mb: int = 8, flaky_marker: str = "",
-                 emulated: bool = False, gap_dtype: str = "int4") -> None:
+                 emulated: bool = False, simulated: bool = False,
+                 gap_dtype: str = "int4") -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
         from targets.onnxruntime_target import OnnxRuntimeTarget
@@ -110,6 +111,7 @@ class FaultyTarget(Target):
         self.flaky_marker = str(flaky_marker)
         self.gap_dtype = str(gap_dtype)
         self.emulated = bool(emulated)  # claims to run under an emulator (performance tests)
+        self.simulated = bool(simulated)  # claims to be a chip's simulator (performance tests)
         self._failed_once = False
 
     def first_attempt(self) -> bool:
@@ -143,9 +145,11 @@ class FaultyTarget(Target):
 
     def capabilities(self) -> Capabilities:
         caps = self.inner.capabilities()
-        if not self.emulated:
+        claims = {"emulated": self.emulated, "simulator": self.simulated}
+        if not any(claims.values()):
             return caps
-        return dataclasses.replace(caps, extra={**caps.extra, "emulated": True})
+        return dataclasses.replace(caps, extra={**caps.extra, **{
+            flag: True for flag, claimed in claims.items() if claimed}})
 
     def compile(self, model: bytes) -> Executable:
         ops = {node.op_type for node in onnx.load_from_string(model).graph.node}

@@ -132,12 +132,15 @@ def test_cli_usage_errors_are_one_line(shipei_cli, tmp_path: Path):
     assert unknown.returncode == 2 and "unknown model" in unknown.stderr + unknown.stdout
 
 
-def test_an_emulated_target_is_not_timed(shipei_cli):
-    """Emulated timings (qemu-user) are not performance figures: the case is a skip that
-    says so, and no samples are stored."""
-    done = _perf_run(shipei_cli, "emulated", "shipei-faulty,emulated=true")
+@pytest.mark.parametrize(("claim", "said"), [("emulated", "under emulation"),
+                                             ("simulated", "the chip's simulator")])
+def test_an_emulated_or_simulated_target_is_not_timed(shipei_cli, claim, said):
+    """Emulated timings (qemu-user) and an NPU simulator's timings on the host CPU are
+    not performance figures: the case is a skip that says so, and no samples are
+    stored."""
+    done = _perf_run(shipei_cli, claim, f"shipei-faulty,{claim}=true")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
-    records = _records(done.results, "emulated")
+    records = _records(done.results, claim)
     assert records and all(r["status"] == "skip" for r in records)
-    assert all("emulation" in r["message"] and "samples_file" not in r["metrics"]
+    assert all(said in r["message"] and "samples_file" not in r["metrics"]
                for r in records)

@@ -8,7 +8,7 @@ records and records the outcome through ``target.conclude``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 import pytest
@@ -22,6 +22,8 @@ from harness.perf.settings import ScenarioSettings
 PERF_MARKER = "performance"
 #: ``Capabilities.extra`` flag of a target that runs under an emulator (qemu-user)
 EMULATED = "emulated"
+#: ``Capabilities.extra`` flag of a chip target that runs on the vendor's simulator
+SIMULATOR = "simulator"
 #: option dest -> ScenarioSettings field
 OPTION_FIELDS = {
     "perf_min_duration": "min_duration_s",
@@ -57,17 +59,27 @@ def settings_for(config: pytest.Config, base: ScenarioSettings) -> ScenarioSetti
         raise pytest.UsageError(f"--perf-* options: {exc}") from None
 
 
+def untimed_reason(label: str, extra: Mapping[str, Any]) -> str | None:
+    """Why a target's timings are no performance figures (it runs under an emulator, or
+    on a chip's simulator on this host's CPU), or None when they are."""
+    if extra.get(EMULATED):
+        return (f"{label} runs under emulation: its timings are not performance figures, "
+                "so the case is not timed")
+    if extra.get(SIMULATOR):
+        return (f"{label} runs on the chip's simulator on this host's CPU: its timings are "
+                "not the chip's, so the case is not timed")
+    return None
+
+
 def check_performance(target: Any, case: PerfCase) -> None:
     """Check and time ``case`` on the ``target`` fixture and record the outcome."""
     config = target.session.config
     if hasattr(config, "workerinput"):
         pytest.skip("performance cases do not run under pytest-xdist: parallel cases "
                     "would time each other")
-    emulated = target.capabilities.extra.get(EMULATED)
-    if emulated:
-        target.conclude(case.suite, case.name, Outcome(
-            "skip", f"{target.label} runs under emulation: its timings are not performance "
-                    "figures, so the case is not timed"), dict(case.tags))
+    reason = untimed_reason(target.label, target.capabilities.extra)
+    if reason:
+        target.conclude(case.suite, case.name, Outcome("skip", reason), dict(case.tags))
         return
     case = PerfCase(case.suite, case.name, case.model, settings_for(config, case.settings),
                     case.load, case.rtol, case.atol, case.tags)

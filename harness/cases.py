@@ -131,12 +131,18 @@ _DYING_WORDS = re.compile(r"exception|error|assert|abort|terminat|fatal|check fa
                           r"segmentation|bad_alloc|what\(\)", re.IGNORECASE)
 
 
+#: a line of a stack trace (.NET "at ...", gdb/native "#3 ...", Python "File ..."): never
+#: the reason, even when a frame's name contains one of the words above
+_STACK_FRAME = re.compile(r"^(at |#\d|File \")")
+
+
 def runtime_last_words(stderr_tail: str) -> str:
     """The last line of a crashed worker's stderr that says why it died (a .NET
     ``Unhandled exception``, a C++ ``terminate called``, a failed assertion), or ''."""
     for line in reversed(stderr_tail.splitlines()):
-        if _DYING_WORDS.search(line):
-            return line.strip()[:300]
+        line = line.strip()
+        if _DYING_WORDS.search(line) and not _STACK_FRAME.match(line):
+            return line[:300]
     return ""
 
 

@@ -367,7 +367,7 @@ class ProcessHost(_Requests):
         name = _signal_name(exitcode)
         external = not by_harness and name in EXTERNAL_SIGNALS
         evidence = oom.evidence(worker.memory_before, worker.process.pid) if external else {}
-        raise WorkerCrash(exitcode, op, external, evidence, worker.stderr.text())
+        raise WorkerCrash(exitcode, op, external, evidence, worker.stderr.text(40))
 
     def release(self, key: str) -> None:
         if self._worker is None:

@@ -9,7 +9,10 @@ conversion to its vendor unless told not to: it is always called with
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -60,11 +63,14 @@ class _PaddleRunner:
         try:
             source = folder / "model.onnx"
             source.write_bytes(with_static_shapes(model, feeds))
+            said = io.StringIO()  # x2paddle prints what it cannot map, then raises
             try:
-                onnx2paddle(str(source), str(folder / "out"), disable_feedback=True,
-                            enable_onnx_checker=False)
+                with contextlib.redirect_stdout(said):
+                    onnx2paddle(str(source), str(folder / "out"), disable_feedback=True,
+                                enable_onnx_checker=False)
             except (Exception, SystemExit) as exc:  # x2paddle calls exit(0) on some failures
-                raise TargetError(f"x2paddle could not convert the model: {_why(exc)}") from exc
+                raise TargetError(f"x2paddle could not convert the model: "
+                                  f"{_why(exc, said.getvalue())}") from exc
             files = _inference_files(folder / "out" / "inference_model")
             config = inference.Config(*files)
             config.disable_gpu()
@@ -115,9 +121,17 @@ def _inference_files(folder: Path) -> tuple[str, ...]:
     raise TargetError(f"x2paddle wrote no inference model (found: {found})")
 
 
-def _why(exc: BaseException) -> str:
+#: how x2paddle's op checker prints each operator it has no mapping for
+_UNMAPPED_OP = re.compile(r"^=+ (\S+) =+$", re.MULTILINE)
+
+
+def _why(exc: BaseException, printed: str = "") -> str:
     """x2paddle re-raises every mapping failure as a bare "convert failed node:..."
-    exception; the error it replaced (its ``__context__``) says what went wrong."""
+    exception; the error it replaced (its ``__context__``) says what went wrong. Its
+    "Model is not supported yet" follows a printed list of the operators it cannot map."""
+    unmapped = sorted(set(_UNMAPPED_OP.findall(printed)))
+    if unmapped and "not supported yet" in str(exc):
+        return f"x2paddle has no mapping for {', '.join(unmapped)}"
     cause = exc.__context__
     if isinstance(exc, SystemExit):
         said = f"x2paddle gave up with exit({exc.code})"

@@ -195,10 +195,21 @@ def element_name(value: Any) -> str:
 
 
 def with_static_shapes(model: bytes, feeds: Mapping[str, np.ndarray]) -> bytes:
-    """The model with every graph input's dimensions fixed to the given feeds' shapes."""
+    """The model with every graph input's dimensions fixed to the given feeds' shapes,
+    and only the inputs that are fed: a graph input with an initializer (older IR
+    versions list every weight so, as the onnx wheel's light CNNs do) is the constant
+    the harness never overrides, and vendor converters take such inputs for ones to
+    declare (pnnx asks a shape for each, x2paddle cannot fold a ConstantOfShape fed
+    by one)."""
     import onnx
 
     proto = onnx.load_from_string(model)
+    constants = {tensor.name for tensor in proto.graph.initializer}
+    if any(value.name in constants for value in proto.graph.input):
+        fed = [value for value in proto.graph.input if value.name not in constants]
+        del proto.graph.input[:]
+        proto.graph.input.extend(fed)
+        proto.ir_version = max(proto.ir_version, 4)  # IR 4: initializers need not be inputs
     for value in proto.graph.input:
         if value.name in feeds:
             dims = value.type.tensor_type.shape.dim

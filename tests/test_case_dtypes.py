@@ -31,3 +31,18 @@ def test_an_input_with_an_initializer_is_a_constant_and_its_type_is_not_asked_fo
 def test_a_fed_input_of_an_undeclared_type_is_a_capability_skip():
     reason = unsupported_reason(_reshape_model(shape_is_constant=False), FLOAT_ONLY)
     assert reason == "dtype(s) int64 not declared by the target"
+
+
+def test_vendor_converters_get_only_the_inputs_that_are_fed():
+    import onnx
+
+    from targets.sdk_target import with_static_shapes
+
+    model = _reshape_model(shape_is_constant=True)
+    model.ir_version = 3  # weights listed among the inputs, as the light CNNs have them
+    static = onnx.load_from_string(with_static_shapes(
+        model.SerializeToString(), {"x": np.zeros((2, 3), np.float32)}))
+    assert [value.name for value in static.graph.input] == ["x"]
+    assert [t.name for t in static.graph.initializer] == ["shape"]
+    assert static.ir_version >= 4
+    onnx.checker.check_model(static)

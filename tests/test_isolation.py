@@ -154,3 +154,17 @@ def test_shipei_run_records_crashes_and_timeouts_and_keeps_going(shipei_cli):
     assert run_info["counts"]["shipei-faulty,fault=hang,trigger_op=Floor"]["timeout"] == 2
     junit = (result.reports / run_dir.name / "junit.xml").read_text()
     assert "SIGABRT" in junit and "SIGSEGV" in junit
+
+
+def test_a_crashs_reason_is_the_runtimes_last_words_not_a_stack_frame():
+    from harness.cases import runtime_last_words
+
+    dotnet = ("Unhandled exception. System.AggregateException: One or more errors occurred.\n"
+              " ---> System.NotSupportedException: Not Supported Onnx op: If\n"
+              "   at Nncase.Importer.OnnxImporter.Visit(NodeProto op)\n"
+              "   at System.Threading.Tasks.Task.ThrowIfExceptional(Boolean b)\n")
+    assert runtime_last_words(dotnet).endswith("Not Supported Onnx op: If")
+    cpp = "loading model\nterminate called after throwing an instance of 'std::bad_alloc'\n"
+    assert runtime_last_words(cpp) == "terminate called after throwing an instance of " \
+                                      "'std::bad_alloc'"
+    assert runtime_last_words("compiling\nrunning\n") == ""

@@ -134,6 +134,18 @@ def test_x2paddle_giving_up_with_exit_is_reported_with_its_cause():
     assert _why(gave_up) == "x2paddle gave up with exit(0) after ValueError: dygraph2static failed"
 
 
+def test_x2paddle_refusing_a_model_names_the_operators_it_printed():
+    from targets.paddle_target import _why
+
+    # what x2paddle's op_checker prints before raising "Model is not supported yet."
+    printed = ("\n========= 2 OPs are not supported yet ===========\n"
+               "========== LayerNormalization ============\n"
+               "========== Gelu ============\n")
+    refused = Exception("Model is not supported yet.")
+    assert _why(refused, printed) == "x2paddle has no mapping for Gelu, LayerNormalization"
+    assert _why(refused) == "Exception: Model is not supported yet."
+
+
 def _identity_model() -> bytes:
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])], "g",

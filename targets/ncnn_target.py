@@ -129,7 +129,8 @@ class _NcnnRunner:
 
     def placement(self) -> dict[str, Any]:
         return {"layout": "ncnn Mat: a leading batch of 1 dropped from inputs, ONNX output "
-                          "shapes restored when the element count matches",
+                          "shapes restored when the element count matches (the batch of "
+                          "1 alone when only the rank is known)",
                 "convolution": "ncnn's defaults (Winograd and sgemm kernels enabled)"}
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -146,15 +147,24 @@ class _NcnnRunner:
             code, mat = extractor.extract(f"out{index}")
             if code != 0:
                 raise TargetError(f"ncnn could not extract output {name!r} (code {code})")
-            value = np.array(mat)
-            shape = self._shapes.get(name)
-            if shape and all(shape) and int(np.prod(shape)) == value.size:
-                value = value.reshape(shape)
-            results.append(value)
+            results.append(restore_onnx_shape(np.array(mat), self._shapes.get(name)))
         return results
 
     def close(self) -> None:
         self._net = None
+
+
+def restore_onnx_shape(value: np.ndarray, shape: list[int] | None) -> np.ndarray:
+    """An ncnn output in the ONNX output's shape: reshaped when ONNX shape inference gave
+    every dimension and the element count matches; given back its batch of 1 when only
+    the rank is known and ncnn's Mat is one dimension short; else as ncnn gave it."""
+    if not shape:
+        return value
+    if all(shape) and int(np.prod(shape)) == value.size:
+        return value.reshape(shape)
+    if len(shape) == value.ndim + 1 and shape[0] in (0, 1):  # 0: a symbolic batch
+        return value[np.newaxis]
+    return value
 
 
 def _how(result: subprocess.CompletedProcess) -> str:

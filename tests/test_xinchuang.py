@@ -126,6 +126,16 @@ def test_an_input_type_pnnx_cannot_declare_is_its_refusal():
         _pnnx_shape(np.zeros(2, bool))
 
 
+def test_an_ncnn_output_gets_back_the_onnx_shape_or_at_least_its_batch_of_one():
+    from targets.ncnn_target import restore_onnx_shape
+
+    mat = np.zeros((10, 6625), np.float32)  # PP-OCR recognition: ONNX says [1, T, 6625]
+    assert restore_onnx_shape(mat, [1, 10, 6625]).shape == (1, 10, 6625)
+    assert restore_onnx_shape(mat, [0, 0, 6625]).shape == (1, 10, 6625)  # symbolic dims
+    assert restore_onnx_shape(mat, [0, 6625]).shape == (10, 6625)
+    assert restore_onnx_shape(mat, None).shape == (10, 6625)
+
+
 def test_x2paddle_giving_up_with_exit_is_reported_with_its_cause():
     from targets.paddle_target import _why
 

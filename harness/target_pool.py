@@ -59,15 +59,18 @@ class TargetPool:
 
     def host(self, request: TargetRequest) -> Host:
         if request.label not in self._hosts:
-            if self.isolation == "inline":
-                self._hosts[request.label] = InlineHost(self.target(request))
-            else:
-                spec = self.registry.spec(request.name)
-                launcher, env = worker_launch(self.target(request))
-                self._hosts[request.label] = ProcessHost(spec, request.configuration,
-                                                         request.options, launcher=launcher,
-                                                         env=env, memory_limit=self.memory_limit)
+            self._hosts[request.label] = (InlineHost(self.target(request))
+                                          if self.isolation == "inline"
+                                          else self.fresh_process_host(request))
         return self._hosts[request.label]
+
+    def fresh_process_host(self, request: TargetRequest) -> ProcessHost:
+        """A new worker host for ``request``, launched as the shared one is (the target's
+        own environment, the memory ceiling), for a check that must kill or close its own."""
+        launcher, env = worker_launch(self.target(request))
+        return ProcessHost(self.registry.spec(request.name), request.configuration,
+                           request.options, launcher=launcher, env=env,
+                           memory_limit=self.memory_limit)
 
     def worker_restarts(self, label: str) -> int:
         host = self._hosts.get(label)

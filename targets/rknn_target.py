@@ -45,7 +45,7 @@ class RknnTarget(SdkTarget):
     kind = "chip"
     device = "npu"
     opset_max = RKNN_OPSET_MAX
-    dtypes = ("float32",)
+    dtypes = ("float32", "float16", "int32", "int64", "int8", "bool")
 
     def precision(self) -> str:
         return "int8" if self.configuration == "int8" else "fp16"

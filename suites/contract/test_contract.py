@@ -29,8 +29,7 @@ def _own_host(target: Any) -> ProcessHost | None:
     """A worker of the check's own, so killing or closing it disturbs no other test."""
     if target.session.config.getoption("shipei_isolation") == "inline":
         return None
-    spec = target.spec
-    return ProcessHost(spec, target.request.configuration, target.request.options)
+    return target.session.pool.fresh_process_host(target.request)
 
 
 def test_identity_complete(target: Any) -> None:

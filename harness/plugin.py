@@ -14,6 +14,7 @@ results land in one ``records.jsonl`` without loss or duplication.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import signal
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from harness import memory_limit, selection
+from harness.case_record import CaseRecord
 from harness.cases import Case, Outcome
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
 from harness.hooks import plugin_manager
@@ -309,7 +311,9 @@ class ShipeiSession:
         except StorageError as exc:
             self._storage_failed(exc)
             return
-        self.hooks.shipei_case_recorded(record=written, paths=self.run.paths)
+        hook = self.hooks.shipei_case_recorded
+        if hook.get_hookimpls():  # the typed record is built only for a plugin that listens
+            hook(record=CaseRecord.from_dict(written), paths=self.run.paths)
 
     def _storage_failed(self, exc: StorageError) -> None:
         """A full disk: stop the run with one clear line; what was written is kept."""
@@ -362,6 +366,21 @@ class ShipeiSession:
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._pytest_session = session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> None:
+        """Launch the workers of the targets named with ``--target`` before collecting, so
+        their start-up overlaps collection (:meth:`ProcessHost.prestart`)."""
+        config = self.config
+        if (not config.getoption("shipei_targets") or config.option.collectonly
+                or config.pluginmanager.has_plugin("dsession")):  # xdist's controller
+            return
+        for request in self.pool.requests:
+            with contextlib.suppress(Exception):  # the first case reports any failure
+                if self.availability(request).available:
+                    prestart = getattr(self.pool.host(request), "prestart", None)
+                    if prestart is not None:
+                        prestart()
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.pool.close()

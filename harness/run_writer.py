@@ -56,14 +56,15 @@ class RunWriter:
             self.paths = paths
         return self.paths
 
-    def write(self, record: dict[str, Any], nodeid: str) -> CaseRecord:
+    def write(self, record: dict[str, Any], nodeid: str) -> dict[str, Any]:
+        """Append one case's record (with its run id, node id and attempt); the line written."""
         paths = self.open()
         record = dict(record, run_id=paths.run_id, nodeid=nodeid,
                       attempt=selection.attempt_number(self.config, record))
         assert self.writer is not None
         self.writer.write(record)
         self.records.append(record)
-        return CaseRecord.from_dict(record)
+        return record
 
     def effective(self) -> list[dict[str, Any]]:
         """The effective records (:func:`~harness.case_record.fold_attempts`); once the run

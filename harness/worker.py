@@ -222,6 +222,8 @@ class ProcessHost(_Requests):
         #: what the last worker said about itself (pid, python, numpy, machine, wire)
         self.worker_info: dict[str, Any] = {}
         self._worker: _Worker | None = None
+        #: a worker launched ahead by :meth:`prestart`, not yet ready
+        self._launched: _Worker | None = None
         self._started_once = False
 
     @property
@@ -253,30 +255,54 @@ class ProcessHost(_Requests):
         return {"op": "start", "spec": spec, "configuration": self.configuration,
                 "options": self.options, "memory_limit": self.memory_limit}
 
-    def _start(self) -> _Worker:
-        name = self.spec.name
+    def prestart(self) -> None:
+        """Launch the worker now and send its start message without waiting for it to be
+        ready, so its start-up (imports, building the target) overlaps what the test
+        process does meanwhile (collection); the first request waits for its answer. A
+        launch that fails here is forgotten: the first request launches again and
+        reports the failure as its own."""
+        if self._worker is not None or self._launched is not None:
+            return
+        with contextlib.suppress(InfraError):
+            self._launched = self._launch()
+
+    def _launch(self) -> _Worker:
+        """A new worker process, sent its start message."""
         try:
             process = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, env=self._environment())
         except OSError as exc:
-            raise InfraError(f"could not start a worker for {name} "
+            raise InfraError(f"could not start a worker for {self.spec.name} "
                              f"({' '.join(self.argv)}): {exc}") from exc
         assert process.stdin and process.stdout and process.stderr
         worker = _Worker(process, DeadlineEnd(process.stdout.fileno(), process.stdin.fileno()),
                          _StderrTail(process.stderr), oom.snapshot())
+        try:
+            worker.end.send(self._hello(), time.monotonic() + self.startup_timeout)
+        except WireError as exc:
+            raise self._died_starting(worker, exc) from None
+        return worker
+
+    def _died_starting(self, worker: _Worker, exc: Exception) -> InfraError:
+        code = self._discard(worker)
+        tail = worker.stderr.text(3)
+        return InfraError(f"worker for {self.spec.name} died while starting (exit code {code})"
+                          + (f": {tail}" if tail else f": {exc}"))
+
+    def _start(self) -> _Worker:
+        name = self.spec.name
+        launched, self._launched = self._launched, None
+        worker = launched or self._launch()
+        # the start-up time counts from now: a worker launched ahead had the time since
         deadline = time.monotonic() + self.startup_timeout
         try:
-            worker.end.send(self._hello(), deadline)
             message = worker.end.receive(deadline)
         except WireTimeout:
             self._discard(worker)
             raise InfraError(
                 f"worker for {name} did not start within {self.startup_timeout:g} s") from None
         except (WireClosed, WireError) as exc:
-            code = self._discard(worker)
-            tail = worker.stderr.text(3)
-            raise InfraError(f"worker for {name} died while starting (exit code {code})"
-                             + (f": {tail}" if tail else f": {exc}")) from None
+            raise self._died_starting(worker, exc) from None
         if not isinstance(message, dict) or message.get("status") != "ready":
             self._discard(worker)
             detail = (f"{message.get('type')}: {message.get('message')}"
@@ -312,6 +338,9 @@ class ProcessHost(_Requests):
         return process.returncode
 
     def _stop(self, kill: bool) -> None:
+        launched, self._launched = self._launched, None
+        if launched is not None:  # launched ahead and never used
+            self._discard(launched)
         worker, self._worker = self._worker, None
         if worker is None:
             return

@@ -117,11 +117,16 @@ class Launch:
     env: Mapping[str, str]
 
 
+#: what a worker imports from the harness's checkout: the core, the drivers, and the suites
+#: whose checks run functions inside the worker (the contract's ``Host.call``)
+WORKER_PACKAGES = ("harness", "targets", "suites")
+
+
 def harness_path_dir() -> Path:
-    """A folder holding only links to this harness's ``harness`` and ``targets`` packages,
+    """A folder holding only links to this harness's packages (:data:`WORKER_PACKAGES`),
     for a foreign interpreter's ``PYTHONPATH``: adding the harness's own site-packages
     would put its numpy in front of the environment's."""
-    packages = {name: _package_dir(name) for name in ("harness", "targets")}
+    packages = {name: _package_dir(name) for name in WORKER_PACKAGES}
     digest = hashlib.sha256(json.dumps({k: str(v) for k, v in packages.items()}).encode())
     folder = cache_dir("envs", ".pythonpath", digest.hexdigest()[:16])
     for name, source in packages.items():

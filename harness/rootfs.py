@@ -173,12 +173,12 @@ def _emulator_version(emulator: str) -> str:
 def rootfs_launch(root: Path, manifest: Mapping[str, Any]) -> Launch:
     """``unshare -m`` + mounts + ``chroot`` + qemu: runs the foreign python3; the
     interpreter's own arguments follow the returned argv."""
-    from harness.env_core import Launch, harness_path_dir
+    from harness.env_core import WORKER_PACKAGES, Launch, harness_path_dir
 
     tree = root / "rootfs"
     path_dir = harness_path_dir()
     binds = [(str(Path(p).resolve()), str(Path(p).resolve()))
-             for p in (path_dir / "harness", path_dir / "targets")]
+             for p in (path_dir / name for name in WORKER_PACKAGES) if p.exists()]
     mounts = [
         f"mount -t proc proc {shlex.quote(str(tree / 'proc'))}",
         f"mount --bind {shlex.quote(str(root / 'cpuinfo'))} "

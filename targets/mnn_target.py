@@ -34,7 +34,7 @@ class MnnTarget(SdkTarget):
     runtime = "MNN"
     distribution = "MNN"
     opset_max = 28
-    dtypes = ("float32", "float64", "int32", "int64", "int8", "uint8")
+    dtypes = ("float32", "float64", "int32", "int64", "uint8")  # int8: refused (probe)
 
     def probe(self) -> str:
         import MNN

@@ -105,9 +105,11 @@ class _NcnnRunner:
             source = folder / "model.onnx"
             source.write_bytes(static)
             shapes = ",".join(_pnnx_shape(feeds[n]) for n in self._inputs)
-            result = subprocess.run([str(pnnx_binary()), str(source), f"inputshape={shapes}"],
-                                    cwd=folder, capture_output=True, text=True,
-                                    timeout=PNNX_TIMEOUT_S, check=False)
+            # pnnx stores weights as fp16 unless told otherwise: only the fp16 configuration
+            # may lose their precision
+            result = subprocess.run([str(pnnx_binary()), str(source), f"inputshape={shapes}",
+                                     f"fp16={int(fp16)}"], cwd=folder, capture_output=True,
+                                    text=True, timeout=PNNX_TIMEOUT_S, check=False)
             param, weights = folder / "model.ncnn.param", folder / "model.ncnn.bin"
             if result.returncode != 0 or not param.exists():
                 raise TargetError(f"pnnx could not convert the model ({_how(result)}): "

@@ -53,7 +53,8 @@ class NncaseTarget(SdkTarget):
     kind = "chip"
     device = "npu"
     opset_max = 28
-    dtypes = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+    dtypes = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint64",
+              "uint32", "uint8", "bool")
 
     def precision(self) -> str:
         return "int8" if self.configuration != "default" else "fp32"

@@ -38,7 +38,9 @@ class PaddleTarget(SdkTarget):
     runtime = "paddle-inference"
     distribution = "paddlepaddle"
     opset_max = 28
-    dtypes = ("float32", "float64", "int32", "int64", "bool", "uint8", "int8")
+    dtypes = ("float32", "float64", "float16", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz",
+              "float8_e5m2", "float8_e5m2fnuz", "int32", "int64", "int16", "int8", "int4",
+              "uint16", "uint8", "uint4", "bool")
 
     def probe(self) -> str:
         import paddle.inference
@@ -53,6 +55,7 @@ class PaddleTarget(SdkTarget):
 
 class _PaddleRunner:
     def __init__(self, model: bytes, feeds: Mapping[str, np.ndarray]) -> None:
+        import paddle
         from paddle import inference
         from x2paddle.convert import onnx2paddle
 
@@ -65,7 +68,10 @@ class _PaddleRunner:
             source.write_bytes(with_static_shapes(model, feeds))
             said = io.StringIO()  # x2paddle prints what it cannot map, then raises
             try:
-                with contextlib.redirect_stdout(said):
+                # a fresh name generator per model: x2paddle names parameters after the
+                # ONNX initializers, and a second model with the same names in this
+                # process would otherwise be refused ("parameter name ... have be been used")
+                with paddle.utils.unique_name.guard(), contextlib.redirect_stdout(said):
                     onnx2paddle(str(source), str(folder / "out"), disable_feedback=True,
                                 enable_onnx_checker=False)
             except (Exception, SystemExit) as exc:  # x2paddle calls exit(0) on some failures

@@ -68,6 +68,9 @@ class SdkTarget(Target):
     #: the SDK's API exchanges plain tensors only: a graph with sequence or optional
     #: inputs/outputs is refused before it is converted (onnxruntime's aarch64 build is not)
     tensors_only: bool = True
+    #: the SDK converts ONNX-domain operators only: others are refused before conversion
+    #: (:func:`require_onnx_domains`); onnxruntime, which runs contrib ops, is not
+    onnx_domains_only: bool = True
 
     def __init__(self, configuration: str = "default") -> None:
         self.configuration = configuration
@@ -132,6 +135,8 @@ class SdkTarget(Target):
             raise InfraError(
                 f"{self.name} must run in environment {self.environment!r}, but this worker "
                 f"runs {sys.executable}; the harness started it in the wrong interpreter")
+        if self.onnx_domains_only:
+            require_onnx_domains(self.runtime, model)
         if self.tensors_only:
             require_tensors(self.name, model)
         return self.build(model)
@@ -175,6 +180,27 @@ def graph_facts(model: bytes) -> GraphFacts:
         for value in [*proto.graph.input, *proto.graph.output]
         if value.name not in initializers and not value.type.HasField("tensor_type"))
     return GraphFacts(inputs, tuple(o.name for o in proto.graph.output), opset, non_tensors)
+
+
+#: the operator domains the ONNX standard defines; a vendor converter maps only these
+ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview",
+                          "ai.onnx.preview.training"})
+
+
+def require_onnx_domains(runtime: str, model: bytes) -> None:
+    """Refuse, naming them, operators outside the ONNX domains that no function of the
+    model defines: a vendor converter has no mapping for them, and some (nncase) abort
+    the process instead of saying so."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    local = {(f.domain, f.name) for f in proto.functions}
+    foreign = sorted({f"{n.domain}:{n.op_type}" for n in proto.graph.node
+                      if n.domain not in ONNX_DOMAINS and (n.domain, n.op_type) not in local})
+    if foreign:
+        raise UnsupportedModelError(
+            f"{runtime} converts operators of the ONNX domains only; this model uses "
+            f"{', '.join(foreign)} (the converter was not called)")
 
 
 def require_tensors(target: str, model: bytes) -> None:

@@ -163,3 +163,26 @@ def _identity_model() -> bytes:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]
                              ).SerializeToString()
+
+
+def test_an_operator_outside_the_onnx_domains_is_refused_by_name_before_conversion():
+    """nncase aborts the process on such a node and MNN's converter only says it failed:
+    the drivers refuse it first, naming it. A model-local function is not foreign."""
+    from harness.target import UnsupportedModelError
+    from targets.sdk_target import require_onnx_domains
+
+    def model(domain: str, functions: list[onnx.FunctionProto]) -> bytes:
+        graph = helper.make_graph(
+            [helper.make_node("Twice", ["x"], ["y"], domain=domain)], "foreign",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        return helper.make_model(graph, functions=functions, opset_imports=[
+            helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)]).SerializeToString()
+
+    with pytest.raises(UnsupportedModelError, match="com.vendor:Twice"):
+        require_onnx_domains("MNN", model("com.vendor", []))
+    twice = helper.make_function("local", "Twice", ["x"], ["y"],
+                                 [helper.make_node("Add", ["x", "x"], ["y"])],
+                                 [helper.make_opsetid("", 17)])
+    require_onnx_domains("MNN", model("local", [twice]))
+    require_onnx_domains("MNN", model("ai.onnx.ml", []))

@@ -1,8 +1,9 @@
 """Capabilities by probe: does the runtime take tensors of this element type at all?
 
 For each element type a case needs, a tiny model (``Identity``, else a ``Cast`` to
-float and back) runs on the target's own worker with a few ordinary values and is
-judged exactly. The verdict is one of:
+float and back, else a ``Concat`` of the input with itself, for converters that cannot
+take a graph which computes nothing) runs on the target's own worker with a few ordinary
+values and is judged exactly. The verdict is one of:
 
 - ``accepted``: the runtime compiled, ran and returned the values;
 - ``refused``: it would not (its own error is kept, and becomes the skip reason);
@@ -35,7 +36,7 @@ from harness.target import Capabilities, InfraError
 from harness.tensors import ELEMENT_TYPES, PROTO_NAMES, TensorCodecError, numpy_dtype
 from harness.worker import CaseTimeout, Host, RemoteError, WorkerCrash
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: Concat after Identity and Cast
 ACCEPTED, REFUSED, HARNESS_GAP, UNDEFINED = "accepted", "refused", "harness_gap", "undefined"
 #: the element types every target is assumed to take (probing them would be noise)
 ASSUMED = frozenset({"float32"})
@@ -71,21 +72,38 @@ def _allows(op: str, opset: int, type_str: str) -> bool:
                if c.type_param_str in ("T", "V", "T1"))
 
 
+#: the probe models in the order they are tried
+PROBE_OPS = ("Identity", "Cast", "Concat")
+
+
+def _probe_nodes(op: str, onnx_type: int) -> list[onnx.NodeProto]:
+    if op == "Identity":
+        return [helper.make_node("Identity", ["x"], ["y"])]
+    if op == "Cast":
+        return [helper.make_node("Cast", ["x"], ["f"], to=onnx.TensorProto.FLOAT),
+                helper.make_node("Cast", ["f"], ["y"], to=onnx_type)]
+    return [helper.make_node("Concat", ["x", "x"], ["y"], axis=0)]
+
+
+def expected_output(op: str, values: np.ndarray) -> np.ndarray:
+    """What probe model ``op`` gives for ``values``."""
+    return np.concatenate([values, values]) if op == "Concat" else values
+
+
 def probe_models(name: str, caps: Capabilities) -> list[tuple[str, bytes]]:
-    """(op, serialized model) pairs that take and give a tensor of ``name``."""
+    """(op, serialized model) pairs that take and give a tensor of ``name``, in the order
+    they are tried; :func:`expected_output` gives each one's output for the values."""
     kind = ELEMENT_TYPES[name]
     type_str = f"tensor({PROTO_NAMES[kind.onnx].lower()})"
     opset = min(caps.opset_max, onnx.defs.onnx_opset_version())
     models = []
-    for op in ("Identity", "Cast"):
+    for op in PROBE_OPS:
         if not _allows(op, opset, type_str):
             continue
-        nodes = [helper.make_node("Identity", ["x"], ["y"])] if op == "Identity" else [
-            helper.make_node("Cast", ["x"], ["f"], to=onnx.TensorProto.FLOAT),
-            helper.make_node("Cast", ["f"], ["y"], to=kind.onnx)]
         graph = helper.make_graph(
-            nodes, f"shipei_probe_{name}", [helper.make_tensor_value_info("x", kind.onnx, [4])],
-            [helper.make_tensor_value_info("y", kind.onnx, [4])])
+            _probe_nodes(op, kind.onnx), f"shipei_probe_{name}",
+            [helper.make_tensor_value_info("x", kind.onnx, [4])],
+            [helper.make_tensor_value_info("y", kind.onnx, [8 if op == "Concat" else 4])])
         opsets = [helper.make_opsetid("", opset)]
         model = helper.make_model(graph, opset_imports=opsets,
                                   ir_version=helper.find_min_ir_version_for(opsets))
@@ -97,8 +115,8 @@ def run_probe(host: Host, name: str, caps: Capabilities, timeout: float) -> Verd
     """The verdict for ``name`` on ``host``, or None when the probe could not tell."""
     models = probe_models(name, caps)
     if not models:
-        return Verdict(UNDEFINED, f"no ONNX opset <= {caps.opset_max} defines Identity or "
-                                  f"Cast for {name}")
+        return Verdict(UNDEFINED, f"no ONNX opset <= {caps.opset_max} defines "
+                                  f"{', '.join(PROBE_OPS)} for {name}")
     values = probe_values(name)
     refusals = []
     for op, model in models:
@@ -119,7 +137,8 @@ def run_probe(host: Host, name: str, caps: Capabilities, timeout: float) -> Verd
             continue
         except (CaseTimeout, InfraError):
             return None
-        verdict = compare_outputs([values], result["outputs"][0], ["y"], 0.0, 0.0)
+        verdict = compare_outputs([expected_output(op, values)], result["outputs"][0], ["y"],
+                                  0.0, 0.0)
         # a runtime that takes the type but computes it wrong still accepts it: its cases
         # run and fail on their own merits
         return Verdict(ACCEPTED, "" if verdict.passed else verdict.message, op)

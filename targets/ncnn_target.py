@@ -54,8 +54,12 @@ class NcnnTarget(SdkTarget):
     vendor = "Tencent"
     runtime = "ncnn"
     distribution = "ncnn"
-    opset_max = 28
-    dtypes = ("float32",)
+    #: pnnx parses the model with its bundled onnxruntime 1.30, which loads ai.onnx
+    #: opsets <= 26 (opset 27 and above abort the converter)
+    opset_max = 26
+    #: what the probe finds accepted; ncnn computes in float, so it hands integer and
+    #: float16/64 tensors back as float32 (those cases fail on their output type)
+    dtypes = ("float16", "float32", "float64", "int32", "int64", "int8", "uint8")
 
     def precision(self) -> str:
         return "fp16" if self.configuration == "fp16" else "fp32"

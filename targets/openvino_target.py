@@ -73,10 +73,11 @@ OV_TO_NUMPY = {
 BIT_EXCHANGED = frozenset({"bf16", "f8e4m3", "f8e5m2", "f8e8m0", "i4", "u4", "f4e2m1", "u2"})
 #: element types the capability probe finds OpenVINO's ONNX frontend and CPU plugin take
 #: (the contract checks this against the probe; fnuz float8, int2/uint2, float6 and
-#: complex are refused by the frontend, strings crash the CPU plugin's Identity)
+#: complex are refused by the frontend; strings crash the CPU plugin's Identity and Cast
+#: but cross a Concat intact)
 OPENVINO_DTYPES = ("bfloat16", "bool", "float16", "float32", "float4_e2m1fn", "float64",
                    "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "int16", "int32", "int4",
-                   "int64", "int8", "uint16", "uint32", "uint4", "uint64", "uint8")
+                   "int64", "int8", "string", "uint16", "uint32", "uint4", "uint64", "uint8")
 
 _UNSUPPORTED = re.compile(
     r"No conversion rule found|Unsupported operation|is not supported|not implemented|"

@@ -4,7 +4,7 @@ They are *not* registered through the entry-point group (``shipei targets`` does
 not list them). Tests enable them with ``SHIPEI_PLUGINS=targets.testing:provide_targets``.
 
 ``shipei-faulty`` wraps onnxruntime on the CPU and misbehaves when the model
-contains ``trigger_op`` (every model if it is ``*``)::
+contains ``trigger_op`` (every model if it is ``*``; ``A|B`` names several ops)::
 
     --target shipei-faulty,fault=abort,trigger_op=Abs
 
@@ -153,7 +153,7 @@ class FaultyTarget(Target):
 
     def compile(self, model: bytes) -> Executable:
         ops = {node.op_type for node in onnx.load_from_string(model).graph.node}
-        triggered = self.trigger_op == "*" or self.trigger_op in ops
+        triggered = self.trigger_op == "*" or bool(ops & set(self.trigger_op.split("|")))
         if triggered and self.fault == "leak":
             _LEAKED.append(bytearray(self.leak_mb * 1024 * 1024))
         return FaultyExecutable(self.inner.compile(model), self, triggered)

@@ -69,6 +69,18 @@ def test_probe_verdicts_come_from_the_runtime_and_are_cached(cache, ort_host):
     assert saved["who"]["identity"]["runtime"] == "onnxruntime"
 
 
+def test_a_runtime_that_cannot_take_a_graph_computing_nothing_is_probed_by_concat(cache):
+    """pnnx crashes on an Identity (or Cast round trip) graph; its Concat runs: accepted."""
+    spec = TargetSpec("shipei-faulty", "targets.testing:FaultyTarget",
+                      {"fault": "segfault", "trigger_op": "Identity|Cast"})
+    host = ProcessHost(spec, startup_timeout=60)
+    try:
+        verdict = DtypeProbe(host, OnnxRuntimeTarget().capabilities()).verdict("float16", 60)
+    finally:
+        host.close()
+    assert (verdict.verdict, verdict.via) == (ACCEPTED, "Concat"), verdict
+
+
 def test_a_refused_type_skips_with_the_probes_error_and_an_accepted_one_runs(cache,
                                                                               ort_host):
     caps = OnnxRuntimeTarget().capabilities()

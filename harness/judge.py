@@ -98,6 +98,9 @@ def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: fl
         rtol = max(rtol, 2.0**-6)  # two bfloat16 ULPs, as the ONNX runner allows
     exp64 = exp.astype(np.float64)
     act64 = act.astype(np.float64)
+    if np.array_equal(act64, exp64, equal_nan=True):  # the common case, judged at once
+        return Judgement(passed=True, max_abs_error=0.0, max_rel_error=0.0, mismatched=0,
+                         compared=int(exp64.size), outputs=[name])
     close = np.isclose(act64, exp64, rtol=rtol, atol=atol, equal_nan=True)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         diff = np.abs(act64 - exp64)

@@ -73,6 +73,15 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def _record_json(record: dict[str, Any]) -> str:
+    """``record`` as one JSON line; :func:`json_safe` only for a record that needs it (a
+    non-finite float or a numpy scalar), which gives the same text."""
+    try:
+        return json.dumps(record, ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(json_safe(record), ensure_ascii=False, sort_keys=True)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -141,8 +150,7 @@ class RecordWriter:
     def write(self, record: dict[str, Any]) -> None:
         """Append one whole line. A failed or short write (a full disk) is cut back to
         the last whole line and raised as :class:`StorageError`: never a torn line."""
-        data = (json.dumps(json_safe(record), ensure_ascii=False, sort_keys=True)
-                + "\n").encode()
+        data = (_record_json(record) + "\n").encode()
         end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
             written = os.write(self._fd, data)

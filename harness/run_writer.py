@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness import __version__, selection
-from harness.case_record import CaseRecord, parse_records
+from harness.case_record import CaseRecord, fold_attempts, parse_records
 from harness.environment import fingerprint, git_commit
 from harness.records import (
     RECORD_SCHEMA_VERSION,
@@ -78,7 +78,8 @@ class RunWriter:
         unexpected effective record, a flaky retry included, is not a clean run)."""
         assert self.paths is not None
         selection.finish_run(self.config, self.run_info)
-        effective = self.effective()
+        typed = fold_attempts(parse_records(self.records))  # parsed once, for both uses
+        effective = [record.to_dict() for record in typed]
         if exitstatus == 0 and has_unexpected(effective):
             exitstatus = int(pytest.ExitCode.TESTS_FAILED)
         self.run_info.update(finished_at=now_iso(), exit_status=int(exitstatus),
@@ -91,7 +92,7 @@ class RunWriter:
 
         self.report_files = write_reports(self.paths, self.run_info, effective)
         self._finished = effective
-        return exitstatus, parse_records(effective)
+        return exitstatus, typed
 
     def close(self) -> None:
         if self.writer:

@@ -74,6 +74,8 @@ class CasePrefetcher:
         self._items: list[pytest.Item] = []
         self._position: dict[str, int] = {}
         self._ahead: dict[str, _Ahead] = {}
+        #: per node id: (target label, whether it may be sent ahead), looked at once
+        self._facts: dict[str, tuple[str | None, bool]] = {}
 
     @classmethod
     def from_window_env(cls, resolve: Callable[[TargetRequest], tuple[Host, Capabilities, bool]],
@@ -156,14 +158,23 @@ class CasePrefetcher:
             candidates = self._items[start:start + span]
         chosen: list[pytest.Item] = []
         for later in candidates:
-            if target_label(later) != label:
+            later_label, sendable = self._facts_of(later)
+            if later_label != label:
                 continue
-            if case_of(later) is None or later.get_closest_marker("skip") is not None:
+            if not sendable:
                 break
             chosen.append(later)
             if len(chosen) >= self.window:
                 break
         return chosen
+
+    def _facts_of(self, item: pytest.Item) -> tuple[str | None, bool]:
+        facts = self._facts.get(item.nodeid)
+        if facts is None:
+            facts = self._facts[item.nodeid] = (
+                target_label(item),
+                case_of(item) is not None and item.get_closest_marker("skip") is None)
+        return facts
 
     def _send_ahead(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         label = target_label(item)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import json
 import multiprocessing
 import os
@@ -109,10 +110,19 @@ _ORT_CODES = {f"tensor({name.lower()})": code
               if f"tensor({name.lower()})" not in _ORT_NUMPY}
 
 
+@functools.lru_cache(maxsize=1)
+def _openvino_core() -> Any:
+    """One ``ov.Core`` per process, as a user's program holds it (creating one costs more
+    than compiling a small model)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def run_openvino(model: onnx.ModelProto, feeds: dict[str, Any]) -> dict[str, Any]:
     import openvino as ov
 
-    core = ov.Core()
+    core = _openvino_core()
     compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
                                   {"INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()

@@ -201,6 +201,9 @@ def main() -> None:
     parser.add_argument("--profile", help="cProfile the last harness run into this file")
     parser.add_argument("--intra-op-threads", type=int, default=0,
                         help="onnxruntime intra-op threads on both sides (default: its own)")
+    parser.add_argument("--target-options", default="",
+                        help="more target options for the harness side, e.g. cache=false "
+                             "(TVM: compile every case, as the bare side does)")
     parser.add_argument("--bare", choices=sorted(set(RUNTIMES.values())), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
@@ -210,7 +213,8 @@ def main() -> None:
     if args.intra_op_threads:
         os.environ["BENCH_INTRA_OP_THREADS"] = str(args.intra_op_threads)
     label = args.target + (f",intra_op_threads={args.intra_op_threads}"
-                           if args.intra_op_threads else "")
+                           if args.intra_op_threads else "") + (
+        f",{args.target_options}" if args.target_options else "")
     node_ids = _node_ids(label, args.every)
     bare_run(args.target, args.every)  # warm the case cache and the page cache
     bare_runs: list[Timed] = []

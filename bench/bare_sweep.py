@@ -112,8 +112,8 @@ _ORT_CODES = {f"tensor({name.lower()})": code
 
 @functools.lru_cache(maxsize=1)
 def _openvino_core() -> Any:
-    """One ``ov.Core`` per process, as a user's program holds it (creating one costs more
-    than compiling a small model)."""
+    """One ``ov.Core`` per process, as a user's program holds it (a fresh one per case
+    cost the bare operator loop about 4 s over the suite)."""
     import openvino as ov
 
     return ov.Core()

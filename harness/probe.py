@@ -96,14 +96,16 @@ def probe_models(name: str, caps: Capabilities) -> list[tuple[str, bytes]]:
     kind = ELEMENT_TYPES[name]
     type_str = f"tensor({PROTO_NAMES[kind.onnx].lower()})"
     opset = min(caps.opset_max, onnx.defs.onnx_opset_version())
+    values = probe_values(name)
     models = []
     for op in PROBE_OPS:
         if not _allows(op, opset, type_str):
             continue
         graph = helper.make_graph(
             _probe_nodes(op, kind.onnx), f"shipei_probe_{name}",
-            [helper.make_tensor_value_info("x", kind.onnx, [4])],
-            [helper.make_tensor_value_info("y", kind.onnx, [8 if op == "Concat" else 4])])
+            [helper.make_tensor_value_info("x", kind.onnx, list(values.shape))],
+            [helper.make_tensor_value_info("y", kind.onnx,
+                                           list(expected_output(op, values).shape))])
         opsets = [helper.make_opsetid("", opset)]
         model = helper.make_model(graph, opset_imports=opsets,
                                   ir_version=helper.find_min_ir_version_for(opsets))

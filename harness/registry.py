@@ -69,13 +69,8 @@ class TargetRequest:
     options: Mapping[str, Any]
 
     @classmethod
+    @functools.lru_cache(maxsize=256)  # parsed once per label: every case asks several times
     def parse(cls, text: str) -> TargetRequest:
-        if cls is TargetRequest:  # parsed once per label: every case asks several times
-            return _parse_request(text)
-        return cls._parse(text)
-
-    @classmethod
-    def _parse(cls, text: str) -> TargetRequest:
         head, *option_parts = [p.strip() for p in text.split(",")]
         name, _, configuration = head.partition(":")
         if not name:
@@ -87,11 +82,6 @@ class TargetRequest:
                 raise RegistryError(f"target option {part!r} in {text!r} is not key=value")
             options[key.strip()] = _coerce(value.strip())
         return cls(text.strip(), name, configuration or "default", options)
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_request(text: str) -> TargetRequest:
-    return TargetRequest._parse(text)
 
 
 def _coerce(value: str) -> Any:

@@ -274,5 +274,7 @@ def repair_torn_tail(path: Path) -> int:
     return len(data) - keep
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def now_iso(at: float | None = None) -> str:
+    """UTC time as ISO 8601 to the second: now, or ``at`` (a ``time.time()`` value)."""
+    when = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return when.isoformat(timespec="seconds")

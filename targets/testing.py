@@ -16,6 +16,8 @@ floating-point output), ``raise`` (raises ``RuntimeError``), ``slow`` (sleeps
 run raises, later ones pass; with ``flaky_marker=PATH`` "first" spans processes, for
 retry tests), ``codec_gap`` (raises the harness's ``TensorCodecError`` for inputs of
 element type ``gap_dtype``: a driver that cannot carry a type), ``none``.
+``describe_delay_s`` makes describing the target (what ``run.json`` records, on the
+run's first record) that much slower, as a first capability probe can be.
 ``emulated=true`` declares the target emulated (its timings are then refused by the
 performance suite).
 """
@@ -95,7 +97,7 @@ class FaultyTarget(Target):
                  trigger_op: str = "*", hang_s: float = 3600.0, offset: float = 0.5,
                  delay_ms: float = 5.0, leak_mb: int = 8, flaky_marker: str = "",
                  emulated: bool = False, simulated: bool = False,
-                 gap_dtype: str = "int4") -> None:
+                 gap_dtype: str = "int4", describe_delay_s: float = 0.0) -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
         from targets.onnxruntime_target import OnnxRuntimeTarget
@@ -110,6 +112,7 @@ class FaultyTarget(Target):
         self.leak_mb = int(leak_mb)
         self.flaky_marker = str(flaky_marker)
         self.gap_dtype = str(gap_dtype)
+        self.describe_delay_s = float(describe_delay_s)
         self.emulated = bool(emulated)  # claims to run under an emulator (performance tests)
         self.simulated = bool(simulated)  # claims to be a chip's simulator (performance tests)
         self._failed_once = False
@@ -142,6 +145,10 @@ class FaultyTarget(Target):
 
     def availability(self) -> Availability:
         return self.inner.availability()
+
+    def describe(self) -> dict[str, Any]:
+        time.sleep(self.describe_delay_s)
+        return super().describe()
 
     def capabilities(self) -> Capabilities:
         caps = self.inner.capabilities()

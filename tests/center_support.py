@@ -189,6 +189,13 @@ def intake(center: Center, data: bytes, scope: str = "representative",
         store.close()
 
 
+def accept(center: Center, data: bytes, scope: str = "representative") -> Any:
+    """The intake result of a bundle that must be accepted (the refusal, when it is not)."""
+    result = intake(center, data, scope)
+    assert result.accepted, result.refusal()
+    return result
+
+
 # ---------------------------------------------------------------- a real server
 
 def free_port() -> int:

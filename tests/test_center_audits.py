@@ -16,9 +16,9 @@ import pytest
 from harness.center import anti_gaming, audit
 from harness.records import load_run
 from tests.center_support import (
+    accept,
     build,
     copy_run,
-    intake,
     make_center,
     shared_run,
     shipei,
@@ -135,7 +135,7 @@ def test_audit_rerun_agrees_on_an_honest_bundle_and_blocks_a_doctored_one(
     center = make_center(tmp_path)
     honest = center.root / "honest.tar.gz"
     honest.write_bytes(build([run_dir], center.vendor_key))
-    assert intake(center, honest.read_bytes()).accepted
+    accept(center, honest.read_bytes())
     args = ["--db", center.db, *center.loc(), "--report-dir", str(center.reports / "audit")]
     agreed = shipei("audit", str(honest), "--sample", "3", "--seed", "5", *args)
     assert agreed.returncode == 0, agreed.stdout + agreed.stderr
@@ -153,7 +153,7 @@ def test_audit_rerun_agrees_on_an_honest_bundle_and_blocks_a_doctored_one(
     (doctored / "records.jsonl").write_text("\n".join(lines) + "\n")
     bad = center.root / "doctored.tar.gz"
     bad.write_bytes(build([doctored], center.vendor_key))
-    assert intake(center, bad.read_bytes()).accepted
+    accept(center, bad.read_bytes())
     blocked = shipei("audit", str(bad), "--sample", "3", "--seed", "5", *args)
     assert blocked.returncode == 1, blocked.stdout + blocked.stderr
     assert "0/3 sampled cases agree" in blocked.stdout

@@ -13,6 +13,7 @@ import pytest
 from tests.center_support import (
     VENDOR,
     Center,
+    accept,
     build,
     copy_run,
     edit_member,
@@ -125,7 +126,7 @@ def test_a_bundle_naming_another_vendor_is_refused(run_dir: Path, center: Center
 
 def test_replayed_bundle_and_replayed_runs_are_refused(run_dir: Path, center: Center) -> None:
     data = build([run_dir], center.vendor_key)
-    assert intake(center, data).accepted
+    accept(center, data)
     again = intake(center, data)
     assert again.failed.id == "replay"
     assert "already submitted" in again.failed.detail

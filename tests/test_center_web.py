@@ -27,10 +27,10 @@ from tests.center_support import (
     ADMIN_TOKEN,
     Center,
     Server,
+    accept,
     build,
     copy_run,
     describe,
-    intake,
     make_center,
     shared_run,
 )
@@ -77,7 +77,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
         _, other_token = add_vendor(session, "Other Vendor", public.read_text())
     certificates = []
     for n, data in enumerate(bundles):
-        assert intake(center, data).accepted
+        accept(center, data)
         certificates.append(_audit_and_certify(center, store, data, f"audit-web-{n}"))
     app = create_app(store, load_private_key(center.center_key), ADMIN_TOKEN, describe,
                      max_upload=1 << 20, center_name="Test Center")

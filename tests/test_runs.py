@@ -84,6 +84,20 @@ def test_wrong_output_target_fails_with_the_right_figures(shipei_cli) -> None:
     assert failure is not None and "max_abs_error=0.25" in failure.get("message")
 
 
+def test_every_record_lies_inside_the_run_when_describing_the_target_is_slow(shipei_cli
+                                                                           ) -> None:
+    # run.json is written on the first record; its start is the session's, not the moment
+    # the (slow) description of the targets ended, or the center's intake refuses the run
+    result = shipei_cli("run", "--target", "shipei-faulty,describe_delay_s=1.5",
+                        "-k", "test_abs", env=FAULTY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = result.run_dirs()
+    info = json.loads((run_dir / "run.json").read_text())
+    records = _validate(run_dir)
+    assert records
+    assert all(info["started_at"] <= r["finished_at"] <= info["finished_at"] for r in records)
+
+
 def test_unexpected_pass_is_reported(shipei_cli, tmp_path: Path) -> None:
     stale = tmp_path / "stale.toml"
     stale.write_text('[operators.test_abs]\nstatus = "fail"\nreason = "was broken once"\n')

@@ -210,3 +210,22 @@ def test_cli_bundle_intake_and_refusals(run_dir: Path, center: Center) -> None:
     nodb = shipei("intake", str(one), "--profile", "framework", "--db",
                   f"sqlite:///{center.root / 'empty.db'}")
     assert nodb.returncode == 2 and "shipei db init" in error_line(nodb)
+
+
+def test_a_distribution_found_twice_is_listed_as_the_version_python_imports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the bundle's environment must agree with the run's fingerprint, which reads
+    # importlib.metadata.version: the first copy on sys.path
+    from importlib import metadata
+
+    from harness.center.bundle import installed_distributions
+
+    for folder, version in (("first", "9.0.1"), ("second", "1.0.0")):
+        info = tmp_path / folder / "shipei_twice_test-0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: shipei-twice-test\n"
+                                       f"Version: {version}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "second"))
+    monkeypatch.syspath_prepend(str(tmp_path / "first"))
+    assert metadata.version("shipei-twice-test") == "9.0.1"
+    assert installed_distributions()["shipei-twice-test"] == "9.0.1"

@@ -67,11 +67,14 @@ def _run_files(run_dir: Path, prefix: str) -> dict[str, bytes]:
 
 
 def installed_distributions() -> dict[str, str]:
+    """Name -> version of every importable distribution. Where a name is found twice on
+    ``sys.path`` the first wins, as for :func:`importlib.metadata.version` (which the
+    run's fingerprint uses), so the two never disagree about one installation."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata.get("Name")
         if name:
-            found[name.lower()] = dist.version
+            found.setdefault(name.lower(), dist.version)
     return dict(sorted(found.items()))
 
 

@@ -119,8 +119,8 @@ class RunWriter:
             "command_line": sys.argv,
             "pytest_args": list(self.config.invocation_params.args),
             "pytest_positional": [str(a) for a in self.config.args],
-            # the session's start, not this first record's: describing the targets (a
-            # capability probe) can take seconds, and every record must lie inside the run
+            # the session's start: the first record was stamped before the targets were
+            # described here, and every record must lie inside the run
             "started_at": now_iso(self.started),
             "finished_at": None,
             "exit_status": None,

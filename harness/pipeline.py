@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import threading
 import time
@@ -103,14 +102,6 @@ class Ticket:
     def service_s(self) -> float:
         """Seconds from when the worker could start it to its answer."""
         return max(self.answered_at - self.ready_at, 0.0)
-
-
-def _readable(fd: int) -> bool:
-    """Whether reading ``fd`` would not block (data, or the end of the stream)."""
-    try:
-        return bool(select.select([fd], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True  # a closed descriptor: reading tells what happened
 
 
 def _pipe_capacity(fd: int) -> int:
@@ -197,7 +188,7 @@ class RequestPipeline:
         """Collect the answers already there, without waiting, so each one's arrival
         (which starts the next request's timeout) is noted close to when it came."""
         while self._queue and self._queue[0].state == "sent" and self.host._worker \
-                and _readable(self.host._worker.end.read_fd):
+                and self.host._worker.end.readable():
             self._receive_head()
 
     def in_flight(self) -> int:
@@ -264,7 +255,7 @@ class RequestPipeline:
             self._requeue()
             return
         deadline = head.ready_at + head.timeout
-        if deadline <= time.monotonic() and _readable(worker.end.read_fd):
+        if deadline <= time.monotonic() and worker.end.readable():
             deadline = time.monotonic() + READ_GRACE_S  # it answered while nobody looked
         try:
             answer = worker.end.receive(deadline)

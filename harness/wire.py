@@ -210,6 +210,10 @@ class DeadlineEnd:
         self.read_fd = read_fd
         self.write_fd = write_fd
         os.set_blocking(write_fd, False)
+        # what was read past the frame being parsed: answers sent ahead arrive together,
+        # and one read for all of them costs one system call, not one per field
+        self._pending = bytearray()
+        self._offset = 0
 
     def send(self, value: Any, deadline: float) -> None:
         self.send_pieces(message(value), deadline)
@@ -228,18 +232,37 @@ class DeadlineEnd:
                     raise WireClosed(f"worker stream closed: {exc}") from None
                 view = view[written:]
 
-    def receive(self, deadline: float) -> Any:
-        def read_exact(size: int) -> bytes:
-            chunks = bytearray()
-            while len(chunks) < size:
-                self._wait(self.read_fd, deadline, writable=False)
-                chunk = os.read(self.read_fd, min(size - len(chunks), 1 << 20))
-                if not chunk:
-                    raise WireClosed("worker stream closed")
-                chunks += chunk
-            return bytes(chunks)
+    def readable(self) -> bool:
+        """Whether :meth:`receive` can start without blocking: bytes already read and
+        not yet parsed, data in the pipe, or its end (reading tells what happened)."""
+        if len(self._pending) > self._offset:
+            return True
+        try:
+            return bool(select.select([self.read_fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
-        return _parse(read_exact)
+    def receive(self, deadline: float) -> Any:
+        return _parse(lambda size: self._read_exact(size, deadline))
+
+    def _read_exact(self, size: int, deadline: float) -> bytes:
+        while len(self._pending) - self._offset < size:
+            self._wait(self.read_fd, deadline, writable=False)
+            wanted = size - (len(self._pending) - self._offset)
+            chunk = os.read(self.read_fd, min(max(wanted, 1 << 16), 1 << 20))
+            if not chunk:
+                raise WireClosed("worker stream closed")
+            if self._offset:
+                del self._pending[:self._offset]
+                self._offset = 0
+            self._pending += chunk
+        start = self._offset
+        self._offset += size
+        data = bytes(self._pending[start:self._offset])
+        if self._offset == len(self._pending):
+            self._pending.clear()
+            self._offset = 0
+        return data
 
     @staticmethod
     def _wait(fd: int, deadline: float, writable: bool) -> None:

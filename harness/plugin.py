@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from harness import memory_limit, selection
+from harness.case_item import CaseItem, case_items, item_target_label
 from harness.case_record import CaseRecord
 from harness.cases import Case, Outcome
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
@@ -34,7 +35,7 @@ from harness.registry import DEFAULT_TARGET, RegistryError, TargetRequest, Targe
 from harness.reporting import terminal_summary
 from harness.run_writer import RunWriter
 from harness.runs import build_record
-from harness.suite import suite_and_case
+from harness.suite import CASE_ATTRIBUTE, suite_and_case
 from harness.suite_registry import discover_suites
 from harness.target import Availability, Capabilities, Target
 from harness.target_pool import TargetPool
@@ -288,6 +289,22 @@ class ShipeiSession:
         except ExpectationsError as exc:
             raise pytest.UsageError(str(exc)) from None
 
+    def open_target(self, item: pytest.Item, label: str) -> TargetHandle:
+        """The handle a test on ``label`` gets (the ``target`` fixture's, a case item's
+        setup); a target that cannot be built or is unavailable skips the test."""
+        target_request = TargetRequest.parse(label)
+        suite, case = suite_and_case(item)
+        item.user_properties.extend([("shipei_target", target_request.label),
+                                     ("shipei_suite", suite), ("shipei_case", case)])
+        try:
+            handle = TargetHandle(self, target_request, item)
+        except RegistryError as exc:
+            pytest.skip(str(exc))
+        availability = self.availability(target_request)
+        if not availability.available:
+            pytest.skip(f"target {target_request.label} unavailable: {availability.reason}")
+        return handle
+
     # -- records -------------------------------------------------------------------
     @property
     def paths(self) -> RunPaths | None:
@@ -329,13 +346,22 @@ class ShipeiSession:
             metafunc.parametrize("target", labels, indirect=True, ids=labels)
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makeitem(self, collector: pytest.Collector, name: str, obj: Any
+                                  ) -> list[CaseItem] | None:
+        """A function ``define_tests`` made is collected as one case item per target."""
+        case = getattr(obj, CASE_ATTRIBUTE, None) if callable(obj) else None
+        if not isinstance(case, Case):
+            return None
+        labels = [r.label for r in self.requests()]
+        return case_items(collector, name, obj, case, labels, self.open_target)
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Every case carries its suite's name as a marker (``-m "operators and
         representative"``), which is how the gate picks each suite's cases."""
         registered = discover_suites().suites
         for item in items:
-            if getattr(item, "callspec", None) is not None and \
-                    "target" in item.callspec.params:
+            if item_target_label(item) is not None:
                 suite, _ = suite_and_case(item)
                 if suite in registered and item.get_closest_marker(suite) is None:
                     item.add_marker(suite)
@@ -438,16 +464,4 @@ def _record_from_report(report: pytest.TestReport) -> dict[str, Any]:
 def target(request: pytest.FixtureRequest) -> TargetHandle:
     """The target under test, one parametrization per ``--target``."""
     session: ShipeiSession = request.config.pluginmanager.get_plugin(PLUGIN_NAME)
-    target_request = TargetRequest.parse(request.param)
-    item = request.node
-    suite, case = suite_and_case(item)
-    item.user_properties.extend(
-        [("shipei_target", target_request.label), ("shipei_suite", suite), ("shipei_case", case)])
-    try:
-        handle = TargetHandle(session, target_request, item)
-    except RegistryError as exc:
-        pytest.skip(str(exc))
-    availability = session.availability(target_request)
-    if not availability.available:
-        pytest.skip(f"target {target_request.label} unavailable: {availability.reason}")
-    return handle
+    return session.open_target(request.node, request.param)

@@ -1,6 +1,6 @@
 """Sending a session's coming cases ahead to their targets' workers.
 
-When a test made by :func:`harness.suite.define_tests` starts, the cases of the
+When a case item (:mod:`harness.case_item`) starts, the cases of the
 next tests on the same target (up to the window, stopping at the first test that
 is not such a case) are loaded, checked against the target and sent to its
 worker through :class:`~harness.pipeline.PipelinedHost`; the test then judges
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from harness.case_item import item_case, item_target_label
 from harness.cases import (
     Case,
     Outcome,
@@ -31,7 +32,6 @@ from harness.cases import (
 )
 from harness.pipeline import PipelinedHost, Ticket, configured_window
 from harness.registry import TargetRequest
-from harness.suite import CASE_ATTRIBUTE
 from harness.target import Capabilities
 from harness.worker import CaseTimeout, Host, InfraError, ProcessHost, RemoteError, WorkerCrash
 
@@ -42,17 +42,6 @@ class _Ahead:
 
     prepared: PreparedCase | Outcome
     ticket: Ticket | None = None
-
-
-def case_of(item: pytest.Item) -> Case | None:
-    """The case a ``define_tests`` test runs, or None for any other test."""
-    return getattr(getattr(item, "obj", None), CASE_ATTRIBUTE, None)
-
-
-def target_label(item: pytest.Item) -> str | None:
-    callspec = getattr(item, "callspec", None)
-    label = callspec.params.get("target") if callspec is not None else None
-    return label if isinstance(label, str) else None
 
 
 class CasePrefetcher:
@@ -106,7 +95,7 @@ class CasePrefetcher:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         for host in self._hosts.values():
             host.pipeline.poll()
-        if self.window >= 1 and case_of(item) is not None:
+        if self.window >= 1 and item_case(item) is not None:
             self._send_ahead(item, nextitem)
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
@@ -147,7 +136,7 @@ class CasePrefetcher:
     def _coming(self, item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Item]:
         """``item`` and the tests after it on the same target, up to the window, stopping
         at the first that is not a case (it may use the worker directly)."""
-        label = target_label(item)
+        label = item_target_label(item)
         if self.lookahead_only_next:  # under xdist only the next test is known to be ours
             candidates = [item] + ([nextitem] if nextitem is not None else [])
         else:
@@ -172,12 +161,12 @@ class CasePrefetcher:
         facts = self._facts.get(item.nodeid)
         if facts is None:
             facts = self._facts[item.nodeid] = (
-                target_label(item),
-                case_of(item) is not None and item.get_closest_marker("skip") is None)
+                item_target_label(item),
+                item_case(item) is not None and item.get_closest_marker("skip") is None)
         return facts
 
     def _send_ahead(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
-        label = target_label(item)
+        label = item_target_label(item)
         if label is None:
             return
         for later in self._coming(item, nextitem):
@@ -190,7 +179,7 @@ class CasePrefetcher:
 
     def _prepare(self, item: pytest.Item, label: str) -> _Ahead | None:
         """Prepare and send one case; None when it must wait for its own test instead."""
-        case = case_of(item)
+        case = item_case(item)
         try:
             host, caps, available = self.resolve(TargetRequest.parse(label))
         except Exception:  # the test itself will meet (and report) whatever this was
@@ -210,5 +199,5 @@ class CasePrefetcher:
 
     def _pipelined_for(self, nodeid: str) -> PipelinedHost | None:
         index = self._position.get(nodeid)
-        label = target_label(self._items[index]) if index is not None else None
+        label = item_target_label(self._items[index]) if index is not None else None
         return self._hosts.get(label) if label else None

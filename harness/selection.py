@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from harness.case_item import item_target_label
 from harness.case_record import RunSelection
 from harness.records import (
     RecordError,
@@ -95,8 +96,7 @@ def record_key(record: dict[str, Any]) -> CaseKey:
 
 def item_key(item: pytest.Item) -> CaseKey | None:
     """The key a test's record will carry, or None for a test without a target."""
-    callspec = getattr(item, "callspec", None)
-    label = callspec.params.get("target") if callspec is not None else None
+    label = item_target_label(item)
     if label is None:
         return None
     suite, case = suite_and_case(item)

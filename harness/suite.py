@@ -2,7 +2,8 @@
 
 :func:`define_tests` turns cases into module-level test functions named after
 the cases, so ids read ``test_abs[onnxruntime-cpu]`` and ``-k``, ``-m`` and
-``--junitxml`` behave as pytest users expect.
+``--junitxml`` behave as pytest users expect. The plugin collects each as one
+:class:`~harness.case_item.CaseItem` per target (no fixtures: a case needs none).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness.case_item import CaseItem
 from harness.cases import Case
 
 #: the attribute of a test function made by :func:`define_tests` that holds its case
@@ -25,7 +27,7 @@ def _make_test(case: Case) -> Callable[..., None]:
 
     test.__name__ = test.__qualname__ = case.name
     test.__doc__ = f"{case.suite} case {case.name}"
-    setattr(test, CASE_ATTRIBUTE, case)  # so harness.prefetch can send it ahead
+    setattr(test, CASE_ATTRIBUTE, case)  # so the plugin collects it as case items
     return test
 
 
@@ -59,6 +61,8 @@ def define_tests(namespace: MutableMapping[str, Any], cases: Iterable[Case],
 def suite_and_case(item: pytest.Item) -> tuple[str, str]:
     """The (suite, case) a test records: from its ``shipei_case`` marker, else from its
     path (``suites/<suite>/...``) and function name."""
+    if isinstance(item, CaseItem):
+        return item.case.suite, item.case.name
     marker = item.get_closest_marker("shipei_case")
     if marker is not None:
         return marker.kwargs["suite"], marker.kwargs["case"]

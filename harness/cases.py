@@ -20,6 +20,7 @@ import onnx
 from harness.judge import Judgement, compare_outputs, effective_tolerance
 from harness.probe import HARNESS_GAP, gating_verdict
 from harness.target import Capabilities, CapabilityExceeded
+from harness.tensors import BY_ONNX_CODE
 from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
 
 STATUSES = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
@@ -86,8 +87,9 @@ def _tensor_dtypes(model: onnx.ModelProto) -> set[str]:
         if which == "tensor_type":
             elem = type_proto.tensor_type.elem_type
             if elem:
-                found.add(onnx.helper.tensor_dtype_to_np_dtype(elem).name
-                          if elem != onnx.TensorProto.STRING else "string")
+                known = BY_ONNX_CODE.get(elem)
+                found.add(known.name if known is not None
+                          else onnx.helper.tensor_dtype_to_np_dtype(elem).name)
         elif which == "sequence_type":
             visit(type_proto.sequence_type.elem_type)
         elif which == "optional_type":

@@ -86,6 +86,8 @@ def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: fl
                          mismatched=bad, compared=int(expected.size))
     if actual.dtype != expected.dtype:
         raise _Mismatch(f"{name}: dtype {actual.dtype}, expected {expected.dtype}")
+    if actual.tobytes() == expected.tobytes():  # bit for bit the reference: equal however
+        return Judgement(passed=True, compared=int(expected.size), outputs=[name])  # judged
     if _is_floating(expected.dtype):  # integer and boolean outputs stay exact
         rtol, atol = effective_tolerance(rtol, atol, precision)
     exp = _as_float(expected)

@@ -95,22 +95,42 @@ NUMPY_NATIVE = frozenset({"float32", "uint8", "int8", "uint16", "int16", "int32"
                           "complex128"})
 
 
+#: element types by numpy dtype, filled as dtypes are met (``dtype.name`` is slow
+#: enough to show in a run of thousands of small tensors)
+_BY_DTYPE: dict[np.dtype, ElementType] = {}
+#: in-memory dtypes by wire name, filled as names are met
+_DTYPE_OF: dict[str, np.dtype] = {}
+
+
 def element_type(value: np.ndarray | np.dtype | str) -> ElementType:
     """The ONNX element type of an array, a dtype or a wire name."""
     if isinstance(value, np.ndarray):
         value = value.dtype
     if isinstance(value, np.dtype):
+        known = _BY_DTYPE.get(value)
+        if known is not None:
+            return known
         name = "string" if value.kind in "OUS" else value.name
     else:
         name = value
     try:
-        return ELEMENT_TYPES[name]
+        kind = ELEMENT_TYPES[name]
     except KeyError:
         raise TensorCodecError(f"{name!r} is not an ONNX tensor element type") from None
+    if isinstance(value, np.dtype):
+        _BY_DTYPE[value] = kind
+    return kind
 
 
 def numpy_dtype(name: str) -> np.dtype:
     """The in-memory numpy dtype for a wire name (ml_dtypes for the types numpy lacks)."""
+    known = _DTYPE_OF.get(name)
+    if known is None:
+        known = _DTYPE_OF[name] = _numpy_dtype(name)
+    return known
+
+
+def _numpy_dtype(name: str) -> np.dtype:
     kind = element_type(name)
     if kind.name == "string":
         return np.dtype(object)

@@ -70,3 +70,19 @@ def test_precision_floors_loosen_floats_only() -> None:
     ints = np.array([100, 200], dtype=np.int32)
     off_by_one = compare_outputs([ints], {"y": ints + 1}, ["y"], 0, 0, precision="bf16")
     assert not off_by_one.passed and off_by_one.mismatched == 2
+
+
+def test_bit_identical_outputs_pass_as_the_numeric_judgement_does() -> None:
+    """The bytes fast path agrees with the numeric path it skips: NaNs, infinities and the
+    types numpy lacks equal themselves; a single changed bit still goes to the figures."""
+    expected = np.array([[1.5, np.nan], [np.inf, -0.0]], dtype=np.float32)
+    verdict = compare_outputs([expected], {"y": expected.copy()}, ["y"], rtol=0, atol=0)
+    assert verdict.passed and verdict.compared == 4 and verdict.max_abs_error == 0.0
+    bf16 = np.array([0.1, 3.0], dtype=ml_dtypes.bfloat16)
+    assert compare_outputs([bf16], {"y": bf16.copy()}, ["y"], rtol=0, atol=0).passed
+    flipped = expected.copy()
+    flipped.view(np.uint32)[0, 0] ^= 1  # one ulp away from 1.5
+    verdict = compare_outputs([expected], {"y": flipped}, ["y"], rtol=0, atol=0)
+    assert not verdict.passed and verdict.mismatched == 1 and verdict.max_abs_error > 0
+    zero = compare_outputs([np.float32([0.0])], {"y": np.float32([-0.0])}, ["y"], rtol=0, atol=0)
+    assert zero.passed  # different bits, equal values: judged by value

@@ -86,3 +86,21 @@ def test_a_retry_clears_the_externally_killed_attempt(hanging_host):
     assert records[0].blame == "infrastructure"
     (effective,) = fold_attempts(records)
     assert str(effective.status) == "pass" and not effective.flaky
+
+
+def test_a_remote_traceback_names_every_frame_without_caret_lines() -> None:
+    from harness.worker_main import plain_traceback
+
+    def inner() -> float:
+        return 1 / 0
+
+    try:
+        try:
+            inner()
+        except ZeroDivisionError as exc:
+            raise ValueError("while running") from exc
+    except ValueError as exc:
+        text = plain_traceback(exc)
+    assert "in inner" in text and "ZeroDivisionError: division by zero" in text
+    assert "direct cause" in text and text.rstrip().endswith("ValueError: while running")
+    assert "^" not in text

@@ -169,3 +169,28 @@ def test_a_worker_under_numpy_1_runs_a_case_and_every_tensor_type(numpy1_python)
         assert {"bfloat16", "float8_e4m3fn", "int4", "uint4", "float16"} <= set(held), lacking
     finally:
         host.close()
+
+
+def test_frames_that_arrive_together_are_received_one_by_one() -> None:
+    import os
+    import time
+
+    from harness.wire import DeadlineEnd
+
+    read_fd, write_fd = os.pipe()
+    spare_read, spare_write = os.pipe()
+    end = DeadlineEnd(read_fd, spare_write)
+    try:
+        first, second = np.arange(5, dtype=np.int64), np.ones((2, 2), dtype=np.float32)
+        os.write(write_fd, b"".join(message({"n": 1, "x": first}) + message({"n": 2, "x": second})))
+        deadline = time.monotonic() + 5
+        one = end.receive(deadline)
+        assert end.readable()  # the second frame was read with the first, and is waiting
+        two = end.receive(deadline)
+        assert (one["n"], two["n"]) == (1, 2)
+        assert np.array_equal(one["x"], first) and np.array_equal(two["x"], second)
+        assert not end.readable()
+    finally:
+        end.close()
+        for fd in (write_fd, spare_read):
+            os.close(fd)

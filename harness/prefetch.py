@@ -14,6 +14,7 @@ would be without pipelining, so every failure keeps its usual outcome.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ class _Ahead:
     """A case prepared (or ended while preparing) before its test ran."""
 
     prepared: PreparedCase | Outcome
+    label: str
     ticket: Ticket | None = None
 
 
@@ -63,6 +65,9 @@ class CasePrefetcher:
         self._items: list[pytest.Item] = []
         self._position: dict[str, int] = {}
         self._ahead: dict[str, _Ahead] = {}
+        self._ahead_count: Counter[str] = Counter()  # per target label
+        #: per target label: the position of the next test to look at for sending ahead
+        self._cursor: dict[str, int] = {}
         #: per node id: (target label, whether it may be sent ahead), looked at once
         self._facts: dict[str, tuple[str | None, bool]] = {}
 
@@ -99,7 +104,7 @@ class CasePrefetcher:
             self._send_ahead(item, nextitem)
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
-        ahead = self._ahead.pop(nodeid, None)
+        ahead = self._take(nodeid)
         if ahead is not None and ahead.ticket is not None:  # its test never asked for it
             host = self._pipelined_for(nodeid)
             if host is not None:
@@ -110,12 +115,13 @@ class CasePrefetcher:
         for host in self._hosts.values():
             host.pipeline.close()
         self._ahead.clear()
+        self._ahead_count.clear()
 
     # -- running a case ----------------------------------------------------------------
     def execute(self, item: pytest.Item, case: Case, host: Host, caps: Capabilities,
                 timeout: float) -> Outcome:
         """The case's outcome: from what was sent ahead for ``item``, else run now."""
-        ahead = self._ahead.pop(item.nodeid, None)
+        ahead = self._take(item.nodeid)
         if ahead is None or not isinstance(host, PipelinedHost) or (
                 isinstance(ahead.prepared, PreparedCase) and ahead.ticket is None):
             return execute_case(case, host, caps, timeout)
@@ -133,29 +139,49 @@ class CasePrefetcher:
         return conclude_case(prepared, result, caps, waited_s=max(waited, 0.0))
 
     # -- sending ahead -----------------------------------------------------------------
-    def _coming(self, item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Item]:
-        """``item`` and the tests after it on the same target, up to the window, stopping
-        at the first that is not a case (it may use the worker directly)."""
+    def _take(self, nodeid: str) -> _Ahead | None:
+        ahead = self._ahead.pop(nodeid, None)
+        if ahead is not None:
+            self._ahead_count[ahead.label] -= 1
+        return ahead
+
+    def _send_ahead(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        """Prepare and send ``item`` and the tests after it on the same target until the
+        window is full, stopping at the first that is not a case (it may use the worker
+        directly) or cannot be prepared yet (its own test retries it)."""
         label = item_target_label(item)
-        if self.lookahead_only_next:  # under xdist only the next test is known to be ours
-            candidates = [item] + ([nextitem] if nextitem is not None else [])
-        else:
-            start = self._position.get(item.nodeid)
-            if start is None:
-                return [item]
-            span = self.window * self.targets * 2 + 1
-            candidates = self._items[start:start + span]
-        chosen: list[pytest.Item] = []
-        for later in candidates:
-            later_label, sendable = self._facts_of(later)
-            if later_label != label:
-                continue
-            if not sendable:
+        if label is None:
+            return
+        start = self._position.get(item.nodeid)
+        if self.lookahead_only_next or start is None:  # under xdist only the next test is
+            candidates = [item] + ([nextitem] if nextitem is not None else [])  # ours
+            for later in candidates[:1] if start is None else candidates:
+                if not self._send_one(later, label):
+                    return
+            return
+        # a cursor per target: each test looks only at what the last one did not reach
+        cursor = max(self._cursor.get(label, start), start)
+        limit = min(start + self.window * self.targets * 2 + 1, len(self._items))
+        while cursor < limit and self._ahead_count[label] < self.window:
+            if not self._send_one(self._items[cursor], label):
                 break
-            chosen.append(later)
-            if len(chosen) >= self.window:
-                break
-        return chosen
+            cursor += 1
+        self._cursor[label] = cursor
+
+    def _send_one(self, later: pytest.Item, label: str) -> bool:
+        """Send ``later`` ahead if it is a case on ``label`` not sent yet; False when the
+        sending must stop there."""
+        later_label, sendable = self._facts_of(later)
+        if later_label != label or later.nodeid in self._ahead:
+            return True
+        if not sendable or self._ahead_count[label] >= self.window:
+            return False
+        ahead = self._prepare(later, label)
+        if ahead is None:
+            return False
+        self._ahead[later.nodeid] = ahead
+        self._ahead_count[label] += 1
+        return True
 
     def _facts_of(self, item: pytest.Item) -> tuple[str | None, bool]:
         facts = self._facts.get(item.nodeid)
@@ -164,18 +190,6 @@ class CasePrefetcher:
                 item_target_label(item),
                 item_case(item) is not None and item.get_closest_marker("skip") is None)
         return facts
-
-    def _send_ahead(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
-        label = item_target_label(item)
-        if label is None:
-            return
-        for later in self._coming(item, nextitem):
-            if later.nodeid in self._ahead:
-                continue
-            ahead = self._prepare(later, label)
-            if ahead is None:
-                return
-            self._ahead[later.nodeid] = ahead
 
     def _prepare(self, item: pytest.Item, label: str) -> _Ahead | None:
         """Prepare and send one case; None when it must wait for its own test instead."""
@@ -190,12 +204,12 @@ class CasePrefetcher:
         try:
             prepared = prepare_case(case, host, caps, timeout)
             if isinstance(prepared, Outcome):
-                return _Ahead(prepared)
+                return _Ahead(prepared, label)
             ticket = host.submit(prepared.key, prepared.model, prepared.feeds,
                                  timeout - prepared.prepare_s)
         except Exception:  # e.g. a tensor the wire cannot carry: its test reports it
             return None
-        return _Ahead(prepared, ticket)
+        return _Ahead(prepared, label, ticket)
 
     def _pipelined_for(self, nodeid: str) -> PipelinedHost | None:
         index = self._position.get(nodeid)

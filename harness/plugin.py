@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import math
 import signal
 import threading
@@ -392,6 +393,15 @@ class ShipeiSession:
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._pytest_session = session
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """What collection built (thousands of items, their cases and reference data)
+        lives to the end of the session: it is moved out of the cyclic collector's
+        sight, which otherwise walks all of it again at every full collection (measured
+        on the operator suite: 0.2 s of the test process's 2.3 s, half of it at exit)."""
+        gc.collect()
+        gc.freeze()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> None:

@@ -1,5 +1,5 @@
 import sys
 
-from harness.cli.main import main
+from harness.cli.main import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -61,3 +61,20 @@ def test_help_through_the_installed_command() -> None:
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert done.returncode == 0, (path, done.stderr)
         assert "Traceback" not in done.stderr and "usage: shipei" in done.stdout
+
+
+def test_a_built_in_command_is_parsed_without_importing_the_others() -> None:
+    """``shipei run`` builds only its own parser (the certificate and center modules stay
+    unimported), and parses its arguments exactly as the whole parser does."""
+    from harness.cli.main import parse_arguments
+
+    argv = ["run", "--suite", "operators", "--target", "onnxruntime-cpu", "-k", "abs"]
+    assert vars(parse_arguments(argv)) | {"handler": None} == \
+        vars(build_parser().parse_args(argv)) | {"handler": None}
+    probe = ("import sys; from harness.cli.main import parse_arguments; "
+             "parse_arguments(['run', '--suite', 'operators']); "
+             "print(sorted(m for m in sys.modules if m.startswith('harness.cli.cmd_')))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "['harness.cli.cmd_run']"
+    assert parse_arguments(["targets"]).command == "targets"

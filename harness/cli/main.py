@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness import __version__
 from harness.cli.common import CliError
@@ -34,6 +34,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command (built-in and from the entry-point group)."""
+    return _build()[0]
+
+
+def _build(only: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    """The parser and its commands by name; ``only`` registers just the built-in module
+    of that name (``cmd_<only>``) when there is one, so ``shipei run`` does not import
+    the certificate, center and benchmark modules it never uses (0.15 s, measured)."""
     parser = OneLineParser(
         prog="shipei",
         description="Shipei (适配): certify AI software-hardware compatibility.",
@@ -43,22 +51,38 @@ def build_parser() -> argparse.ArgumentParser:
                                        parser_class=OneLineParser)
     import harness.cli as package
 
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("cmd_"):
-            try:
-                module = importlib.import_module(f"harness.cli.{info.name}")
-                _check_requirements(module)
-            except ImportError as exc:  # an optional dependency is missing: say which
-                _register_unavailable(subparsers, info.name.removeprefix("cmd_"), exc)
-                continue
-            module.register(subparsers)
-    for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+    modules = sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                      if m.name.startswith("cmd_"))
+    wanted = f"cmd_{only.replace('-', '_')}" if only else None
+    if wanted in modules:
+        modules = [wanted]
+    for name in modules:
         try:
-            ep.load()(subparsers)
-        except Exception as exc:  # a broken driver's command must not break the others
-            print(f"shipei: warning: command {ep.name!r} ({ep.value}) failed to load: {exc}",
-                  file=sys.stderr)
-    return parser
+            module = importlib.import_module(f"harness.cli.{name}")
+            _check_requirements(module)
+        except ImportError as exc:  # an optional dependency is missing: say which
+            _register_unavailable(subparsers, name.removeprefix("cmd_"), exc)
+            continue
+        module.register(subparsers)
+    if wanted not in modules:
+        for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+            try:
+                ep.load()(subparsers)
+            except Exception as exc:  # a broken driver's command must not break the others
+                print(f"shipei: warning: command {ep.name!r} ({ep.value}) failed to load: "
+                      f"{exc}", file=sys.stderr)
+    return parser, subparsers.choices
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``argv`` parsed by the parser of just the command it names when that command is a
+    built-in one, else by the whole parser (help, unknown commands, drivers' commands)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        parser, commands = _build(argv[0])
+        if argv[0] in commands:
+            return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def _check_requirements(module: object) -> None:
@@ -82,9 +106,32 @@ def _register_unavailable(subparsers: argparse._SubParsersAction, name: str,
     parser.set_defaults(handler=unavailable)
 
 
+#: commands after which the program ends without tearing the interpreter down
+#: (see :func:`console_main`)
+EXIT_AT_ONCE = frozenset({"run"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return _dispatch(parse_arguments(argv))
+
+
+def console_main() -> int:
+    """The ``shipei`` program: :func:`main`, except that a finished ``shipei run`` (whose
+    records, run.json and reports are written and closed by then) ends the process at
+    once, flushing only standard output and error. Freeing a run's thousands of cases,
+    models and reference tensors one by one at interpreter exit took 0.2 s of a 2.6 s
+    operator run (measured); nothing of the run is left to write by then."""
+    args = parse_arguments()
+    code = _dispatch(args)
+    if args.command in EXIT_AT_ONCE:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args) or 0)
     except BrokenPipeError:
@@ -102,4 +149,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -7,9 +7,10 @@ sides alike), fresh processes timed from start to exit:
   each model once and runs its data sets through the runtime's own API, judging
   every output (onnxruntime: ``InferenceSession``; OpenVINO and TVM: the runners
   of ``bench/bare_sweep.py``, which compile once per data set);
-- **harness**: ``pytest suites/operators --target T`` (worker subprocess, records,
-  JUnit, reports), once per pipeline window given by ``--windows``
-  (``SHIPEI_PIPELINE_WINDOW``; 0 is one request at a time).
+- **harness**: ``shipei run --suite operators --target T`` (worker subprocess,
+  records, JUnit, reports; with ``--every N``, pytest on those cases' node ids), once
+  per pipeline window given by ``--windows`` (``SHIPEI_PIPELINE_WINDOW``; 0 is one
+  request at a time).
 
 It prints every side's median over ``--rounds`` and the ratio harness/bare.
 
@@ -163,16 +164,26 @@ def bare_run(target: str, every: int) -> tuple[Timed, dict[str, Any]]:
     return timed, json.loads(timed.stdout.strip().splitlines()[-1])
 
 
+def harness_command(target: str, isolation: str, node_ids: list[str], results: str,
+                    reports: str, profiled: bool = False) -> list[str]:
+    """What the harness side runs: ``shipei run --suite operators`` (the README's first
+    command) for the whole suite; pytest on the chosen node ids for a sample of it, and
+    under cProfile (``shipei run`` ends its process before cProfile could write)."""
+    where = ["--results-dir", results, "--reports-dir", reports]
+    if node_ids == [TEST_FILE] and not profiled:
+        return ["-m", "harness", "run", "--suite", "operators", "--target", target,
+                "--isolation", isolation, *where]
+    return ["-m", "pytest", *node_ids, "--target", target, "--isolation", isolation, "-q",
+            "-p", "no:cacheprovider", "--no-header", *where]
+
+
 def harness_run(target: str, isolation: str, window: int, node_ids: list[str],
                 profile: str | None = None) -> Timed:
     with tempfile.TemporaryDirectory() as tmp:
-        prefix = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else []) \
-            + ["-m", "pytest"]
-        return _timed(
-            [*prefix, *node_ids, "--target", target, "--isolation", isolation,
-             "-q", "-p", "no:cacheprovider", "--results-dir", f"{tmp}/results",
-             "--reports-dir", f"{tmp}/reports", "--no-header"],
-            env={"SHIPEI_PIPELINE_WINDOW": str(window)})
+        prefix = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
+        command = harness_command(target, isolation, node_ids, f"{tmp}/results",
+                                  f"{tmp}/reports", profiled=profile is not None)
+        return _timed([*prefix, *command], env={"SHIPEI_PIPELINE_WINDOW": str(window)})
 
 
 def _seconds(values: list[float]) -> str:

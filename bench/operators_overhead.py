@@ -80,7 +80,8 @@ def _onnxruntime_loop(cases: list[Any]) -> int:
     for case in cases:
         loaded = case.load()
         try:
-            session = ort.InferenceSession(loaded.model.SerializeToString(), options,
+            model = loaded.model_bytes or loaded.model.SerializeToString()
+            session = ort.InferenceSession(model, options,
                                            providers=["CPUExecutionProvider"])
             names = [o.name for o in session.get_outputs()]
             ok = True

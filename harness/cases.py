@@ -42,6 +42,8 @@ class DataSet:
 class LoadedCase:
     model: onnx.ModelProto
     data_sets: list[DataSet]
+    #: the model's serialized bytes when the loader has them (else serialized when sent)
+    model_bytes: bytes | None = None
 
     @property
     def output_names(self) -> list[str]:
@@ -223,7 +225,7 @@ def prepare_case(case: Case, host: Host, caps: Capabilities, timeout: float,
     if refused is not None:
         return refused
     return PreparedCase(case, loaded, key or f"{case.suite}::{case.name}",
-                        loaded.model.SerializeToString(), started,
+                        loaded.model_bytes or loaded.model.SerializeToString(), started,
                         time.perf_counter() - started)
 
 

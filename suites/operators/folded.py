@@ -81,7 +81,8 @@ def _foldable(case: Case) -> bool:
         for d in loaded.data_sets[1:])
 
 
-def _load_folded(case: Case) -> LoadedCase:
+def load_folded(case: Case) -> LoadedCase:
+    """``case`` loaded, then folded."""
     return fold(case.load())
 
 
@@ -94,6 +95,6 @@ def folded_cases(node_cases: list[Case]) -> list[Case]:
         if not _foldable(case):
             continue
         twins.append(dataclasses.replace(
-            case, name=case.name + FOLDED_SUFFIX, load=functools.partial(_load_folded, case),
+            case, name=case.name + FOLDED_SUFFIX, load=functools.partial(load_folded, case),
             tags={**case.tags, "family": "folded", "folded_from": case.name}))
     return twins

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import glob
+import hashlib
 import os
 import pickle
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,10 +121,11 @@ def _generate_node_cases() -> list[_NodeCase]:
     return [_NodeCase(tc.name, tc.model, tc.data_sets, tc.rtol, tc.atol) for tc in generated]
 
 
-def node_cases() -> list[Case]:
+def _node_rows() -> list[tuple[Any, ...]]:
+    """``("node", name, model bytes, data sets, rtol, atol, tags)`` per node case."""
     generated = _generate_node_cases()
     by_name = {tc.name: tc for tc in generated}
-    cases = []
+    rows = []
     for tc in generated:
         op_type = _single_op(tc.model)
         if op_type is None:  # an expanded function body: name the op it expands
@@ -131,13 +134,16 @@ def node_cases() -> list[Case]:
             op_type = (_single_op(twin.model) if twin is not None else None) or \
                 tc.model.graph.node[0].op_type
         inputs = tc.data_sets[0][0] if tc.data_sets else []
-        cases.append(Case(
-            suite=SUITE, name=tc.name,
-            load=functools.partial(_loaded, tc.model, tc.data_sets),
-            rtol=tc.rtol, atol=tc.atol,
-            tags=_case_tags(tc.model, op_type, "node", _dtype_names(list(inputs))),
-        ))
-    return cases
+        rows.append(("node", tc.name, tc.model.SerializeToString(), tc.data_sets, tc.rtol,
+                     tc.atol, _case_tags(tc.model, op_type, "node",
+                                         _dtype_names(list(inputs)))))
+    return rows
+
+
+def _load_node(model: bytes, data_sets: list[tuple[list[Any], list[Any]]]) -> LoadedCase:
+    loaded = _loaded(onnx.load_from_string(model), data_sets)
+    loaded.model_bytes = model  # sent to the target as it is: no serializing it again
+    return loaded
 
 
 def _load_proto(path: str, type_proto: onnx.TypeProto) -> Any:
@@ -172,37 +178,95 @@ def _load_model_dir(model_dir: str) -> LoadedCase:
     return _loaded(model, data_sets)
 
 
-def model_dir_cases(kinds: tuple[str, ...] = MODEL_KINDS) -> list[Case]:
+def _model_dir_rows(kinds: tuple[str, ...] = MODEL_KINDS) -> list[tuple[Any, ...]]:
+    """``("dir", name, model folder, rtol, atol, tags)`` per model case."""
     from onnx.backend.test.loader import load_model_tests
 
-    cases = []
+    rows = []
     for kind in kinds:
         for tc in sorted(load_model_tests(kind=kind), key=lambda t: t.name):
             if tc.model_dir is None:
                 continue
             model = onnx.load(os.path.join(tc.model_dir, "model.onnx"), load_external_data=False)
             op_type = _single_op(model) or f"model:{kind}"
-            cases.append(Case(
-                suite=SUITE, name=tc.name,
-                load=functools.partial(_load_model_dir, tc.model_dir),
-                rtol=tc.rtol, atol=tc.atol,
-                tags=_case_tags(model, op_type, kind, []),
-            ))
-    return cases
+            rows.append(("dir", tc.name, tc.model_dir, tc.rtol, tc.atol,
+                         _case_tags(model, op_type, kind, [])))
+    return rows
+
+
+#: bump when the rows below change shape
+CASE_LIST_FORMAT = 1
+
+
+def _case_list_key() -> str:
+    """What the case list depends on: onnx (its cases, where its model folders are),
+    numpy (the pickled data) and the source that derives names and tags from them."""
+    from suites.operators import folded
+
+    sources = hashlib.sha256()
+    for module in (__file__, folded.__file__):
+        sources.update(Path(module).read_bytes())
+    where = hashlib.sha256(os.path.dirname(onnx.__file__).encode()).hexdigest()[:8]
+    return (f"v{CASE_LIST_FORMAT}-onnx-{onnx.__version__}-{where}-numpy-{np.__version__}-"
+            f"{sources.hexdigest()[:12]}")
+
+
+def _build_rows() -> list[tuple[Any, ...]]:
+    from suites.operators.folded import folded_cases
+
+    node_rows = _node_rows()
+    node = [_case_from_row(row, {}) for row in node_rows]
+    folded = [("folded", twin.name, twin.tags["folded_from"], twin.rtol, twin.atol, twin.tags)
+              for twin in folded_cases(node)]
+    taken = {row[1] for row in node_rows} | {row[1] for row in folded}
+    models = []
+    for kind, name, *rest in _model_dir_rows():
+        tags = rest[-1]
+        if name in taken:  # a model case named like a node case keeps both, renamed
+            name = f"{name}_{tags['source'].replace('-', '_')}"
+        models.append((kind, name, *rest))
+    return node_rows + folded + models
+
+
+def _case_from_row(row: tuple[Any, ...], by_name: dict[str, Case]) -> Case:
+    kind, name = row[0], row[1]
+    if kind == "node":
+        _, _, model, data_sets, rtol, atol, tags = row
+        load = functools.partial(_load_node, model, data_sets)
+    elif kind == "dir":
+        _, _, model_dir, rtol, atol, tags = row
+        load = functools.partial(_load_model_dir, model_dir)
+    else:
+        from suites.operators.folded import load_folded
+
+        _, _, base, rtol, atol, tags = row
+        load = functools.partial(load_folded, by_name[base])
+    return Case(suite=SUITE, name=name, load=load, rtol=rtol, atol=atol, tags=tags)
 
 
 def all_cases() -> list[Case]:
-    from suites.operators.folded import folded_cases
+    """Every node case, its folded twins and the model cases, in a fixed order.
 
-    node = node_cases()
-    node += folded_cases(node)
-    taken = {c.name for c in node}
-    models = []
-    for case in model_dir_cases():
-        if case.name in taken:  # a model case named like a node case keeps both, renamed
-            case.name = f"{case.name}_{case.tags['source'].replace('-', '_')}"
-        models.append(case)
-    return node + models
+    The list (names, tags, tolerances, the node cases' models and data) is cached by
+    :func:`_case_list_key`, so collecting the suite parses no model; a corrupt cache is
+    rebuilt, never trusted."""
+    path = cache_dir("operator-cases") / f"{_case_list_key()}.pkl"
+    rows = None
+    if path.exists():
+        try:
+            rows = pickle.loads(path.read_bytes())
+        except Exception:
+            path.unlink(missing_ok=True)
+    if rows is None:
+        rows = _build_rows()
+        write_atomically(path, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+    by_name: dict[str, Case] = {}
+    cases = []
+    for row in rows:
+        case = _case_from_row(row, by_name)
+        by_name[case.name] = case
+        cases.append(case)
+    return cases
 
 
 #: element types a representative case avoids when its op has a case without them: CI's

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
@@ -66,6 +67,9 @@ def junit_suites(records: Iterable[dict[str, Any]]) -> list[TestSuite]:
 
 def write_junit(path: Path, records: Iterable[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_xml_report_string(junit_suites(records), encoding="utf-8"),
-                    encoding="utf-8")
+    flat = to_xml_report_string(junit_suites(records), prettyprint=False, encoding="utf-8")
+    tree = ElementTree.fromstring(flat)
+    ElementTree.indent(tree)  # junit-xml's own pretty printing (minidom) took twice as long
+    path.write_text('<?xml version="1.0" encoding="utf-8"?>\n'
+                    + ElementTree.tostring(tree, encoding="unicode") + "\n", encoding="utf-8")
     return path

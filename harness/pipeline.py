@@ -47,7 +47,7 @@ from harness.worker import (
 )
 
 #: requests sent ahead when a core is spare (see :func:`configured_window`)
-DEFAULT_WINDOW = 8
+DEFAULT_WINDOW = 64
 #: environment variable setting the window; 0 turns pipelining off
 WINDOW_ENV = "SHIPEI_PIPELINE_WINDOW"
 #: pipe capacity asked for (Linux lets an unprivileged process have up to 1 MiB)

@@ -124,7 +124,11 @@ def pytest_argv(selection: RunSelection, options: RunOptions) -> list[str]:
             raise CliError(f"model file {path} does not exist" if not path.exists()
                            else f"model path {path} is not a file")
     argv = [str(resolve_suite(name)) for name in selection.suites]
-    argv += ["-p", "no:cacheprovider", "-rfE", "--tb=short"]
+    argv += ["-p", "no:cacheprovider", "-rfE", "--tb=short",
+             # this command imported the harness and the suites package before pytest
+             # could mark them for assertion rewriting, which they do not need
+             "-W", "ignore:Module already imported so cannot be rewritten"
+                   ":pytest.PytestAssertRewriteWarning"]
     argv.append("-v" if options.verbose else "-q")
     for target in selection.targets:
         argv += ["--target", target]

@@ -52,6 +52,8 @@ DEFAULT_WINDOW = 64
 WINDOW_ENV = "SHIPEI_PIPELINE_WINDOW"
 #: pipe capacity asked for (Linux lets an unprivileged process have up to 1 MiB)
 PIPE_BYTES = 1 << 20
+#: requests prepared ahead stop while this many bytes wait unsent (large models)
+UNSENT_BYTES = 64 << 20
 #: what may be unanswered in the pipe when its capacity cannot be asked for
 FALLBACK_PIPE_BYTES = 16 << 10
 _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032
@@ -193,6 +195,10 @@ class RequestPipeline:
 
     def in_flight(self) -> int:
         return sum(1 for t in self._queue if t.state == "sent")
+
+    def unsent_bytes(self) -> int:
+        """Bytes of requests prepared but not yet written (held in this process)."""
+        return sum(t.size for t in self._queue if t.state == "queued")
 
     def close(self) -> None:
         """Drop what is queued; a worker still busy with requests sent ahead is killed."""

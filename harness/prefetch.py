@@ -31,7 +31,7 @@ from harness.cases import (
     outcome_from_exception,
     prepare_case,
 )
-from harness.pipeline import PipelinedHost, Ticket, configured_window
+from harness.pipeline import UNSENT_BYTES, PipelinedHost, Ticket, configured_window
 from harness.registry import TargetRequest
 from harness.target import Capabilities
 from harness.worker import CaseTimeout, Host, InfraError, ProcessHost, RemoteError, WorkerCrash
@@ -199,6 +199,8 @@ class CasePrefetcher:
         except Exception:  # the test itself will meet (and report) whatever this was
             return None
         if not available or not isinstance(host, PipelinedHost) or case is None:
+            return None
+        if host.pipeline.unsent_bytes() >= UNSENT_BYTES:  # big models: prepare at their turn
             return None
         timeout = self.timeout_for(item)
         try:

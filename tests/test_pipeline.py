@@ -140,3 +140,15 @@ def test_a_bad_window_is_a_usage_error(shipei_cli):
     assert result.returncode != 0
     assert WINDOW_ENV in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unsent_bytes_count_the_requests_not_yet_written(pipelined):
+    """What the look-ahead's byte bound (``UNSENT_BYTES``) is checked against."""
+    from harness.pipeline import UNSENT_BYTES, Ticket
+
+    queue = pipelined.pipeline._queue
+    queue.extend(Ticket(f"k{i}", [b""], 1.0, size=40 << 20) for i in range(2))
+    assert pipelined.pipeline.unsent_bytes() == 80 << 20 > UNSENT_BYTES
+    queue[0].state = "sent"
+    assert pipelined.pipeline.unsent_bytes() == 40 << 20
+    queue.clear()

@@ -223,10 +223,10 @@ class DeadlineEnd:
         for piece in pieces:
             view = memoryview(piece)
             while view:
-                self._wait(self.write_fd, deadline, writable=True)
-                try:
+                try:  # the descriptor does not block: write first, wait only when it is full
                     written = os.write(self.write_fd, view)
                 except BlockingIOError:
+                    self._wait(self.write_fd, deadline, writable=True)
                     continue
                 except (BrokenPipeError, OSError) as exc:
                     raise WireClosed(f"worker stream closed: {exc}") from None

@@ -19,6 +19,7 @@ reads every schema version Shipei has written (:data:`READABLE_SCHEMA_VERSIONS`)
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -160,7 +161,7 @@ class CaseRecord:
         except ValueError:
             raise RecordError(f"record of {data['suite']}::{data['case']} has unknown status "
                               f"{data['status']!r}") from None
-        known = {f.name for f in fields(cls)}
+        known = _field_names(cls)
         previous = tuple(
             Attempt(int(_number(p.get("attempt"), 1)), Status(str(p.get("status", "error")))
                     if str(p.get("status")) in Status._value2member_map_ else Status.ERROR,
@@ -214,6 +215,11 @@ class CaseRecord:
 
     def replace(self, **changes: Any) -> CaseRecord:
         return replace(self, **changes)
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
 
 
 def parse_records(lines: Iterable[Mapping[str, Any]]) -> list[CaseRecord]:

@@ -400,7 +400,6 @@ class ShipeiSession:
         lives to the end of the session: it is moved out of the cyclic collector's
         sight, which otherwise walks all of it again at every full collection (measured
         on the operator suite: 0.2 s of the test process's 2.3 s, half of it at exit)."""
-        gc.collect()
         gc.freeze()
 
     @pytest.hookimpl(tryfirst=True)

@@ -15,7 +15,7 @@ sides alike), fresh processes timed from start to exit:
 It prints every side's median over ``--rounds`` and the ratio harness/bare.
 
     python bench/operators_overhead.py [--target onnxruntime-cpu] [--rounds 3]
-        [--windows 8] [--isolation process|inline] [--every N] [--profile out.prof]
+        [--windows 64] [--isolation process|inline] [--every N] [--profile out.prof]
         [--intra-op-threads 1]
 
 On a busy machine onnxruntime's default intra-op thread pool (its threads spin after
@@ -206,8 +206,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=sorted(RUNTIMES), default="onnxruntime-cpu")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--windows", default="8",
-                        help="comma-separated pipeline windows to time (default 8)")
+    parser.add_argument("--windows", default="64",
+                        help="comma-separated pipeline windows to time (default 64)")
     parser.add_argument("--isolation", choices=("process", "inline"), default="process")
     parser.add_argument("--every", type=int, default=1, help="take every N-th case")
     parser.add_argument("--profile", help="cProfile the last harness run into this file")

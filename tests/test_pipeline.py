@@ -146,9 +146,9 @@ def test_unsent_bytes_count_the_requests_not_yet_written(pipelined):
     """What the look-ahead's byte bound (``UNSENT_BYTES``) is checked against."""
     from harness.pipeline import UNSENT_BYTES, Ticket
 
-    queue = pipelined.pipeline._queue
-    queue.extend(Ticket(f"k{i}", [b""], 1.0, size=40 << 20) for i in range(2))
-    assert pipelined.pipeline.unsent_bytes() == 80 << 20 > UNSENT_BYTES
-    queue[0].state = "sent"
-    assert pipelined.pipeline.unsent_bytes() == 40 << 20
-    queue.clear()
+    pipeline = pipelined().pipeline  # never started: nothing is sent
+    pipeline._queue.extend(Ticket(f"k{i}", [b""], 1.0, size=40 << 20) for i in range(2))
+    assert pipeline.unsent_bytes() == 80 << 20 > UNSENT_BYTES
+    pipeline._queue[0].state = "sent"
+    assert pipeline.unsent_bytes() == 40 << 20
+    pipeline._queue.clear()

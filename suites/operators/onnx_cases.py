@@ -15,6 +15,7 @@ import os
 import pickle
 import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,13 @@ def _single_op(model: onnx.ModelProto) -> str | None:
     return ops.pop() if len(ops) == 1 else None
 
 
+def _ml_dtypes_version() -> str:
+    try:
+        return metadata.version("ml_dtypes")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
 @dataclass
 class _NodeCase:
     name: str
@@ -99,10 +107,11 @@ class _NodeCase:
 def _generate_node_cases() -> list[_NodeCase]:
     """Run onnx's case generators (several seconds), or read their cached output.
 
-    The cache is keyed by the onnx and numpy versions that produced it, so a
-    different installation regenerates rather than reusing stale data.
+    The cache is keyed by the onnx, numpy and ml_dtypes versions that produced it (the
+    reference outputs of the 2- and 4-bit casts differ between ml_dtypes 0.6 and 0.7),
+    so a different installation regenerates rather than reusing stale data.
     """
-    key = f"onnx-{onnx.__version__}-numpy-{np.__version__}"
+    key = f"onnx-{onnx.__version__}-numpy-{np.__version__}-ml_dtypes-{_ml_dtypes_version()}"
     path = cache_dir("onnx-node-cases") / f"{key}.pkl"
     if path.exists():
         try:
@@ -200,7 +209,8 @@ CASE_LIST_FORMAT = 1
 
 def _case_list_key() -> str:
     """What the case list depends on: onnx (its cases, where its model folders are),
-    numpy (the pickled data) and the source that derives names and tags from them."""
+    numpy and ml_dtypes (the pickled data, the references they computed) and the source
+    that derives names and tags from them."""
     from suites.operators import folded
 
     sources = hashlib.sha256()
@@ -208,7 +218,7 @@ def _case_list_key() -> str:
         sources.update(Path(module).read_bytes())
     where = hashlib.sha256(os.path.dirname(onnx.__file__).encode()).hexdigest()[:8]
     return (f"v{CASE_LIST_FORMAT}-onnx-{onnx.__version__}-{where}-numpy-{np.__version__}-"
-            f"{sources.hexdigest()[:12]}")
+            f"ml_dtypes-{_ml_dtypes_version()}-{sources.hexdigest()[:12]}")
 
 
 def _build_rows() -> list[tuple[Any, ...]]:

@@ -17,6 +17,7 @@ uses :func:`storage_bits` (the same bits as plain unsigned integers) and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,18 @@ import numpy as np
 
 from harness.target import InfraError
 
-try:  # ml_dtypes is how numpy holds the types it lacks; optional inside a worker
-    import ml_dtypes
-except ImportError:  # pragma: no cover - exercised in foreign environments only
-    ml_dtypes = None
+
+@functools.cache
+def _ml_dtypes() -> Any:
+    """ml_dtypes, how numpy holds the types it lacks (None where it is not installed,
+    as in some foreign worker environments). Imported on first need: ml_dtypes 0.7
+    takes half a second to import, which a worker whose cases all use numpy's own
+    types would otherwise spend before its first case."""
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - exercised in foreign environments only
+        return None
+    return ml_dtypes
 
 
 class TensorCodecError(InfraError):
@@ -136,6 +145,7 @@ def _numpy_dtype(name: str) -> np.dtype:
         return np.dtype(object)
     if kind.name in NUMPY_NATIVE:
         return np.dtype(kind.name)
+    ml_dtypes = _ml_dtypes()
     extended = getattr(ml_dtypes, kind.name, None) if ml_dtypes is not None else None
     if extended is None:
         raise TensorCodecError(

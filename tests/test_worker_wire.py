@@ -194,3 +194,23 @@ def test_frames_that_arrive_together_are_received_one_by_one() -> None:
         end.close()
         for fd in (write_fd, spare_read):
             os.close(fd)
+
+
+def test_a_worker_imports_ml_dtypes_only_when_a_tensor_needs_it() -> None:
+    """ml_dtypes 0.7 takes half a second to import: a worker whose cases use numpy's own
+    types starts without it, and a bfloat16 tensor still decodes."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, numpy as np\n"
+        "import harness.worker_main\n"
+        "from harness.wire import decode, encode\n"
+        "decode(*encode(np.ones(2, np.float32)))\n"
+        "print('ml_dtypes' in sys.modules)\n"
+        "from harness.tensors import from_packed_bytes\n"
+        "from_packed_bytes('bfloat16', [1], b'\\x80\\x3f')\n"
+        "print('ml_dtypes' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["False", "True"]

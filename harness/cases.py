@@ -13,15 +13,16 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from harness.judge import Judgement, compare_outputs, effective_tolerance
 from harness.probe import HARNESS_GAP, gating_verdict
 from harness.target import Capabilities, CapabilityExceeded
 from harness.tensors import BY_ONNX_CODE
 from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
+
+if TYPE_CHECKING:  # onnx is slow to import: the test process launches its workers first
+    import onnx
 
 STATUSES = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
 #: derived when a retried case failed and then passed (see records.latest_attempts)
@@ -90,8 +91,7 @@ def _tensor_dtypes(model: onnx.ModelProto) -> set[str]:
             elem = type_proto.tensor_type.elem_type
             if elem:
                 known = BY_ONNX_CODE.get(elem)
-                found.add(known.name if known is not None
-                          else onnx.helper.tensor_dtype_to_np_dtype(elem).name)
+                found.add(known.name if known is not None else _numpy_name(elem))
         elif which == "sequence_type":
             visit(type_proto.sequence_type.elem_type)
         elif which == "optional_type":
@@ -107,6 +107,13 @@ def _tensor_dtypes(model: onnx.ModelProto) -> set[str]:
         except (KeyError, ValueError):
             continue
     return found
+
+
+def _numpy_name(elem: int) -> str:
+    """The numpy name onnx gives an element type this harness's table does not know."""
+    import onnx.helper
+
+    return onnx.helper.tensor_dtype_to_np_dtype(elem).name
 
 
 def opset_reason(model: onnx.ModelProto, caps: Capabilities) -> str | None:

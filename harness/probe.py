@@ -23,18 +23,18 @@ import importlib.util
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-import onnx.defs
-from onnx import helper
 
 from harness.cache import cache_dir, write_atomically
 from harness.judge import compare_outputs
 from harness.target import Capabilities, InfraError
 from harness.tensors import ELEMENT_TYPES, PROTO_NAMES, TensorCodecError, numpy_dtype
 from harness.worker import CaseTimeout, Host, RemoteError, WorkerCrash
+
+if TYPE_CHECKING:  # onnx is imported where a probe model is built (it is slow to import,
+    import onnx  # and the test process launches its workers before it needs onnx)
 
 PROBE_VERSION = 2  # 2: Concat after Identity and Cast
 ACCEPTED, REFUSED, HARNESS_GAP, UNDEFINED = "accepted", "refused", "harness_gap", "undefined"
@@ -64,6 +64,8 @@ def probe_values(name: str) -> np.ndarray:
 
 
 def _allows(op: str, opset: int, type_str: str) -> bool:
+    import onnx.defs
+
     try:
         schema = onnx.defs.get_schema(op, opset)
     except onnx.defs.SchemaError:
@@ -77,6 +79,9 @@ PROBE_OPS = ("Identity", "Cast", "Concat")
 
 
 def _probe_nodes(op: str, onnx_type: int) -> list[onnx.NodeProto]:
+    import onnx
+    from onnx import helper
+
     if op == "Identity":
         return [helper.make_node("Identity", ["x"], ["y"])]
     if op == "Cast":
@@ -93,6 +98,9 @@ def expected_output(op: str, values: np.ndarray) -> np.ndarray:
 def probe_models(name: str, caps: Capabilities) -> list[tuple[str, bytes]]:
     """(op, serialized model) pairs that take and give a tensor of ``name``, in the order
     they are tried; :func:`expected_output` gives each one's output for the values."""
+    import onnx.defs
+    from onnx import helper
+
     kind = ELEMENT_TYPES[name]
     type_str = f"tensor({PROTO_NAMES[kind.onnx].lower()})"
     opset = min(caps.opset_max, onnx.defs.onnx_opset_version())

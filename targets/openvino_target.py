@@ -27,10 +27,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from harness.registry import TargetSpec
 from harness.target import (
@@ -45,6 +44,9 @@ from harness.target import (
 )
 from harness.tensors import from_packed_bytes, packed_bytes
 from targets.common import EXPECTATIONS_DIR, driver_version
+
+if TYPE_CHECKING:  # onnx is imported where it is used: discovering targets must not
+    import onnx  # import it (the test process launches its workers before it needs onnx)
 
 #: target suffix -> (OpenVINO device name, configurations, default precision hint)
 DEVICES: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -126,6 +128,8 @@ InputSignature = tuple[str, tuple[str, tuple[int, ...]] | None]
 
 
 def _onnx_signature(value_info: onnx.ValueInfoProto) -> tuple[str, tuple[int, ...]] | None:
+    import onnx
+
     tensor_type = value_info.type.tensor_type
     if not value_info.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
         return None
@@ -373,6 +377,8 @@ class OpenVinoTarget(Target):
         return Availability.yes()
 
     def capabilities(self) -> Capabilities:
+        import onnx.defs
+
         return Capabilities(
             opset_min=1,
             opset_max=onnx.defs.onnx_opset_version(),
@@ -392,6 +398,8 @@ class OpenVinoTarget(Target):
         return config
 
     def compile(self, model: bytes) -> OpenVinoExecutable:
+        import onnx
+
         try:
             proto = onnx.load_from_string(model)
         except Exception as exc:

@@ -59,3 +59,18 @@ def test_closing_a_host_reaps_a_worker_launched_ahead_and_never_used():
     process = host._launched.process
     host.close()
     assert process.poll() is not None and host._launched is None
+
+
+def test_the_plugin_and_target_discovery_do_not_import_onnx() -> None:
+    """Workers launch when collection starts; onnx (with ml_dtypes, half a second) is
+    first imported by the suites' collection, so the worker's start-up overlaps it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, harness.plugin\n"
+             "from harness.registry import discover\n"
+             "discover()\n"
+             "print(sorted(m for m in ('onnx', 'ml_dtypes') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -26,12 +26,19 @@ import numpy as np
 from harness.target import InfraError
 
 
+def preload_extended_types() -> None:
+    """Import ml_dtypes now, where it is installed (see :func:`_ml_dtypes`): a worker does
+    it while it waits for its first request, instead of in the middle of its cases."""
+    _ml_dtypes()
+
+
 @functools.cache
 def _ml_dtypes() -> Any:
     """ml_dtypes, how numpy holds the types it lacks (None where it is not installed,
-    as in some foreign worker environments). Imported on first need: ml_dtypes 0.7
-    takes half a second to import, which a worker whose cases all use numpy's own
-    types would otherwise spend before its first case."""
+    as in some foreign worker environments). Imported on first need, not with this
+    module: ml_dtypes 0.7 takes half a second to import, and a worker imports it after
+    telling the test process it is ready (:func:`preload_extended_types`), while that
+    process is still importing onnx and collecting."""
     try:
         import ml_dtypes
     except ImportError:  # pragma: no cover - exercised in foreign environments only

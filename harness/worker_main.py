@@ -32,7 +32,7 @@ from typing import Any
 from harness import memory_limit
 from harness.registry import TargetSpec, load_object
 from harness.target import Executable, InfraError, Target
-from harness.tensors import TensorCodecError
+from harness.tensors import TensorCodecError, preload_extended_types
 from harness.wire import WIRE_VERSION, StreamEnd, WireClosed, WireError
 
 
@@ -151,6 +151,7 @@ def serve(end: StreamEnd) -> None:
         end.send(failure("startup_error", exc, "start"))
         return
     end.send({"status": "ready", "worker": worker_facts() | limits})
+    preload_extended_types()  # while the test process collects: its requests come later
     try:
         _loop(end, executor)
     finally:

@@ -15,7 +15,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from targets.serial.protocol import Frame, Identity, MsgType, encode_error, encode_frame
+from targets.serial.protocol import (
+    HEADER_SIZE,
+    Frame,
+    Identity,
+    MsgType,
+    encode_error,
+    encode_frame,
+    parse_header,
+)
 from targets.serial.receiver import FrameReceiver
 from targets.serial.sim.endpoint import PeerGone, TcpEndpoint
 from targets.serial.sim.faults import FaultPlan
@@ -32,10 +40,11 @@ class ThreadedSim:
     """A simulator object serving a TCP endpoint from a thread (no signals, no
     subprocess), so a test can subclass it to misbehave in one way."""
 
-    def __init__(self, factory: Callable[..., Simulator], **options: object) -> None:
+    def __init__(self, factory: Callable[..., Simulator], *, faults: FaultPlan | None = None,
+                 endpoint: TcpEndpoint | None = None, **options: object) -> None:
         _no_sigpipe()
-        self.endpoint = TcpEndpoint(0)
-        self.sim = factory(self.endpoint, FaultPlan(), quiet=True, **options)
+        self.endpoint = endpoint or TcpEndpoint(0)
+        self.sim = factory(self.endpoint, faults or FaultPlan(), quiet=True, **options)
         self.url = self.endpoint.url
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -61,6 +70,44 @@ class ThreadedSim:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DamagingEndpoint(TcpEndpoint):
+    """A TCP endpoint that corrupts the frame check (last byte) of chosen incoming
+    frames of one type, as line noise would: the device sees an intact header and a
+    CRC that fails, so it answers BAD_FRAME. ``ordinals`` count the frames of
+    ``msg_type`` received, retransmissions included, from 0."""
+
+    def __init__(self, msg_type: int, ordinals: set[int]) -> None:
+        super().__init__(0)
+        self.msg_type = msg_type
+        self.ordinals = set(ordinals)
+        self.damaged = 0
+        self._stream = bytearray()
+        self._next = 0  # where the next frame's header starts in the stream
+        self._seen = 0
+        self._flip: set[int] = set()
+
+    def read(self, timeout: float) -> bytes:
+        data = bytearray(super().read(timeout))
+        start = len(self._stream)
+        self._stream += data
+        self._find_frames()
+        for at in [a for a in self._flip if start <= a < len(self._stream)]:
+            data[at - start] ^= 0xFF
+            self._flip.discard(at)
+            self.damaged += 1
+        return bytes(data)
+
+    def _find_frames(self) -> None:
+        while len(self._stream) >= self._next + HEADER_SIZE:
+            header = parse_header(self._stream[self._next:self._next + HEADER_SIZE])
+            assert header is not None, "the host sent a frame the relay cannot follow"
+            if header.type == self.msg_type:
+                if self._seen in self.ordinals:
+                    self._flip.add(self._next + header.total - 1)
+                self._seen += 1
+            self._next += header.total
 
 
 Handler = Callable[[Frame, "ScriptedPeer"], bytes | None]

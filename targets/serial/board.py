@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from targets.serial.protocol import (
     WIRE_DTYPES,
     DeviceClass,
     ErrorCode,
+    Frame,
     Identity,
     MsgType,
     ProtocolError,
@@ -71,8 +72,12 @@ from targets.serial.transport import (
 )
 
 DEFAULT_CHUNK = 4096
+#: the most INFER requests the host keeps in flight, whatever a device declares
+MAX_PIPELINE = 8
 #: LOAD_CHUNK's handle and offset before the model bytes
 CHUNK_HEADER = 8
+#: named tensors, as INFER carries them and RESULT returns them
+Tensors = list[tuple[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -95,12 +100,16 @@ class BoardClient:
         self.chunk = chunk
         #: the device's declared max_payload (set from IDENTITY)
         self.max_payload = ABSOLUTE_MAX_PAYLOAD
+        #: INFER requests in flight in :meth:`infer_many`: the device's declared
+        #: ``pipeline`` (1 when absent), at most MAX_PIPELINE (set from IDENTITY)
+        self.pipeline = 1
 
     def identify(self) -> Identity:
         frame = self.link.request(MsgType.IDENTIFY)
         identity = _decoded(Identity.decode, frame.payload, "IDENTITY")
         declared = identity.cap_int("max_payload", ABSOLUTE_MAX_PAYLOAD)
         self.max_payload = max(CHUNK_HEADER + 1, min(declared, ABSOLUTE_MAX_PAYLOAD))
+        self.pipeline = max(1, min(identity.cap_int("pipeline", 1), MAX_PIPELINE))
         return identity
 
     def chunk_size(self, declared_chunk: int, ready_chunk: int) -> int:
@@ -136,18 +145,29 @@ class BoardClient:
         return LoadedModel(ack_handle, digest, load_us / 1e6, time.perf_counter() - started,
                            chunks)
 
-    def infer(self, handle: int, tensors: list[tuple[str, np.ndarray]]
-              ) -> tuple[list[tuple[str, np.ndarray]], float]:
+    def infer(self, handle: int, tensors: Tensors) -> tuple[Tensors, float]:
+        """The outputs of one INFER and the device's compute time in seconds."""
+        payload = self._infer_payload(handle, tensors)
+        frame = self.link.request(MsgType.INFER, payload, first_byte_timeout=self.infer_timeout)
+        return _result(frame, handle)
+
+    def infer_many(self, handle: int, inputs: Sequence[Tensors]
+                   ) -> list[tuple[Tensors, float]]:
+        """:meth:`infer` for each tensor list, in order, with up to :attr:`pipeline`
+        requests in flight (docs/protocol.md section 3.2). Every payload is checked
+        before the first is sent."""
+        payloads = [self._infer_payload(handle, tensors) for tensors in inputs]
+        frames = self.link.request_many(MsgType.INFER, payloads, self.pipeline,
+                                        first_byte_timeout=self.infer_timeout)
+        return [_result(frame, handle) for frame in frames]
+
+    def _infer_payload(self, handle: int, tensors: Tensors) -> bytes:
         payload = encode_infer(handle, tensors)
         if len(payload) > self.max_payload:
             raise CapabilityExceeded(
                 f"the inputs make an INFER payload of {len(payload):,} bytes; the device "
                 f"declares max_payload {self.max_payload:,}, so it was not sent")
-        frame = self.link.request(MsgType.INFER, payload, first_byte_timeout=self.infer_timeout)
-        got_handle, compute_ns, outputs = _decoded(decode_result, frame.payload, "RESULT")
-        if got_handle != handle:
-            raise DeviceProtocolError(f"RESULT for handle {got_handle}, expected {handle}")
-        return outputs, compute_ns / 1e9
+        return payload
 
     def unload(self, handle: int) -> None:
         self.link.request(MsgType.UNLOAD, encode_u32s(handle))
@@ -155,6 +175,14 @@ class BoardClient:
 
 def _who(identity: Identity) -> str:
     return f"{identity.vendor} {identity.model} #{identity.serial_number}"
+
+
+def _result(frame: Frame, handle: int) -> tuple[Tensors, float]:
+    """RESULT's outputs and compute seconds, for the model ``handle``."""
+    got_handle, compute_ns, outputs = _decoded(decode_result, frame.payload, "RESULT")
+    if got_handle != handle:
+        raise DeviceProtocolError(f"RESULT for handle {got_handle}, expected {handle}")
+    return outputs, compute_ns / 1e9
 
 
 def _two_u32(payload: bytes) -> tuple[int, ...]:

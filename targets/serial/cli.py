@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     board.add_argument("--ready-chunk", type=int, default=None, metavar="BYTES",
                        help="max_chunk announced in LOAD_READY (default: --max-chunk); the "
                             "smaller of the two applies")
+    board.add_argument("--pipeline", type=int, default=4, metavar="N",
+                       help="requests the board accepts in flight, capability pipeline "
+                            "(default 4; 1: a stop-and-wait device of revision 1.2)")
     board.add_argument("--max-payload", type=int, default=16 * 1024 * 1024, metavar="BYTES",
                        help="largest frame payload the board accepts (default 16777216); "
                             "larger requests are answered TOO_LARGE")
@@ -153,8 +156,8 @@ def run_board(args: argparse.Namespace) -> int:
     from targets.serial.sim.faults import BOARD_FAULTS
 
     plan = _fault_plan(args, BOARD_FAULTS)
-    if args.slots < 1 or args.max_chunk < 1 or (args.ready_chunk or 1) < 1:
-        raise CliError("--slots, --max-chunk and --ready-chunk must be >= 1")
+    if min(args.slots, args.max_chunk, args.ready_chunk or 1, args.pipeline) < 1:
+        raise CliError("--slots, --max-chunk, --ready-chunk and --pipeline must be >= 1")
     if not 64 <= args.max_payload <= 16 * 1024 * 1024:
         raise CliError("--max-payload must be in [64, 16777216]")
     options = _run_options(args)
@@ -165,7 +168,8 @@ def run_board(args: argparse.Namespace) -> int:
     endpoint = _endpoint(args)
     sim = BoardSimulator(endpoint, plan, slots=args.slots, max_chunk=args.max_chunk,
                          ready_chunk=args.ready_chunk, jitter_s=plan.value("jitter"),
-                         noise=plan.value("noise"), max_payload=args.max_payload, **options)
+                         noise=plan.value("noise"), max_payload=args.max_payload,
+                         pipeline=args.pipeline, **options)
     _announce(endpoint, "board", "serial-board")
     sim.serve()
     return 0

@@ -39,11 +39,11 @@ from harness.tensors import (
 )
 
 SYNC = b"\xa5\x5a"
-#: the frame format version carried in every header (unchanged by revisions 1.1, 1.2)
+#: the frame format version carried in every header (unchanged by revisions 1.1 to 1.3)
 VERSION = 1
 #: the revision of docs/protocol.md this implementation follows; a device declares
 #: the one it follows in the ``protocol`` capability (absent: "1.0")
-REVISION = "1.2"
+REVISION = "1.3"
 #: the longest PING payload a device must echo
 MAX_PING = 256
 HEADER = struct.Struct("<2sBBIIH")  # sync, version, type, seq, length, hcrc

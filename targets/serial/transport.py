@@ -6,7 +6,9 @@ them through a :class:`~targets.serial.receiver.FrameReceiver`. Every wait has a
 deadline. :meth:`SerialLink.request` retransmits a request (same sequence
 number) a bounded number of times when its response is lost or damaged, and
 sends it again under a new sequence number after BUSY (docs/protocol.md
-section 3).
+section 3). :meth:`SerialLink.request_many` keeps several independent requests
+of one type in flight on a device that declares ``pipeline`` (section 3.2), each
+under the same rules, and returns their answers in request order.
 
 Who is to blame, in the harness's terms:
 
@@ -30,9 +32,9 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.target import InfraError, InputMismatchError, TargetError, UnsupportedModelError
 from targets.serial.pacing import Pacer
@@ -52,9 +54,14 @@ from targets.serial.protocol import (
 )
 from targets.serial.receiver import Damage, Event, FrameReceiver, Stray
 
+T = TypeVar("T")
 POLL_S = 0.02
 #: the write timeout covers at least a frame this large (grown for larger frames)
 MIN_WRITE_BUDGET_BYTES = 4096 + 64
+#: request bytes a pipelined batch keeps in flight beyond its oldest request: a
+#: device's receive buffer (a pty's holds about 64 KiB) must take them while it is
+#: itself sending an answer the host is not yet reading
+PIPELINE_BYTES = 32 * 1024
 
 
 class LinkError(InfraError):
@@ -187,6 +194,89 @@ class AttemptTally:
         return ", ".join(parts) or "no answer"
 
 
+@dataclass(eq=False)
+class Pending:
+    """One request under way: its current frame, its attempts and how they failed."""
+
+    msg_type: int
+    payload: bytes
+    seq: int
+    frame: bytes
+    wait: float  # seconds of silence before an attempt counts as lost
+    received_before: int = 0  # the receiver's byte count when it started
+    attempt: int = 0
+    tally: AttemptTally = field(default_factory=AttemptTally)
+    # pipelining: which requests may be executed after this one, and when it was sent
+    ident: int = 0
+    first_tx: int = 0
+    last_tx: int = 0
+    exposure: set[int] = field(default_factory=set)
+    #: frames and damage that arrived for it while an older request was awaited
+    stash: list[Event] = field(default_factory=list)
+
+    def renew(self, seq: int) -> None:
+        """Take a new SEQ (after BUSY: the device did not act on the old one)."""
+        self.seq = seq
+        self.frame = encode_frame(self.msg_type, seq, self.payload)
+
+
+class Window:
+    """Pipelined requests in flight, oldest first (docs/protocol.md section 3.2).
+
+    A device declaring ``pipeline=N`` keeps its last N answers. A request whose
+    answer the host may still have to ask for again must never see N other requests
+    executed after it, or its retransmission would be executed a second time. So
+    each request counts the others that may be executed after it (its *exposure*:
+    those in flight with it, and older ones sent again after it) and no request is
+    admitted while one's exposure is already N-1. Beyond the oldest request, at most
+    ``budget`` bytes of requests are in flight.
+    """
+
+    def __init__(self, depth: int, budget: int = PIPELINE_BYTES) -> None:
+        self.depth = depth
+        self.budget = budget
+        self.entries: list[Pending] = []
+        self._admitted = 0
+
+    @property
+    def head(self) -> Pending:
+        return self.entries[0]
+
+    def has_room(self, frame_bytes: int) -> bool:
+        """Whether a request of ``frame_bytes`` may be sent now."""
+        if not self.entries:
+            return True
+        in_flight = sum(len(p.frame) for p in self.entries[1:])
+        return (len(self.entries) < self.depth and in_flight + frame_bytes <= self.budget
+                and all(len(p.exposure) < self.depth - 1 for p in self.entries))
+
+    def admit(self, pending: Pending, tx_count: int) -> None:
+        """Add a request about to be sent as frame number ``tx_count + 1``."""
+        self._admitted += 1
+        pending.ident, pending.first_tx = self._admitted, tx_count + 1
+        pending.exposure = {p.ident for p in self.entries}
+        for other in self.entries:
+            other.exposure.add(pending.ident)
+        self.entries.append(pending)
+
+    def retire(self) -> None:
+        """The oldest request is answered: it can no longer run after one sent after
+        its last transmission."""
+        done = self.entries.pop(0)
+        for other in self.entries:
+            if done.last_tx < other.first_tx:
+                other.exposure.discard(done.ident)
+
+    def stash(self, event: Frame | Damage) -> bool:
+        """Keep an event for a younger request in flight; False if it is none's."""
+        seq = event.header.seq if isinstance(event, Damage) else event.seq
+        for pending in self.entries[1:]:
+            if pending.seq == seq:
+                pending.stash.append(event)
+                return True
+        return False
+
+
 class SerialLink:
     def __init__(self, settings: LinkSettings) -> None:
         self.settings = settings
@@ -196,6 +286,7 @@ class SerialLink:
         self._port: Any = None
         self._fd: int | None = None
         self._seq = 0
+        self._tx_count = 0  # frames of requests sent (pipelining's clock)
         self._last_rx = time.perf_counter()
         self._backlog: list[Event] = []
         self.unanswered_in_a_row = 0
@@ -374,10 +465,31 @@ class SerialLink:
         silent, or the link failed) the device is *lost*: this and every later request
         raises :class:`DeviceLost` at once instead of waiting out its timeouts again.
         """
+        return self._tracked(lambda: self._exchange(msg_type, payload, first_byte_timeout,
+                                                    on_frame, on_event))
+
+    def request_many(self, msg_type: int, payloads: Iterable[bytes], depth: int, *,
+                     first_byte_timeout: float | None = None) -> list[Frame]:
+        """Send independent requests of one type with up to ``depth`` of them in flight
+        (docs/protocol.md section 3.2) and return their response frames in request order.
+
+        Each request is retransmitted, resent after BUSY and given up exactly as by
+        :meth:`request`; the first one that fails raises and ends the batch. Depth 1
+        (or a single request) is :meth:`request` in a loop.
+        """
+        payloads = list(payloads)
+        if depth <= 1 or len(payloads) <= 1:
+            return [self.request(msg_type, payload, first_byte_timeout=first_byte_timeout)
+                    for payload in payloads]
+        return self._tracked(lambda: self._pipelined(msg_type, payloads, depth,
+                                                     first_byte_timeout))
+
+    def _tracked(self, exchange: Callable[[], T]) -> T:
+        """Run ``exchange`` under the lost-device rule (``lost_after``)."""
         if self.lost_reason is not None:
             raise DeviceLost(self.lost_reason)
         try:
-            frame = self._exchange(msg_type, payload, first_byte_timeout, on_frame, on_event)
+            result = exchange()
         except (DeviceTimeout, LinkError) as exc:
             self.unanswered_in_a_row += 1
             limit = self.settings.lost_after
@@ -391,7 +503,7 @@ class SerialLink:
             self.unanswered_in_a_row = 0  # it answered, if only to refuse
             raise
         self.unanswered_in_a_row = 0
-        return frame
+        return result
 
     def _exchange(self, msg_type: int, payload: bytes, first_byte_timeout: float | None,
                   on_frame: Callable[[Frame], None] | None,
@@ -407,56 +519,101 @@ class SerialLink:
         ``on_event`` every damage or stray event. ERROR answers raise through
         :func:`device_error`.
         """
-        s = self.settings
-        expected = response_type(msg_type)
-        name = type_name(msg_type)
-        wait = first_byte_timeout or s.timeout
-        seq = self.next_seq()
-        frame_bytes = encode_frame(msg_type, seq, payload)
-        attempts = 1 + s.retries
-        tally = AttemptTally()
-        received_before = self.receiver.counters.received_bytes
-        for attempt in range(attempts):
-            if attempt:
-                self.stats.retransmissions += 1
-            self.write_raw(frame_bytes)
-            self.stats.tx_frames += 1
-            outcome = self._await(seq, expected, name, wait, on_frame, on_event, tally)
+        pending = self._start(msg_type, payload, first_byte_timeout)
+        while True:
+            self._transmit(pending)
+            outcome = self._await(pending, on_frame, on_event)
             if isinstance(outcome, Frame):
                 return outcome
-            tally.count(outcome)
-            if outcome == "silent":
-                self.stats.silent_attempts += 1
-            elif outcome == "busy":
-                self.stats.busy_answers += 1
-                time.sleep(min(s.timeout, 0.1 * (attempt + 1)))
-                seq = self.next_seq()
-                frame_bytes = encode_frame(msg_type, seq, payload)
+            self._failed(pending, outcome)
+
+    def _pipelined(self, msg_type: int, payloads: list[bytes], depth: int,
+                   first_byte_timeout: float | None) -> list[Frame]:
+        """Keep up to ``depth`` requests in flight; wait for the oldest, keeping the
+        answers (and NAKs, BUSYs, damage) that arrive for the others meanwhile."""
+        window = Window(depth)
+        answers: list[Frame] = []
+        sent = 0
+        while len(answers) < len(payloads):
+            while sent < len(payloads) and window.has_room(OVERHEAD + len(payloads[sent])):
+                pending = self._start(msg_type, payloads[sent], first_byte_timeout)
+                window.admit(pending, self._tx_count)
+                self._transmit(pending)
+                sent += 1
+            head = window.head
+            self._backlog[:0], head.stash = head.stash, []  # what came for it meanwhile
+            outcome = self._await(head, None, None, stash=window.stash)
+            if isinstance(outcome, Frame):
+                answers.append(outcome)
+                window.retire()
+                continue
+            self._failed(head, outcome)
+            self._transmit(head)
+        return answers
+
+    def _start(self, msg_type: int, payload: bytes, first_byte_timeout: float | None
+               ) -> Pending:
+        seq = self.next_seq()
+        return Pending(msg_type, payload, seq, encode_frame(msg_type, seq, payload),
+                       first_byte_timeout or self.settings.timeout,
+                       received_before=self.receiver.counters.received_bytes)
+
+    def _transmit(self, pending: Pending) -> None:
+        """Send the request's current frame (a retransmission after the first)."""
+        if pending.attempt:
+            self.stats.retransmissions += 1
+        self.write_raw(pending.frame)
+        self.stats.tx_frames += 1
+        pending.attempt += 1
+        self._tx_count += 1
+        pending.last_tx = self._tx_count
+
+    def _failed(self, pending: Pending, outcome: str) -> None:
+        """Count a failed attempt; after BUSY take a new SEQ; raise when none is left."""
+        s = self.settings
+        pending.tally.count(outcome)
+        if outcome == "silent":
+            self.stats.silent_attempts += 1
+        elif outcome == "busy":
+            self.stats.busy_answers += 1
+            time.sleep(min(s.timeout, 0.1 * pending.attempt))
+            pending.renew(self.next_seq())
+        if pending.attempt >= 1 + s.retries:
+            raise self._given_up(pending)
+
+    def _given_up(self, pending: Pending) -> TargetError | LinkError:
+        """The exception that ends a request whose every attempt failed."""
+        s = self.settings
+        tally = pending.tally
+        attempts = pending.attempt
         if not tally.heard_frame:  # every byte that came was noise (strays not yet reported)
-            tally.noise_bytes = self.receiver.counters.received_bytes - received_before
-        what = f"{name} (last seq {seq})"
+            tally.noise_bytes = self.receiver.counters.received_bytes - pending.received_before
+        what = f"{type_name(pending.msg_type)} (last seq {pending.seq})"
         if tally.busy == attempts:
-            raise DeviceBusy(f"device answered BUSY to {what} on all {attempts} attempts "
-                             f"(each answer within {tally.slowest_answer_s * 1e3:.0f} ms)")
+            return DeviceBusy(f"device answered BUSY to {what} on all {attempts} attempts "
+                              f"(each answer within {tally.slowest_answer_s * 1e3:.0f} ms)")
         if tally.damaged or (tally.noise_bytes and not tally.heard_frame):
-            raise LinkError(
+            return LinkError(
                 f"serial link {s.url} too unreliable: no usable answer to {what} in "
                 f"{attempts} attempts ({tally.describe()})")
-        raise DeviceTimeout(f"device did not answer {what} within {wait:g} s, "
-                            f"{attempts} attempts ({tally.describe()})")
+        return DeviceTimeout(f"device did not answer {what} within {pending.wait:g} s, "
+                             f"{attempts} attempts ({tally.describe()})")
 
-    def _await(self, seq: int, expected: int, name: str, first_byte_timeout: float,
-               on_frame: Callable[[Frame], None] | None,
+    def _await(self, pending: Pending, on_frame: Callable[[Frame], None] | None,
                on_event: Callable[[Event], None] | None,
-               tally: AttemptTally) -> Frame | str:
+               stash: Callable[[Frame | Damage], bool] | None = None) -> Frame | str:
         """One attempt: the response frame, or why the attempt failed.
 
         Only frames count as an answer arriving: bytes that form no intact header
         (line noise, a wrong baud rate) never extend the wait, so an attempt ends
         ``first_byte_timeout`` after the request unless a frame is on its way, and
-        then ``timeout`` after its last byte.
+        then ``timeout`` after its last byte. A frame or damage for another SEQ goes
+        to ``stash`` (pipelined requests still in flight); what it refuses is stale.
         """
         s = self.settings
+        seq, tally, first_byte_timeout = pending.seq, pending.tally, pending.wait
+        name = type_name(pending.msg_type)
+        expected = response_type(pending.msg_type)
         sent = time.perf_counter()
         progress = sent  # the last time a frame (or part of one) arrived
         cap = sent + first_byte_timeout + 4 * s.timeout
@@ -495,6 +652,8 @@ class SerialLink:
                         on_event(event)
                     if event.header.type == MsgType.SAMPLE and on_frame is not None:
                         continue  # a damaged stream sample, not our response
+                    if event.header.seq != seq and stash is not None and stash(event):
+                        continue
                     self.stats.damaged_responses += 1
                     return "damaged"
                 stray_at = None
@@ -506,7 +665,8 @@ class SerialLink:
                     on_frame(event)
                     continue
                 if event.seq != seq:
-                    self.stats.stale_frames += 1
+                    if stash is None or not stash(event):
+                        self.stats.stale_frames += 1
                     continue
                 if event.type == MsgType.ERROR:
                     code, text = self._decode(decode_error, event)

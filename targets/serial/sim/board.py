@@ -1,7 +1,9 @@
 """``shipei sim board``: a development board that executes models with onnxruntime.
 
 It keeps up to ``slots`` models (least recently used evicted), measures its own
-compute time around ``InferenceSession.run`` and reports it in RESULT.
+compute time around ``InferenceSession.run`` and reports it in RESULT. It takes
+up to ``pipeline`` requests in flight (capability ``pipeline``, docs/protocol.md
+section 3.2); 1 simulates a stop-and-wait device of revision 1.2 or older.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from targets.serial.protocol import (
 from targets.serial.sim.server import Reply, Simulator, error_reply, pong
 
 DEFAULT_MAX_CHUNK = 4096
+#: requests in flight the board accepts unless told otherwise
+DEFAULT_PIPELINE = 4
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 #: what the board declares: every wire dtype its onnxruntime takes
 BOARD_DTYPES = tuple(name for name in WIRE_DTYPES if name in ORT_DTYPES)
@@ -94,8 +98,8 @@ class BoardSimulator(Simulator):
 
     def __init__(self, *args: Any, slots: int = 4, max_chunk: int = DEFAULT_MAX_CHUNK,
                  ready_chunk: int | None = None, jitter_s: float = 0.0, noise: float = 0.0,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+                 pipeline: int = DEFAULT_PIPELINE, **kwargs: Any) -> None:
+        super().__init__(*args, pipeline=pipeline, **kwargs)
         self.slots: OrderedDict[int, Slot] = OrderedDict()
         self.max_slots = max(1, slots)
         self.max_chunk = max_chunk
@@ -105,6 +109,8 @@ class BoardSimulator(Simulator):
         self.noise = noise
         self._next_handle = 1
         self._infers = 0
+        #: INFER requests executed (not answered from the cache, not BUSY)
+        self.infers_executed = 0
 
     def identity(self) -> Identity:
         import onnx
@@ -119,6 +125,7 @@ class BoardSimulator(Simulator):
                 "max_payload": str(self.receiver.max_payload),
                 "max_chunk": str(self.max_chunk),
                 "model_slots": str(self.max_slots),
+                "pipeline": str(self.pipeline),
                 "max_model_bytes": str(MAX_MODEL_BYTES),
                 "dtypes": ",".join(BOARD_DTYPES),
                 "opset_max": str(onnx.defs.onnx_opset_version()),
@@ -253,6 +260,7 @@ class BoardSimulator(Simulator):
 
     # -- inference -----------------------------------------------------------------
     def _infer(self, frame: Frame) -> list[Reply]:
+        self.infers_executed += 1
         handle, tensors = decode_infer(frame.payload)
         slot = self._slot(handle)
         if slot is None or not slot.loaded:

@@ -1,12 +1,15 @@
 """What every simulator shares: serving one peer at a time, receiving requests,
-answering retransmissions from a cache, sending through the fault plan."""
+answering retransmissions from a cache of the last ``pipeline`` answers, sending
+through the fault plan."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import struct
 import sys
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from targets.serial.protocol import (
@@ -22,7 +25,7 @@ from targets.serial.protocol import (
     encode_error,
     encode_frame,
 )
-from targets.serial.receiver import Damage, FrameReceiver
+from targets.serial.receiver import Damage, Event, FrameReceiver
 from targets.serial.sim.endpoint import Endpoint, PeerGone
 from targets.serial.sim.faults import FaultPlan, summary
 
@@ -66,7 +69,8 @@ class Simulator:
     def __init__(self, endpoint: Endpoint, faults: FaultPlan, *, down_s: float = 0.3,
                  stall_s: float = 1.0, duration: float | None = None,
                  exit_after: int | None = None, mute_after: int | None = None,
-                 quiet: bool = False, max_payload: int = ABSOLUTE_MAX_PAYLOAD) -> None:
+                 quiet: bool = False, max_payload: int = ABSOLUTE_MAX_PAYLOAD,
+                 pipeline: int = 1) -> None:
         self.endpoint = endpoint
         self.faults = faults
         self.down_s = down_s
@@ -79,9 +83,19 @@ class Simulator:
         self.frames_sent = 0
         self.requests_answered = 0
         self.connections = 0
-        self._last_request: tuple[int, int, int] | None = None
-        self._last_replies: list[Reply] = []
+        #: requests it accepts in flight; it keeps as many answers for retransmissions
+        self.pipeline = max(1, pipeline)
+        self._answers: OrderedDict[tuple[int, int, int], list[Reply]] = OrderedDict()
+        #: the most requests seen at once: one being answered and those received after it
+        self.max_in_flight = 0
+        self._inbox: deque[Event] = deque()
+        self._last_rx = time.monotonic()
         self._stopping = False
+
+    @property
+    def _last_request(self) -> tuple[int, int, int] | None:
+        """The (SEQ, TYPE, CRC) of the last request executed and cached, if any."""
+        return next(reversed(self._answers), None)
 
     # -- to be provided ------------------------------------------------------------
     def identity(self) -> Identity:
@@ -142,23 +156,37 @@ class Simulator:
             self.log(f"injected: {summary(self.faults.counts)}")
 
     def _session(self) -> None:
-        last_rx = time.monotonic()
+        self._last_rx = time.monotonic()
+        self._inbox.clear()
         while True:
             self._check_stop()
-            data = self.endpoint.read(min(max(self.wake_in(), 0.0), 0.1))
-            now = time.monotonic()
-            events = []
-            if data:
-                last_rx = now
-                events = self.receiver.feed(data)
-            elif self.receiver.pending and now - last_rx >= INTER_BYTE_TIMEOUT:
-                events = self.receiver.expire()
-            for event in events:
+            self._receive(min(max(self.wake_in(), 0.0), 0.1))
+            while self._inbox:  # in arrival order, one at a time
+                event = self._inbox.popleft()
                 if isinstance(event, Frame):
                     self._on_frame(event)
                 elif isinstance(event, Damage):
                     self._on_damage(event)
             self.tick()
+
+    def _receive(self, wait: float) -> None:
+        """Queue what arrives within ``wait`` seconds; expire a partial frame gone quiet."""
+        data = self.endpoint.read(wait)
+        now = time.monotonic()
+        if data:
+            self._last_rx = now
+            self._inbox.extend(self.receiver.feed(data))
+        elif self.receiver.pending and now - self._last_rx >= INTER_BYTE_TIMEOUT:
+            self._inbox.extend(self.receiver.expire())
+
+    def _note_in_flight(self) -> None:
+        """Before answering: count the requests that arrived after the one being
+        answered (sent by a host that did not wait for its answer)."""
+        with contextlib.suppress(PeerGone):  # the next read reports it
+            self._receive(0.0)
+        ahead = sum(isinstance(e, Frame | Damage) for e in self._inbox)
+        ahead += 1 if self.receiver.pending else 0
+        self.max_in_flight = max(self.max_in_flight, 1 + ahead)
 
     def on_session_start(self) -> None:  # noqa: B027 - optional hook
         """IDENTIFY began a new host session (docs/protocol.md section 3.1)."""
@@ -167,6 +195,7 @@ class Simulator:
         if self.mute_after is not None and self.requests_answered >= self.mute_after:
             return  # a hung device: the link stays up, nothing answers
         replies = self._replies(frame)
+        self._note_in_flight()
         self.requests_answered += 1
         for reply in replies:
             self.send(reply.type, frame.seq, reply.payload)
@@ -177,19 +206,20 @@ class Simulator:
             raise Stop("exit_after reached")
 
     def _replies(self, frame: Frame) -> list[Reply]:
-        """The answer to one intact request, from the last-answer cache for a
-        retransmission. Answers that carry no result (BUSY, VERSION) are never
-        cached, and IDENTIFY always runs and starts a new session with an empty cache."""
+        """The answer to one intact request, from the cache of the last ``pipeline``
+        answers for a retransmission. Answers that carry no result (BUSY, VERSION) are
+        never cached, and IDENTIFY always runs and starts a new session with an empty
+        cache."""
         if frame.version != VERSION:
             return [Reply(MsgType.ERROR, encode_error(
                 ErrorCode.VERSION, f"protocol version {frame.version} not supported; "
                                    f"this device speaks {VERSION}"))]
         key = (frame.seq, frame.type, crc32(frame.payload))
         if frame.type == MsgType.IDENTIFY:
-            self._last_request, self._last_replies = None, []
+            self._answers.clear()
             self.on_session_start()
-        elif key == self._last_request:
-            return self._last_replies  # a retransmission: answer again, do not redo
+        elif key in self._answers:
+            return self._answers[key]  # a retransmission: answer again, do not redo
         if self.faults.hits("busy", self.requests_answered):
             self.faults.record("busy", index=self.requests_answered, seq=frame.seq,
                                type=int(frame.type))
@@ -199,8 +229,13 @@ class Simulator:
         except ProtocolError as exc:
             replies = [Reply(MsgType.ERROR, encode_error(ErrorCode.BAD_PAYLOAD, str(exc)))]
         if frame.type != MsgType.IDENTIFY and not _busy(replies):
-            self._last_request, self._last_replies = key, replies
+            self._remember(key, replies)
         return replies
+
+    def _remember(self, key: tuple[int, int, int], replies: list[Reply]) -> None:
+        self._answers[key] = replies
+        while len(self._answers) > self.pipeline:
+            self._answers.popitem(last=False)
 
     def _on_damage(self, damage: Damage) -> None:
         """A request whose header held but whose body did not: BAD_FRAME (retransmit),

@@ -12,7 +12,6 @@ import functools
 import glob
 import hashlib
 import os
-import pickle
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from harness.cache import cache_dir, write_atomically
+from harness.cache import cache_dir, cached_pickle
 from harness.cases import Case, DataSet, LoadedCase, default_opset
 
 SUITE = "operators"
@@ -112,22 +111,19 @@ def _generate_node_cases() -> list[_NodeCase]:
     so a different installation regenerates rather than reusing stale data.
     """
     key = f"onnx-{onnx.__version__}-numpy-{np.__version__}-ml_dtypes-{_ml_dtypes_version()}"
-    path = cache_dir("onnx-node-cases") / f"{key}.pkl"
-    if path.exists():
-        try:
-            rows = pickle.loads(path.read_bytes())
-            return [_NodeCase(n, onnx.load_from_string(m), d, r, a) for n, m, d, r, a in rows]
-        except Exception:  # a corrupt or foreign cache is regenerated, not trusted
-            path.unlink(missing_ok=True)
+    return cached_pickle(cache_dir("onnx-node-cases") / f"{key}.pkl", _collect_node_rows,
+                         lambda rows: [_NodeCase(n, onnx.load_from_string(m), d, r, a)
+                                       for n, m, d, r, a in rows])
+
+
+def _collect_node_rows() -> list[tuple[Any, ...]]:
     from onnx.backend.test.case.node import collect_testcases
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         generated = collect_testcases()
-    rows = [(tc.name, tc.model.SerializeToString(), tc.data_sets, tc.rtol, tc.atol)
+    return [(tc.name, tc.model.SerializeToString(), tc.data_sets, tc.rtol, tc.atol)
             for tc in generated]
-    write_atomically(path, pickle.dumps(rows))
-    return [_NodeCase(tc.name, tc.model, tc.data_sets, tc.rtol, tc.atol) for tc in generated]
 
 
 def _node_rows() -> list[tuple[Any, ...]]:
@@ -260,16 +256,11 @@ def all_cases() -> list[Case]:
     The list (names, tags, tolerances, the node cases' models and data) is cached by
     :func:`_case_list_key`, so collecting the suite parses no model; a corrupt cache is
     rebuilt, never trusted."""
-    path = cache_dir("operator-cases") / f"{_case_list_key()}.pkl"
-    rows = None
-    if path.exists():
-        try:
-            rows = pickle.loads(path.read_bytes())
-        except Exception:
-            path.unlink(missing_ok=True)
-    if rows is None:
-        rows = _build_rows()
-        write_atomically(path, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+    return cached_pickle(cache_dir("operator-cases") / f"{_case_list_key()}.pkl",
+                         _build_rows, _cases_from_rows)
+
+
+def _cases_from_rows(rows: list[tuple[Any, ...]]) -> list[Case]:
     by_name: dict[str, Case] = {}
     cases = []
     for row in rows:

@@ -114,8 +114,6 @@ NUMPY_NATIVE = frozenset({"float32", "uint8", "int8", "uint16", "int16", "int32"
 #: element types by numpy dtype, filled as dtypes are met (``dtype.name`` is slow
 #: enough to show in a run of thousands of small tensors)
 _BY_DTYPE: dict[np.dtype, ElementType] = {}
-#: in-memory dtypes by wire name, filled as names are met
-_DTYPE_OF: dict[str, np.dtype] = {}
 
 
 def element_type(value: np.ndarray | np.dtype | str) -> ElementType:
@@ -138,15 +136,9 @@ def element_type(value: np.ndarray | np.dtype | str) -> ElementType:
     return kind
 
 
+@functools.cache  # by wire name; a name that raises is not kept
 def numpy_dtype(name: str) -> np.dtype:
     """The in-memory numpy dtype for a wire name (ml_dtypes for the types numpy lacks)."""
-    known = _DTYPE_OF.get(name)
-    if known is None:
-        known = _DTYPE_OF[name] = _numpy_dtype(name)
-    return known
-
-
-def _numpy_dtype(name: str) -> np.dtype:
     kind = element_type(name)
     if kind.name == "string":
         return np.dtype(object)

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from harness import __version__
 from harness.cli.common import CliError
+from harness.process_exit import exit_without_teardown
 
 COMMANDS_GROUP = "shipei.commands"
 
@@ -124,10 +125,7 @@ def console_main() -> int:
     args = parse_arguments()
     code = _dispatch(args)
     if args.command in EXIT_AT_ONCE:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+        exit_without_teardown(code)
     return code
 
 

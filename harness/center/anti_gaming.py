@@ -38,6 +38,11 @@ class AuditError(Exception):
     """An audit that failed; the message is one line."""
 
 
+class AuditInconclusive(Exception):
+    """An audit that cannot decide either way (one line saying what would decide it, e.g.
+    "re-run on a quiet machine"); intake records it and does not refuse the bundle."""
+
+
 def check_environment(runs: dict[str, dict[str, Any]], records: dict[str, list[dict[str, Any]]],
                       claimed: dict[str, Any], platform_id: str | None) -> list[str]:
     """``runs``: run.json per run id; ``records``: every attempt per run id;

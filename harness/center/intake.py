@@ -1,7 +1,8 @@
 """Intake: the center's review of a vendor's evidence bundle.
 
 Checks, in order; the first that fails refuses the bundle and is named in the
-refusal (later ones are "not run"):
+refusal (later ones are "not run"). A check that cannot decide either way is
+"inconclusive": recorded with what would decide it, and not a refusal:
 
 ``archive``      the file is a bundle within the size limit, regular members only
 ``signature``    signed by a registered vendor key, naming that vendor
@@ -40,7 +41,10 @@ from harness.records import load_run_info, read_records
 @dataclass
 class CheckResult:
     id: str
-    state: str  # "pass", "fail" or "not run"
+    #: "pass", "fail", "not run", or "inconclusive": the check could not decide (the
+    #: evidence is compatible with both an honest and a gamed run, e.g. timed on a busy
+    #: machine); it does not refuse the bundle, and says what would decide it
+    state: str
     detail: str = ""
 
     def to_dict(self) -> dict[str, str]:
@@ -72,7 +76,7 @@ class IntakeResult:
 
     @property
     def accepted(self) -> bool:
-        return all(c.state == "pass" for c in self.checks)
+        return all(c.state in ("pass", "inconclusive") for c in self.checks)
 
     @property
     def failed(self) -> CheckResult | None:
@@ -231,6 +235,9 @@ def _audit(check: str, results: list[CheckResult], function: Callable[..., list[
            *args: Any) -> None:
     try:
         notes = function(*args)
+    except anti_gaming.AuditInconclusive as exc:
+        results.append(CheckResult(check, "inconclusive", str(exc)))
+        return
     except anti_gaming.AuditError as exc:
         raise _Refused(check, str(exc)) from None
     results.append(CheckResult(check, "pass", "; ".join(notes)))

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 STATE_LABELS = {"pass": ("通过", "pass"), "fail": ("未通过", "FAILED"),
-                "not run": ("未执行", "not run")}
+                "not run": ("未执行", "not run"),
+                "inconclusive": ("无法判定", "inconclusive")}
 
 
 def text_lines(report: dict[str, Any]) -> list[str]:

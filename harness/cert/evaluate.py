@@ -163,7 +163,7 @@ def _does_not_apply(record: dict[str, Any], criterion: Criterion) -> bool:
 def measure(criterion: Criterion, outcomes: list[dict[str, Any]], scope: Scope,
             suites_present: set[str]) -> CriterionResult:
     result = CriterionResult(criterion)
-    chosen = [r for r in outcomes if _matches(r, criterion)]
+    chosen = criterion.rule.select([r for r in outcomes if _matches(r, criterion)])
     if criterion.not_applicable:
         applicable = [r for r in chosen if not _does_not_apply(r, criterion)]
         result.not_applicable = len(chosen) - len(applicable)

@@ -2,8 +2,10 @@
 
 A criterion names its measure (``measure = "pass_rate"`` in a profile); the class
 registered under that name reads the criterion's own keys (:meth:`Measure.parse`),
-judges each case record (:meth:`Measure.passes`) and describes itself on the
-certificate page (:meth:`Measure.render`). A new measure is one class here, decorated
+says which of the criterion's records are the cases it counts (:meth:`Measure.select`,
+all of them unless the measure says otherwise), judges each case record
+(:meth:`Measure.passes`) and describes itself on the certificate page
+(:meth:`Measure.render`). A new measure is one class here, decorated
 with :func:`register`; profiles then name it, and nothing else changes.
 
 How a criterion turns passing cases into a pass rate, and what counts as measured, is
@@ -34,6 +36,10 @@ class Measure:
     @classmethod
     def parse(cls, data: Mapping[str, Any], where: str, strings: Strings) -> Measure:
         return cls()
+
+    def select(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records (already matched to the criterion) that are the cases counted."""
+        return records
 
     def passes(self, record: Mapping[str, Any]) -> bool:
         raise NotImplementedError
@@ -125,3 +131,60 @@ class MetricMeasure(Measure):
         parts = [f"{m} ≤ {self.bounds[m]:g}" if m in self.bounds else m for m in self.metrics]
         parts += [f"{flag} = true" for flag in self.flags]
         return "指标 / metrics: " + "; ".join(parts)
+
+
+#: the tag values a folded twin carries (suites.operators.folded): its family, and the
+#: base case whose attribute-like graph inputs it holds as initializers
+FOLDED_FAMILY, FOLDED_FROM = "folded", "folded_from"
+
+
+def _tags(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    tags = record.get("tags")
+    return tags if isinstance(tags, Mapping) else {}
+
+
+def _is_twin(record: Mapping[str, Any]) -> bool:
+    return _tags(record).get("family") == FOLDED_FAMILY
+
+
+def folded_bases(records: list[dict[str, Any]]) -> set[str]:
+    """The cases that have a folded twin among ``records``: those that feed shapes, axes,
+    pads and the like as graph inputs."""
+    return {str(_tags(r).get(FOLDED_FROM)) for r in records if _is_twin(r)}
+
+
+@register
+@dataclass(frozen=True)
+class StaticForm(PassRate):
+    """Kernel correctness on the static form: a case that feeds shapes, axes or pads as
+    graph inputs is judged by its folded twin (those inputs as initializers, the form a
+    compiled model has), so a toolchain that compiles static graphs is judged on its
+    kernels, not on whether its frontend takes dynamic inputs. Each case counts once."""
+
+    name: ClassVar[str] = "static_form"
+
+    def select(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        bases = folded_bases(records)
+        return [r for r in records if _is_twin(r) or r["case"] not in bases]
+
+    def render(self) -> str:
+        return ("静态形式通过率：形状、轴等输入为常量的用例按其折叠孪生用例判定 / pass rate on the "
+                "static form: a case feeding shapes, axes or pads as graph inputs is judged "
+                "by its folded twin")
+
+
+@register
+@dataclass(frozen=True)
+class DynamicInputs(PassRate):
+    """Dynamic-shape support: the cases that have a folded twin, judged as given, with
+    shapes, axes, pads and the like fed as graph inputs at run time."""
+
+    name: ClassVar[str] = "dynamic_inputs"
+
+    def select(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        bases = folded_bases(records)
+        return [r for r in records if not _is_twin(r) and r["case"] in bases]
+
+    def render(self) -> str:
+        return ("动态输入通过率：形状、轴等作为运行时图输入的用例 / pass rate with shapes, axes "
+                "and pads fed as graph inputs at run time")

@@ -83,15 +83,17 @@ class Criterion:
     coverage: str | None = None
     skips: str = "not_pass"
     min_cases: int = 1
-    #: lowest level that needs this criterion measured; below it, not measured is no bar
-    required: str = "limited"
+    #: lowest level that needs this criterion measured; below it, not measured is no bar;
+    #: None for a criterion with no thresholds (reported, never required)
+    required: str | None = "limited"
     #: case patterns whose skip means "does not apply" (not counted at all), e.g. a
     #: thread-safety check of a driver that does not claim to be thread-safe
     not_applicable: tuple[str, ...] = ()
 
     def required_for(self, level: str) -> bool:
         """Whether ``level`` needs this criterion measured (and met, if it has a threshold)."""
-        return GRADED_LEVELS.index(level) <= GRADED_LEVELS.index(self.required)
+        return self.required is not None and \
+            GRADED_LEVELS.index(level) <= GRADED_LEVELS.index(self.required)
 
 
 @dataclass(frozen=True)
@@ -283,9 +285,9 @@ def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[s
         raise ProfileError(str(exc)) from None
     thresholds = _numbers(data.get("thresholds"), f"{where}: thresholds")
     unknown = sorted(set(thresholds) - set(GRADED_LEVELS))
-    if unknown or not thresholds:
-        raise ProfileError(f"{where}: thresholds must set some of {GRADED_LEVELS}"
-                           + (f", not {unknown}" if unknown else ""))
+    if unknown:
+        raise ProfileError(f"{where}: thresholds must set some of {GRADED_LEVELS} (or none, "
+                           f"for a criterion that is reported, not graded), not {unknown}")
     if any(not 0.0 <= v <= 1.0 for v in thresholds.values()):
         raise ProfileError(f"{where}: thresholds are fractions between 0 and 1")
     if thresholds.get("full", 1.0) < thresholds.get("limited", 0.0):
@@ -303,9 +305,7 @@ def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[s
     min_cases = data.get("min_cases", 1)
     if not isinstance(min_cases, int) or min_cases < 1:
         raise ProfileError(f"{where}: min_cases must be a positive integer")
-    required = data.get("required", "limited" if "limited" in thresholds else "full")
-    if required not in GRADED_LEVELS or required not in thresholds:
-        raise ProfileError(f"{where}: required must be a level the thresholds set")
+    required = _required(data, thresholds, where)
     return Criterion(
         id=cid, title_zh=_text(data, "title_zh", where), title_en=_text(data, "title_en", where),
         suite=_text(data, "suite", where), measure=measure, thresholds=thresholds, rule=rule,
@@ -314,6 +314,20 @@ def _parse_criterion(index: int, data: Any, origin: str, sets: dict[str, tuple[s
         coverage=coverage, skips=skips, min_cases=min_cases, required=required,
         not_applicable=_strings(data.get("not_applicable", []), f"{where}: not_applicable",
                                 sets))
+
+
+def _required(data: dict[str, Any], thresholds: dict[str, float], where: str) -> str | None:
+    """The lowest level that needs the criterion; None for one that sets no threshold
+    (reported on the certificate, never a bar to a level)."""
+    if not thresholds:
+        if "required" in data:
+            raise ProfileError(f"{where}: a criterion without thresholds is reported, not "
+                               "graded: it cannot be required")
+        return None
+    required = data.get("required", "limited" if "limited" in thresholds else "full")
+    if required not in GRADED_LEVELS or required not in thresholds:
+        raise ProfileError(f"{where}: required must be a level the thresholds set")
+    return required
 
 
 def _parse(data: dict[str, Any], origin: str) -> Profile:

@@ -26,6 +26,21 @@ def test_percentile_follows_loadgen_rule_on_a_hand_example():
         percentile(np.array([], dtype=np.int64), 50)
 
 
+def test_one_percentile_for_rows_and_unsorted_samples():
+    """``percentile_of`` is LoadGen's rule too, on unsorted samples and on many rows at
+    once; ``np.median`` is another statistic (the mean of the middle two of an even count)."""
+    from harness.perf.stats import percentile_of
+
+    ten = np.array([9, 1, 8, 2, 7, 3, 6, 4, 5, 10], dtype=np.int64)
+    assert percentile_of(ten, 50) == 6 == percentile(np.sort(ten), 50)  # element 5 of 10
+    assert np.median(ten) == 5.5
+    rows = np.array([[3, 1, 2, 4], [40, 10, 30, 20]])
+    assert percentile_of(rows, 50, axis=1).tolist() == [3, 30]
+    assert percentile_of(rows, 99, axis=1).tolist() == [4, 40]
+    with pytest.raises(ValueError):
+        percentile_of(np.array([], dtype=np.int64), 50)
+
+
 def test_summary_matches_independent_computation():
     rng = np.random.default_rng(7)
     samples = (rng.lognormal(mean=13.0, sigma=0.4, size=4001)).astype(np.int64)  # ~0.5 ms
@@ -155,6 +170,19 @@ def test_compare_verdicts(tmp_path: Path, factor: float, expected: set[str]):
     assert case.ci_low <= case.change <= case.ci_high
     assert case.change == pytest.approx(factor - 1, abs=0.03)
     assert bool(result.regressions) == ("regression" in expected)
+
+
+def test_compare_reports_the_p50_the_records_hold(tmp_path: Path):
+    """The regression check's p50 of one run is the recorded p50 (LoadGen's rule), so
+    ``shipei compare`` and the run's own summary print the same figure."""
+    from harness.perf.stats import summarize
+
+    latency = np.array([1_000_000 + 1000 * i for i in range(100)], dtype=np.int64)
+    base = _write_run(tmp_path, "base", {"test_a": latency})
+    new = _write_run(tmp_path, "new", {"test_a": latency * 2})
+    (case,) = compare.compare_runs(base, new, resamples=50).cases
+    assert case.baseline_median_ms == summarize(latency)["p50_ms"] == 1.05
+    assert case.new_median_ms == summarize(latency * 2)["p50_ms"]
 
 
 def test_block_bootstrap_interval_covers_the_true_median_shift():

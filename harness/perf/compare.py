@@ -1,7 +1,8 @@
 """Latency regression check between two runs, on their stored samples.
 
 For every case measured in both runs the statistic is the relative change of the
-median inference time, ``new / baseline - 1``. Its confidence interval comes
+median inference time (the p50 the records hold, LoadGen's rule:
+:func:`harness.perf.stats.percentile_of`), ``new / baseline - 1``. Its confidence interval comes
 from a circular block bootstrap of each run's samples (blocks of consecutive
 samples keep the time-correlated noise of a busy machine in the interval
 instead of pretending every sample is independent).
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from harness.perf import samples as samples_io
+from harness.perf.stats import percentile_of
 from harness.records import load_run
 
 DEFAULT_THRESHOLD = 0.10
@@ -92,7 +94,7 @@ def block_bootstrap_medians(samples: np.ndarray, resamples: int, rng: np.random.
         count = min(_CHUNK, resamples - first)
         starts = rng.integers(0, n, size=(count, blocks))
         index = (starts[:, :, None] + offsets).reshape(count, -1)[:, :n]
-        medians[first:first + count] = np.median(extended[index], axis=1)
+        medians[first:first + count] = percentile_of(extended[index], 50, axis=1)
     return medians
 
 
@@ -128,7 +130,7 @@ def _runs(side: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def _side_median(runs: list[np.ndarray]) -> float:
-    return float(np.mean([np.median(r) for r in runs]))
+    return float(np.mean([percentile_of(r, 50) for r in runs]))
 
 
 def _side_bootstrap(runs: list[np.ndarray], resamples: int, rng: np.random.Generator
@@ -255,8 +257,8 @@ def _compare_case(base_target: str, new_target: str, case: str, record: dict[str
                   ) -> CaseComparison:
     base_ns, new_ns = [s.latency_ns for s in base], [s.latency_ns for s in new]
     change, low, high = change_interval(base_ns, new_ns, confidence, resamples, seed)
-    p99 = (np.mean([np.percentile(x, 99) for x in new_ns])
-           / np.mean([np.percentile(x, 99) for x in base_ns]))
+    p99 = (np.mean([percentile_of(x, 99) for x in new_ns])
+           / np.mean([percentile_of(x, 99) for x in base_ns]))
     return CaseComparison(
         baseline_target=base_target, new_target=new_target, case=case,
         scenario=str((record or {}).get("metrics", {}).get("scenario", "")),
@@ -279,7 +281,7 @@ def format_table(result: Comparison) -> list[str]:
     header = ("case", "target", "base p50 ms", "new p50 ms", "change", f"{level} interval",
               "p99 change", "verdict")
     if any(c.baseline_runs > 1 or c.new_runs > 1 for c in result.cases):
-        lines.append("p50 ms: the mean of the runs' medians; runs per side: "
+        lines.append("p50 ms: the mean of the runs' p50s; runs per side: "
                      + ", ".join(sorted({f"{c.baseline_runs} vs {c.new_runs}"
                                          for c in result.cases})))
     rows = [(c.case, c.new_target, f"{c.baseline_median_ms:.4f}", f"{c.new_median_ms:.4f}",

@@ -30,6 +30,7 @@ import numpy as np
 from harness.judge import compare_outputs
 from harness.perf import loadgen_log, machine
 from harness.perf.settings import OFFLINE, ScenarioSettings
+from harness.perf.stats import percentile_of
 from harness.target import Executable, TargetError
 
 #: environment variables that set thread pools in common runtimes
@@ -189,7 +190,7 @@ def measure(executable: Executable, payload: Mapping[str, Any]) -> dict[str, Any
         check_prepared(executable, payload["feeds"][0], feeds[0],
                        tuple(payload.get("tolerance", (0.0, 0.0))))
     warm = warm_up(call, feeds, settings)
-    warm_median_ns = float(np.median(warm))
+    warm_median_ns = float(percentile_of(warm, 50))
     # single-stream: LoadGen stops once both minimums are met, so a low guess only
     # adds headroom; offline: the sample count follows the throughput, i.e. the mean
     calibration_ns = warm_median_ns if settings.scenario != OFFLINE else float(warm.mean())

@@ -1,7 +1,11 @@
 """Summary statistics of latency samples, with MLPerf LoadGen's percentile rule.
 
 LoadGen sorts the latencies and takes element ``floor(n * p)`` (``results.cc``);
-:func:`percentile` does the same so our p50/p90/p99 mean what MLPerf's mean.
+:func:`percentile` does the same so our p50/p90/p99 mean what MLPerf's mean. It is
+the project's one percentile: the harness records it, the center's audits recompute
+it (:func:`percentile_of` for unsorted samples or many rows at once), ``shipei
+compare`` reports it. ``np.median`` (the mean of the two middle elements for an even
+count) is another statistic and would disagree with a recorded p50.
 """
 
 from __future__ import annotations
@@ -10,16 +14,28 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 PERCENTILES = (50.0, 90.0, 99.0)
 
 
+def rank(count: int, pct: float) -> int:
+    """LoadGen's index into ``count`` sorted samples: ``floor(count * pct / 100)``."""
+    if count < 1:
+        raise ValueError("no samples")
+    return min(int(math.floor(count * pct / 100.0)), count - 1)
+
+
 def percentile(sorted_ns: np.ndarray, pct: float) -> int:
     """LoadGen's percentile: element ``floor(n * pct / 100)`` of the sorted samples."""
-    if sorted_ns.size == 0:
-        raise ValueError("no samples")
-    index = min(int(math.floor(sorted_ns.size * pct / 100.0)), sorted_ns.size - 1)
-    return int(sorted_ns[index])
+    return int(sorted_ns[rank(sorted_ns.size, pct)])
+
+
+def percentile_of(values: ArrayLike, pct: float, axis: int = -1) -> Any:
+    """LoadGen's percentile of unsorted ``values`` along ``axis`` (a scalar for one row,
+    an array for several); the values keep their type (ns stay integers)."""
+    ordered = np.sort(np.asarray(values), axis=axis)
+    return np.take(ordered, rank(ordered.shape[axis], pct), axis=axis)
 
 
 def summarize(latency_ns: np.ndarray, samples_per_query: int = 1,

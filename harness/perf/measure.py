@@ -33,6 +33,8 @@ PERF_SCHEMA_VERSION = "1.0"
 LOOP_FUNCTION = "harness.perf.loops:measure"
 #: capability ``extra`` keys that describe thread settings, recorded with every figure
 THREAD_KEYS = ("thread", "stream", "core", "affinity", "pin", "num_")
+#: how long a started worker may take to answer its first request (start-up has its own limit)
+READY_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -54,9 +56,10 @@ def declared_threads(caps: Capabilities) -> dict[str, Any]:
 
 def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
                  key: str | None = None) -> PerfResult:
-    """Check and time ``case`` on ``host`` within ``timeout`` seconds in all."""
+    """Check and time ``case`` on ``host`` within ``timeout`` seconds in all, counted
+    from when the target's worker is ready: its start-up is the target's set-up (a
+    worker that does not start is ``infra_error``), never time charged to the case."""
     started = time.perf_counter()
-    deadline = started + timeout
     missing = loadgen_missing()
     if missing:
         return PerfResult(Outcome("skip", missing))
@@ -74,10 +77,16 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
     key = key or f"{case.suite}::{case.name}"
     timings: dict[str, float] = {}
     try:
+        timings["worker_start_s"] = wait_until_ready(host)
+    except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
+        outcome = outcome_from_exception(_start_up_failure(exc), started)
+        outcome.timings.update(timings)
+        return PerfResult(outcome)
+    deadline = time.perf_counter() + timeout
+    try:
         timings["compile_s"] = host.compile(key, workload.model.SerializeToString(),
-                                            deadline - time.perf_counter())
-        outputs, timings["check_s"] = host.run(key, workload.check.inputs,
-                                               deadline - time.perf_counter())
+                                            _left(deadline))
+        outputs, timings["check_s"] = host.run(key, workload.check.inputs, _left(deadline))
         verdict = compare_outputs(workload.check.outputs, outputs, workload.output_names(),
                                   case.rtol, case.atol, caps.precision)
         if not verdict.passed:
@@ -88,11 +97,15 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
         raw = host.call(LOOP_FUNCTION, key,
                         {"settings": case.settings.to_dict(), "feeds": workload.feeds,
                          "tolerance": (rtol, atol)},
-                        deadline - time.perf_counter())
+                        _left(deadline))
         timings["measure_s"] = time.perf_counter() - begin
         placement = host.placement(key, max(deadline - time.perf_counter(), 1.0))
     except (CaseTimeout, WorkerCrash, InfraError, RemoteError) as exc:
         outcome = outcome_from_exception(exc, started)
+        if isinstance(exc, CaseTimeout):  # the case's budget, not what was left of it
+            outcome.message = f"{exc.phase} exceeded the case's {timeout:g} s timeout; " \
+                              "worker killed"
+            outcome.metrics["timeout_s"] = timeout
         outcome.timings.update(timings)
         return PerfResult(outcome)
     finally:
@@ -100,6 +113,26 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
     timings["total_s"] = time.perf_counter() - started
     return _result(case, caps, raw, verdict.metrics() | {"rtol": rtol, "atol": atol},
                    timings, placement)
+
+
+def wait_until_ready(host: Host) -> float:
+    """Start the target's worker when none is running and wait for it to answer; the
+    seconds that took. The worker's own start-up limit applies (``InfraError`` past it)."""
+    begin = time.perf_counter()
+    host.identity(READY_TIMEOUT_S)
+    return time.perf_counter() - begin
+
+
+def _start_up_failure(exc: Exception) -> Exception:
+    """A worker that fails while starting is the infrastructure's, whatever the way."""
+    if isinstance(exc, (InfraError, RemoteError)):
+        return exc
+    return InfraError(f"worker start-up: {exc}")
+
+
+def _left(deadline: float) -> float:
+    """Seconds left before ``deadline``; never negative."""
+    return max(deadline - time.perf_counter(), 0.0)
 
 
 def _result(case: PerfCase, caps: Capabilities, raw: dict[str, Any],

@@ -130,3 +130,82 @@ def test_fingerprint_has_the_platform_digest() -> None:
     env = fingerprint()
     assert len(env["platform_id"]) == 64 and env["cpu_count"] >= 1
     assert "onnxruntime" in env["runtimes"]
+
+
+# -- a configuration is judged against its own file ------------------------------------
+EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "targets" / "expectations"
+#: every packaged configuration-specific file: ``<target>.<configuration>.toml``
+CONFIGURATION_FILES = sorted(p for p in EXPECTATIONS_DIR.glob("*.*.toml"))
+
+
+def _judged_by(label: str) -> Expectations:
+    """The expectations a run of ``label`` is judged against (the run's own path)."""
+    from harness.target_pool import TargetPool
+
+    pool = TargetPool([label])
+    return pool.expectations(pool.requests[0])
+
+
+def _differing_entry(specific: Path) -> tuple[str, str]:
+    """An entry of ``specific`` that the target's base file judges otherwise (absent or
+    another status), so judging by the wrong file changes a verdict."""
+    base = Expectations.load([specific.with_name(specific.name.split(".")[0] + ".toml")])
+    own = Expectations.load([specific])
+    for suite, cases in own.entries.items():
+        for case, entry in cases.items():
+            other = base.lookup(suite, case)
+            if other is None or other.status != entry.status:
+                return suite, case
+    raise AssertionError(f"{specific.name} says nothing its base file does not")
+
+
+@pytest.mark.parametrize("specific", CONFIGURATION_FILES, ids=lambda p: p.name)
+def test_a_configuration_is_judged_by_its_own_expectations(specific: Path) -> None:
+    """issue 27: ``nncase-k230:int8`` was judged by the fp32 file when the lookup ignored
+    the configuration. A result the configuration's file expects is as expected under it,
+    and the target's default configuration keeps judging by the base file."""
+    target, configuration = specific.name.removesuffix(".toml").split(".", 1)
+    suite, case = _differing_entry(specific)
+    expected = Expectations.load([specific]).lookup(suite, case)
+    found = _judged_by(f"{target}:{configuration}").lookup(suite, case)
+    assert found is not None and found.status == expected.status, (target, configuration)
+    assert judge(expected.status, found) == (True, "")
+    default = _judged_by(target).lookup(suite, case)
+    assert default is None or default.status != expected.status
+
+
+class _Configured:
+    """A driver in ``tmp_path`` with a base expectations file and an ``int8`` one."""
+
+    @staticmethod
+    def build(tmp_path: Path, configuration: str):  # noqa: ANN205 - a Target
+        from harness.target import Availability, Capabilities, Target, TargetIdentity
+
+        class Driver(Target):
+            expectations_file = tmp_path / "acme.toml"
+
+            @property
+            def identity(self) -> TargetIdentity:
+                return TargetIdentity(name="acme", kind="framework", vendor="Acme",
+                                      driver_version="1", runtime="r", runtime_version="1",
+                                      configuration=configuration)
+
+            def availability(self) -> Availability:
+                return Availability.yes()
+
+            def capabilities(self) -> Capabilities:
+                return Capabilities()
+
+            def compile(self, model: bytes):  # noqa: ANN201
+                raise NotImplementedError
+
+        return Driver()
+
+
+def test_a_configuration_without_a_file_of_its_own_uses_the_base_file(tmp_path: Path) -> None:
+    (tmp_path / "acme.toml").write_text('[operators.test_a]\nstatus = "fail"\nreason = "fp32"\n')
+    (tmp_path / "acme.int8.toml").write_text(
+        '[operators.test_a]\nstatus = "crash"\nreason = "int8 compiler"\n')
+    for configuration, status in (("int8", "crash"), ("uint8", "fail"), ("default", "fail")):
+        path = _Configured.build(tmp_path, configuration).expectations_path()
+        assert Expectations.load([path]).lookup("operators", "test_a").status == status

@@ -73,6 +73,9 @@ class Outcome:
     detail: str = ""  # e.g. a remote traceback; kept out of one-line messages
     #: who a non-pass is charged to: "target", "harness" or "infrastructure" ("" = by status)
     blame: str = ""
+    #: the worker process that ran (or died running) the case; not recorded, it tells
+    #: which case ran in a worker before another crashed it (:mod:`harness.crash_blame`)
+    worker_pid: int | None = None
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:
@@ -172,7 +175,7 @@ def outcome_from_exception(exc: BaseException, started: float) -> Outcome:
         last_words = runtime_last_words(exc.stderr_tail)
         return Outcome("crash", f"{exc}: {last_words}" if last_words else str(exc),
                        timings=elapsed, metrics=metrics, blame="target",
-                       detail=exc.stderr_tail)
+                       detail=exc.stderr_tail, worker_pid=exc.pid)
     if isinstance(exc, InfraError):
         return Outcome("infra_error", str(exc), timings=elapsed,
                        blame=getattr(exc, "blame", "infrastructure"))
@@ -250,7 +253,8 @@ def conclude_case(prepared: PreparedCase, result: dict[str, Any], caps: Capabili
     rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
     metrics = verdict.metrics() | {"rtol": rtol, "atol": atol, "precision": caps.precision}
     status = "pass" if verdict.passed else "fail"
-    return Outcome(status, verdict.message, metrics, timings, result["placement"])
+    return Outcome(status, verdict.message, metrics, timings, result["placement"],
+                   worker_pid=result.get("worker_pid"))
 
 
 def execute_case(case: Case, host: Host, caps: Capabilities, timeout: float,

@@ -27,7 +27,16 @@ import pytest
 from harness import memory_limit, selection
 from harness.case_item import CaseItem, case_items, item_target_label
 from harness.case_record import CaseRecord
-from harness.cases import Case, Outcome
+from harness.cases import Case, Outcome, execute_case
+from harness.crash_blame import (
+    CHARGED_FIELD,
+    RanCase,
+    WorkerHistory,
+    alone_note,
+    corruption_record,
+    first_attempt,
+    worth_retrying,
+)
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
 from harness.hooks import plugin_manager
 from harness.prefetch import CasePrefetcher
@@ -186,22 +195,74 @@ class TargetHandle:
         return case_timeout(self.session.config, self.item)
 
     def check(self, case: Case) -> Outcome:
-        """Run ``case``, record it and end the test as its expectation says."""
+        """Run ``case``, record it and end the test as its expectation says. A crash is
+        run again alone in a fresh worker before it is charged (:mod:`harness.crash_blame`)."""
         outcome = self.session.prefetch.execute(self.item, case, self.host, self.capabilities,
                                                 self.timeout())
-        self.conclude(case.suite, case.name, outcome, case.tags)
+        if worth_retrying(outcome) and self.session.pool.isolation == "process":
+            return self._retry_crash(case, outcome)
+        self.conclude(case.suite, case.name, outcome, case.tags, ran=case)
         return outcome
 
+    def _retry_crash(self, case: Case, crash: Outcome) -> Outcome:
+        """Run a crashed case alone in a fresh worker; when it does not crash there, run
+        the case its worker ran before it and then it in another: a crash again there
+        charges that case."""
+        alone = self.session.run_in_fresh_worker(self.request, [case], self.timeout())[-1]
+        previous = self.session.history.before(self.label, crash)
+        if alone.status == "crash" or previous is None:
+            previous = None
+        elif self.session.run_in_fresh_worker(self.request, [previous.case, case],
+                                              self.timeout())[-1].status != "crash":
+            previous = None  # it does not crash after that case either: nobody to charge
+        self.conclude(case.suite, case.name, alone, case.tags, crashed_first=crash,
+                      charged=previous)
+        return alone
+
     def conclude(self, suite: str, case: str, outcome: Outcome,
-                 tags: dict[str, Any] | None = None) -> None:
-        """Record an outcome a test computed itself and end the test by its expectation."""
+                 tags: dict[str, Any] | None = None, ran: Case | None = None,
+                 crashed_first: Outcome | None = None, charged: RanCase | None = None
+                 ) -> None:
+        """Record an outcome a test computed itself and end the test by its expectation.
+        ``ran`` is the case whose outcome it is; ``crashed_first`` the crash a run alone
+        (``outcome``) followed, ``charged`` the case that crash is charged to."""
         expectation = self.session.expectations(self.request).lookup(suite, case)
         as_expected, explanation = judge(outcome.status, expectation)
         record = build_record(self.label, suite, case, outcome, expectation, as_expected,
                               tags or {}, duration_s=outcome.timings.get("total_s", 0.0),
                               worker_restarts=self.session.pool.worker_restarts(self.label))
+        if crashed_first is not None:
+            self._charge_crash(record, crashed_first, outcome, charged,
+                               judge(crashed_first.status, expectation)[0])
+        elif ran is not None:
+            self.session.history.ran(self.label, ran, outcome, record, self.item.nodeid)
         self.item.user_properties.append((RECORD_PROPERTY, record))
         _finish_test(self.item, outcome, expectation, as_expected, explanation)
+
+    def _charge_crash(self, record: dict[str, Any], crash: Outcome, alone: Outcome,
+                      previous: RanCase | None, crash_as_expected: bool) -> None:
+        """Record a crash and the case's run alone after it: in its own record when it
+        crashed again or ``previous`` is charged (that case then gets a record of its
+        own), else as an attempt of its own (a flaky case)."""
+        attempt = first_attempt(crash, crash_as_expected)
+        if alone.status == "crash" or previous is not None:
+            record["previous_attempts"] = [attempt]
+            record["message"] = f"{record['message']} (first run: {crash.message}; " \
+                                f"{alone_note(alone)})".lstrip()
+        if alone.status == "crash" or previous is None:
+            if alone.status != "crash":
+                first = build_record(self.label, record["suite"], record["case"], crash, None,
+                                     crash_as_expected, record["tags"],
+                                     crash.timings.get("total_s", 0.0), record["worker_restarts"])
+                self.item.user_properties.append((RECORD_PROPERTY, first))
+            return
+        victim = f"{record['suite']}::{record['case']}"
+        record[CHARGED_FIELD] = previous.name
+        expectation = self.session.expectations(self.request).lookup(
+            previous.record["suite"], previous.record["case"])
+        charged = corruption_record(previous, victim, crash, alone,
+                                    judge("crash", expectation)[0])
+        self.item.user_properties.append((RECORD_PROPERTY, charged))
 
 
 #: an as-expected non-pass, turned into a skip/xfail report by pytest_runtest_makereport
@@ -249,6 +310,8 @@ class ShipeiSession:
             under_xdist=_is_xdist_worker(config))
         self.storage_error: str | None = None
         self._pytest_session: pytest.Session | None = None
+        #: the last case each target's worker ran, to charge a crash it caused
+        self.history = WorkerHistory()
 
     # -- targets -------------------------------------------------------------------
     def requests(self) -> list[TargetRequest]:
@@ -283,6 +346,16 @@ class ShipeiSession:
         """(host, capabilities, available) of a target, for cases sent ahead."""
         available = self.availability(request).available
         return (self.host(request), self.capabilities(request), available)
+
+    def run_in_fresh_worker(self, request: TargetRequest, cases: list[Case], timeout: float
+                            ) -> list[Outcome]:
+        """``cases`` run in turn in a fresh worker of their own, closed after them."""
+        host = self.pool.fresh_process_host(request)
+        try:
+            return [execute_case(case, host, self.capabilities(request), timeout)
+                    for case in cases]
+        finally:
+            host.close()
 
     def expectations(self, request: TargetRequest) -> Expectations:
         try:
@@ -384,11 +457,12 @@ class ShipeiSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if _is_xdist_worker(self.config):
             return
-        record = next((v for k, v in report.user_properties if k == RECORD_PROPERTY), None)
-        if record is not None and report.when == "call":
-            self.write_record(record, report.nodeid)
+        records = [v for k, v in report.user_properties if k == RECORD_PROPERTY]
+        if records and report.when == "call":
+            for record in records:  # a case's, or a crash's attempts and whom it charges
+                self.write_record(record, report.nodeid)
             return
-        if record is None and _uses_target(report) and _ended_without_record(report):
+        if not records and _uses_target(report) and _ended_without_record(report):
             self.write_record(_record_from_report(report), report.nodeid)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:

@@ -41,6 +41,8 @@ class RunWriter:
         self.started = time.time()
         self.report_files: list[Path] = []
         self._finished: list[dict[str, Any]] | None = None
+        #: the last attempt written in this session per (target, suite, case)
+        self._attempts: dict[tuple[str, str, str], int] = {}
 
     def open(self) -> RunPaths:
         """The run folder and record writer, created on first need."""
@@ -57,10 +59,22 @@ class RunWriter:
         return self.paths
 
     def write(self, record: dict[str, Any], nodeid: str) -> dict[str, Any]:
-        """Append one case's record (with its run id, node id and attempt); the line written."""
+        """Append one case's record (with its run id, node id unless it names its own, and
+        attempt); the line written. A case written again in this session (a crash and its
+        run alone) takes the next attempt; attempts a record carries in
+        ``previous_attempts`` are numbered before its own."""
         paths = self.open()
-        record = dict(record, run_id=paths.run_id, nodeid=nodeid,
-                      attempt=selection.attempt_number(self.config, record))
+        key = (record["target"], record["suite"], record["case"])
+        attempt = max(selection.attempt_number(self.config, record),
+                      self._attempts.get(key, 0) + 1)
+        carried = [dict(p, attempt=attempt + i)
+                   for i, p in enumerate(record.get("previous_attempts") or ())]
+        attempt += len(carried)
+        self._attempts[key] = attempt
+        record = dict(record, run_id=paths.run_id, nodeid=record.get("nodeid") or nodeid,
+                      attempt=attempt)
+        if carried:
+            record["previous_attempts"] = carried
         assert self.writer is not None
         self.writer.write(record)
         self.records.append(record)

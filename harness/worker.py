@@ -65,8 +65,11 @@ class WorkerCrash(Exception):
     ``evidence`` then holds what the host says about it (OOM kill counts, pressure)."""
 
     def __init__(self, exitcode: int | None, phase: str, external: bool = False,
-                 evidence: Mapping[str, Any] | None = None, stderr_tail: str = "") -> None:
+                 evidence: Mapping[str, Any] | None = None, stderr_tail: str = "",
+                 pid: int | None = None) -> None:
         self.exitcode = exitcode
+        #: the dead worker's process id (which cases it ran before it died)
+        self.pid = pid
         self.phase = phase
         self.signal = _signal_name(exitcode)
         self.external = external
@@ -396,7 +399,8 @@ class ProcessHost(_Requests):
         name = _signal_name(exitcode)
         external = not by_harness and name in EXTERNAL_SIGNALS
         evidence = oom.evidence(worker.memory_before, worker.process.pid) if external else {}
-        raise WorkerCrash(exitcode, op, external, evidence, worker.stderr.text(40))
+        raise WorkerCrash(exitcode, op, external, evidence, worker.stderr.text(40),
+                          pid=worker.process.pid)
 
     def release(self, key: str) -> None:
         if self._worker is None:

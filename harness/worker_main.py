@@ -82,7 +82,8 @@ class Executor:
         finally:
             self.release(key)
         return {"compile_s": compile_s, "outputs": [outputs for outputs, _ in runs],
-                "run_s": [seconds for _, seconds in runs], "placement": placement}
+                "run_s": [seconds for _, seconds in runs], "placement": placement,
+                "worker_pid": os.getpid()}
 
     def identity(self) -> dict[str, Any]:
         """The target's identity as this worker sees it (its runtime, its versions)."""

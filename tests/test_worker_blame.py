@@ -3,6 +3,7 @@ send is the infrastructure's, recorded with the host's OOM evidence, and a retry
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -104,3 +105,84 @@ def test_a_remote_traceback_names_every_frame_without_caret_lines() -> None:
     assert "in inner" in text and "ZeroDivisionError: division by zero" in text
     assert "direct cause" in text and text.rstrip().endswith("ValueError: while running")
     assert "^" not in text
+
+
+# -- a crash one case causes in the next (issue 27 item 6) --------------------------------
+def _corrupting_run(shipei_cli, label: str, keyword: str = "test_abs or test_neg"):
+    from tests.corrupting_target import PLUGINS
+
+    result = shipei_cli("run", "--suite", "operators", "-k", keyword, "--target", label,
+                        env=PLUGINS)
+    lines = result.records()
+    by_case: dict[str, list[dict]] = {}
+    for line in lines:
+        by_case.setdefault(line["case"], []).append(line)
+    effective = {r.case: r for r in fold_attempts(CaseRecord.from_dict(x) for x in lines)}
+    return result, by_case, effective
+
+
+def test_a_crash_that_passes_alone_is_charged_to_the_case_before_it(shipei_cli):
+    """Abs corrupts the worker; the Neg case after it aborts, and passes alone in a fresh
+    worker: Neg keeps its pass with both attempts, Abs is charged with the crash."""
+    result, by_case, effective = _corrupting_run(shipei_cli, "shipei-corrupting")
+    assert result.returncode == 1, result.stderr[-2000:]  # Abs's charged crash is unexpected
+    victim = next(case for case in by_case if case.startswith("test_neg"))
+    (neg,) = by_case[victim]
+    assert neg["status"] == "pass" and neg["as_expected"] is True
+    assert [a["status"] for a in neg["previous_attempts"]] == ["crash"]
+    assert neg["attempt"] == 2 and neg["previous_attempts"][0]["attempt"] == 1
+    assert neg["crash_charged_to"] == "operators::test_abs"
+    assert "pass alone in a fresh worker" in neg["message"]
+    abs_lines = by_case["test_abs"]
+    assert [line["status"] for line in abs_lines] == ["pass", "crash"]
+    charged = abs_lines[1]
+    assert charged["left_runtime_corrupted"] == f"operators::{victim}"
+    assert charged["blame"] == "target" and charged["metrics"]["signal"] == "SIGABRT"
+    assert charged["nodeid"] == abs_lines[0]["nodeid"] and charged["attempt"] == 2
+    assert "left the runtime corrupted" in charged["message"]
+    assert effective["test_abs"].status == "crash"  # what reports and certificates count
+    assert effective[victim].status == "pass"
+    run_info = json.loads((result.run_dirs()[0] / "run.json").read_text())
+    assert run_info["counts"]["shipei-corrupting"]["crash"] == 1
+
+
+def test_a_crash_that_recurs_alone_is_the_case_own(shipei_cli):
+    """Neg aborts in every worker (corrupted from its start): its own crash, one record
+    holding both attempts; Abs before it is not charged."""
+    result, by_case, effective = _corrupting_run(shipei_cli, "shipei-corrupting,corrupt_op=*")
+    assert result.returncode == 1
+    neg = [lines for case, lines in by_case.items() if case.startswith("test_neg")]
+    assert neg and all(len(lines) == 1 for lines in neg)
+    for (line,) in neg:
+        assert line["status"] == "crash" and line["blame"] == "target"
+        assert [a["status"] for a in line["previous_attempts"]] == ["crash"]
+        assert "crashed again alone in a fresh worker" in line["message"]
+        assert "crash_charged_to" not in line
+    assert [line["status"] for line in by_case["test_abs"]] == ["pass"]
+
+
+def test_a_crash_nobody_caused_that_passes_alone_is_flaky(shipei_cli, tmp_path):
+    """The first case in a worker crashes once and passes alone: no case ran before it to
+    charge, so its two attempts are two records and it is flaky."""
+    marker = tmp_path / "crashed-once"
+    result, by_case, effective = _corrupting_run(
+        shipei_cli, f"shipei-corrupting,corrupt_op=Relu,crash_once_marker={marker}", "test_neg")
+    first, *others = by_case  # the first case the worker ran
+    assert [line["status"] for line in by_case[first]] == ["crash", "pass"]
+    assert [line["attempt"] for line in by_case[first]] == [1, 2]
+    assert effective[first].status == "flaky"
+    assert others and all(effective[case].status == "pass" for case in others)
+    assert result.returncode == 1
+
+
+def test_a_crash_that_does_not_recur_after_the_case_before_it_charges_nobody(shipei_cli,
+                                                                             tmp_path):
+    """Abs ran before Neg, but Neg's crash was its own once: it passes alone and after Abs
+    in a fresh worker, so Abs is not charged and Neg is flaky."""
+    marker = tmp_path / "crashed-once"
+    result, by_case, effective = _corrupting_run(
+        shipei_cli, f"shipei-corrupting,corrupt_op=Relu,crash_once_marker={marker}")
+    victim = next(case for case in by_case if case.startswith("test_neg"))
+    assert [line["status"] for line in by_case[victim]] == ["crash", "pass"]
+    assert effective[victim].status == "flaky"
+    assert [line["status"] for line in by_case["test_abs"]] == ["pass"]

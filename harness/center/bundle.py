@@ -22,11 +22,14 @@ no member was changed, added or left out since the vendor signed.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import posixpath
 import tarfile
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,15 @@ REPORTS_DIR = "reports"
 #: the largest bundle and member read (a bigger one is refused before it is unpacked)
 MAX_BUNDLE_BYTES = 256 << 20
 MAX_MEMBERS = 20_000
+#: the most a bundle unpacks to, and the largest member (checked as the archive streams)
+MAX_UNPACKED_BYTES = 1 << 30
+MAX_MEMBER_BYTES = 128 << 20
+#: after the tar's last member: its two-block end marker and zero padding to a record
+MAX_TAR_TRAILER = 2 * tarfile.RECORDSIZE
+#: the pax header keys a bundle member may carry (the writer's long names and sizes)
+PAX_KEYS = {"path", "size"}
+GZIP_FHCRC = 0x02
+CHUNK = 1 << 16
 PASSING = ("pass", "skip")
 WARNING = ("flaky",)
 
@@ -192,32 +204,147 @@ def _safe_name(name: str) -> bool:
             and name not in ("", "."))
 
 
-def read_archive(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> dict[str, bytes]:
-    """The members of a bundle archive; refuse links, odd names and oversized input."""
+class _Inflater(io.RawIOBase):
+    """A gzip stream inflated piece by piece with a running count: more than ``limit``
+    bytes, a second gzip member or any byte after the stream's end is refused, and the
+    last :data:`TAIL` bytes handed out are kept for the check after the tar's end."""
+
+    TAIL = 64 << 10
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__()
+        _check_gzip_header(data)
+        self._data, self._pos, self._limit = memoryview(data), 0, limit
+        self._inflate = zlib.decompressobj(wbits=31)  # gzip framing only
+        self._pending = b""
+        self.total = 0
+        self.tail = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending and not self._inflate.eof:
+            self._pending = self._inflate_some()
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self.tail += self._pending[:size]
+        del self.tail[:-self.TAIL]
+        self._pending = self._pending[size:]
+        if self._inflate.eof and not self._pending:
+            self._check_end()
+        return size
+
+    def _inflate_some(self) -> bytes:
+        source = self._inflate.unconsumed_tail
+        if not source:
+            source = self._data[self._pos:self._pos + CHUNK]
+            self._pos += len(source)
+            if not source:
+                raise BundleError("archive: the gzip stream is cut short")
+        try:
+            out = self._inflate.decompress(source, CHUNK)
+        except zlib.error:
+            raise BundleError("archive: not a gzip-compressed bundle") from None
+        self.total += len(out)
+        if self.total > self._limit:
+            raise BundleError(f"archive: the bundle unpacks to more than its limit of "
+                              f"{self._limit} bytes")
+        return out
+
+    def _check_end(self) -> None:
+        rest = bytes(self._inflate.unused_data) + bytes(self._data[self._pos:self._pos + 2])
+        if rest.startswith(b"\x1f\x8b"):
+            raise BundleError("archive: a second gzip member follows the first (not signed)")
+        if rest:
+            raise BundleError("archive: data after the end of the gzip stream (not signed)")
+
+
+def _check_gzip_header(data: bytes) -> None:
+    if len(data) < 10 or data[:3] != b"\x1f\x8b\x08":
+        raise BundleError("archive: not a gzip-compressed bundle")
+    if data[3] & ~GZIP_FHCRC & 0xFF:
+        raise BundleError("archive: the gzip header carries a name, comment or extra field "
+                          "(not signed)")
+
+
+def _after_the_end(stream: _Inflater, tar: tarfile.TarFile) -> None:
+    """What follows the tar's last member must be its end marker and zero padding."""
+    while stream.read(CHUNK):
+        pass
+    trailer = stream.total - tar.offset
+    if trailer > min(stream.TAIL, MAX_TAR_TRAILER) or any(stream.tail[-trailer:]):
+        raise BundleError("archive: data after the end of the tar archive (not signed)")
+    if trailer < 2 * tarfile.BLOCKSIZE:
+        raise BundleError("archive: the tar archive has no end marker (cut short?)")
+
+
+def _member_data(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool) -> tuple[bytes, str]:
+    """The member's bytes (when kept; else empty) and its sha256, read in pieces."""
+    handle = tar.extractfile(member)
+    digest, parts = hashlib.sha256(), []
+    while handle is not None and (piece := handle.read(CHUNK)):
+        digest.update(piece)
+        if keep:
+            parts.append(piece)
+    return b"".join(parts), digest.hexdigest()
+
+
+def _check_member(member: tarfile.TarInfo, seen: dict[str, str], member_limit: int) -> None:
+    if len(seen) >= MAX_MEMBERS:
+        raise BundleError(f"archive: more than {MAX_MEMBERS} members")
+    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        raise BundleError(f"archive: member {member.name!r} is not a regular file")
+    if not _safe_name(member.name) or member.name in seen:
+        raise BundleError(f"archive: member name {member.name!r} is not allowed")
+    if set(member.pax_headers) - PAX_KEYS:
+        raise BundleError(f"archive: member {member.name!r} carries extra pax headers "
+                          f"({', '.join(sorted(set(member.pax_headers) - PAX_KEYS))}; "
+                          "not signed)")
+    if member.size > member_limit:
+        raise BundleError(f"archive: member {member.name!r} is {member.size} bytes, over the "
+                          f"limit of {member_limit}")
+
+
+@dataclass
+class Archive:
+    """A bundle archive read: the kept members' bytes, every member's sha256."""
+
+    files: dict[str, bytes]
+    digests: dict[str, str]
+
+
+def stream_archive(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES,
+                   keep: Callable[[str], bool] | None = None) -> Archive:
+    """Read a bundle archive in one pass with bounded memory: gzip and tar are streamed
+    with a running byte count (at most ``4 * max_bytes`` unpacked, one member at most
+    :data:`MAX_MEMBER_BYTES`), each member is hashed as it is read and its bytes kept
+    only when ``keep(name)`` (default: all). Links, odd names, extra pax headers, a second
+    gzip member and anything after the gzip stream or the tar's end are refused."""
     if len(data) > max_bytes:
         raise BundleError(f"archive: the bundle is {len(data)} bytes, over the limit of "
                           f"{max_bytes}")
-    try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile):
-        raise BundleError("archive: not a gzip-compressed bundle") from None
-    if len(raw) > 4 * max_bytes:
-        raise BundleError("archive: the bundle unpacks to more than its limit")
+    unpacked = min(4 * max_bytes, MAX_UNPACKED_BYTES)
+    stream = _Inflater(data, unpacked)
     files: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            for count, member in enumerate(tar, 1):
-                if count > MAX_MEMBERS:
-                    raise BundleError(f"archive: more than {MAX_MEMBERS} members")
-                if not member.isfile():
-                    raise BundleError(f"archive: member {member.name!r} is not a regular file")
-                if not _safe_name(member.name) or member.name in files:
-                    raise BundleError(f"archive: member name {member.name!r} is not allowed")
-                handle = tar.extractfile(member)
-                files[member.name] = handle.read() if handle else b""
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                _check_member(member, digests, min(MAX_MEMBER_BYTES, unpacked))
+                wanted = keep is None or keep(member.name)
+                content, digests[member.name] = _member_data(tar, member, wanted)
+                if wanted:
+                    files[member.name] = content
+            _after_the_end(stream, tar)
     except tarfile.TarError as exc:
         raise BundleError(f"archive: not a tar archive ({exc})") from None
-    return files
+    return Archive(files, digests)
+
+
+def read_archive(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> dict[str, bytes]:
+    """The members of a bundle archive (see :func:`stream_archive` for what is refused)."""
+    return stream_archive(data, max_bytes).files
 
 
 @dataclass
@@ -227,6 +354,8 @@ class OpenedBundle:
     data: bytes
     files: dict[str, bytes]
     envelope: dsse.Envelope
+    #: every member's sha256 (``files`` may hold only the members asked for)
+    digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def digest(self) -> str:
@@ -270,20 +399,21 @@ class OpenedBundle:
         """Every member is listed with its sha256, none is missing or extra; return how many."""
         subject = {s.get("name"): (s.get("digest") or {}).get("sha256")
                    for s in statement.get("subject", [])}
-        if subject.get(MANIFEST) != sha256_bytes(self.files.get(MANIFEST, b"")):
+        digests = self.digests or {n: sha256_bytes(b) for n, b in self.files.items()}
+        if subject.get(MANIFEST) != digests.get(MANIFEST):
             raise BundleError(f"digest: {MANIFEST} is not the one the vendor signed")
         listed = {e["path"]: e["sha256"] for e in self.manifest().get("files", [])}
         for path, digest in sorted(listed.items()):
-            if path not in self.files:
+            if path not in digests:
                 raise BundleError(f"digest: {path} is listed in the manifest but missing")
-            if sha256_bytes(self.files[path]) != digest:
+            if digests[path] != digest:
                 raise BundleError(f"digest: {path} does not match its sha256 in the manifest")
-        extra = sorted(set(self.files) - set(listed) - {MANIFEST, ATTESTATION})
+        extra = sorted(set(digests) - set(listed) - {MANIFEST, ATTESTATION})
         if extra:
             raise BundleError(f"digest: {extra[0]} is in the bundle but not in the manifest")
         for run in statement["predicate"].get("runs", []):
-            records = self.files.get(f"{RUNS_DIR}/{run['run_id']}/{RECORDS_FILE}")
-            if records is None or sha256_bytes(records) != run.get("records_sha256"):
+            records = digests.get(f"{RUNS_DIR}/{run['run_id']}/{RECORDS_FILE}")
+            if records is None or records != run.get("records_sha256"):
                 raise BundleError(f"digest: records of run {run['run_id']} do not match "
                                   "the attestation")
         return len(listed)
@@ -308,8 +438,18 @@ class OpenedBundle:
         return dest / prefix
 
 
-def open_bundle(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> OpenedBundle:
-    files = read_archive(data, max_bytes)
+#: what verifying a bundle's signature and digests needs in memory (the other members
+#: are only hashed as they stream past)
+SIGNED_MEMBERS = (ATTESTATION, MANIFEST)
+
+
+def open_bundle(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES,
+                members: tuple[str, ...] | None = None) -> OpenedBundle:
+    """The bundle's members (only ``members`` kept in memory when given, every one
+    hashed) and its parsed envelope."""
+    archive = stream_archive(data, max_bytes,
+                             None if members is None else members.__contains__)
+    files = archive.files
     if ATTESTATION not in files:
         raise BundleError(f"signature: the bundle has no {ATTESTATION}")
     try:
@@ -318,7 +458,7 @@ def open_bundle(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> OpenedBundle:
         raise BundleError(f"signature: {exc}") from None
     if envelope.payload_type != PAYLOAD_TYPE:
         raise BundleError(f"signature: payloadType is {envelope.payload_type!r}")
-    return OpenedBundle(data, files, envelope)
+    return OpenedBundle(data, files, envelope, archive.digests)
 
 
 def target_records(files: dict[str, bytes], run_id: str) -> list[dict[str, Any]]:

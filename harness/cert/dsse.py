@@ -9,6 +9,14 @@ The envelope is ``{"payload": b64(body), "payloadType": type, "signatures":
 [{"keyid": ..., "sig": b64(signature)}]}`` with standard base64. Parsing here is
 strict: unknown fields, non-canonical base64 and duplicate keys are refused, so
 no change to an envelope's bytes goes unnoticed.
+
+Every Shipei envelope (certificate, evidence bundle, revocation list) is signed by
+exactly one key, so an envelope holds exactly one signature entry: a second entry
+(a bogus "co-signature" nobody checks) is refused rather than ignored. A JSON
+payload (a ``...+json`` payload type) is parsed here as strictly as the envelope:
+duplicate keys, ``NaN``, ``Infinity`` and numbers that overflow to infinity are
+refused, so every reader of the signed payload sees the one meaning the signer
+signed.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,11 +68,44 @@ def sign(payload_type: str, body: bytes, key: Ed25519PrivateKey, keyid: str) -> 
             "signatures": [{"keyid": keyid, "sig": b64encode(signature)}]}
 
 
+class _StrictJSONError(ValueError):
+    pass
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
-        raise EnvelopeError("the envelope repeats a field")
+        repeated = next(k for k in keys if keys.count(k) > 1)
+        raise _StrictJSONError(f"repeats the key {repeated!r}")
     return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise _StrictJSONError(f"holds {name}, which JSON does not allow")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _StrictJSONError(f"holds the number {text[:20]}, too large for a float")
+    return value
+
+
+def strict_json(raw: bytes, what: str) -> Any:
+    """``raw`` as UTF-8 JSON, refusing duplicate keys, NaN and infinities (one-line
+    :class:`EnvelopeError` naming ``what``)."""
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                          parse_constant=_no_constant, parse_float=_finite)
+    except UnicodeDecodeError:
+        raise EnvelopeError(f"{what} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise EnvelopeError(f"{what} is not valid JSON ({exc.msg} at line "
+                            f"{exc.lineno} column {exc.colno})") from None
+    except _StrictJSONError as exc:
+        raise EnvelopeError(f"{what} {exc}") from None
+    except RecursionError:
+        raise EnvelopeError(f"{what} is nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -74,17 +116,7 @@ class Envelope:
 
     @classmethod
     def parse(cls, raw: bytes) -> Envelope:
-        try:
-            text = raw.decode("utf-8")
-            data = json.loads(text, object_pairs_hook=_no_duplicates)
-        except UnicodeDecodeError:
-            raise EnvelopeError("the envelope is not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            raise EnvelopeError(f"the envelope is not valid JSON ({exc.msg} at line "
-                                f"{exc.lineno} column {exc.colno})") from None
-        except RecursionError:
-            raise EnvelopeError("the envelope is nested too deeply to be a DSSE envelope") \
-                from None
+        data = strict_json(raw, "the envelope")
         if not isinstance(data, dict) or set(data) != ENVELOPE_FIELDS:
             raise EnvelopeError("not a DSSE envelope: expected exactly the fields "
                                 f"{sorted(ENVELOPE_FIELDS)}")
@@ -94,12 +126,17 @@ class Envelope:
         sigs = data["signatures"]
         if not isinstance(sigs, list) or not sigs:
             raise EnvelopeError("the envelope has no signatures")
+        if len(sigs) != 1:
+            raise EnvelopeError(f"the envelope has {len(sigs)} signature entries; a Shipei "
+                                "envelope is signed by exactly one key")
         signatures = []
         for entry in sigs:
             if not isinstance(entry, dict) or set(entry) != SIGNATURE_FIELDS \
                     or not isinstance(entry["keyid"], str):
                 raise EnvelopeError("a signature entry must have exactly keyid and sig")
             signatures.append((entry["keyid"], b64decode_strict(entry["sig"], "signature")))
+        if data["payloadType"].endswith("json"):
+            strict_json(body, "the payload")
         return cls(data["payloadType"], body, signatures)
 
     def verify(self, public_key: Ed25519PublicKey, keyid: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.cli.cmd_db import add_db_option, open_store
 from harness.cli.common import CliError, add_run_location_options
+from harness.cli.option_files import read_option_file
 
 DEFAULT_REPORT_DIR = Path("reports") / "audit"
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from harness.center.audit import AuditError, audit_bundle, min_agreement, new_seed
-    from harness.center.bundle import BundleError, open_bundle
+    from harness.center.bundle import MAX_BUNDLE_BYTES, BundleError, open_bundle
     from harness.center.models import Audit, Bundle
     from harness.center.report import text_lines, write_report
     from harness.center.store import now
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.records import new_run_id
 
     try:
-        bundle = open_bundle(args.bundle.read_bytes())
+        bundle = open_bundle(read_option_file(args.bundle, MAX_BUNDLE_BYTES, "bundle"))
         profile = load_profile(args.profile)
     except OSError as exc:
         raise CliError(f"cannot read {args.bundle}: {exc.strerror}") from None

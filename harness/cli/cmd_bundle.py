@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.bounded import KEY_BYTES
 from harness.center.bundle import BundleError, BundleRequest, build_bundle
 from harness.center.vendor_keys import PRIVATE_FILE, vendor_name
 from harness.cert.files import cite_file
 from harness.cert.keys import KeyFileError, load_private_key
 from harness.cli.common import CliError, add_run_location_options, locate_run
+from harness.cli.option_files import check_option_file
 from harness.records import load_run_info
 
 DEFAULT_VENDOR_KEY = Path("keys") / "vendor" / PRIVATE_FILE
@@ -43,7 +45,7 @@ def _driver_files(label: str) -> list[dict[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        key = load_private_key(args.key)
+        key = load_private_key(check_option_file(args.key, KEY_BYTES, "private key"))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
     vendor = args.vendor or vendor_name(args.key)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.bounded import CERTIFICATE_BYTES, KEY_BYTES, REVOCATIONS_BYTES
 from harness.cert.keys import (
     DEFAULT_KEY_DIR,
     PRIVATE_FILE,
@@ -39,6 +40,7 @@ from harness.cert.verify import (
 )
 from harness.cli.cmd_certify import DEFAULT_CERT_DIR
 from harness.cli.common import CliError
+from harness.cli.option_files import check_option_file, read_option_file
 
 DEFAULT_REGISTRY = Path("reports") / "registry"
 DEFAULT_PUBKEY = DEFAULT_KEY_DIR / PUBLIC_FILE
@@ -169,16 +171,13 @@ def _sequence(text: str) -> int:
 
 def _public_key(path: Path) -> Any:
     try:
-        return load_public_key(path)
+        return load_public_key(check_option_file(path, KEY_BYTES, "public key"))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+def _read(path: Path, limit: int = CERTIFICATE_BYTES, what: str = "certificate") -> bytes:
+    return read_option_file(path, limit, what)
 
 
 def _chain_check(args: argparse.Namespace) -> Any:
@@ -187,20 +186,25 @@ def _chain_check(args: argparse.Namespace) -> Any:
         raise CliError("--bundle and --vendor-pubkey go together")
     if args.bundle is None:
         return None
+    from harness.center.bundle import MAX_BUNDLE_BYTES
     from harness.center.certify_bundle import bundle_chain_lines
 
-    data, pem = _read(args.bundle), _read(args.vendor_pubkey).decode("ascii", "replace")
+    data = _read(args.bundle, MAX_BUNDLE_BYTES, "bundle")
+    pem = _read(args.vendor_pubkey, KEY_BYTES, "public key").decode("ascii", "replace")
     return lambda statement: bundle_chain_lines(data, pem, statement)
 
 
 def run_verify(args: argparse.Namespace) -> int:
     key = _public_key(args.pubkey)
+    check_option_file(args.certificate, CERTIFICATE_BYTES, "certificate")
     if not args.certificate.is_file():
         raise CliError(f"certificate {args.certificate} does not exist")
     if args.records is not None and not args.records.is_dir():
         raise CliError(f"records folder {args.records} does not exist")
     if args.revocations is not None and args.no_revocation_check:
         raise CliError("--revocations and --no-revocation-check exclude each other")
+    if args.revocations is not None:
+        check_option_file(args.revocations, REVOCATIONS_BYTES, "revocation list")
     options = VerifyOptions(key, args.records, args.revocations, args.check_files, args.at,
                             check_revocation=not args.no_revocation_check,
                             seen=SeenSequences(SeenSequences.default_path()),
@@ -249,7 +253,7 @@ def _update_registry(args: argparse.Namespace, key: Any, master: Path) -> None:
 
 def _private_key(path: Path) -> Any:
     try:
-        return load_private_key(path)
+        return load_private_key(check_option_file(path, KEY_BYTES, "private key"))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
 

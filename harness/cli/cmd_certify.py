@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.bounded import EXPECTATIONS_BYTES, KEY_BYTES
 from harness.cert.certify import Issued, certify_request, describe_target, issue
 from harness.cert.evidence import EvidenceError
 from harness.cert.keys import DEFAULT_KEY_DIR, PRIVATE_FILE, KeyFileError, center_name
@@ -31,6 +32,7 @@ from harness.cli.common import (
     positive_seconds,
     worker_count,
 )
+from harness.cli.option_files import check_option_file
 from harness.records import new_run_id
 from harness.registry import TargetRequest
 
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("give --target (or --bundle FILE for a vendor's evidence bundle)")
     profile = _profile(args)
     try:
-        key = load_key(args.key)
+        key = load_key(check_option_file(args.key, KEY_BYTES, "private key"))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
     valid_days = args.valid_days or profile.validity_days
@@ -208,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--valid-days must be between 1 and {profile.validity_days} "
                        f"(profile {profile.name})")
     perf_options = performance_options(args, profile)
+    for path in args.expectations:
+        check_option_file(path, EXPECTATIONS_BYTES, "expectations file")
     request, described, driver_files = _target(args.target, args.expectations)
     if args.runs:
         run_dirs = [locate_run(args.results_dir, r) for r in args.runs]

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.bounded import KEY_BYTES
 from harness.cli.common import CliError
+from harness.cli.option_files import check_option_file, read_option_file
 
 #: optional packages this command needs (the 'center' extra); checked by harness.cli.main
 REQUIRES = ("sqlalchemy",)
@@ -88,7 +90,7 @@ def _center_key(path: Path) -> Any:
     from harness.cert.keys import KeyFileError, load_private_key
 
     try:
-        return load_private_key(path)
+        return load_private_key(check_option_file(path, KEY_BYTES, "private key"))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
 
@@ -173,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
                 return ACTIONS[args.action](session, args)
             if args.action == "vendor-add":
                 try:
-                    pem = args.pubkey.read_text(encoding="ascii")
-                except (OSError, UnicodeDecodeError) as exc:
+                    pem = read_option_file(args.pubkey, KEY_BYTES, "public key").decode("ascii")
+                except UnicodeDecodeError as exc:
                     raise CliError(f"cannot read {args.pubkey}: {exc}") from None
                 vendor, token = db.add_vendor(session, args.name, pem)
                 print(f"vendor:  {vendor.name} (key {vendor.keyid[:16]}...)")

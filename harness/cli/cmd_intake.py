@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness.cli.cmd_db import add_db_option, open_store
-from harness.cli.common import CliError
+from harness.cli.option_files import read_option_file
 
 DEFAULT_REPORT_DIR = Path("reports") / "intake"
 
@@ -38,10 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.center.intake import IntakeRequest, review
     from harness.center.report import text_lines, write_report
 
-    try:
-        data = args.bundle.read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {args.bundle}: {exc.strerror}") from None
+    data = read_option_file(args.bundle, args.max_bytes, "bundle")
     store = open_store(args)
     try:
         with store.session() as session:

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.bounded import EXPECTATIONS_BYTES
 from harness.case_record import RunSelection
 from harness.cli.common import (
     CliError,
@@ -15,6 +16,7 @@ from harness.cli.common import (
     resolve_suite,
     worker_count,
 )
+from harness.cli.option_files import check_option_file
 from harness.parallelism import default_numprocesses
 
 DEFAULT_SUITE = "operators"
@@ -135,6 +137,7 @@ def pytest_argv(selection: RunSelection, options: RunOptions) -> list[str]:
     for path in selection.models:
         argv += ["--model", str(path)]
     for path in options.expectations:
+        check_option_file(path, EXPECTATIONS_BYTES, "expectations file")
         argv += ["--expectations", str(path)]
     flags = {"-k": selection.keyword, "-m": selection.markexpr, "-n": options.numprocesses,
              "--case-timeout": options.case_timeout, "--isolation": options.isolation,

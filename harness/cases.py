@@ -19,6 +19,7 @@ from harness.judge import Judgement, compare_outputs, effective_tolerance
 from harness.probe import HARNESS_GAP, gating_verdict
 from harness.target import Capabilities, CapabilityExceeded
 from harness.tensors import BY_ONNX_CODE
+from harness.undefined import undefined_elements
 from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
 
 if TYPE_CHECKING:  # onnx is slow to import: the test process launches its workers first
@@ -247,13 +248,15 @@ def conclude_case(prepared: PreparedCase, result: dict[str, Any], caps: Capabili
     verdict = Judgement(True)
     for data, outputs in zip(loaded.data_sets, result["outputs"], strict=True):
         verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names,
-                                       case.rtol, case.atol, caps.precision))
+                                       case.rtol, case.atol, caps.precision,
+                                       undefined_elements(loaded.model, data.inputs)))
     timings = {"compile_s": result["compile_s"], "run_s": sum(result["run_s"]),
                "total_s": time.perf_counter() - prepared.started - waited_s}
     rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
     metrics = verdict.metrics() | {"rtol": rtol, "atol": atol, "precision": caps.precision}
     status = "pass" if verdict.passed else "fail"
-    return Outcome(status, verdict.message, metrics, timings, result["placement"],
+    message = "; ".join(m for m in (verdict.message, verdict.undefined_note()) if m)
+    return Outcome(status, message, metrics, timings, result["placement"],
                    worker_pid=result.get("worker_pid"))
 
 

@@ -3,13 +3,14 @@ backend test runner judges them, plus the error figures a failure must carry."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from harness.tensors import onnx_values
+from harness.undefined import REASON as UNDEFINED_REASON
 
 #: Minimum (rtol, atol) per declared precision. fp32 keeps the case's own tolerances.
 PRECISION_FLOORS: dict[str, tuple[float, float]] = {
@@ -35,20 +36,33 @@ class Judgement:
     mismatched: int = 0
     compared: int = 0
     outputs: list[str] = field(default_factory=list)
+    #: elements left unjudged: the ONNX spec does not define them (:mod:`harness.undefined`)
+    undefined: int = 0
 
     def metrics(self) -> dict[str, Any]:
-        return {
+        figures = {
             "max_abs_error": self.max_abs_error,
             "max_rel_error": self.max_rel_error,
             "mismatched_elements": self.mismatched,
             "compared_elements": self.compared,
         }
+        if self.undefined:
+            figures["undefined_elements"] = self.undefined
+        return figures
+
+    def undefined_note(self) -> str:
+        """What a record says about the elements left unjudged ('' when none were)."""
+        if not self.undefined:
+            return ""
+        return (f"judged {self.compared} of {self.compared + self.undefined} elements; "
+                f"{self.undefined} are undefined by the ONNX spec ({UNDEFINED_REASON})")
 
     def absorb(self, other: Judgement) -> None:
         self.max_abs_error = max(self.max_abs_error, other.max_abs_error)
         self.max_rel_error = max(self.max_rel_error, other.max_rel_error)
         self.mismatched += other.mismatched
         self.compared += other.compared
+        self.undefined += other.undefined
         if not other.passed:
             self.passed = False
             self.message = self.message or other.message
@@ -72,12 +86,18 @@ def _as_float(array: np.ndarray) -> np.ndarray:
 
 
 def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: float,
-                    precision: str = "fp32") -> Judgement:
+                    precision: str = "fp32", undefined: np.ndarray | None = None
+                    ) -> Judgement:
     if not isinstance(actual, np.ndarray):
         actual = np.asarray(actual)
     expected = np.asarray(expected)
     if tuple(actual.shape) != tuple(expected.shape):
         raise _Mismatch(f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}")
+    if undefined is not None and undefined.shape == expected.shape and undefined.any():
+        judged = _compare_tensor(name, _defined(expected, undefined),
+                                 _defined(actual, undefined), rtol, atol, precision)
+        judged.undefined = int(np.count_nonzero(undefined))
+        return judged
     if expected.dtype == object or expected.dtype.kind in "US":
         equal = np.asarray(actual == expected, dtype=bool)
         bad = int(equal.size - np.count_nonzero(equal))
@@ -129,6 +149,15 @@ def _compare_tensor(name: str, expected: Any, actual: Any, rtol: float, atol: fl
     return judgement
 
 
+def _defined(array: np.ndarray, undefined: np.ndarray) -> np.ndarray:
+    """The elements of ``array`` the spec defines, flattened (in its own element type,
+    read through its ONNX values where numpy cannot index it)."""
+    try:
+        return array[~undefined]
+    except (TypeError, ValueError):
+        return np.asarray(onnx_values(array))[~undefined]
+
+
 def _compare_value(name: str, expected: Any, actual: Any, rtol: float, atol: float,
                    precision: str = "fp32") -> Judgement:
     if expected is None:
@@ -151,20 +180,27 @@ def _compare_value(name: str, expected: Any, actual: Any, rtol: float, atol: flo
 
 def compare_outputs(expected: Sequence[Any], actual: dict[str, Any],
                     output_names: Sequence[str], rtol: float, atol: float,
-                    precision: str = "fp32") -> Judgement:
+                    precision: str = "fp32",
+                    undefined: Mapping[str, np.ndarray] | None = None) -> Judgement:
     """Compare outputs given in graph order against a target's named outputs.
 
     ``precision`` is the target's declared compute precision: floating-point
     outputs are judged with tolerances no tighter than it can meet
     (:func:`effective_tolerance`); integer and boolean outputs stay exact.
+    ``undefined`` masks, per output, elements the ONNX spec leaves undefined
+    (:func:`harness.undefined.undefined_elements`): they are not judged, only counted.
     """
+    undefined = undefined or {}
     total = Judgement(True)
     missing = [n for n in output_names[: len(expected)] if n not in actual]
     if missing:
         return Judgement(False, f"missing output(s) {missing}; got {sorted(actual)}")
     for name, exp in zip(output_names, expected, strict=False):
         try:
-            total.absorb(_compare_value(name, exp, actual[name], rtol, atol, precision))
+            value, mask = actual[name], undefined.get(name)
+            total.absorb(_compare_tensor(name, exp, value, rtol, atol, precision, mask)
+                         if mask is not None and isinstance(exp, np.ndarray)
+                         else _compare_value(name, exp, value, rtol, atol, precision))
         except _Mismatch as mismatch:
             return Judgement(False, str(mismatch), max_abs_error=float("inf"),
                              max_rel_error=float("inf"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import ml_dtypes
 import numpy as np
 
@@ -86,3 +88,79 @@ def test_bit_identical_outputs_pass_as_the_numeric_judgement_does() -> None:
     assert not verdict.passed and verdict.mismatched == 1 and verdict.max_abs_error > 0
     zero = compare_outputs([np.float32([0.0])], {"y": np.float32([-0.0])}, ["y"], rtol=0, atol=0)
     assert zero.passed  # different bits, equal values: judged by value
+
+
+# -- elements the ONNX spec leaves undefined (issue 27 item 9) ----------------------------
+def _cast_model(to: int, source: int = 1):
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=to)], "cast",
+        [helper.make_tensor_value_info("x", source, [8])],
+        [helper.make_tensor_value_info("y", to, [8])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+
+
+def _wrap(values: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """What a runtime that keeps the low bits (two's complement) produces."""
+    low = np.trunc(values).astype(np.int64) & ((1 << bits) - 1)
+    return low - (1 << bits) * (low >= (1 << (bits - 1))) if signed else low
+
+
+def test_out_of_range_casts_to_sub_byte_integers_are_not_judged() -> None:
+    """int4/uint4/int2/uint2: whatever a reference says for out-of-range inputs (ml_dtypes
+    0.6 wraps, 0.7 maps to 0, another library saturates), a runtime that wraps is judged
+    on the in-range elements alone, and the record says how many were left out."""
+    from onnx import TensorProto
+
+    from harness.cases import Case, DataSet, LoadedCase, PreparedCase, conclude_case
+    from harness.target import Capabilities
+    from harness.undefined import undefined_elements
+
+    x = np.array([-9.0, -8.0, -1.5, 0.0, 3.9, 7.0, 8.0, np.nan], dtype=np.float32)
+    for to, dtype, bits, signed in ((TensorProto.INT4, ml_dtypes.int4, 4, True),
+                                    (TensorProto.UINT4, ml_dtypes.uint4, 4, False),
+                                    (TensorProto.INT2, ml_dtypes.int2, 2, True),
+                                    (TensorProto.UINT2, ml_dtypes.uint2, 2, False)):
+        model = _cast_model(to)
+        info = ml_dtypes.iinfo(dtype)
+        finite = np.nan_to_num(x)
+        outside = np.isnan(x) | (np.trunc(finite) < info.min) | (np.trunc(finite) > info.max)
+        runtime = _wrap(finite, bits, signed).astype(dtype)
+        references = {"wrap": runtime,
+                      "zero": np.where(outside, 0, _wrap(finite, bits, signed)).astype(dtype),
+                      "saturate": np.clip(np.trunc(finite), info.min, info.max).astype(dtype)}
+        masks = undefined_elements(model, {"x": x})
+        assert masks["y"].tolist() == outside.tolist()
+        for how, reference in references.items():
+            loaded = LoadedCase(model, [DataSet({"x": x}, [reference])])
+            case = Case("operators", f"cast_{dtype.__name__}", lambda loaded=loaded: loaded)
+            prepared = PreparedCase(case, loaded, case.name, b"", time.perf_counter(), 0.0)
+            outcome = conclude_case(prepared, {"outputs": [{"y": runtime}], "compile_s": 0.0,
+                                               "run_s": [0.0], "placement": {}},
+                                    Capabilities())
+            undefined = int(outside.sum())
+            assert outcome.status == "pass", (dtype, how, outcome.message)
+            assert outcome.metrics["undefined_elements"] == undefined
+            assert outcome.metrics["compared_elements"] == x.size - undefined
+            assert (f"judged {x.size - undefined} of {x.size} elements; {undefined} are "
+                    "undefined by the ONNX spec") in outcome.message
+        wrong = runtime.copy()
+        wrong[3] = dtype(1)  # 0.0 is in range: its cast is defined
+        verdict = compare_outputs([references["zero"]], {"y": wrong}, ["y"], 0, 0,
+                                  undefined=masks)
+        assert not verdict.passed and verdict.mismatched == 1
+
+
+def test_in_range_and_integer_source_casts_are_judged_whole() -> None:
+    from onnx import TensorProto
+
+    from harness.undefined import undefined_elements
+
+    model = _cast_model(TensorProto.INT4)
+    assert undefined_elements(model, {"x": np.arange(-8, 8, 2, dtype=np.float32)}) == {}
+    from_int = _cast_model(TensorProto.INT4, TensorProto.INT32)
+    assert undefined_elements(from_int, {"x": np.arange(0, 80, 10, dtype=np.int32)}) == {}
+    to_float = _cast_model(TensorProto.FLOAT16)
+    assert undefined_elements(to_float, {"x": np.full(8, 1e9, dtype=np.float32)}) == {}
+

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from harness.target import refused_by_of
+
 RECORD_SCHEMA_VERSION = "1.1"
 #: versions :meth:`CaseRecord.from_dict` reads (1.0 records lack the 1.1 fields)
 READABLE_SCHEMA_VERSIONS = ("1.0", "1.1")
@@ -133,6 +135,10 @@ class CaseRecord:
     schema_version: str = RECORD_SCHEMA_VERSION
     #: who is to blame for a non-pass: "target", "harness" or "infrastructure" (1.1)
     blame: str = ""
+    #: who refused a skipped or refused case: runtime, converter, driver or harness
+    #: (:data:`harness.target.REFUSERS`); read from the message's ``[refused by: WHO]``
+    #: when the record does not say
+    refused_by: str = ""
     flaky: bool = False
     previous_attempts: tuple[Attempt, ...] = ()
     #: the shard run a merged record came from
@@ -184,7 +190,11 @@ class CaseRecord:
             run_id=str(data.get("run_id") or ""), nodeid=str(data.get("nodeid") or ""),
             finished_at=data.get("finished_at"),
             schema_version=str(data.get("schema_version") or "1.0"),
-            blame=str(data.get("blame") or ""), flaky=bool(data.get("flaky", False)),
+            blame=str(data.get("blame") or ""),
+            refused_by=str(data.get("refused_by") or (
+                refused_by_of(str(data.get("message") or ""))
+                if status in (Status.SKIP, Status.ERROR) else "")),
+            flaky=bool(data.get("flaky", False)),
             previous_attempts=previous, source_run_id=str(data.get("source_run_id") or ""),
             extra={k: v for k, v in data.items() if k not in known})
 
@@ -205,6 +215,8 @@ class CaseRecord:
         })
         if self.blame:
             data["blame"] = self.blame
+        if self.refused_by:
+            data["refused_by"] = self.refused_by
         if self.flaky:
             data["flaky"] = True
         if self.previous_attempts:

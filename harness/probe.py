@@ -6,7 +6,8 @@ take a graph which computes nothing) runs on the target's own worker with a few 
 values and is judged exactly. The verdict is one of:
 
 - ``accepted``: the runtime compiled, ran and returned the values;
-- ``refused``: it would not (its own error is kept, and becomes the skip reason);
+- ``refused``: it would not (its own error is kept, and becomes the skip reason, with
+  who refused: the runtime, its converter or the driver, :data:`harness.target.REFUSERS`);
 - ``harness_gap``: the harness could not carry the type to or from the runtime (the
   case is then ``infra_error`` with blame ``harness``, never the target's);
 - ``undefined``: no ONNX opset within the target's range defines either op for it.
@@ -29,14 +30,14 @@ import numpy as np
 
 from harness.cache import cache_dir, write_atomically
 from harness.judge import compare_outputs
-from harness.target import Capabilities, InfraError
+from harness.target import Capabilities, InfraError, refused_by_of
 from harness.tensors import ELEMENT_TYPES, PROTO_NAMES, TensorCodecError, numpy_dtype
 from harness.worker import CaseTimeout, Host, RemoteError, WorkerCrash
 
 if TYPE_CHECKING:  # onnx is imported where a probe model is built (it is slow to import,
     import onnx  # and the test process launches its workers before it needs onnx)
 
-PROBE_VERSION = 2  # 2: Concat after Identity and Cast
+PROBE_VERSION = 3  # 2: Concat after Identity and Cast; 3: refused_by
 ACCEPTED, REFUSED, HARNESS_GAP, UNDEFINED = "accepted", "refused", "harness_gap", "undefined"
 #: the element types every target is assumed to take (probing them would be noise)
 ASSUMED = frozenset({"float32"})
@@ -47,6 +48,8 @@ class Verdict:
     verdict: str
     message: str = ""
     via: str = ""  # the probe model that decided it: "Identity" or "Cast"
+    #: who refused (``refused`` only): what the driver said, else the runtime
+    refused_by: str = ""
 
 
 def probe_values(name: str) -> np.ndarray:
@@ -152,7 +155,14 @@ def run_probe(host: Host, name: str, caps: Capabilities, timeout: float) -> Verd
         # a runtime that takes the type but computes it wrong still accepts it: its cases
         # run and fail on their own merits
         return Verdict(ACCEPTED, "" if verdict.passed else verdict.message, op)
-    return Verdict(REFUSED, "; ".join(refusals), models[0][0])
+    said = {refused_by_of(refusal) for refusal in refusals} - {""}
+    # the driver's or the converter's word when every refusal gave the same; a bare
+    # error came from the runtime
+    who = next(iter(said)) if len(said) == 1 else "runtime"
+    message = "; ".join(refusals)
+    if who not in said:  # the skip reason built from this message must name the refuser
+        message = f"[refused by: {who}] {message}"
+    return Verdict(REFUSED, message, models[0][0], who)
 
 
 def _driver_digest(host: Host) -> str:

@@ -15,6 +15,7 @@ tensors, ``list`` of arrays for ONNX sequences, ``None`` for an empty optional.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +25,40 @@ TargetKind = Literal["framework", "chip", "sensor"]
 TARGET_KINDS: tuple[str, ...] = ("framework", "chip", "sensor")
 
 
+#: who refused a model or a case (a record's ``refused_by``): the vendor runtime itself,
+#: its model converter, Shipei's driver (a limit of the driver, not of the runtime) or
+#: the harness
+REFUSERS: tuple[str, ...] = ("runtime", "converter", "driver", "harness")
+_REFUSED_BY = re.compile(r"\[refused by: (" + "|".join(REFUSERS) + r")\]")
+
+
 class TargetError(Exception):
-    """A target refused or failed a request; the case is recorded as ``error``."""
+    """A target refused or failed a request; the case is recorded as ``error``.
+
+    ``refused_by`` (one of :data:`REFUSERS`) names who refused, when the driver knows:
+    the message then starts with ``[refused by: WHO]``, so it survives the trip from
+    the worker as text and :func:`refused_by_of` reads it back.
+    """
+
+    refused_by: str = ""
+
+    def __init__(self, *args: object, refused_by: str = "") -> None:
+        if refused_by and refused_by not in REFUSERS:
+            raise ValueError(f"refused_by must be one of {', '.join(REFUSERS)}, "
+                             f"not {refused_by!r}")
+        super().__init__(*args)
+        if refused_by:
+            self.refused_by = refused_by
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"[refused by: {self.refused_by}] {text}" if self.refused_by else text
+
+
+def refused_by_of(message: str) -> str:
+    """Who a recorded message says refused (one of :data:`REFUSERS`), or ``""``."""
+    found = _REFUSED_BY.search(message or "")
+    return found.group(1) if found else ""
 
 
 class UnsupportedModelError(TargetError):

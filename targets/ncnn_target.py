@@ -23,7 +23,13 @@ import numpy as np
 
 from harness.registry import TargetSpec
 from harness.target import Executable, TargetError, UnsupportedModelError
-from targets.sdk_target import DeferredExecutable, SdkTarget, graph_facts, with_static_shapes
+from targets.sdk_target import (
+    DeferredExecutable,
+    SdkTarget,
+    graph_facts,
+    scalar_adaptation,
+    with_static_shapes,
+)
 
 PNNX_TIMEOUT_S = 120
 #: pnnx's ``inputshape`` type suffixes (pnnx itself refuses bool: "unsupported tensor elem
@@ -38,7 +44,7 @@ def _pnnx_shape(array: np.ndarray) -> str:
     if suffix is None:
         raise UnsupportedModelError(
             f"pnnx cannot declare a {array.dtype.name} input (its inputshape types: "
-            f"{', '.join(sorted(_PNNX_TYPES))})")
+            f"{', '.join(sorted(_PNNX_TYPES))})", refused_by="converter")
     return f"[{','.join(str(d) for d in array.shape)}]{suffix}"
 
 
@@ -100,7 +106,8 @@ class _NcnnRunner:
         try:
             inferred = onnx.shape_inference.infer_shapes(onnx.load_from_string(static))
             self._shapes = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim]
-                            for o in inferred.graph.output}
+                            for o in inferred.graph.output
+                            if o.type.tensor_type.HasField("shape")}  # [] = rank 0
         except Exception:
             self._shapes = {}
         self._outputs = list(facts.outputs)
@@ -109,9 +116,18 @@ class _NcnnRunner:
             source = folder / "model.onnx"
             source.write_bytes(static)
             shapes = ",".join(_pnnx_shape(feeds[n]) for n in self._inputs)
+            # pnnx's inputshape has no rank-0 form ("[]" is dropped and the converter then
+            # counts a shape short); without inputshape it reads every input's shape and
+            # type from the fixed-shape model, rank 0 included
+            scalars = [n for n in self._inputs if feeds[n].ndim == 0]
+            self._adaptations = [scalar_adaptation(n, "fed as a 1-element ncnn Mat (ncnn "
+                                                   "Mats have no rank 0; pnnx converted "
+                                                   "it as declared, rank 0)")
+                                 for n in scalars]
+            declared = [] if scalars else [f"inputshape={shapes}"]
             # pnnx stores weights as fp16 unless told otherwise: only the fp16 configuration
             # may lose their precision
-            result = subprocess.run([str(pnnx_binary()), str(source), f"inputshape={shapes}",
+            result = subprocess.run([str(pnnx_binary()), str(source), *declared,
                                      f"fp16={int(fp16)}"], cwd=folder, capture_output=True,
                                     text=True, timeout=PNNX_TIMEOUT_S, check=False)
             param, weights = folder / "model.ncnn.param", folder / "model.ncnn.bin"
@@ -134,16 +150,20 @@ class _NcnnRunner:
             shutil.rmtree(folder, ignore_errors=True)
 
     def placement(self) -> dict[str, Any]:
-        return {"layout": "ncnn Mat: a leading batch of 1 dropped from inputs, ONNX output "
-                          "shapes restored when the element count matches (the batch of "
-                          "1 alone when only the rank is known)",
-                "convolution": "ncnn's defaults (Winograd and sgemm kernels enabled)"}
+        placement: dict[str, Any] = {
+            "layout": "ncnn Mat: a leading batch of 1 dropped from inputs, ONNX output "
+                      "shapes restored when the element count matches (the batch of 1 "
+                      "alone when only the rank is known)",
+            "convolution": "ncnn's defaults (Winograd and sgemm kernels enabled)"}
+        if self._adaptations:
+            placement["adaptations"] = list(self._adaptations)
+        return placement
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         ncnn = self._ncnn
         extractor = self._net.create_extractor()
         for index, name in enumerate(self._inputs):
-            value = np.ascontiguousarray(feeds[name], dtype=np.float32)
+            value = np.ascontiguousarray(feeds[name], dtype=np.float32)  # 0-d: 1 element
             if value.ndim > 1 and value.shape[0] == 1:
                 value = value[0]
             # ncnn.Mat(array) shares the array's memory; clone so in-place layers are safe
@@ -162,11 +182,12 @@ class _NcnnRunner:
 
 def restore_onnx_shape(value: np.ndarray, shape: list[int] | None) -> np.ndarray:
     """An ncnn output in the ONNX output's shape: reshaped when ONNX shape inference gave
-    every dimension and the element count matches; given back its batch of 1 when only
+    every dimension (or rank 0: ncnn's 1-element Mat is a scalar) and the element count
+    matches; given back its batch of 1 when only
     the rank is known and ncnn's Mat is one dimension short; else as ncnn gave it."""
-    if not shape:
+    if shape is None:
         return value
-    if all(shape) and int(np.prod(shape)) == value.size:
+    if all(shape) and int(np.prod(shape)) == value.size:  # rank 0 ([]) included
         return value.reshape(shape)
     if len(shape) == value.ndim + 1 and shape[0] in (0, 1):  # 0: a symbolic batch
         return value[np.newaxis]

@@ -23,7 +23,13 @@ import numpy as np
 
 from harness.registry import TargetSpec
 from harness.target import Executable, TargetError
-from targets.sdk_target import DeferredExecutable, SdkTarget, graph_facts, with_static_shapes
+from targets.sdk_target import (
+    DeferredExecutable,
+    SdkTarget,
+    as_fed,
+    graph_facts,
+    with_static_shapes,
+)
 
 
 def provide_targets() -> Iterable[TargetSpec]:
@@ -102,7 +108,7 @@ class _PaddleRunner:
         try:
             for onnx_name, paddle_name in zip(self._inputs, self._input_names, strict=True):
                 handle = self._predictor.get_input_handle(paddle_name)
-                value = np.ascontiguousarray(feeds[onnx_name])
+                value = as_fed(feeds[onnx_name])
                 handle.reshape(list(value.shape))
                 handle.copy_from_cpu(value)
             self._predictor.run()

@@ -238,11 +238,25 @@ def with_static_shapes(model: bytes, feeds: Mapping[str, np.ndarray]) -> bytes:
         proto.ir_version = max(proto.ir_version, 4)  # IR 4: initializers need not be inputs
     for value in proto.graph.input:
         if value.name in feeds:
-            dims = value.type.tensor_type.shape.dim
-            del dims[:]
+            shape = value.type.tensor_type.shape
+            shape.SetInParent()  # a 0-d feed declares rank 0, not an unknown rank
+            del shape.dim[:]
             for size in feeds[value.name].shape:
-                dims.add().dim_value = int(size)
+                shape.dim.add().dim_value = int(size)
     return proto.SerializeToString()
+
+
+def as_fed(value: Any) -> np.ndarray:
+    """A feed as a C-contiguous array *of its own rank*: ``np.ascontiguousarray`` makes
+    every 0-d array 1-d, which re-declares a scalar input as ``[1]`` (a different model:
+    Trilu's ``k``, Clip's bounds and Pow's exponent must be scalars)."""
+    return np.asarray(value, order="C")
+
+
+def scalar_adaptation(name: str, how: str) -> str:
+    """How a driver words, for :meth:`Executable.placement` ``adaptations``, that it
+    fed a 0-d input some other way because its SDK cannot take one."""
+    return f"0-d input {name!r} {how}"
 
 
 def signature(feeds: Mapping[str, np.ndarray]) -> tuple:
@@ -269,7 +283,7 @@ class DeferredExecutable(Executable):
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         feeds = check_feeds(self.facts.inputs, inputs, dtype_name=element_name, require_all=True)
-        feeds = {name: np.ascontiguousarray(value) for name, value in feeds.items()}
+        feeds = {name: as_fed(value) for name, value in feeds.items()}
         key = signature(feeds)
         if key != self._signature:
             self.release_runner()

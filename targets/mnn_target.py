@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from harness.registry import TargetSpec
-from harness.target import Executable, TargetError, check_feeds
-from targets.sdk_target import SdkTarget, element_name, graph_facts
+from harness.target import Executable, TargetError, UnsupportedModelError, check_feeds
+from targets.sdk_target import SdkTarget, as_fed, element_name, graph_facts
 
 
 def provide_targets() -> Iterable[TargetSpec]:
@@ -34,15 +34,33 @@ class MnnTarget(SdkTarget):
     runtime = "MNN"
     distribution = "MNN"
     opset_max = 28
-    dtypes = ("float32", "float64", "int32", "int64", "uint8")  # int8: refused (probe)
+    #: int8: refused by the runtime (probe); bool: carried as int32 (an adaptation);
+    #: float16, bfloat16: refused by this driver (see :data:`_DRIVER_REFUSES`)
+    dtypes = ("float32", "float64", "int32", "int64", "uint8", "bool")
 
     def probe(self) -> str:
         import MNN
 
         return str(getattr(MNN, "version", lambda: "?")())
 
+    def capability_extra(self) -> dict[str, Any]:
+        return {"computed_by": "MNN's CPU backend (its Python module API), on this host",
+                "adaptations": list(ADAPTATIONS.values())}
+
     def build(self, model: bytes) -> Executable:
         return MnnExecutable(model)
+
+
+#: what this driver may change on the way to and from MNN, each recorded per case in
+#: ``placement()["adaptations"]`` when it happened
+ADAPTATIONS = {
+    "int64": "int64 inputs fed as int32, as MNN's converter declares them",
+    "bool": "bool inputs fed as int32 (0/1), as MNN's converter declares them; bool "
+            "outputs, which MNN gives as int32, read back as bool",
+}
+#: element types MNN's converter declares as int32 tensors whose values this driver has
+#: no faithful way to feed: a limit of the driver, not a refusal of MNN's runtime
+_DRIVER_REFUSES = ("float16", "bfloat16")
 
 
 class MnnExecutable(Executable):
@@ -53,6 +71,8 @@ class MnnExecutable(Executable):
 
         self._expr = MNN.expr
         self.facts = graph_facts(model)
+        self._bool_outputs = _bool_outputs(model)
+        self._adaptations: dict[str, str] = {}
         folder = tempfile.mkdtemp(prefix="shipei-mnn-")
         try:
             onnx_path = os.path.join(folder, "model.onnx")
@@ -80,13 +100,21 @@ class MnnExecutable(Executable):
                             require_all=True)
         values = []
         for name in self.facts.inputs:
-            array = np.ascontiguousarray(feeds[name])
-            if array.dtype == np.int64:  # MNN's converter turns int64 tensors into int32
+            array = as_fed(feeds[name])
+            kind = element_name(array)
+            if kind in _DRIVER_REFUSES:
+                raise UnsupportedModelError(
+                    f"MNN's converter declares {kind} inputs as int32 tensors; this driver "
+                    f"has no faithful way to feed {kind} values to them",
+                    refused_by="driver")
+            if kind in ADAPTATIONS:  # MNN's converter declares these as int32
                 array = array.astype(np.int32)
-            kind = _MNN_DTYPES.get(array.dtype.name)
-            if kind is None:
-                raise TargetError(f"MNN has no tensor type for {array.dtype.name}")
-            values.append(F.const(array, list(array.shape), F.NCHW, getattr(F, kind)))
+                self._adaptations[kind] = ADAPTATIONS[kind]
+            mnn_type = _MNN_DTYPES.get(array.dtype.name)
+            if mnn_type is None:
+                raise UnsupportedModelError(f"MNN's Python API has no tensor type for "
+                                            f"{kind}", refused_by="runtime")
+            values.append(F.const(array, list(array.shape), F.NCHW, getattr(F, mnn_type)))
         try:
             outputs = list(self._module.onForward(values))
         except Exception as exc:
@@ -95,15 +123,22 @@ class MnnExecutable(Executable):
             raise TargetError(f"MNN returned {len(outputs)} outputs; the graph has "
                               f"{len(self.facts.outputs)} ({', '.join(self.facts.outputs)})")
         try:
-            return {name: np.array(F.convert(value, F.NCHW).read())
-                    for name, value in zip(self.facts.outputs, outputs, strict=True)}
+            results = {name: np.array(F.convert(value, F.NCHW).read())
+                       for name, value in zip(self.facts.outputs, outputs, strict=True)}
         except Exception as exc:
             raise TargetError(f"MNN could not read its outputs: {type(exc).__name__}: "
                               f"{exc}") from exc
+        for name in self._bool_outputs:
+            if results[name].dtype != np.bool_:
+                results[name] = results[name] != 0
+                self._adaptations["bool"] = ADAPTATIONS["bool"]
+        return results
 
     def placement(self) -> dict[str, Any]:
-        return {"backend": "MNN CPU", "precision": "high",
-                "int64_inputs": "passed as int32, as MNN's converter declares them"}
+        placement: dict[str, Any] = {"backend": "MNN CPU", "precision": "high"}
+        if self._adaptations:
+            placement["adaptations"] = sorted(self._adaptations.values())
+        return placement
 
     def close(self) -> None:
         self._module = None
@@ -111,3 +146,12 @@ class MnnExecutable(Executable):
 
 _MNN_DTYPES = {"float32": "float", "float64": "double", "int32": "int", "int8": "int8",
                "uint8": "uint8"}
+
+
+def _bool_outputs(model: bytes) -> tuple[str, ...]:
+    """The graph outputs declared bool (MNN hands them back as int32)."""
+    import onnx
+
+    graph = onnx.load_from_string(model).graph
+    return tuple(o.name for o in graph.output
+                 if o.type.tensor_type.elem_type == onnx.TensorProto.BOOL)

@@ -13,6 +13,7 @@ The first line on stdout is the URL to give the target
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -113,8 +114,10 @@ def _endpoint(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from targets.serial.pacing import Pacer
     from targets.serial.sim.endpoint import PtyEndpoint, TcpEndpoint
 
-    if args.baud < 0 or args.bits_per_byte <= 0:
-        raise CliError("--baud must be >= 0 and --bits-per-byte > 0")
+    if not (args.baud >= 0 and math.isfinite(args.baud) and args.bits_per_byte > 0
+            and math.isfinite(args.bits_per_byte)):
+        raise CliError("--baud must be a finite number >= 0 and --bits-per-byte a finite "
+                       "number > 0")
     pacer = Pacer(args.baud, args.bits_per_byte)
     if args.tcp is not None:
         if not 0 <= args.tcp <= 65535:
@@ -144,8 +147,17 @@ def _announce(endpoint, kind: str, target: str) -> None:  # type: ignore[no-unty
 
 def _run_options(args: argparse.Namespace) -> dict:
     for name in ("stall_ms", "down_ms"):
-        if getattr(args, name) < 0:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 0")
+        if not math.isfinite(getattr(args, name)) or getattr(args, name) < 0:
+            raise CliError(f"--{name.replace('_', '-')} must be a finite number >= 0")
+    if args.duration is not None and not (math.isfinite(args.duration)
+                                          and args.duration > 0):
+        raise CliError(f"--duration {args.duration:g}: must be a finite number of "
+                       "seconds > 0")
+    for name in ("exit_after", "mute_after"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise CliError(f"--{name.replace('_', '-')} {value}: must be a number of "
+                           "requests >= 0")
     return {"down_s": args.down_ms / 1000.0, "stall_s": args.stall_ms / 1000.0,
             "duration": args.duration, "exit_after": args.exit_after,
             "mute_after": args.mute_after, "quiet": args.quiet}
@@ -200,7 +212,8 @@ def _export_truth(args: argparse.Namespace) -> int:
     except ValueError:
         raise CliError(f"--truth-span {args.truth_span!r}: expected START:END seconds") \
             from None
-    if end <= start or args.truth_rate <= 0:
+    if not (end > start and args.truth_rate > 0 and math.isfinite(end - start)
+            and math.isfinite(args.truth_rate)):
         raise CliError("--truth-span needs END > START and --truth-rate > 0")
     truth = FigureEight() if args.sensor == "imu" else MovingReflector()
     try:

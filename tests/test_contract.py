@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 
 from harness.registry import TargetSpec
@@ -32,6 +33,7 @@ from harness.target import (
     Target,
     TargetError,
     TargetIdentity,
+    UnsupportedModelError,
 )
 from harness.worker import InlineHost, ProcessHost
 from suites.contract import checks
@@ -145,6 +147,8 @@ class BrokenTarget(Target):
     def compile(self, model: bytes) -> Executable:
         import onnxruntime as ort
 
+        if self.breach.startswith("by-probe"):
+            return PlainExecutable(self._by_probe(model))
         if self.breach == "spawns" and self.pid_file:
             child = subprocess.Popen(["sleep", "120"], start_new_session=True)
             Path(self.pid_file).write_text(str(child.pid))
@@ -155,6 +159,31 @@ class BrokenTarget(Target):
         except Exception as exc:
             raise TargetError(f"cannot load: {exc}") from exc
         return BrokenExecutable(session, self.breach)
+
+
+    def _by_probe(self, model: bytes) -> Any:
+        """``by-probe``: onnxruntime as is; ``by-probe-no-float32``: a runtime without
+        float32 tensors; ``by-probe-none``: one that takes no tensors at all (as a sensor's
+        driver refuses every model)."""
+        import onnxruntime as ort
+
+        graph = onnx.load_from_string(model).graph
+        if self.breach == "by-probe-none" or (self.breach == "by-probe-no-float32" and any(
+                i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in graph.input)):
+            raise UnsupportedModelError("this runtime has no such tensors")
+        try:
+            return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise TargetError(f"cannot load: {exc}") from exc
+
+
+class PlainExecutable(Executable):
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.outputs = [o.name for o in session.get_outputs()]
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(zip(self.outputs, self.session.run(None, dict(inputs)), strict=True))
 
 
 def inline(breach: str) -> tuple[InlineHost, Capabilities]:
@@ -234,3 +263,47 @@ def test_a_child_process_outliving_the_killed_worker_is_named(
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
     assert outcome.status == "fail", outcome.message
     assert "outlived its killed worker" in outcome.message
+
+
+# -- element types declared by probe (dtypes=()) -----------------------------------------------
+def _declared_by_probe(breach: str) -> Any:
+    """check_declared_dtypes on a BrokenTarget worker, which declares no element types."""
+    spec = TargetSpec("contract-probe", "tests.test_contract:BrokenTarget")
+    host = ProcessHost(spec, options={"breach": breach})
+    try:
+        return checks.run_check(lambda: checks.check_declared_dtypes(
+            host, BrokenTarget(breach=breach).capabilities(), 60), "dtypes")
+    finally:
+        host.close()
+
+
+def test_a_driver_declaring_by_probe_passes_and_shows_what_the_probe_accepted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 27.11: a driver following docs/driver-api.md (dtypes=()) used to get a skip,
+    which the profiles count as a non-pass (at most 基本兼容). The probe's findings are its
+    declaration: the check passes and records them."""
+    monkeypatch.setenv("SHIPEI_CACHE_DIR", str(tmp_path))
+    assert BrokenTarget().capabilities().dtypes == ()
+    outcome = _declared_by_probe("by-probe")
+    assert outcome.status == "pass", outcome.message
+    accepted = outcome.metrics["probed_accepted"]
+    assert outcome.metrics["declared_by"] == "probe"
+    assert {"float32", "int64", "bool", "float16"} <= set(accepted)
+    assert "float4_e2m1fn" not in accepted  # onnxruntime's CPU refuses it
+    assert outcome.message.startswith("declared by probe (dtypes=()): the runtime accepts ")
+    assert ", ".join(accepted) in outcome.message
+
+
+def test_a_driver_declaring_by_probe_must_take_float32(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPEI_CACHE_DIR", str(tmp_path))
+    outcome = _declared_by_probe("by-probe-no-float32")
+    assert outcome.status == "fail", outcome.message
+    assert "declared by probe, but every target must take float32" in outcome.message
+
+
+def test_a_driver_that_runs_no_models_declaring_by_probe_is_not_applicable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPEI_CACHE_DIR", str(tmp_path))
+    outcome = _declared_by_probe("by-probe-none")
+    assert outcome.status == "skip" and "runs no ONNX models" in outcome.message

@@ -20,7 +20,7 @@ import onnx
 
 from harness.cases import Outcome, unsupported_reason
 from harness.judge import PRECISION_FLOORS, compare_outputs
-from harness.probe import ACCEPTED, HARNESS_GAP, REFUSED, UNDEFINED, probe_for
+from harness.probe import ACCEPTED, ASSUMED, HARNESS_GAP, REFUSED, UNDEFINED, probe_for
 from harness.target import TARGET_KINDS, Availability
 from harness.tensors import ELEMENT_TYPES
 from harness.worker import CaseTimeout, Host, InfraError, ProcessHost, RemoteError, WorkerCrash
@@ -420,23 +420,36 @@ def check_thread_safety(host: Host, caps: Any, timeout: float, threads: int = 4,
 def check_declared_dtypes(host: Host, caps: Any, timeout: float) -> Outcome:
     """The element types a driver declares are the ones its capability probe finds the
     runtime accepts (:mod:`harness.probe`): none declared that it refuses, none it accepts
-    left undeclared. A driver that declares none leaves its cases to the probe alone."""
-    if not caps.dtypes:
-        raise NotApplicable("the driver declares no element types: the probe alone gates")
+    left undeclared. A driver that declares none (``dtypes=()``) declares by probe: what
+    the probe finds accepted is its declaration, recorded here (``declared_by = "probe"``);
+    it breaks the contract only if the runtime refuses float32, which every target that
+    runs models must take (one that runs none, a sensor, is not applicable)."""
     probe = probe_for(host, caps)
     verdicts = {name: probe.verdict(name, timeout) for name in sorted(ELEMENT_TYPES)}
+    if not any(verdicts.values()):
+        raise InfraError("the capability probe could not tell any element type (timeouts or "
+                         "infrastructure failures)")
     gaps = sorted(n for n, v in verdicts.items() if v and v.verdict == HARNESS_GAP)
-    refused = [f"{n} ({verdicts[n].message[:120]})" for n in caps.dtypes
+    accepted = sorted(n for n, v in verdicts.items() if v and v.verdict == ACCEPTED)
+    # types the harness cannot carry are its own gap (their cases are infra_error), not a
+    # contradiction of the driver's word
+    metrics = {"probed_accepted": accepted, "harness_gaps": gaps,
+               "declared_by": "capabilities" if caps.dtypes else "probe"}
+    if not caps.dtypes and not accepted:
+        raise NotApplicable("the driver declares no element types and the runtime accepts "
+                            "none the probe tried: it runs no ONNX models (a sensor)")
+    declared = caps.dtypes or tuple(sorted(ASSUMED))
+    refused = [f"{n} ({verdicts[n].message[:120]})" for n in declared
                if verdicts.get(n) and verdicts[n].verdict in (REFUSED, UNDEFINED)]
-    undeclared = sorted(n for n, v in verdicts.items()
-                        if v and v.verdict == ACCEPTED and n not in caps.dtypes)
+    undeclared = sorted(n for n in accepted if n not in caps.dtypes) if caps.dtypes else []
     problems = ([f"declared but refused by the runtime: {'; '.join(refused)}"] if refused else []
                 ) + ([f"accepted by the runtime but not declared: {', '.join(undeclared)}"]
                      if undeclared else [])
     if problems:
-        raise Violation("capabilities contradict the probe: " + " | ".join(problems))
-    accepted = sorted(n for n, v in verdicts.items() if v and v.verdict == ACCEPTED)
-    # types the harness cannot carry are its own gap (their cases are infra_error), not a
-    # contradiction of the driver's word
-    return Outcome("pass", f"harness gaps: {', '.join(gaps)}" if gaps else "",
-                   metrics={"probed_accepted": accepted, "harness_gaps": gaps})
+        what = "capabilities contradict the probe" if caps.dtypes else \
+            "declared by probe, but every target must take float32"
+        raise Violation(f"{what}: " + " | ".join(problems))
+    notes = [] if caps.dtypes else [
+        f"declared by probe (dtypes=()): the runtime accepts {', '.join(accepted)}"]
+    notes += [f"harness gaps: {', '.join(gaps)}"] if gaps else []
+    return Outcome("pass", "; ".join(notes), metrics=metrics)

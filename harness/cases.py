@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness.judge import Judgement, compare_outputs, effective_tolerance
+from harness.judge import Judgement, compare_outputs, effective_tolerance, judged_precision
 from harness.probe import HARNESS_GAP, gating_verdict
 from harness.target import Capabilities, CapabilityExceeded
 from harness.tensors import BY_ONNX_CODE
@@ -245,15 +245,18 @@ def conclude_case(prepared: PreparedCase, result: dict[str, Any], caps: Capabili
     """Judge the worker's ``run_case`` answer; ``waited_s`` (time the answer sat queued
     behind other cases) is left out of ``total_s``."""
     case, loaded = prepared.case, prepared.loaded
+    precision = judged_precision(caps.precision, result["placement"])
     verdict = Judgement(True)
     for data, outputs in zip(loaded.data_sets, result["outputs"], strict=True):
         verdict.absorb(compare_outputs(data.outputs, outputs, loaded.output_names,
-                                       case.rtol, case.atol, caps.precision,
+                                       case.rtol, case.atol, precision,
                                        undefined_elements(loaded.model, data.inputs)))
     timings = {"compile_s": result["compile_s"], "run_s": sum(result["run_s"]),
                "total_s": time.perf_counter() - prepared.started - waited_s}
-    rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
-    metrics = verdict.metrics() | {"rtol": rtol, "atol": atol, "precision": caps.precision}
+    rtol, atol = effective_tolerance(case.rtol, case.atol, precision)
+    metrics = verdict.metrics() | {"rtol": rtol, "atol": atol, "precision": precision}
+    if precision != caps.precision:  # the configuration's floors did not apply: say so
+        metrics["configured_precision"] = caps.precision
     status = "pass" if verdict.passed else "fail"
     message = "; ".join(m for m in (verdict.message, verdict.undefined_note()) if m)
     return Outcome(status, message, metrics, timings, result["placement"],

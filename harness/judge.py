@@ -21,6 +21,14 @@ PRECISION_FLOORS: dict[str, tuple[float, float]] = {
 }
 
 
+def judged_precision(precision: str, placement: Mapping[str, Any]) -> str:
+    """The precision whose floors judge a result: the configuration's, unless the result's
+    placement says it did not run there (``cpu_only``: no operation reached the device
+    whose reduced precision the configuration names, as a quantized model nncase leaves
+    wholly on the K230's CPU), when it is judged as fp32."""
+    return "fp32" if precision != "fp32" and placement.get("cpu_only") is True else precision
+
+
 def effective_tolerance(rtol: float, atol: float, precision: str) -> tuple[float, float]:
     """Loosen a case's tolerances to what a reduced-precision configuration can meet."""
     floor_rtol, floor_atol = PRECISION_FLOORS.get(precision, (0.0, 0.0))

@@ -9,28 +9,23 @@ second look?
   recorded the check of its outputs against the reference made on the timed
   executable, and those outputs matched; a timed figure without it is refused.
 - :func:`check_caching` (after MLPerf's TEST04): the timed queries cycled through
-  several distinct inputs, the stored latency samples are the ones summarized, and
-  no cluster of implausibly fast queries (answers served from a cache) hides in them.
+  several distinct inputs, the stored latency samples are plausible and the ones
+  summarized and LoadGen timed, and no cluster of implausibly fast queries (answers
+  served from a cache) hides in them (:mod:`harness.center.timing_audit`; on a busy
+  machine such a cluster is inconclusive, not an accusation).
 
-Each returns one-line notes or raises :class:`AuditError` with the reason.
+Each returns one-line notes or raises :class:`AuditError` with the reason, or
+:class:`AuditInconclusive` with what would decide it.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import numpy as np
-
+from harness.center import timing_audit
 from harness.environment import platform_digest
 
 PERFORMANCE_SUITE = "performance"
-#: a query faster than this share of the median is implausible for the same work
-FAST_FRACTION_OF_MEDIAN = 0.25
-#: how many such queries are tolerated (timer noise, a preempted neighbour)
-MAX_FAST_SHARE = 0.01
-#: the recomputed median must agree with the recorded p50 this closely
-P50_RELATIVE_TOLERANCE = 0.02
 MIN_DISTINCT_INPUTS = 2
 
 
@@ -121,15 +116,22 @@ def check_accuracy_in_performance(records: list[dict[str, Any]]) -> list[str]:
             "the timed queries are not sampled by the performance suite"]
 
 
-def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of: dict[int, str]
-                  ) -> list[str]:
-    """TEST04-style: distinct inputs, samples consistent with the summary, no fast cluster.
+def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of: dict[int, str],
+                  environments: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """TEST04-style, and are these samples from a real timed run at all: distinct
+    inputs; the stored samples plausible, consistent with their timeline, the summary
+    and LoadGen (:func:`timing_audit.check_samples`); no cluster of cached answers
+    (:func:`timing_audit.check_fast_cluster`, inconclusive where the record says
+    others were using the machine). Refused on evidence of any one case; else
+    :class:`AuditInconclusive` when a case cannot be decided.
 
-    ``run_of`` maps ``id(record)`` to its run id (sample files are run-relative)."""
+    ``run_of`` maps ``id(record)`` to its run id (sample files are run-relative);
+    ``environments`` the runs' environments by run id, where known."""
     timed = _performance(records)
     if not timed:
         return ["no timed cases in the bundle: nothing to check"]
-    worst = 0.0
+    undecided: list[str] = []
+    fast_shares = []
     for record in timed:
         metrics = record.get("metrics") or {}
         where = record["case"]
@@ -137,28 +139,23 @@ def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of
         if not isinstance(distinct, int) or distinct < MIN_DISTINCT_INPUTS:
             raise AuditError(f"{where}: timed with {distinct} distinct input(s); repeated "
                              "identical queries can be answered from a cache")
-        name = f"runs/{run_of[id(record)]}/{metrics.get('samples_file')}"
-        if name not in files:
-            raise AuditError(f"{where}: its latency samples {metrics.get('samples_file')} "
-                             "are not in the bundle")
+        run_id = run_of[id(record)]
         try:
-            latency = np.load(io.BytesIO(files[name]), allow_pickle=False)["latency_ns"]
-        except (OSError, ValueError, KeyError):
-            raise AuditError(f"{where}: its latency samples cannot be read") from None
-        summary = metrics.get("summary") or {}
-        if latency.size == 0 or latency.size != summary.get("count"):
-            raise AuditError(f"{where}: {latency.size} stored samples, the summary counts "
-                             f"{summary.get('count')}")
-        median_ms = float(np.median(latency)) / 1e6
-        p50 = summary.get("p50_ms")
-        if not isinstance(p50, (int, float)) or \
-                abs(median_ms - p50) > P50_RELATIVE_TOLERANCE * max(p50, 1e-9):
-            raise AuditError(f"{where}: the stored samples have a median of {median_ms:.4f} ms, "
-                             f"the record claims p50 {p50} ms")
-        fast = float(np.mean(latency < FAST_FRACTION_OF_MEDIAN * np.median(latency)))
-        worst = max(worst, fast)
-        if fast > MAX_FAST_SHARE:
-            raise AuditError(f"{where}: {fast:.1%} of the queries took less than a quarter of "
-                             "the median: answers look cached")
-    return [f"{len(timed)} timed case(s): distinct inputs, stored samples match the summaries, "
-            f"at most {worst:.2%} implausibly fast queries"]
+            case = timing_audit.from_files(record, files, f"runs/{run_id}",
+                                           (environments or {}).get(run_id))
+        except timing_audit.SamplesUnreadable as exc:
+            raise AuditError(f"{where}: {exc}") from None
+        if case.latency_ns.size == 0:
+            raise AuditError(f"{where}: no stored samples")
+        # the cache check first: it names what a doctored sample set was doctored for
+        for verdict in (timing_audit.check_fast_cluster(case), timing_audit.check_samples(case)):
+            if verdict.refused:
+                raise AuditError(f"{where}: {verdict.reason}")
+            if verdict.status == timing_audit.INCONCLUSIVE:
+                undecided.append(f"{where}: {verdict.reason}")
+        fast_shares.append(timing_audit.fast_share(case.latency_ns))
+    if undecided:
+        raise AuditInconclusive("; ".join(undecided))
+    return [f"{len(timed)} timed case(s): distinct inputs, stored samples plausible and "
+            "consistent with their timeline, the summaries and LoadGen's logs, at most "
+            f"{max(fast_shares):.2%} implausibly fast queries"]

@@ -137,13 +137,48 @@ def identity(name: str) -> dict[str, Any]:
 def package_version(name: str, distribution: str) -> str | None:
     """A distribution's version as installed in environment ``name`` (from its record)."""
     manifest = read_manifest(name) or {}
-    packages = manifest.get("packages") or {}
-    wanted = _normalise(distribution)
-    return next((v for k, v in packages.items() if _normalise(k) == wanted), None)
+    return find_version(manifest.get("packages") or {}, distribution)
 
 
 def _normalise(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def find_version(packages: Mapping[str, str], distribution: str) -> str | None:
+    """A distribution's version in a ``{name: version}`` listing, names compared as pip
+    compares them (``MNN`` = ``mnn``, ``rknn_toolkit2`` = ``rknn-toolkit2``)."""
+    wanted = _normalise(distribution)
+    return next((v for k, v in packages.items() if _normalise(k) == wanted), None)
+
+
+#: what the environment's own interpreter lists as installed (run with the worker's
+#: launch, from a neutral folder: nothing of the caller's checkout is on its path)
+_ATTEST = ("import importlib.metadata as m, json, platform; "
+           "print(json.dumps({'python': platform.python_version(), "
+           "'machine': platform.machine(), "
+           "'packages': {d.metadata['Name']: d.version for d in m.distributions()}}))")
+ATTEST_TIMEOUT_S = 120.0
+
+
+def attest(name: str) -> dict[str, Any]:
+    """The environment's identity as its own interpreter reports it now, started exactly
+    as a worker is (:func:`launch`): ``{"python", "machine", "packages"}``. Raises
+    :class:`EnvError` when it cannot be asked; never falls back to ``env.json``."""
+    found = launch(name)
+    try:
+        result = subprocess.run([*found.argv, "-c", _ATTEST], capture_output=True, text=True,
+                                env={**os.environ, **found.env}, cwd=env_root(name),
+                                timeout=ATTEST_TIMEOUT_S, check=False)
+        data = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 \
+            else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        raise EnvError(f"environment {name!r} could not be asked what it holds: "
+                       f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("packages"), dict):
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EnvError(f"environment {name!r} could not be asked what it holds: {last}")
+    data["packages"] = dict(sorted(data["packages"].items(), key=lambda i: i[0].lower()))
+    return data
 
 
 # --- starting a worker inside an environment ------------------------------------------
@@ -270,8 +305,11 @@ def _build_venv(spec: EnvSpec, root: Path, progress: Progress) -> dict[str, Any]
         progress(f"[{number}/{total}] pip install {shown}")
         pip_install(python, step, progress)
     progress(f"[{total}/{total}] recording installed versions")
-    facts = json.loads(check_result(subprocess.run([python, "-c", _FREEZE], capture_output=True,
-                                             text=True), "reading installed versions", ()))
+    # isolated (-I) and from the environment's own folder: run with the caller's cwd on
+    # sys.path, a checkout's ``shipei.egg-info`` would be listed as installed
+    facts = json.loads(check_result(subprocess.run([python, "-I", "-c", _FREEZE],
+                                                   capture_output=True, text=True, cwd=root),
+                                    "reading installed versions", ()))
     return {"interpreter": python, "interpreter_host_path": python,
             "base_interpreter": base, "python": facts["python"], "machine": facts["machine"],
             "site_packages": facts["site_packages"], "emulator": None,

@@ -121,8 +121,22 @@ class SdkTarget(Target):
         return {}
 
     def describe(self) -> dict[str, Any]:
+        """As :meth:`Target.describe`, with the runtime's version and the environment's
+        packages as the environment's own interpreter reports them now (started as its
+        worker is), not as ``env.json`` recorded them when it was built."""
         data = super().describe()
-        data["environment"] = envs.identity(self.environment)
+        environment = envs.identity(self.environment)
+        if environment.get("created"):
+            try:
+                attested = envs.attest(self.environment)
+            except envs.EnvError as exc:
+                environment["packages_source"] = f"env.json: not attested ({exc})"
+            else:
+                environment["packages"] = attested["packages"]
+                environment["packages_source"] = "attested by the environment's interpreter"
+                data["runtime_version"] = envs.find_version(
+                    attested["packages"], self.distribution) or "not installed"
+        data["environment"] = environment
         return data
 
     # -- in the worker --------------------------------------------------------------

@@ -43,15 +43,26 @@ def _spec_file(folder: Path, name: str, packages: list[str], options: list[str])
     return path
 
 
+def _decoy_checkout(folder: Path) -> Path:
+    """A folder like a clone of Shipei: an egg-info that Python run there with ``-c``
+    would take for an installed distribution."""
+    egg = folder / "clone" / "shipei.egg-info"
+    egg.mkdir(parents=True)
+    (egg / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: shipei\nVersion: 0.1.0\n")
+    return egg.parent
+
+
 def test_create_records_versions_and_list_show_remove(tmp_path, capsys, monkeypatch):
     wheel = _tiny_wheel(tmp_path)
     spec = _spec_file(tmp_path, "tiny", [str(wheel)], ["--no-index", "--no-deps"])
     monkeypatch.setenv(envs.SPECS_ENV, str(spec))
+    monkeypatch.chdir(_decoy_checkout(tmp_path))  # `env create` run from a clone
     assert main(["env", "create", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "[1/3] creating a virtual environment" in out and "ready" in out
     described = envs.identity("tiny")
     assert described["packages"]["shipei-tiny-probe"] == "1.2.3"
+    assert "shipei" not in described["packages"]  # the clone's egg-info is not installed
     assert described["machine"] and described["python"].startswith("3.")
     assert main(["env", "list"]) == 0
     assert "tiny" in capsys.readouterr().out
@@ -68,8 +79,38 @@ def test_create_records_versions_and_list_show_remove(tmp_path, capsys, monkeypa
     # the same spec again is kept, not rebuilt
     assert main(["env", "create", "tiny"]) == 0
     assert "up to date" in capsys.readouterr().out
+    _attestation_overrides_env_json(tmp_path)
     assert main(["env", "remove", "tiny"]) == 0
     assert not envs.identity("tiny")["created"]
+
+
+def _attestation_overrides_env_json(tmp_path: Path) -> None:
+    """run.json's runtime version and package list come from the environment's own
+    interpreter, started as its worker is, not from the record ``env create`` wrote."""
+    from targets.sdk_target import SdkTarget
+
+    class Tiny(SdkTarget):
+        name, environment, vendor = "tiny-target", "tiny", "Shipei tests"
+        runtime, distribution = "tiny", "shipei_tiny_probe"
+
+    manifest_path = envs.env_root("tiny") / envs.MANIFEST
+    kept = manifest_path.read_text()
+    manifest = json.loads(kept)
+    manifest["packages"] = {"shipei-tiny-probe": "9.9.9", "shipei": "0.1.0"}  # stale, wrong
+    manifest_path.write_text(json.dumps(manifest))
+    attested = envs.attest("tiny")
+    assert attested["packages"]["shipei-tiny-probe"] == "1.2.3"
+    assert "shipei" not in attested["packages"]  # run from the clone, still not listed
+    described = Tiny().describe()
+    assert described["runtime_version"] == "1.2.3"
+    assert described["environment"]["packages"] == attested["packages"]
+    assert described["environment"]["packages_source"] == \
+        "attested by the environment's interpreter"
+    manifest["interpreter"] = str(tmp_path / "gone" / "python")  # cannot be asked
+    manifest_path.write_text(json.dumps(manifest))
+    unasked = Tiny().describe()["environment"]
+    assert unasked["packages_source"].startswith("env.json: not attested")
+    manifest_path.write_text(kept)
 
 
 def test_failed_install_names_the_package(tmp_path, capsys):
@@ -130,3 +171,19 @@ def test_host_mirror_is_read_from_apt_sources(tmp_path):
 def test_emulated_cpuinfo_is_a_kunpeng_core():
     text = KUNPENG_CPUINFO.format(index=0)
     assert "CPU implementer\t: 0x48" in text and "CPU part\t: 0xd01" in text
+
+
+def test_every_builtin_pin_is_a_registry_version():
+    """A local version (``torch==2.13.0+cpu``) exists only on the index that built it: a
+    fresh machine with pip's configuration ignored cannot build such a spec."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from targets.envs import provide_environments
+
+    for path in provide_environments():
+        for step in envs.EnvSpec.from_file(path).steps:
+            for line in step.packages:
+                (pin,) = Requirement(line).specifier
+                assert pin.operator == "==", (path.name, line)
+                assert Version(pin.version).local is None, (path.name, line)

@@ -178,73 +178,60 @@ def test_the_prepared_fast_path_is_timed_when_offered():
 
 # -- the case's deadline starts when the worker is ready -----------------------------------
 
-def _slow_starting_host(start_delay_s: float, startup_timeout: float = 60.0) -> Any:
-    """A real onnxruntime worker whose process sleeps ``start_delay_s`` before Python
-    starts (as a worker on a loaded machine, or one importing a heavy runtime, does)."""
+def _worker_host(start_delay_s: float = 0.0, startup_timeout: float = 60.0,
+                 spec: Any = None) -> Any:
+    """A real worker (onnxruntime, unless ``spec`` names another target) whose process
+    sleeps ``start_delay_s`` before Python starts (as a worker on a loaded machine, or
+    one importing a heavy runtime, does)."""
     import sys
 
     from harness.registry import TargetSpec
     from harness.worker import ProcessHost
 
-    spec = TargetSpec(name="onnxruntime-cpu",
-                      factory="targets.onnxruntime_target:OnnxRuntimeTarget",
-                      kwargs={"provider_key": "cpu", "intra_op_threads": 1})
+    spec = spec or TargetSpec(name="onnxruntime-cpu",
+                              factory="targets.onnxruntime_target:OnnxRuntimeTarget",
+                              kwargs={"provider_key": "cpu", "intra_op_threads": 1})
     launcher = ["sh", "-c", f'sleep {start_delay_s}; exec "$0" "$@"', sys.executable]
     return ProcessHost(spec, startup_timeout=startup_timeout, launcher=launcher)
+
+
+def _measure_tiny(host: Any, timeout: float) -> Any:
+    """The tiny model's single-stream case on ``host`` (closed after), its outcome."""
+    from harness.perf.measure import measure_case
+    from suites.performance.cases import workload
+
+    try:
+        return measure_case(_case(lambda s: workload("tiny", s)), host,
+                            OnnxRuntimeTarget("cpu", intra_op_threads=1).capabilities(),
+                            timeout=timeout).outcome
+    finally:
+        host.close()
 
 
 def test_worker_start_up_is_not_charged_to_the_case_budget():
     """A worker that takes longer to start than the case's whole budget: the case is
     still measured, its budget counted from the moment the worker is ready."""
-    from harness.perf.measure import measure_case
-    from suites.performance.cases import workload
-
-    host = _slow_starting_host(2.5)
-    try:
-        outcome = measure_case(_case(lambda s: workload("tiny", s)), host,
-                               OnnxRuntimeTarget("cpu", intra_op_threads=1).capabilities(),
-                               timeout=2.0).outcome
-    finally:
-        host.close()
+    outcome = _measure_tiny(_worker_host(2.5), timeout=2.0)
     assert outcome.status == "pass", outcome.message
     assert outcome.timings["worker_start_s"] >= 2.5
     assert outcome.timings["total_s"] >= outcome.timings["worker_start_s"]
 
 
 def test_a_worker_that_does_not_start_is_infra_error_not_the_targets_timeout():
-    from harness.perf.measure import measure_case
-    from suites.performance.cases import workload
-
-    host = _slow_starting_host(30, startup_timeout=0.5)
-    try:
-        outcome = measure_case(_case(lambda s: workload("tiny", s)), host,
-                               OnnxRuntimeTarget("cpu", intra_op_threads=1).capabilities(),
-                               timeout=60.0).outcome
-    finally:
-        host.close()
+    outcome = _measure_tiny(_worker_host(30, startup_timeout=0.5), timeout=60.0)
     assert outcome.status == "infra_error", outcome.message
     assert outcome.blame == "infrastructure"
     assert "did not start within 0.5 s" in outcome.message
-    assert "timeout" not in outcome.status
 
 
 def test_a_timed_out_request_reports_the_cases_budget_not_the_time_left():
     """A target whose check run outlasts the case: the case's ``timeout``, with the
     case's own budget in the message and metrics, not what was left of it."""
-    from harness.perf.measure import measure_case
     from harness.registry import TargetSpec
-    from harness.worker import ProcessHost
-    from suites.performance.cases import workload
 
     spec = TargetSpec(name="shipei-faulty", factory="targets.testing:FaultyTarget",
                       kwargs={"fault": "slow", "delay_ms": 5000})
-    host = ProcessHost(spec, startup_timeout=60)
-    try:
-        outcome = measure_case(_case(lambda s: workload("tiny", s)), host,
-                               OnnxRuntimeTarget("cpu", intra_op_threads=1).capabilities(),
-                               timeout=1.5).outcome
-    finally:
-        host.close()
+    outcome = _measure_tiny(_worker_host(spec=spec), timeout=1.5)
     assert outcome.status == "timeout", outcome.message
     assert outcome.message == "run exceeded the case's 1.5 s timeout; worker killed"
     assert outcome.metrics["timeout_s"] == 1.5

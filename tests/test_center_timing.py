@@ -167,6 +167,23 @@ def test_identical_quantised_and_implausibly_narrow_samples_are_refused():
             _audit(latency, _timeline(latency, rng), QUIET)
 
 
+def test_samples_files_are_bounded_before_they_are_read(monkeypatch: pytest.MonkeyPatch):
+    rng = np.random.default_rng(9)
+    latency = _honest(rng)
+    start = _timeline(latency, rng)
+    record = _record(latency, start, QUIET)
+    name = f"runs/{RUN}/{record['metrics']['samples_file']}"
+    monkeypatch.setattr(timing_audit, "MAX_SAMPLES_BYTES", 1000)
+    with pytest.raises(anti_gaming.AuditError, match="expand beyond"):
+        anti_gaming.check_caching([record], {name: _npz(latency, start)}, {id(record): RUN})
+    monkeypatch.undo()
+    plain = io.BytesIO()
+    np.save(plain, latency)  # an .npy, not the .npz the harness writes
+    for data in (plain.getvalue(), b"PK\x03\x04 not a zip"):
+        with pytest.raises(anti_gaming.AuditError, match="cannot be read"):
+            anti_gaming.check_caching([record], {name: data}, {id(record): RUN})
+
+
 def test_queries_that_overlap_or_sit_idle_are_refused():
     rng = np.random.default_rng(6)
     latency = _honest(rng)

@@ -116,8 +116,8 @@ def check_accuracy_in_performance(records: list[dict[str, Any]]) -> list[str]:
             "the timed queries are not sampled by the performance suite"]
 
 
-def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of: dict[int, str],
-                  environments: dict[str, dict[str, Any]] | None = None) -> list[str]:
+def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of: dict[int, str]
+                  ) -> list[str]:
     """TEST04-style, and are these samples from a real timed run at all: distinct
     inputs; the stored samples plausible, consistent with their timeline, the summary
     and LoadGen (:func:`timing_audit.check_samples`); no cluster of cached answers
@@ -125,8 +125,7 @@ def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of
     others were using the machine). Refused on evidence of any one case; else
     :class:`AuditInconclusive` when a case cannot be decided.
 
-    ``run_of`` maps ``id(record)`` to its run id (sample files are run-relative);
-    ``environments`` the runs' environments by run id, where known."""
+    ``run_of`` maps ``id(record)`` to its run id (sample files are run-relative)."""
     timed = _performance(records)
     if not timed:
         return ["no timed cases in the bundle: nothing to check"]
@@ -141,8 +140,7 @@ def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of
                              "identical queries can be answered from a cache")
         run_id = run_of[id(record)]
         try:
-            case = timing_audit.from_files(record, files, f"runs/{run_id}",
-                                           (environments or {}).get(run_id))
+            case = timing_audit.from_files(record, files, f"runs/{run_id}")
         except timing_audit.SamplesUnreadable as exc:
             raise AuditError(f"{where}: {exc}") from None
         if case.latency_ns.size == 0:
@@ -155,7 +153,8 @@ def check_caching(records: list[dict[str, Any]], files: dict[str, bytes], run_of
                 undecided.append(f"{where}: {verdict.reason}")
         fast_shares.append(timing_audit.fast_share(case.latency_ns))
     if undecided:
-        raise AuditInconclusive("; ".join(undecided))
+        more = f" (and {len(undecided) - 1} more case(s))" if len(undecided) > 1 else ""
+        raise AuditInconclusive(undecided[0] + more)
     return [f"{len(timed)} timed case(s): distinct inputs, stored samples plausible and "
             "consistent with their timeline, the summaries and LoadGen's logs, at most "
             f"{max(fast_shares):.2%} implausibly fast queries"]

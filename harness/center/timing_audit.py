@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from harness.perf import samples as samples_io
 from harness.perf.settings import OFFLINE
 from harness.perf.stats import percentile_of, summarize
 
+#: a samples file that expands beyond this is refused before it is read (16M queries)
+MAX_SAMPLES_BYTES = 128 << 20
 CONSISTENT, REFUSED, INCONCLUSIVE = "consistent", "refused", "inconclusive"
 QUIET_MACHINE = "re-run on a quiet machine"
 CENTER_RETIME = "center re-time needed"
@@ -136,10 +139,14 @@ def from_files(record: dict[str, Any], files: dict[str, bytes], prefix: str,
                                 "in the bundle")
     try:
         with np.load(io.BytesIO(files[name]), allow_pickle=False) as data:
+            if any(info.file_size > MAX_SAMPLES_BYTES for info in data.zip.infolist()):
+                raise SamplesUnreadable(f"its latency samples expand beyond "
+                                        f"{MAX_SAMPLES_BYTES >> 20} MiB")
             latency = np.asarray(data["latency_ns"], dtype=np.int64)
             start = np.asarray(data["start_ns"], dtype=np.int64) if "start_ns" in data else None
             per_query = int(data["samples_per_query"]) if "samples_per_query" in data else 1
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, AttributeError, TypeError,
+            zipfile.BadZipFile):
         raise SamplesUnreadable("its latency samples cannot be read") from None
     detail = None
     for log in metrics.get("loadgen_logs") or []:

@@ -7,22 +7,32 @@ attestation (the bundle's ``attestation.dsse.json``), and the center's audit (se
 sample size, agreement, the center's platform). The chain check proves the link
 vendor attestation -> center certificate: the attestation verifies under the
 vendor's registered key and attests exactly the records the certificate cites.
+
+The registry's row is the certificate: its files (the ``.dsse.json`` and the page) are
+written into a staging folder and moved beside the other certificates only once the
+database transaction that holds the row has committed; a rolled-back transaction (a
+busy SQLite database, say) discards them, so no signed certificate exists that the
+registry does not know and cannot revoke. A bundle is certified once: certifying it
+again is refused while its certificate stands (revoke it first).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from harness.center.bundle import RUNS_DIR, BundleError, open_bundle
 from harness.center.center_target import describe_center_target
-from harness.center.models import Audit, Bundle, Certificate, Vendor
+from harness.center.models import Audit, Bundle, Certificate, Revocation, Vendor
 from harness.cert.certify import issue
 from harness.cert.evidence import EvidenceError
 from harness.cert.profile import load_profile
@@ -57,6 +67,63 @@ def _latest_audit(session: Session, bundle: Bundle) -> Audit:
     return audit
 
 
+class _Staged:
+    """Certificate files waiting for the transaction that records them: moved into
+    ``out_dir`` after its commit, deleted when it ends any other way."""
+
+    def __init__(self, staging: Path, out_dir: Path, names: list[str]) -> None:
+        self.staging, self.out_dir, self.names = staging, out_dir, names
+        self.installed = self.ended = False
+
+    def watch(self, session: Session) -> None:
+        event.listen(session, "after_commit", self.install, once=True)
+        event.listen(session, "after_transaction_end", self.end)
+
+    def install(self, _session: Session | None = None) -> None:
+        for name in self.names:
+            os.replace(self.staging / name, self.out_dir / name)
+        self.installed = True
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def end(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is not None or self.ended:
+            return  # a savepoint (the outer transaction decides), or already decided
+        self.ended = True
+        if not self.installed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _already_certified(session: Session, bundle: Bundle) -> None:
+    revoked = select(Revocation.certificate_id)
+    standing = session.scalar(select(Certificate).where(
+        Certificate.bundle_id == bundle.id, Certificate.certificate_id.not_in(revoked)))
+    if standing is not None:
+        raise CertifyError(f"certify: bundle #{bundle.id} is already certified as "
+                           f"{standing.certificate_id} (profile {standing.profile}, scope "
+                           f"{standing.scope}, issued {standing.issued_at}); a bundle is "
+                           "certified once: revoke that certificate to certify it again")
+
+
+def find_bundle(session: Session, ref: str) -> Bundle:
+    """An accepted bundle by its number (``12`` or ``#12``) or its digest (at least 8 of
+    its leading hex digits)."""
+    text = ref.strip().removeprefix("#")
+    if text.isdigit():
+        bundle = session.get(Bundle, int(text))
+    elif len(text) >= 8 and all(c in "0123456789abcdef" for c in text.lower()):
+        found = session.scalars(select(Bundle).where(Bundle.digest.startswith(text.lower()))
+                                .limit(2)).all()
+        if len(found) > 1:
+            raise CertifyError(f"bundle: {text} names more than one bundle; give more digits")
+        bundle = found[0] if found else None
+    else:
+        raise CertifyError(f"bundle: {ref!r} is neither a bundle number nor 8+ hex digits "
+                           "of its digest")
+    if bundle is None:
+        raise CertifyError(f"bundle: no accepted bundle {ref!r} in this registry")
+    return bundle
+
+
 def evidence_dir(results_dir: Path, digest: str) -> Path:
     """Where a bundle's runs are unpacked so the certificate's records can be verified."""
     return results_dir / EVIDENCE_FOLDER / digest[:16]
@@ -71,6 +138,7 @@ def certify_bundle(session: Session, digest: str, profile_name: str, scope: str,
     if bundle is None:
         raise CertifyError("intake: this bundle was not accepted at intake")
     audit = _latest_audit(session, bundle)
+    _already_certified(session, bundle)
     opened = open_bundle(bundle.data)
     profile = load_profile(profile_name)
     center = describe_center_target(bundle.target)
@@ -85,20 +153,28 @@ def certify_bundle(session: Session, digest: str, profile_name: str, scope: str,
                   "center_run": audit.detail.get("center_run"),
                   "center_platform_id": center["environment"].get("platform_id")},
     }
+    days = profile.validity_days if valid_days is None else valid_days
+    if not 1 <= days <= profile.validity_days:
+        raise CertifyError(f"certify: --valid-days must be between 1 and "
+                           f"{profile.validity_days} (profile {profile.name}), not {days}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".certify-", dir=out_dir))
     request = certify_request(profile, scope, center["label"], center["described"],
-                              center["driver_files"], key, issuer_name,
-                              valid_days or profile.validity_days, out_dir)
+                              center["driver_files"], key, issuer_name, days, staging)
     try:
         issued = issue(request, run_dirs, provenance=provenance)
     except EvidenceError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
         raise CertifyError(f"certify: {exc}") from None
     statement = issued.statement
+    _Staged(staging, out_dir, [issued.certificate.name, issued.page.name]).watch(session)
     row = store_certificate(session, statement, issued.certificate.read_bytes(),
                             bundle.vendor_id, bundle.id, publish)
     if publish:
         bundle.published = True
-    return BundleCertificate(statement["predicate"]["certificate_id"], issued.certificate,
-                             issued.page, statement["predicate"]["level"]["id"], row.id)
+    return BundleCertificate(statement["predicate"]["certificate_id"],
+                             out_dir / issued.certificate.name, out_dir / issued.page.name,
+                             statement["predicate"]["level"]["id"], row.id)
 
 
 def store_certificate(session: Session, statement: dict[str, Any], envelope: bytes,

@@ -52,7 +52,7 @@ def run_keys_command(args: Any) -> int:
             keyid = fingerprint(load_public_key(public))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
-    print(f"public key:  {public} (give it to the center: shipei db vendor add)")
+    print(f"public key:  {public} (give it to the center: shipei db vendor-add NAME --pubkey FILE)")
     print(f"vendor:      {vendor_name(public) or '(unknown)'}")
     print(f"fingerprint: {display_fingerprint(keyid)}")
     return 0

@@ -166,10 +166,23 @@ def describe_target(label: str, expectations: list[Path] | None = None
         raise EvidenceError(str(exc)) from None
     for path in expectations or [target.expectations_path()]:
         if path is not None and Path(path).is_file():
+            if expectations:  # a file the user named is read before it is cited
+                _check_expectations(Path(path))
             files.append(Path(path))
         elif expectations:
             raise EvidenceError(f"expectations file {path} does not exist")
     return request, described, files
+
+
+def _check_expectations(path: Path) -> None:
+    """A file given as ``--expectations`` must be one: cited on a certificate as a driver
+    file, it is evidence of how the runs were judged."""
+    from harness.expectations import Expectations, ExpectationsError
+
+    try:
+        Expectations.load([path])
+    except ExpectationsError as exc:
+        raise EvidenceError(f"--expectations: {exc}") from None
 
 
 def installed_suites() -> dict[str, Path]:

@@ -85,7 +85,14 @@ def write_key_pair(private: Path, public: Path, info: Path, facts: dict[str, Any
         raise KeyFileError(f"{existing[0]} already exists; refusing to overwrite {whose} "
                            "(use --force to replace it; what was signed with the old key "
                            "then no longer verifies against the new one)")
-    private.parent.mkdir(parents=True, exist_ok=True)
+    folder = private.parent
+    if not folder.is_dir() and (folder.exists() or any(p.exists() and not p.is_dir()
+                                                       for p in folder.parents)):
+        raise KeyFileError(f"key folder {folder} is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(f"cannot create key folder {folder}: {exc.strerror}") from None
     key = Ed25519PrivateKey.generate()
     _write_private(private, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

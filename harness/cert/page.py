@@ -284,7 +284,19 @@ def _provenance(predicate: dict[str, Any]) -> str:
             f"in a vendor lab, not the center's: {e(describe(provenance))}</p>")
 
 
-def render_certificate(statement: dict[str, Any], keyid: str) -> str:
+def _revoked(revocation: dict[str, Any] | None) -> str:
+    if not revocation:
+        return ""
+    return ("<p class=\"unmet\" style=\"font-size:13pt;border:2pt solid #a61b1b;"
+            "padding:2mm 3mm\">本证书已被吊销，不再有效 / This certificate has been REVOKED and "
+            f"is no longer valid — {e(_date(revocation.get('revoked_at')))}: "
+            f"{e(revocation.get('reason'))}</p>")
+
+
+def render_certificate(statement: dict[str, Any], keyid: str,
+                       revocation: dict[str, Any] | None = None) -> str:
+    """The page; ``revocation`` (an entry of the center's signed list) puts a revoked
+    banner above everything else."""
     p = statement["predicate"]
     level = p["level"]
     colour = LEVEL_COLOURS.get(level["id"], "#333")
@@ -294,7 +306,8 @@ def render_certificate(statement: dict[str, Any], keyid: str) -> str:
     issuer = p.get("issuer") or {}
     cid = p["certificate_id"]
     ident = p["target"]["identity"]
-    source = _not_compatible(p) + _custom_profile(p) + _provenance(p)
+    banner = "[已吊销 / REVOKED] " if revocation else ""
+    source = _revoked(revocation) + _not_compatible(p) + _custom_profile(p) + _provenance(p)
     subset = "" if scope["complete"] else (
         "<p class=\"unmeasured\">本证书基于用例子集，并非完整认证 / This certificate rests on a "
         "subset of the cases and is not a full certification.</p>")
@@ -303,7 +316,7 @@ def render_certificate(statement: dict[str, Any], keyid: str) -> str:
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(cid)} — 兼容性认证证书 / Compatibility Certificate</title>
+<title>{banner}{e(cid)} — 兼容性认证证书 / Compatibility Certificate</title>
 <style>{STYLE}</style>
 </head>
 <body>

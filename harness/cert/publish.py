@@ -138,18 +138,41 @@ def publish(root: Path, certificate: Path, page: Path | None, statement: dict[st
     index["certificates"] = [e for e in index["certificates"] if e["id"] != entry["id"]]
     index["certificates"].append(entry)
     index["certificates"].sort(key=lambda e: e["issued_at"], reverse=True)
-    return _write(root, index, revocations)
+    return _write(root, index, revocations, public_key)
 
 
 def refresh(root: Path, public_key: Ed25519PublicKey, revocations_file: Path | None = None
             ) -> Path:
     """Take a newer revocation list in, re-mark the entries, rewrite index.json/.html."""
     index = _load_index(root, fingerprint(public_key), "")
-    return _write(root, index, registry_revocations(root, public_key, revocations_file))
+    return _write(root, index, registry_revocations(root, public_key, revocations_file),
+                  public_key)
 
 
-def _write(root: Path, index: dict[str, Any], revocations: dict[str, Any] | None) -> Path:
+def mark_revoked_page(certificate: Path, public_key: Ed25519PublicKey,
+                      revocation: dict[str, Any]) -> Path | None:
+    """Re-render the page beside ``certificate`` with its revocation on top (the page says
+    what the list says); None when there is no certificate there to render from."""
+    from harness.cert.page import render_certificate
+    from harness.cert.verify import VerificationError, open_certificate
+
+    try:
+        statement = open_certificate(certificate.read_bytes(), public_key)
+    except (OSError, VerificationError):
+        return None
+    page = certificate.with_name(certificate.name.replace(".dsse.json", ".html"))
+    page.write_text(render_certificate(statement, fingerprint(public_key), revocation),
+                    encoding="utf-8")
+    return page
+
+
+def _write(root: Path, index: dict[str, Any], revocations: dict[str, Any] | None,
+           public_key: Ed25519PublicKey) -> Path:
     apply_revocations(index, revocations)
+    for entry in index["certificates"]:
+        hit = find_revocation(revocations, entry["id"]) if revocations else None
+        if hit and entry.get("page"):
+            mark_revoked_page(root / entry["certificate"], public_key, hit)
     index["updated_at"] = now_iso()
     write_json(root / INDEX_JSON, index)
     out = root / INDEX_HTML

@@ -31,6 +31,9 @@ REVOCATIONS_TYPE = "https://shipei.dev/revocations/v1"
 REVOCATIONS_SCHEMA = "certificate-revocations.schema.json"
 #: how long a list stays current unless renewed (``next_update``)
 DEFAULT_LIST_DAYS = 30
+#: the longest a list may stay current: a revoked certificate shipped with an old list
+#: must stop verifying within a year
+MAX_LIST_DAYS = 366
 SEEN_FILE = "revocation-sequences.json"
 
 
@@ -76,8 +79,11 @@ def load_revocations(path: Path, public_key: Ed25519PublicKey) -> dict[str, Any]
         raise RevocationError(f"revocation list {path}: {exc}") from None
     if data["issuer_keyid"] != keyid:
         raise RevocationError(f"revocation list {path} names another issuer key")
-    if "next_update" in data:
-        parse_time(data["next_update"], f"revocation list {path}: next_update")
+    if not data.get("next_update"):  # without it an old list would never go stale
+        raise RevocationError(f"revocation list {path} has no next_update: a verifier cannot "
+                              "tell when it is stale; the center renews it with 'shipei "
+                              "cert revocations --renew'")
+    parse_time(data["next_update"], f"revocation list {path}: next_update")
     return data
 
 
@@ -124,10 +130,16 @@ def revoke(path: Path, key: Ed25519PrivateKey, certificate_id: str, reason: str,
     return _publish_next(path, data, key, days)
 
 
+def check_days(days: int) -> None:
+    """A list stays current between one day and :data:`MAX_LIST_DAYS`."""
+    if not 1 <= days <= MAX_LIST_DAYS:
+        raise RevocationError(f"a revocation list stays current between 1 and {MAX_LIST_DAYS} "
+                              f"days, not {days}")
+
+
 def renew(path: Path, key: Ed25519PrivateKey, days: int = DEFAULT_LIST_DAYS) -> dict[str, Any]:
     """Re-sign the list at ``path`` (created empty if absent) with a new ``next_update``."""
-    if days < 1:
-        raise RevocationError("a revocation list must stay current for at least one day")
+    check_days(days)
     return _publish_next(path, _current(path, key), key, days)
 
 
@@ -144,7 +156,7 @@ def check_fresh(data: dict[str, Any], at: datetime, seen: int | None) -> None:
     if seen is not None and data["sequence"] < seen:
         raise RevocationError(f"the list is #{data['sequence']}, older than #{seen} already "
                               "seen (a rolled-back copy); fetch the center's current list")
-    if "next_update" in data and at > parse_time(data["next_update"], "next_update"):
+    if at > parse_time(data["next_update"], "next_update"):
         raise RevocationError(f"list #{data['sequence']} is stale: a newer one was due on "
                               f"{data['next_update']}; fetch the center's current list")
 

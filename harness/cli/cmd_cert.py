@@ -20,12 +20,14 @@ from harness.cert.keys import (
 )
 from harness.cert.page import render_certificate
 from harness.cert.profile import ProfileError, available_profiles, load_profile
-from harness.cert.publish import RegistryError, publish, refresh
+from harness.cert.publish import RegistryError, mark_revoked_page, publish, refresh
 from harness.cert.revocation import (
     DEFAULT_LIST_DAYS,
     REVOCATIONS_FILE,
     RevocationError,
     SeenSequences,
+    check_days,
+    find_revocation,
     load_revocations,
     renew,
     revoke,
@@ -65,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"the center's public key (default {DEFAULT_PUBKEY})")
     verify.add_argument("--records", type=Path, metavar="DIR",
                         help="results folder (or one run folder) holding the cited runs")
-    verify.add_argument("--revocations", type=Path, metavar="FILE",
+    verify.add_argument("--revocations", type=_list_file, metavar="FILE",
                         help=f"signed revocation list (default: {REVOCATIONS_FILE} beside "
                              "the certificate or one folder up)")
     verify.add_argument("--no-revocation-check", action="store_true",
@@ -97,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pub.add_argument("--pubkey", type=Path, default=DEFAULT_PUBKEY,
                      help=f"the center's public key (default {DEFAULT_PUBKEY})")
     pub.set_defaults(handler=run_publish)
+    db_help = ("the center's database, which holds its one revocation list (default "
+               "$SHIPEI_DB, or center/center.db when it exists; without one the list file "
+               "is the master)")
 
     rev = actions.add_parser(
         "revoke", help="revoke a certificate (signed revocation list)",
@@ -110,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help=f"where certificates are (default {DEFAULT_CERT_DIR}/)")
     rev.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY,
                      help=f"registry folder to update if it exists (default {DEFAULT_REGISTRY}/)")
+    rev.add_argument("--db", help=db_help)
     rev.set_defaults(handler=run_revoke)
 
     lists = actions.add_parser(
@@ -132,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lists.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY,
                        help=f"registry folder to update if it exists (default "
                             f"{DEFAULT_REGISTRY}/)")
+    lists.add_argument("--db", help=db_help)
     lists.set_defaults(handler=run_revocations)
 
     page = actions.add_parser(
@@ -157,6 +164,14 @@ def _timestamp(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _list_file(text: str) -> Path:
+    if text.lower().startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(
+            f"{text} is a URL: fetch the list first (curl -o {REVOCATIONS_FILE} URL) and "
+            "pass the file; verification reads nothing from the network")
+    return Path(text)
 
 
 def _sequence(text: str) -> int:
@@ -219,8 +234,14 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise CliError(f"{option} {path} is not a folder")
+
+
 def run_publish(args: argparse.Namespace) -> int:
     key = _public_key(args.pubkey)
+    _folder(args.registry, "--registry")
     index = None
     for certificate in args.certificates:
         try:
@@ -240,15 +261,27 @@ def run_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _update_registry(args: argparse.Namespace, key: Any, master: Path) -> None:
-    if not (args.registry / "index.json").exists():
+def update_registry(registry: Path, key: Any, master: Path, revoked: str | None = None
+                    ) -> None:
+    """Carry the master list into a static registry folder, when there is one; with
+    ``revoked``, first re-render that certificate's page beside the list to say so."""
+    if revoked is not None:
+        try:
+            entry = find_revocation(load_revocations(master, key.public_key()), revoked)
+        except RevocationError as exc:
+            raise CliError(str(exc)) from None
+        certificate = master.parent / f"{revoked}.dsse.json"
+        if entry and certificate.is_file() and mark_revoked_page(certificate, key.public_key(),
+                                                                  entry):
+            print(f"page marked revoked: {certificate.name.replace('.dsse.json', '.html')}")
+    if not (registry / "index.json").exists():
         return
     try:
-        refresh(args.registry, key.public_key(), master)
+        refresh(registry, key.public_key(), master)
     except (RegistryError, OSError) as exc:
         raise CliError(f"the list was written, but the registry was not updated: {exc}") \
             from None
-    print(f"registry updated: {args.registry}")
+    print(f"registry updated: {registry}")
 
 
 def _private_key(path: Path) -> Any:
@@ -258,27 +291,48 @@ def _private_key(path: Path) -> Any:
         raise CliError(str(exc)) from None
 
 
-def _known_ids(args: argparse.Namespace) -> set[str]:
-    ids = {p.name.removesuffix(".dsse.json") for p in args.certificates_dir.glob("*.dsse.json")
+def certificate_ids(certificates_dir: Path, registry: Path) -> set[str]:
+    """The certificates issued into a certificates folder or published in a registry."""
+    ids = {p.name.removesuffix(".dsse.json") for p in certificates_dir.glob("*.dsse.json")
            if p.name != REVOCATIONS_FILE}
     ids |= {p.name.removesuffix(".dsse.json")
-            for p in (args.registry / "certificates").glob("*.dsse.json")}
+            for p in (registry / "certificates").glob("*.dsse.json")}
     return ids
+
+
+def _in_database(args: argparse.Namespace, key: Any, master: Path,
+                 change: Any = None) -> int | None:
+    """With a center database, the change goes to its one list (and the list file is
+    rewritten from it); None when the center keeps no database."""
+    from harness.cli.cmd_db import center_database, master_list
+
+    url = center_database(args.db)
+    if url is None:
+        return None
+    return master_list(url, key, master, change)
 
 
 def run_revoke(args: argparse.Namespace) -> int:
     key = _private_key(args.key)
-    if args.certificate_id not in _known_ids(args):
-        raise CliError(f"no certificate {args.certificate_id} in {args.certificates_dir}/ "
-                       f"or {args.registry}/")
+    known = certificate_ids(args.certificates_dir, args.registry)
     master = args.certificates_dir / REVOCATIONS_FILE
-    try:
-        revocations = revoke(master, key, args.certificate_id, args.reason)
-    except RevocationError as exc:
-        raise CliError(str(exc)) from None
-    print(f"revoked {args.certificate_id}: {args.reason} (list #{revocations['sequence']}, "
-          f"{master})")
-    _update_registry(args, key, master)
+
+    def in_db(session: Any) -> Any:
+        from harness.center import revocations
+
+        return revocations.revoke(session, key, args.certificate_id, args.reason, known=known)
+
+    sequence = _in_database(args, key, master, in_db)
+    if sequence is None:
+        if args.certificate_id not in known:
+            raise CliError(f"no certificate {args.certificate_id} in {args.certificates_dir}/ "
+                           f"or {args.registry}/")
+        try:
+            sequence = revoke(master, key, args.certificate_id, args.reason)["sequence"]
+        except RevocationError as exc:
+            raise CliError(str(exc)) from None
+    print(f"revoked {args.certificate_id}: {args.reason} (list #{sequence}, {master})")
+    update_registry(args.registry, key, master, args.certificate_id)
     return 0
 
 
@@ -287,23 +341,47 @@ def run_revocations(args: argparse.Namespace) -> int:
     if args.renew:
         key = _private_key(args.key)
         try:
-            data = renew(master, key, args.days)
+            check_days(args.days)
+
+            def in_db(session: Any) -> Any:
+                from harness.center import revocations
+
+                return revocations.renew(session, key, args.days)
+
+            if _in_database(args, key, master, in_db) is None:
+                renew(master, key, args.days)
         except RevocationError as exc:
             raise CliError(str(exc)) from None
         print(f"renewed {master}")
-        _update_registry(args, key, master)
+        update_registry(args.registry, key, master)
+        public = key.public_key()
+    elif not master.exists():
+        raise CliError(f"no revocation list at {master} (create one with --renew)")
     else:
-        if not master.exists():
-            raise CliError(f"no revocation list at {master} (create one with --renew)")
-        try:
-            data = load_revocations(master, _public_key(args.pubkey))
-        except RevocationError as exc:
-            raise CliError(str(exc)) from None
+        public = _public_key(args.pubkey)
+    try:
+        data = load_revocations(master, public)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
     print(f"list #{data['sequence']}, updated {data.get('updated_at') or 'never'}, next update "
           f"due {data.get('next_update') or 'not set'}, {len(data['revoked'])} revoked")
     for entry in data["revoked"]:
         print(f"  {entry['certificate_id']}  {entry['revoked_at']}  {entry['reason']}")
     return 0
+
+
+def _revocation_of(certificate: Path, statement: dict[str, Any], key: Any
+                   ) -> dict[str, Any] | None:
+    """The certificate's entry in the center's list beside it (None: not revoked, or no
+    list there); a list that does not verify is an error, never 'not revoked'."""
+    listed = revocation_list_for(certificate.resolve())
+    if listed is None:
+        return None
+    try:
+        data = load_revocations(listed, key)
+    except RevocationError as exc:
+        raise CliError(str(exc)) from None
+    return find_revocation(data, statement["predicate"]["certificate_id"])
 
 
 def run_page(args: argparse.Namespace) -> int:
@@ -312,10 +390,21 @@ def run_page(args: argparse.Namespace) -> int:
         statement = open_certificate(_read(args.certificate), key)
     except VerificationError as exc:
         raise CliError(f"{args.certificate}: {exc}") from None
-    html_text = render_certificate(statement, fingerprint(key))
     output = args.output or args.certificate.with_name(
         args.certificate.name.replace(".dsse.json", ".html"))
-    output.write_text(html_text, encoding="utf-8")
+    for path, option in ((output, "-o"), (args.pdf, "--pdf")):
+        if path is None:
+            continue
+        if path.is_dir():
+            raise CliError(f"{option} {path} is a folder; name the file to write")
+        if not path.parent.is_dir():
+            raise CliError(f"{option} {path}: folder {path.parent} does not exist")
+    html_text = render_certificate(statement, fingerprint(key),
+                                   _revocation_of(args.certificate, statement, key))
+    try:
+        output.write_text(html_text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {output}: {exc.strerror}") from None
     print(f"page: {output}")
     if args.pdf:
         from harness.cert.pdf import PdfError, write_pdf

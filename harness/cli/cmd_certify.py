@@ -24,6 +24,7 @@ from harness.cert.profile import (
 )
 from harness.cert.profile import load_profile as read_profile
 from harness.cert.revocation import REVOCATIONS_FILE, ensure_list
+from harness.cli.cmd_db import certifies_dir
 from harness.cli.common import (
     CliError,
     add_run_location_options,
@@ -98,14 +99,24 @@ def _certify_bundle(args: argparse.Namespace) -> int:
     """``shipei certify --bundle FILE``: the center database's certification of a bundle."""
     if args.target or args.runs:
         raise CliError("--bundle certifies the bundle's own runs: drop --target and --runs")
-    from harness.cli.cmd_db import ACTIONS, open_store
+    from harness.cli.cmd_db import certify_command
 
-    store = open_store(args)
-    try:
-        with store.session() as session:
-            return ACTIONS["certify"](session, args)
-    finally:
-        store.close()
+    return certify_command(args)
+
+
+def _start_revocation_list(args: argparse.Namespace, key: Any) -> None:
+    """Verification fails closed without a revocation list: write the center's beside
+    the certificate (its database's one list when it keeps a database)."""
+    master = args.certificates_dir / REVOCATIONS_FILE
+    from harness.cli.cmd_db import center_database, master_list
+
+    url = center_database(args.db)
+    if url is not None:
+        sequence = master_list(url, key, master)
+        print(f"certify: wrote the center database's revocation list #{sequence} to {master}")
+    elif ensure_list(master, key):
+        print(f"certify: started the signed revocation list {master} (renew it with "
+              "'shipei cert revocations --renew' before its next update is due)")
 
 
 def _profile(args: argparse.Namespace) -> Profile:
@@ -205,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
         key = load_key(check_option_file(args.key, KEY_BYTES, "private key"))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
-    valid_days = args.valid_days or profile.validity_days
+    certifies_dir(args.certificates_dir)
+    valid_days = profile.validity_days if args.valid_days is None else args.valid_days
     if not 1 <= valid_days <= profile.validity_days:
         raise CliError(f"--valid-days must be between 1 and {profile.validity_days} "
                        f"(profile {profile.name})")
@@ -227,11 +239,7 @@ def run(args: argparse.Namespace) -> int:
         issued = issue(certify, run_dirs)
     except EvidenceError as exc:
         raise CliError(f"cannot certify: {exc}") from None
-    # verification fails closed without a revocation list: start the center's (empty) one
-    if ensure_list(args.certificates_dir / REVOCATIONS_FILE, key):
-        print(f"certify: started the signed revocation list "
-              f"{args.certificates_dir / REVOCATIONS_FILE} (renew it with 'shipei cert "
-              "revocations --renew' before its next update is due)")
+    _start_revocation_list(args, key)
     for line in _summary(issued):
         print(line)
     for line in _notes(issued, profile):

@@ -16,12 +16,16 @@ A test pins every version's results on fixed records. Rules:
   ``infra_error`` passed;
 - ``infra_error`` is the harness's failure: it never counts against the target,
   but a criterion with such a case is *not measured* until it is re-run;
+- a criterion's measure says which of its matched records are the cases counted
+  (:meth:`harness.cert.measures.Measure.select`): ``static_form`` judges a case that has
+  a folded twin by the twin, ``dynamic_inputs`` counts only such cases, as given;
 - a skipped case matching a criterion's ``not_applicable`` patterns does not count
   at all (the check does not apply to the target);
 - a criterion is *not measured* when its suite has no records, too few cases were
   measured, or (in a complete scope) a value its ``coverage`` names has no case;
 - a level is awarded when every criterion it requires is measured and every
-  measured criterion reaches its threshold for that level; a scope may cap it.
+  measured criterion reaches its threshold for that level; a scope may cap it. A
+  criterion without thresholds is reported and never bars a level.
 """
 
 from __future__ import annotations

@@ -44,22 +44,43 @@ def error_line(out: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def vendor_run(results: Path, reports: Path, run_id: str) -> Path:
-    """A representative run of the operator and model suites on onnxruntime-cpu."""
-    out = shipei("run", "--suite", "operators", "--suite", "models", "--target",
-                 "onnxruntime-cpu", "-m", "representative", "--results-dir", str(results),
+def vendor_run(results: Path, reports: Path, run_id: str,
+               targets: tuple[str, ...] = ("onnxruntime-cpu",)) -> Path:
+    """A representative run of the operator and model suites on onnxruntime-cpu (and
+    whichever other targets are named)."""
+    chosen = [arg for target in targets for arg in ("--target", target)]
+    out = shipei("run", "--suite", "operators", "--suite", "models", *chosen,
+                 "-m", "representative", "--results-dir", str(results),
                  "--reports-dir", str(reports), "--run-id", run_id)
     assert out.returncode in (0, 1), out.stdout[-2000:] + out.stderr[-2000:]
     return results / run_id
 
 
-def shared_run(factory: pytest.TempPathFactory, name: str = "vendor-rep") -> Path:
-    """One vendor run per test session (per xdist worker), copied by whoever needs to
-    change it."""
+def shared_run(factory: pytest.TempPathFactory, name: str = "vendor-rep",
+               targets: tuple[str, ...] = ("onnxruntime-cpu",)) -> Path:
+    """One vendor run per name and test session (per xdist worker), copied by whoever
+    needs to change it; its reports are in ``<run>/../../reports/<run>``."""
     if name not in _RUNS:
         root = factory.mktemp(f"shared-{name}")
-        _RUNS[name] = vendor_run(root / "results", root / "reports", name)
+        _RUNS[name] = vendor_run(root / "results", root / "reports", name, targets)
     return _RUNS[name]
+
+
+@pytest.fixture(scope="module", name="run_dir")
+def run_dir_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``run_dir``: the session's vendor run (a module that imports this has the fixture)."""
+    return shared_run(tmp_path_factory)
+
+
+@pytest.fixture(name="center")
+def center_fixture(tmp_path: Path) -> Center:
+    """``center``: a fresh center in the test's folder (imported like ``run_dir_fixture``)."""
+    return make_center(tmp_path)
+
+
+def reports_of(run_dir: Path) -> Path:
+    """The reports folder a :func:`vendor_run` wrote next to its results."""
+    return run_dir.parent.parent / "reports"
 
 
 def copy_run(run_dir: Path, dest_results: Path, run_id: str | None = None) -> Path:
@@ -128,6 +149,33 @@ def make_center(root: Path, db: str | None = None) -> Center:
     return Center(root, db, token)
 
 
+def register_vendor(center: Center, name: str) -> Path:
+    """Another vendor with its own key, registered at the center; its private key's path."""
+    from harness.center.store import Store, add_vendor
+    from harness.center.vendor_keys import init_vendor_keys
+
+    folder = center.keys / f"vendor-{len(list(center.keys.glob('vendor-*')))}"
+    public, _ = init_vendor_keys(folder, name)
+    store = Store(center.db)
+    with store.session() as session:
+        add_vendor(session, name, public.read_text())
+    store.close()
+    return folder / "vendor.key"
+
+
+def edit_run(run_dir: Path, info_edit: Any = None, records_edit: Any = None) -> None:
+    """Change a run folder's run.json (``info_edit(info)``) and records
+    (``records_edit(records) -> records``) in place."""
+    if info_edit is not None:
+        info = json.loads((run_dir / "run.json").read_text())
+        info_edit(info)
+        (run_dir / "run.json").write_text(json.dumps(info))
+    if records_edit is not None:
+        lines = (run_dir / "records.jsonl").read_text().splitlines()
+        records = records_edit([json.loads(line) for line in lines if line.strip()])
+        (run_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 @functools.cache
 def describe(label: str) -> dict[str, Any]:
     """The center's description of a target, made once per test process (it imports the
@@ -162,6 +210,52 @@ def repack(files: dict[str, bytes]) -> bytes:
     """A bundle archive of ``files`` (not re-signed: what a tamperer can make)."""
     from harness.center.bundle import _tar_bytes
 
+    return _tar_bytes(files)
+
+
+def resign(data: bytes, key_path: Path, files_edit: Any = None, statement_edit: Any = None
+           ) -> bytes:
+    """``data`` with its members changed by ``files_edit(files)`` and its statement by
+    ``statement_edit(statement)``, the manifest and statement digests made again and
+    signed with ``key_path``: what a vendor (who can sign anything) can make."""
+    from harness.center.bundle import (
+        ATTESTATION,
+        MANIFEST,
+        PAYLOAD_TYPE,
+        _tar_bytes,
+        read_archive,
+    )
+    from harness.cert import dsse
+    from harness.cert.files import canonical_json, sha256_bytes
+    from harness.cert.keys import fingerprint, load_private_key
+
+    files = read_archive(data)
+    statement = json.loads(dsse.Envelope.parse(files.pop(ATTESTATION)).body)
+    old_manifest = files.pop(MANIFEST)
+    if files_edit is not None:
+        files_edit(files)
+    manifest = files.pop(MANIFEST, None)
+    if manifest is None:
+        manifest = canonical_json({**json.loads(old_manifest), "files": [
+            {"path": p, "sha256": sha256_bytes(b), "size": len(b)}
+            for p, b in sorted(files.items())]})
+    files[MANIFEST] = manifest
+    subject = [s for s in statement["subject"] if s["name"] != MANIFEST]
+    for s in subject:  # run:<id>/records.jsonl
+        run_path = "runs/" + s["name"].removeprefix("run:")
+        if run_path in files:
+            s["digest"]["sha256"] = sha256_bytes(files[run_path])
+    for run in statement["predicate"].get("runs", []):
+        records = files.get(f"runs/{run['run_id']}/records.jsonl")
+        if records is not None:
+            run["records_sha256"] = sha256_bytes(records)
+    statement["subject"] = [{"name": MANIFEST,
+                             "digest": {"sha256": sha256_bytes(manifest)}}] + subject
+    if statement_edit is not None:
+        statement_edit(statement)
+    key = load_private_key(key_path)
+    files[ATTESTATION] = canonical_json(dsse.sign(PAYLOAD_TYPE, canonical_json(statement), key,
+                                                  fingerprint(key.public_key())))
     return _tar_bytes(files)
 
 

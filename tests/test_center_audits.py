@@ -98,13 +98,14 @@ def test_cached_answers_and_edited_summaries_are_refused(perf_run: Path) -> None
 def test_sample_is_seeded_and_leaves_out_timed_cases() -> None:
     records = [{"suite": s, "case": f"test_{i}"} for s in ("operators", "performance")
                for i in range(30)]
-    first = audit.draw_sample(records, 5, seed=11)
-    assert first == audit.draw_sample(list(reversed(records)), 5, seed=11)
-    assert first != audit.draw_sample(records, 5, seed=12)
+    cases = [(r["suite"], r["case"]) for r in records]
+    first = audit.draw_sample(cases, 5, seed=11)
+    assert first == audit.draw_sample(list(reversed(cases)), 5, seed=11)
+    assert first != audit.draw_sample(cases, 5, seed=12)
     assert all(suite == "operators" for suite, _ in first)
-    assert len(audit.draw_sample(records, 500, seed=1)) == 30
+    assert len(audit.draw_sample(cases, 500, seed=1)) == 30
     with pytest.raises(audit.AuditError):
-        audit.draw_sample(records, 0, seed=1)
+        audit.draw_sample(cases, 0, seed=1)
 
 
 def test_comparison_names_status_and_figure_disagreements() -> None:
@@ -141,9 +142,13 @@ def test_audit_rerun_agrees_on_an_honest_bundle_and_blocks_a_doctored_one(
     assert agreed.returncode == 0, agreed.stdout + agreed.stderr
     assert "3/3 sampled cases agree" in agreed.stdout and "seed 5" in agreed.stdout
     # a doctored run: the vendor says every case of the sample failed; signed, so intake
-    # cannot tell - only the re-run can
+    # cannot tell - only the re-run can (submitted to another center: to this one it is a
+    # replay of the honest bundle's measurements)
+    center = make_center(tmp_path / "second")
+    args = ["--db", center.db, *center.loc(), "--report-dir", str(center.reports / "audit")]
     doctored = copy_run(run_dir, tmp_path / "vendor", "doctored")
-    sample = audit.draw_sample(load_run(doctored)[1], 3, seed=5)
+    sample = audit.draw_sample([(r["suite"], r["case"]) for r in load_run(doctored)[1]], 3,
+                               seed=5)
     lines = []
     for line in (doctored / "records.jsonl").read_text().splitlines():
         record = json.loads(line)

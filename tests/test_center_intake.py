@@ -10,31 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.center_support import (
+from tests.center_support import (  # noqa: F401 (fixtures)
     VENDOR,
     Center,
     accept,
     build,
+    center_fixture,
     copy_run,
     edit_member,
     error_line,
     intake,
-    make_center,
     members,
     repack,
-    shared_run,
+    run_dir_fixture,
     shipei,
 )
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_run(tmp_path_factory)
-
-
-@pytest.fixture()
-def center(tmp_path: Path) -> Center:
-    return make_center(tmp_path)
 
 
 def _first_record_line(data: bytes) -> bytes:
@@ -58,7 +48,9 @@ def test_bundle_is_reproducible_and_lists_every_file(run_dir: Path, center: Cent
 def test_honest_bundle_is_accepted_and_stored(run_dir: Path, center: Center) -> None:
     result = intake(center, build([run_dir], center.vendor_key))
     assert result.accepted, result.to_dict()
-    assert [c.state for c in result.checks] == ["pass"] * 8
+    from harness.center.intake_checks import CHECKS
+
+    assert [c.state for c in result.checks] == ["pass"] * len(CHECKS)
     assert result.level == "limited"  # the representative scope's cap
     from harness.center.store import Store, target_history
 

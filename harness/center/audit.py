@@ -1,15 +1,18 @@
-"""Audit re-run: a seeded random sample of a bundle's cases, run again on the center's
-own copy of the target, compared with what the vendor recorded.
+"""Audit re-run: a seeded random sample of a bundle's cases, run again on the center's own
+copy of the target, compared with what the vendor recorded.
 
-The sample is drawn from the target's conformance records (every suite but the
-performance suite, whose timings belong to the vendor's machine), sorted by
-(suite, case) and picked with ``random.Random(seed)``, so the seed and the bundle
-give the same sample anywhere. The re-run goes through ``shipei run`` with ``-k``
-naming the sampled cases (records of other cases the expression also matches are
-ignored). A case agrees when its status is the vendor's and its accuracy figures
-are within the slack below; the audit passes when the share that agrees reaches
-``--min-agreement``, else a profile's ``[audit] min_agreement`` (a table profiles do
-not accept yet), else 1.0: every sampled case.
+The sample is drawn from the case universe of the bundle's runs as the center derives it
+(:mod:`harness.center.universe`: what the center's own copy of the suites selects for
+the target and the scope intake accepted the bundle for), not from the records the
+vendor sent: a case left out of the bundle can be drawn, and then disagrees. Every suite
+but the performance suite (whose timings belong to the vendor's machine) is drawn from,
+the cases sorted by (suite, case) and picked with ``random.Random(seed)``, so the seed
+and the bundle give the same sample anywhere. The re-run goes through ``shipei run``
+with ``-k`` naming the sampled cases (records of other cases the expression also matches
+are ignored). A case agrees when its status is the vendor's and its accuracy figures are
+within the slack below; the audit passes when the share that agrees reaches
+``--min-agreement``, else a profile's ``[audit] min_agreement`` (a table profiles do not accept
+yet), else 1.0: every sampled case.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.center import universe
 from harness.center.bundle import RUNS_DIR, OpenedBundle
+from harness.center.bundle_shape import ShapeError, load_runs
 from harness.records import latest_attempts, load_run
 
 PERFORMANCE_SUITE = "performance"
@@ -97,14 +102,32 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def draw_sample(records: list[dict[str, Any]], size: int, seed: int) -> list[tuple[str, str]]:
-    population = sorted({(r["suite"], r["case"]) for r in records
-                         if r["suite"] != PERFORMANCE_SUITE})
+def case_universe(bundle: OpenedBundle, target: str, markexpr: str | None
+                  ) -> list[tuple[str, str]]:
+    """Every case the center's copy of the suites selects for the bundle's runs."""
+    try:
+        infos, attempts = load_runs(bundle.files, bundle.run_ids())
+    except ShapeError as exc:
+        raise AuditError(str(exc)) from None
+    cases: set[tuple[str, str]] = set()
+    for run_id, info in infos.items():
+        mine = [r for r in attempts[run_id] if r["target"] == target]
+        try:
+            cases |= universe.expected_cases(universe.run_suites(info, mine), target, markexpr)
+        except universe.UniverseError as exc:
+            raise AuditError(str(exc)) from None
+    return sorted(cases)
+
+
+def draw_sample(population: list[tuple[str, str]], size: int, seed: int
+                ) -> list[tuple[str, str]]:
+    """``size`` (suite, case) keys of ``population`` (performance cases left out)."""
+    cases = sorted({key for key in population if key[0] != PERFORMANCE_SUITE})
     if size < 1:
         raise AuditError("--sample must be at least 1")
-    if not population:
-        raise AuditError("the bundle has no conformance records to sample")
-    return sorted(random.Random(seed).sample(population, min(size, len(population))))
+    if not cases:
+        raise AuditError("the bundle's suites have no conformance cases to sample")
+    return sorted(random.Random(seed).sample(cases, min(size, len(cases))))
 
 
 def new_seed() -> int:
@@ -136,7 +159,11 @@ def compare(sample: list[tuple[str, str]], vendor: list[dict[str, Any]],
     ours = {(r["suite"], r["case"]): r for r in center}
     found = []
     for key in sample:
-        v, c = theirs[key], ours.get(key)
+        v, c = theirs.get(key), ours.get(key)
+        if v is None:
+            found.append(CaseComparison(*key, "missing", c["status"] if c else None, False,
+                                        "the vendor's bundle has no record of this case"))
+            continue
         if c is None:
             found.append(CaseComparison(*key, v["status"], None, False,
                                         "the center's re-run did not record this case"))
@@ -193,10 +220,12 @@ def min_agreement(profile_definition: dict[str, Any]) -> float:
 
 def audit_bundle(bundle: OpenedBundle, target: str, size: int, seed: int, threshold: float,
                  results_dir: Path, reports_dir: Path, run_id: str,
-                 case_timeout: float | None = None) -> AuditResult:
+                 case_timeout: float | None = None, markexpr: str | None = None
+                 ) -> AuditResult:
+    """Draw the sample from the universe of the bundle's runs (``markexpr``: the scope the
+    bundle was accepted for), re-run it here and compare with the vendor's records."""
     records = vendor_records(bundle, target)
-    sample = draw_sample(records, size, seed)
+    sample = draw_sample(case_universe(bundle, target, markexpr), size, seed)
     center = rerun(sample, target, results_dir, reports_dir, run_id, case_timeout)
     comparisons = compare(sample, records, center)
     return AuditResult(seed, sample, comparisons, threshold, run_id)
-

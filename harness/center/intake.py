@@ -7,17 +7,25 @@ refusal (later ones are "not run"). A check that cannot decide either way is
 ``archive``      the file is a bundle within the size limit, regular members only
 ``signature``    signed by a registered vendor key, naming that vendor
 ``digest``       every member matches the signed manifest; none missing or extra
-``replay``       neither this bundle nor any of its runs was submitted before
+``consistency``  the bundle's artefacts agree with each other (member names, the
+                 statement, JUnit, attempts, dates; :mod:`harness.center.crosscheck`)
+``replay``       neither this bundle, its runs, nor their measurements were accepted
+                 before, whoever signed them (:mod:`harness.center.replay`)
 ``environment``  records consistent with the environment they claim
 ``completeness`` the runs fit the target, profile and scope (as certification
-                 checks them, on another lab's platform) and reach a level
+                 checks them, on another lab's platform), hold a record for every case
+                 the center's own copy of the suites selects (:mod:`harness.center.universe`)
+                 and reach a level
 ``accuracy``     TEST01-style: timed figures rest on checked outputs
 ``caching``      TEST04-style: distinct inputs, samples match, no cached answers
+
+Runs are read from the bundle's members in memory; the one extraction to disk (the
+certification checks read run folders) goes to a scratch folder that a killed intake
+does not leave behind (:mod:`harness.center.scratch`).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +35,24 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from harness.center import anti_gaming
+from harness.center import anti_gaming, replay, universe
 from harness.center.bundle import RUNS_DIR, BundleError, OpenedBundle, open_bundle
+from harness.center.bundle_shape import (
+    ShapeError,
+    check_environment,
+    check_manifest,
+    check_statement,
+    load_runs,
+)
+from harness.center.crosscheck import ConsistencyError, check_consistency
 from harness.center.intake_checks import CHECKS
 from harness.center.models import Bundle, IntakeReport, Record, Run, Vendor
+from harness.center.scratch import scratch_dir
 from harness.center.store import now
 from harness.cert.evaluate import evaluate
 from harness.cert.evidence import EvidenceError, check_disjoint, check_run, load_evidence
 from harness.cert.profile import Profile, ProfileError, level_label, load_profile
-from harness.records import load_run_info, read_records
+from harness.records import latest_attempts
 
 
 @dataclass
@@ -120,17 +137,32 @@ def _vendor_for(session: Session, bundle: OpenedBundle, uploader: str | None) ->
     return vendor
 
 
-def _check_replay(session: Session, bundle: OpenedBundle, run_ids: list[str]) -> str:
+def stored_run_ids(infos: dict[str, dict[str, Any]]) -> list[str]:
+    """The ``runs.run_id`` values the runs get when stored (``<run>/<label>`` for each
+    target of a run with several)."""
+    ids = []
+    for run_id, info in sorted(infos.items()):
+        labels = sorted(info["targets"])
+        ids += [run_id] if len(labels) == 1 else [f"{run_id}/{label}" for label in labels]
+    return ids
+
+
+def _check_replay(session: Session, bundle: OpenedBundle, infos: dict[str, dict[str, Any]],
+                  digests: list[replay.Digest]) -> str:
     earlier = session.scalar(select(Bundle).where(Bundle.digest == bundle.digest))
     if earlier is not None:
         raise _Refused("replay", f"this bundle was already submitted on "
                                  f"{earlier.uploaded_at:%Y-%m-%d %H:%M} (bundle #{earlier.id})")
-    known = session.scalars(select(Run).where(Run.run_id.in_(run_ids))).all()
+    known = session.scalars(select(Run).where(Run.run_id.in_(stored_run_ids(infos)))).all()
     if known:
         raise _Refused("replay", f"run {known[0].run_id} was already submitted"
                                  + (f" in bundle #{known[0].bundle_id}" if known[0].bundle_id
                                     else ""))
-    return f"new bundle {bundle.digest[:16]}, {len(run_ids)} new run(s)"
+    try:
+        note = replay.check_content(session, digests)
+    except replay.ReplayError as exc:
+        raise _Refused("replay", str(exc)) from None
+    return f"new bundle {bundle.digest[:16]}, {len(infos)} new run(s); {note}"
 
 
 def _profile(request: IntakeRequest) -> Profile:
@@ -159,8 +191,12 @@ def _check_completeness(request: IntakeRequest, root: Path, run_ids: list[str], 
         for run in runs:
             check_run(run, target, center["identity"], center["environment"], center["harness"],
                       scope, center["record_paths"](run.suites), same_machine=False)
+            effective = latest_attempts(run.records)
+            expected = universe.expected_cases(universe.run_suites(run.info, effective),
+                                               target, scope.markexpr)
+            universe.check_complete(run.run_id, expected, effective)
         check_disjoint(runs)
-    except EvidenceError as exc:
+    except (EvidenceError, universe.UniverseError) as exc:
         raise _Refused("completeness", str(exc)) from None
     records = [r for run in runs for r in run.records]
     evaluation = evaluate(profile, request.scope, records)
@@ -173,6 +209,11 @@ def _check_completeness(request: IntakeRequest, root: Path, run_ids: list[str], 
 def review(session: Session, data: bytes, request: IntakeRequest) -> IntakeResult:
     """Run every check on ``data``; store the bundle, its runs and records when it is
     accepted, and the intake report either way (in the caller's transaction)."""
+    with scratch_dir() as tmp:
+        return _review(session, data, request, tmp)
+
+
+def _review(session: Session, data: bytes, request: IntakeRequest, tmp: Path) -> IntakeResult:
     results: list[CheckResult] = []
     result = IntakeResult(results)
     vendor: Vendor | None = None
@@ -188,24 +229,42 @@ def review(session: Session, data: bytes, request: IntakeRequest) -> IntakeResul
         vendor = _vendor_for(session, bundle, request.uploader)
         statement = bundle.statement()
         predicate = statement["predicate"]
-        result.vendor, result.target = vendor.name, predicate.get("target")
+        try:
+            check_statement(statement)
+        except ShapeError as exc:
+            raise _Refused(exc.check, str(exc)) from None
+        result.vendor, result.target = vendor.name, predicate["target"]
         results.append(CheckResult("signature", "pass", f"signed by {vendor.name} (key "
                                                         f"{vendor.keyid[:16]}...)"))
         try:
+            check_manifest(_json_member(bundle.manifest))
             count = bundle.verify_digests(statement)
+        except ShapeError as exc:
+            raise _Refused(exc.check, str(exc)) from None
         except BundleError as exc:
             raise _Refused("digest", str(exc).removeprefix("digest: ")) from None
         results.append(CheckResult("digest", "pass", f"{count} files match the manifest"))
         run_ids = bundle.run_ids()
-        results.append(CheckResult("replay", "pass", _check_replay(session, bundle, run_ids)))
-        with tempfile.TemporaryDirectory(prefix="shipei-intake-") as tmp:
-            root = bundle.extract(Path(tmp), RUNS_DIR)
-            infos = {r: load_run_info(root / r) for r in run_ids}
-            attempts = {r: list(read_records(root / r / "records.jsonl")) for r in run_ids}
-            _audit("environment", results, anti_gaming.check_environment, infos, attempts,
-                   bundle.environment(),
-                   predicate.get("platform_id"))
-            level, records = _check_completeness(request, root, run_ids, result.target or "")
+        try:
+            infos, attempts = load_runs(bundle.files, run_ids)
+            notes = check_consistency(bundle.files, predicate, infos, attempts)
+        except ShapeError as exc:
+            raise _Refused(exc.check, str(exc)) from None
+        except ConsistencyError as exc:
+            raise _Refused("consistency", str(exc)) from None
+        results.append(CheckResult("consistency", "pass", "; ".join(notes)))
+        digests = replay.bundle_digests(bundle.files, attempts)
+        results.append(CheckResult("replay", "pass",
+                                   _check_replay(session, bundle, infos, digests)))
+        environment = _json_member(bundle.environment)
+        try:
+            check_environment(environment)
+        except ShapeError as exc:
+            raise _Refused(exc.check, str(exc)) from None
+        _audit("environment", results, anti_gaming.check_environment, infos, attempts,
+               environment, predicate.get("platform_id"))
+        root = bundle.extract(tmp, RUNS_DIR)
+        level, records = _check_completeness(request, root, run_ids, result.target or "")
         result.level = level
         results.append(CheckResult("completeness", "pass",
                                    f"profile {request.profile}, scope {request.scope}: "
@@ -219,7 +278,7 @@ def review(session: Session, data: bytes, request: IntakeRequest) -> IntakeResul
     results += [CheckResult(c, "not run") for c in CHECKS if c not in done]
     if result.accepted:
         result.bundle_id = _store_bundle(session, bundle, vendor, result.target or "",
-                                         predicate, data)
+                                         predicate, data, root, digests)
     report = IntakeReport(bundle_digest=result.digest or "", bundle_id=result.bundle_id,
                           vendor_id=vendor.id if vendor else None, accepted=result.accepted,
                           failed_check=result.failed.id if result.failed else None,
@@ -229,6 +288,13 @@ def review(session: Session, data: bytes, request: IntakeRequest) -> IntakeResul
     session.flush()
     result.report_id = report.id
     return result
+
+
+def _json_member(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except BundleError as exc:
+        raise _Refused("digest", str(exc).removeprefix("digest: ")) from None
 
 
 def _audit(check: str, results: list[CheckResult], function: Callable[..., list[str]],
@@ -244,17 +310,17 @@ def _audit(check: str, results: list[CheckResult], function: Callable[..., list[
 
 
 def _store_bundle(session: Session, bundle: OpenedBundle, vendor: Vendor | None, target: str,
-                  predicate: dict[str, Any], data: bytes) -> int:
+                  predicate: dict[str, Any], data: bytes, root: Path,
+                  digests: list[replay.Digest]) -> int:
     assert vendor is not None
     row = Bundle(digest=bundle.digest, vendor_id=vendor.id, target=target,
                  claimed_at=str(predicate.get("created_at") or ""), uploaded_at=now(),
                  size=len(data), data=data, published=False)
     session.add(row)
     session.flush()
-    with tempfile.TemporaryDirectory(prefix="shipei-intake-") as tmp:
-        root = bundle.extract(Path(tmp), RUNS_DIR)
-        for run_id in bundle.run_ids():
-            store_run(session, root / run_id, row.id)
+    for run_id in bundle.run_ids():
+        store_run(session, root / run_id, row.id)
+    replay.store_digests(session, row.id, digests)
     return row.id
 
 

@@ -103,6 +103,20 @@ class Record(Base):
     run: Mapped[Run] = relationship(back_populates="records")
 
 
+class ContentDigest(Base):
+    """What an accepted bundle measured, per case (:mod:`harness.center.replay`): a later
+    bundle whose measurements are already here is a replay, whoever signed it."""
+
+    __tablename__ = "content_digests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    #: "record" (a case's timings) or "samples" (a timed case's latency samples file)
+    kind: Mapped[str] = mapped_column(String(20))
+    bundle_id: Mapped[int] = mapped_column(ForeignKey("bundles.id"), index=True)
+    suite: Mapped[str] = mapped_column(String(100))
+    case: Mapped[str] = mapped_column(String(300))
+
+
 class Audit(Base):
     __tablename__ = "audits"
     id: Mapped[int] = mapped_column(primary_key=True)

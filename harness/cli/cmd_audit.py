@@ -16,8 +16,10 @@ DEFAULT_REPORT_DIR = Path("reports") / "audit"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "audit", help="re-run a seeded sample of a bundle's cases here and compare",
-        description="Draw a random sample (seeded; the seed is printed and stored) of an "
-                    "accepted bundle's conformance cases, re-run them on this machine's copy of "
+        description="Draw a random sample (seeded; the seed is printed and stored) of the "
+                    "conformance cases the center's own copy of the suites selects for an "
+                    "accepted bundle's runs and scope (a case the bundle has no record of "
+                    "disagrees), re-run them on this machine's copy of "
                     "the target through 'shipei run -k', and compare statuses and accuracy "
                     "figures. Agreement below the profile's tolerance blocks certification. "
                     "Exit 0 agreed, 1 disagreed, 2 usage error.")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.center.audit import AuditError, audit_bundle, min_agreement, new_seed
     from harness.center.bundle import MAX_BUNDLE_BYTES, BundleError, open_bundle
-    from harness.center.models import Audit, Bundle
+    from harness.center.models import Audit, Bundle, IntakeReport
     from harness.center.report import text_lines, write_report
     from harness.center.store import now
     from harness.cert.profile import ProfileError, load_profile
@@ -67,13 +69,20 @@ def run(args: argparse.Namespace) -> int:
             if row is None:
                 raise CliError("this bundle was not accepted at intake; run 'shipei intake' "
                                "first")
+            scope = session.scalar(select(IntakeReport.scope).where(
+                IntakeReport.bundle_id == row.id, IntakeReport.accepted.is_(True)))
+            try:
+                markexpr = load_profile(args.profile).scope(scope or "full").markexpr
+            except ProfileError as exc:
+                raise CliError(f"{exc} (the scope bundle #{row.id} was accepted for)") \
+                    from None
             run_id = f"audit-{new_run_id()}"
             print(f"audit: bundle #{row.id} ({row.target}), seed {seed}, sample {args.sample}, "
                   f"center run {run_id}", flush=True)
             try:
                 result = audit_bundle(bundle, row.target, args.sample, seed, threshold,
                                       args.results_dir, args.reports_dir, run_id,
-                                      args.case_timeout)
+                                      args.case_timeout, markexpr)
             except AuditError as exc:
                 raise CliError(str(exc)) from None
             report = result.to_dict()

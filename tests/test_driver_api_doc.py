@@ -194,3 +194,23 @@ def test_probing_a_target_that_cannot_be_probed_is_one_line(shipei_cli) -> None:
         result = shipei_cli("targets", "--probe", target)
         assert result.returncode == 2 and words in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
+
+
+def test_the_probe_table_lists_every_element_type_with_its_verdict(shipei_cli,
+                                                                    tmp_path: Path) -> None:
+    from harness.tensors import ELEMENT_TYPES
+
+    result = shipei_cli("targets", "--probe", "onnxruntime-cpu",
+                        env={"SHIPEI_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("onnxruntime-cpu: declares ") and "float32" in lines[0]
+    assert lines[1].split() == ["DTYPE", "VERDICT", "DECLARED", "VIA", "MESSAGE"]
+    rows = {line.split()[0]: line.split()[1:3] for line in lines[2:2 + len(ELEMENT_TYPES)]}
+    assert set(rows) == set(ELEMENT_TYPES)
+    assert rows["float32"] == ["accepted", "yes"]
+    assert {verdict for verdict, _ in rows.values()} <= {"accepted", "refused", "harness_gap",
+                                                         "undefined", "unknown"}
+    accepted = sorted(name for name, (verdict, _) in rows.items() if verdict == "accepted")
+    assert lines[-1] == (f"accepted / 接受: {len(accepted)} of {len(rows)}: "
+                         f"{', '.join(accepted)}")

@@ -67,7 +67,9 @@ def test_samples_statistics_report_and_regression_check(shipei_cli):
         per_query = stored.samples_per_query
         assert (n - 1) * per_query < summary["samples"] <= n * per_query
         assert summary["samples_per_s"] == pytest.approx(summary["samples"] / span_s)
-        assert 2.0 <= summary["p50_ms"] < 10.0  # the injected 2 ms sleep is inside the timing
+        # the injected 2 ms sleep is inside the timing (no upper bound: a busy machine
+        # stretches it without limit)
+        assert summary["p50_ms"] >= 2.0
         for log in metrics["loadgen_logs"]:
             assert (run_dir / log).stat().st_size > 0
         assert "loadavg_before" in metrics["machine"]

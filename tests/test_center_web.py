@@ -3,7 +3,12 @@ and certificates: search and filters, certificate pages and their JSON, the serv
 re-check, revocation, target history, and every permission rule (a vendor cannot upload
 for another vendor, cannot revoke, cannot see another vendor's unpublished bundle);
 uploads are size-limited and refused before anything is stored. A real ``shipei serve``
-killed with SIGKILL loses no committed submission (SQLite and PostgreSQL)."""
+killed with SIGKILL loses no committed submission (SQLite and PostgreSQL). The
+application is in blueprints by concern; waitress serves it; a cookie-authenticated post
+from another origin (another port of the same host included) is refused (CSRF), cookies
+are Secure over TLS and every answer carries the security headers; the upload's profile
+is a packaged name, never a path; ``%`` and ``_`` in a search are literal; the admin
+rotates and revokes vendor tokens; a vendor reads its own refused intake reports."""
 
 from __future__ import annotations
 
@@ -15,11 +20,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from harness.center import audit
 from harness.center.bundle import open_bundle
 from harness.center.certify_bundle import certify_bundle
-from harness.center.models import Audit, Bundle, IntakeReport
-from harness.center.store import Store, add_vendor, now
+from harness.center.models import Bundle, IntakeReport
+from harness.center.store import Store, add_vendor
 from harness.center.vendor_keys import init_vendor_keys
 from harness.center.web import create_app
 from harness.cert.keys import load_private_key
@@ -33,6 +37,7 @@ from tests.center_support import (
     describe,
     make_center,
     shared_run,
+    shipei,
 )
 
 
@@ -47,20 +52,19 @@ class Registry:
     run_dir: Path
 
 
-def _audit_and_certify(center: Center, store: Store, data: bytes, run_id: str) -> str:
-    opened = open_bundle(data)
-    result = audit.audit_bundle(opened, "onnxruntime-cpu", 1, 7, 1.0, center.results,
-                                center.reports, run_id)
-    assert result.passed, result.to_dict()
+def _audit_and_certify(center: Center, store: Store, data: bytes, n: int) -> str:
+    """``shipei audit`` (a real re-run of one sampled case), then the certificate."""
+    path = center.root / f"bundle-{n}.tar.gz"
+    path.write_bytes(data)
+    audited = shipei("audit", str(path), "--sample", "1", "--seed", "7", "--min-agreement",
+                     "1", "--db", center.db, *center.loc(), "--report-dir",
+                     str(center.reports / "audit"))
+    assert audited.returncode == 0, audited.stdout + audited.stderr
     with store.session() as session:
-        row = session.scalar(select(Bundle).where(Bundle.digest == opened.digest))
-        session.add(Audit(bundle_id=row.id, seed=7, sample=result.to_dict()["sample"],
-                          agreement=result.agreement, passed=True, detail=result.to_dict(),
-                          created_at=now()))
-    with store.session() as session:
-        issued = certify_bundle(session, opened.digest, "framework", "representative",
-                                load_private_key(center.center_key), "Test Center", None,
-                                center.reports / "certificates", center.results)
+        issued = certify_bundle(session, open_bundle(data).digest, "framework",
+                                "representative", load_private_key(center.center_key),
+                                "Test Center", None, center.reports / "certificates",
+                                center.results)
     return issued.certificate_id
 
 
@@ -69,7 +73,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     root = tmp_path_factory.mktemp("registry")
     center = make_center(root)
     run_dir = shared_run(tmp_path_factory)
-    second = copy_run(run_dir, root / "vendor", "vendor-rep-2")
+    second = shared_run(tmp_path_factory, "vendor-rep-2")  # a copy would be a replay
     bundles = [build([run_dir], center.vendor_key), build([second], center.vendor_key)]
     store = Store(center.db)
     public, _ = init_vendor_keys(root / "keys" / "other", "Other Vendor")
@@ -78,7 +82,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     certificates = []
     for n, data in enumerate(bundles):
         accept(center, data)
-        certificates.append(_audit_and_certify(center, store, data, f"audit-web-{n}"))
+        certificates.append(_audit_and_certify(center, store, data, n))
     app = create_app(store, load_private_key(center.center_key), ADMIN_TOKEN, describe,
                      max_upload=1 << 20, center_name="Test Center")
     return Registry(center, store, app.test_client(), other_token, bundles, certificates,
@@ -130,7 +134,7 @@ def test_certificate_page_and_json(registry: Registry) -> None:
     assert data["predicate"]["provenance"]["audit"]["seed"] == 7
     page = registry.client.get(f"/certificates/{cid}").get_data(as_text=True)
     for words in ("判定准则 / Criteria", "限制因素 / Blockers", "套件矩阵 / Suite matrix",
-                  "verify-button", "crypto.subtle", "核心算子一致性"):
+                  "verify-button", "crypto.subtle", "核心算子"):
         assert words in page
     raw = registry.client.get(f"/certificates/{cid}.dsse.json").data
     assert raw == data["envelope"].encode()
@@ -185,9 +189,10 @@ def _reports(registry: Registry) -> int:
         return session.scalar(select(func.count()).select_from(IntakeReport))
 
 
-def test_upload_permissions_and_limits(registry: Registry, tmp_path: Path) -> None:
+def test_upload_permissions_and_limits(registry: Registry,
+                                      tmp_path_factory: pytest.TempPathFactory) -> None:
     before = _reports(registry)
-    fresh = copy_run(registry.run_dir, tmp_path, "vendor-rep-3")
+    fresh = shared_run(tmp_path_factory, "vendor-rep-3")
     data = build([fresh], registry.center.vendor_key)
     assert _upload(registry, data, None).status_code == 401
     assert _upload(registry, data, ADMIN_TOKEN).status_code == 403
@@ -312,3 +317,189 @@ def test_cert_verify_checks_the_vendor_chain_from_the_command_line(
     assert "chain: vendor" in capsys.readouterr().out
     assert main([*common, str(registry.center.keys / "other" / "vendor.pub")]) == 1
     assert "chain: signature" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the web, production-grade
+
+
+def test_the_application_is_in_blueprints_by_concern(registry: Registry) -> None:
+    app = registry.client.application
+    assert set(app.blueprints) == {"pages", "uploads", "admin", "api"}
+    endpoint = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
+    assert endpoint["/"] == "pages.search"
+    assert endpoint["/api/bundles"] == "uploads.upload"
+    assert endpoint["/api/certificates/<cid>/revoke"] == "admin.revoke"
+    assert endpoint["/api/certificates/<cid>/verify"] == "api.verify"
+
+
+def test_every_answer_carries_the_security_headers(registry: Registry) -> None:
+    page = registry.client.get("/upload")
+    headers = page.headers
+    csp = headers["Content-Security-Policy"]
+    nonce = csp.split("'nonce-")[1].split("'")[0]
+    assert f'<style nonce="{nonce}">' in page.get_data(as_text=True)
+    for part in ("default-src 'none'", "frame-ancestors 'none'", "form-action 'self'"):
+        assert part in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert "Strict-Transport-Security" not in headers  # plain HTTP: no HSTS
+    assert "Secure" not in headers["Set-Cookie"] and "HttpOnly" in headers["Set-Cookie"]
+    assert registry.client.get("/api/certificates").headers["X-Frame-Options"] == "DENY"
+    over_tls = registry.client.get("/upload", base_url="https://registry.example")
+    assert over_tls.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert "; Secure" in over_tls.headers["Set-Cookie"]
+    assert over_tls.headers["Content-Security-Policy"] != csp  # a nonce per answer
+
+
+def _form_token(client: Any, base: str = "http://localhost") -> str:
+    page = client.get("/upload", base_url=base).get_data(as_text=True)
+    return page.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+def test_a_cookie_authenticated_post_from_another_origin_is_refused(
+        registry: Registry) -> None:
+    from flask.testing import FlaskClient
+
+    browser: FlaskClient = registry.client.application.test_client()
+    browser.set_cookie("shipei_token", ADMIN_TOKEN)  # the admin signed in earlier
+    cid = registry.certificates[0]
+    path = f"/api/certificates/{cid}/publish"
+    token = _form_token(browser)
+    other_port = browser.post(path, data={"csrf_token": token},
+                              headers={"Origin": "http://localhost:8081"})
+    assert other_port.status_code == 403
+    assert other_port.json["detail"].startswith("csrf: a form posted from "
+                                                "http://localhost:8081 is not accepted")
+    no_token = browser.post(path, headers={"Origin": "http://localhost"})
+    assert no_token.status_code == 403 and "token is missing" in no_token.json["detail"]
+    unnamed = browser.post(path, data={"csrf_token": token})
+    assert unnamed.status_code == 403  # neither Origin nor Referer
+    same = browser.post(path, data={"csrf_token": token},
+                        headers={"Origin": "http://localhost"})
+    assert same.status_code == 200, same.json
+    by_referer = browser.post(path, data={"csrf_token": token},
+                              headers={"Referer": "http://localhost/upload"})
+    assert by_referer.status_code == 200
+    form_upload = browser.post("/upload", data={"token": registry.center.token,
+                                                "bundle": (io.BytesIO(b"x"), "b.tar.gz")},
+                               headers={"Origin": "http://evil.example"})
+    assert form_upload.status_code == 403
+    # an API client authenticates with a bearer token a browser never adds by itself
+    assert registry.client.post(path, headers=bearer(ADMIN_TOKEN)).status_code == 200
+
+
+def test_the_vendor_cookie_is_secure_over_tls(registry: Registry) -> None:
+    browser = registry.client.application.test_client()
+    base = "https://registry.example"
+    answer = browser.post("/upload", base_url=base, headers={"Origin": base}, data={
+        "token": registry.center.token, "csrf_token": _form_token(browser, base),
+        "profile": "framework", "bundle": (io.BytesIO(b"not a bundle"), "b.tar.gz")})
+    assert answer.status_code == 422
+    cookie = next(c for c in answer.headers.getlist("Set-Cookie")
+                  if c.startswith("shipei_token="))
+    assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+
+def test_the_upload_profile_is_a_packaged_name_never_a_path(registry: Registry) -> None:
+    from harness.cert.profile import PROFILES_DIR
+
+    before = _reports(registry)
+    for profile in (str(PROFILES_DIR / "framework.toml"), "../../pyproject", "/etc/x.toml"):
+        answer = registry.client.post("/api/bundles", headers=bearer(registry.center.token),
+                                      data={"profile": profile, "scope": "full",
+                                            "bundle": (io.BytesIO(b"x"), "b.tar.gz")})
+        assert answer.status_code == 400, answer.json
+        assert answer.json["detail"].startswith(f"profile: {profile!r} is not a packaged "
+                                                "profile (one of chip, framework")
+    assert _reports(registry) == before
+    page = registry.client.get("/upload").get_data(as_text=True)
+    assert '<select name="profile" id="profile">' in page
+
+
+def test_percent_and_underscore_in_a_search_are_literal(registry: Registry) -> None:
+    for cid in registry.certificates:
+        registry.client.post(f"/api/certificates/{cid}/publish", headers=bearer(ADMIN_TOKEN))
+    found = registry.client.get("/api/certificates?chip=cpu").json["certificates"]
+    assert len(found) == 2
+    for query in ("vendor=%25", "chip=c_u", "chip=%25", "framework=_"):
+        assert registry.client.get(f"/api/certificates?{query}").json["certificates"] == [], \
+            query
+
+
+def test_the_admin_rotates_and_revokes_a_vendor_token(registry: Registry) -> None:
+    client, old = registry.client, registry.other_token
+
+    def who(token: str) -> int:  # 400 "no file": a vendor; 401: nobody
+        return client.post("/api/bundles", headers=bearer(token), data={}).status_code
+
+    assert who(old) == 400
+    assert client.post("/api/vendors/Other Vendor/token/rotate",
+                       headers=bearer(old)).status_code == 403
+    assert client.post("/api/vendors/Nobody/token/rotate",
+                       headers=bearer(ADMIN_TOKEN)).status_code == 404
+    rotated = client.post("/api/vendors/Other Vendor/token/rotate", headers=bearer(ADMIN_TOKEN))
+    assert rotated.status_code == 200
+    new = rotated.json["token"]
+    assert new != old and who(old) == 401 and who(new) == 400
+    assert client.post("/api/vendors/Other Vendor/token/revoke",
+                       headers=bearer(ADMIN_TOKEN)).json == {"vendor": "Other Vendor",
+                                                             "revoked": True}
+    assert who(new) == 401
+    again = client.post("/api/vendors/Other Vendor/token/rotate", headers=bearer(ADMIN_TOKEN))
+    registry.other_token = again.json["token"]
+    assert who(registry.other_token) == 400
+
+
+def test_vendor_token_rotation_from_the_command_line(
+        registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.main import main
+
+    db = ["--db", registry.center.db]
+    assert main(["db", "vendor-token", "rotate", "Other Vendor", *db]) == 0
+    token = capsys.readouterr().out.split("token:")[1].split()[0]
+    assert registry.client.post("/api/bundles", headers=bearer(token)).status_code == 400
+    assert registry.client.post("/api/bundles", headers=bearer(registry.other_token)
+                                ).status_code == 401
+    assert main(["db", "vendor-token", "revoke", "Other Vendor", *db]) == 0
+    assert registry.client.post("/api/bundles", headers=bearer(token)).status_code == 401
+    assert main(["db", "vendor-token", "revoke", "Nobody", *db]) == 2
+    assert capsys.readouterr().err.strip().endswith("no vendor named 'Nobody'")
+    assert main(["db", "vendor-token", "rotate", "Other Vendor", *db]) == 0
+    registry.other_token = capsys.readouterr().out.split("token:")[1].split()[0]
+
+
+def test_a_vendor_reads_its_own_refused_intake_report(registry: Registry) -> None:
+    refused = _upload(registry, b"not a bundle", registry.center.token)
+    assert refused.status_code == 422 and refused.json["failed_check"] == "archive"
+    path = f"/api/intake/{refused.json['report_id']}"
+    mine = registry.client.get(path, headers=bearer(registry.center.token))
+    assert mine.status_code == 200
+    assert mine.json["failed_check"] == "archive" and not mine.json["accepted"]
+    assert registry.client.get(path).status_code == 404
+    assert registry.client.get(path, headers=bearer(registry.other_token)).status_code == 404
+    assert registry.client.get(path, headers=bearer(ADMIN_TOKEN)).status_code == 200
+    page = registry.client.get(path.removeprefix("/api"), headers=bearer(registry.center.token))
+    assert "已拒绝 / Refused" in page.get_data(as_text=True)
+
+
+def test_shipei_serve_runs_on_waitress_and_refuses_a_post_from_another_port(
+        tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    center = make_center(tmp_path / "c")
+    server = Server(center)
+    try:
+        with urllib.request.urlopen(server.url + "/api/certificates", timeout=60) as answer:
+            assert answer.headers["Server"] == "waitress"
+        request = urllib.request.Request(
+            server.url + "/upload", data=b"token=x", method="POST",
+            headers={"Cookie": f"shipei_token={center.token}",
+                     "Origin": f"http://127.0.0.1:{server.port + 1}",
+                     "Content-Type": "application/x-www-form-urlencoded"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 403
+    finally:
+        server.kill()

@@ -161,6 +161,31 @@ def add_vendor(session: Session, name: str, public_pem: str) -> tuple[Vendor, st
     return vendor, token
 
 
+#: what a revoked vendor's token_sha256 starts with: never a sha256 (hex has no ':'), so no
+#: token matches it, and the column stays unique and set
+REVOKED_TOKEN = "revoked:"
+
+
+def _vendor_named(session: Session, name: str) -> Vendor:
+    vendor = session.scalar(select(Vendor).where(Vendor.name == name))
+    if vendor is None:
+        raise StoreError(f"no vendor named {name!r}")
+    return vendor
+
+
+def rotate_token(session: Session, name: str) -> str:
+    """Give vendor ``name`` a new upload token (returned once); the old one stops working."""
+    vendor = _vendor_named(session, name)
+    token = "sv_" + secrets.token_urlsafe(24)
+    vendor.token_sha256 = token_digest(token)
+    return token
+
+
+def revoke_token(session: Session, name: str) -> None:
+    """Vendor ``name``'s token stops working and no token replaces it until rotated."""
+    _vendor_named(session, name).token_sha256 = REVOKED_TOKEN + secrets.token_hex(16)
+
+
 # ---------------------------------------------------------------- the questions
 
 def _pass_rates(records: list[Record]) -> dict[str, dict[str, Any]]:

@@ -61,10 +61,12 @@ BOOKKEEPING_FRACTION = 0.1
 BOOKKEEPING_PERCENTILE = 10.0
 #: fewer samples than this are too few to judge their spread or resolution
 MIN_SAMPLES_FOR_SHAPE = 20
-#: (max - min) / p50 below this: narrower than any real machine times a query
-MIN_RELATIVE_SPREAD = 1e-2
-#: ... a judgement made only for queries shorter than this (long ones average noise out)
-NARROW_JUDGED_BELOW_NS = 100_000_000
+#: max - min below this many ns over MIN_SAMPLES_FOR_SHAPE driver calls: no real timing
+#: (cache misses, interrupts and the timer read itself spread even the tiniest call wider)
+MIN_SPREAD_NS = 200
+#: (max - min) / p50 below this: narrower than real machines usually time (inconclusive:
+#: a very deterministic accelerator on a quiet machine might)
+MIN_RELATIVE_SPREAD = 1e-3
 #: every sample a multiple of this many ns: not from perf_counter_ns (ns resolution)
 MAX_TIMER_QUANTUM_NS = 1000
 #: the median idle time between queries may reach this (ns) or twice the p50 ...
@@ -231,14 +233,15 @@ def _check_shape(case: TimedCase) -> Verdict:
         return Verdict(REFUSED, f"every sample is a multiple of {quantum} ns: the harness "
                                 "times with perf_counter_ns, these came from elsewhere")
     p50 = int(percentile_of(latency, 50))
-    spread = float(latency.max() - latency.min()) / p50
-    if spread < MIN_RELATIVE_SPREAD:
-        text = (f"all {n} samples lie within {spread:.3%} of the p50 ({_ms(p50)}): narrower "
-                "than any real machine times a query")
-        if p50 < NARROW_JUDGED_BELOW_NS:
-            return Verdict(REFUSED, text)
-        return Verdict(INCONCLUSIVE, f"{text}? long queries average noise out; "
-                                     f"{CENTER_RETIME}")
+    spread_ns = int(latency.max() - latency.min())
+    if spread_ns < MIN_SPREAD_NS:
+        return Verdict(REFUSED, f"all {n} samples lie within {spread_ns} ns of each other "
+                                f"(p50 {_ms(p50)}): no real machine times a driver call that "
+                                "evenly")
+    if spread_ns < MIN_RELATIVE_SPREAD * p50:
+        return Verdict(INCONCLUSIVE, f"all {n} samples lie within {spread_ns / p50:.3%} of "
+                                     f"the p50 ({_ms(p50)}), narrower than real machines "
+                                     f"usually time; {CENTER_RETIME}")
     return Verdict(CONSISTENT, "")
 
 

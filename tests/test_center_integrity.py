@@ -204,6 +204,18 @@ def test_a_retry_inside_a_recorded_retry_is_consistent() -> None:
     late = dict(retry, finished_at="2026-12-01T10:50:00+00:00")
     with pytest.raises(crosscheck.ConsistencyError, match="lies in no retry"):
         crosscheck.check_attempts("r", info, [first, late])
+    # the run's own re-runs of a crash (harness.crash_blame): the crashed case run alone
+    # (two records, or one carrying the first), and the crash charged to the case before
+    crashed = dict(first, status="crash")
+    crosscheck.check_attempts("r", {}, [crashed, dict(late, finished_at=start)])
+    crosscheck.check_attempts("r", {}, [dict(retry, previous_attempts=[dict(crashed)])])
+    passed = dict(first, status="pass", as_expected=True)
+    charged = dict(base, attempt=2, status="crash", left_runtime_corrupted=True,
+                   finished_at=start)
+    crosscheck.check_attempts("r", {}, [passed, charged])
+    with pytest.raises(crosscheck.ConsistencyError, match="follows a pass"):
+        crosscheck.check_attempts("r", info, [passed, dict(charged, status="pass",
+                                                            left_runtime_corrupted=False)])
 
 
 def test_member_names_that_collide_by_case_are_refused(run_dir: Path, center: Center,
@@ -294,3 +306,22 @@ def test_a_killed_intake_leaves_no_scratch_folder(run_dir: Path, center: Center,
         assert not left.exists()  # the dead process's folder was swept
         assert mine.is_dir()
     assert not mine.exists()
+
+
+@pytest.mark.slow
+def test_an_honest_run_with_crash_reruns_is_consistent(shipei_cli: Any) -> None:
+    """A real run whose worker a case corrupts (tests/corrupting_target.py): the crashed
+    case is re-run alone and the crash charged to the case before it, as later attempts
+    in the same run; the attempts and JUnit checks accept them."""
+    from tests.corrupting_target import PLUGINS
+
+    result = shipei_cli("run", "--suite", "operators", "-k", "test_abs or test_neg",
+                        "--target", "shipei-corrupting", env=PLUGINS)
+    assert result.returncode == 1, result.stderr[-2000:]
+    run = result.run_dirs()[0]
+    info, records = load_run(run, all_attempts=True)
+    assert any(r.get("left_runtime_corrupted") for r in records)
+    assert any(r.get("previous_attempts") for r in records)
+    crosscheck.check_attempts(run.name, info, records)
+    junit = result.reports / run.name / crosscheck.JUNIT_FILE
+    assert crosscheck.check_junit(run.name, junit.read_bytes(), records) > 0

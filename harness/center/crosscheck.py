@@ -7,8 +7,10 @@
 - JUnit (``reports/<run>/junit.xml``, where the bundle carries it): every test case
   has the status of its record, and every record its test case;
 - attempts: each case's attempts are numbered 1, 2, ... in file order and in time
-  order; a later attempt is a retry (``shipei run --retry-failed``), so it follows an
-  unexpected result and falls inside a recorded retry continuation of the run;
+  order; a later attempt is the run's own re-run of a crash (or the crash charged to
+  the case that left the runtime corrupted, :mod:`harness.crash_blame`), or a retry
+  (``shipei run --retry-failed``) that follows an unexpected result and falls inside a
+  retry continuation the run recorded;
 - dates: every time a run, continuation, record or statement states lies between
   :data:`EARLIEST` and now plus :data:`CLOCK_SKEW`, and each run ends after it starts.
 
@@ -24,6 +26,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from harness.center.bundle import REPORTS_DIR, _result
+from harness.crash_blame import CORRUPTED_FIELD
 from harness.records import latest_attempts
 from harness.selection import retry_wanted
 
@@ -99,30 +102,50 @@ def _retry_windows(info: dict[str, Any]) -> list[tuple[datetime, datetime]]:
     return windows
 
 
+def _numbers(found: list[dict[str, Any]]) -> list[Any]:
+    """Attempt numbers in file order, those a record carries in ``previous_attempts``
+    (a crash and its run alone, written as one record) before its own."""
+    numbers: list[Any] = []
+    for record in found:
+        carried = record.get("previous_attempts") or []
+        numbers += [p.get("attempt") for p in carried if isinstance(p, dict)]
+        numbers.append(record.get("attempt", 1))
+    return numbers
+
+
+def _rerun_in_the_run(previous: dict[str, Any], later: dict[str, Any]) -> bool:
+    """A later attempt the run itself makes: a crashed case run once more alone, or the
+    crash charged to the case that left the runtime corrupted (``harness.crash_blame``)."""
+    return previous.get("status") == "crash" or bool(later.get(CORRUPTED_FIELD))
+
+
 def check_attempts(run_id: str, info: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    """Attempts in order, each retry after an unexpected result, inside a retry window."""
+    """Attempts in order; a later one is the run's own crash re-run, or a retry of an
+    unexpected result inside a retry continuation the run recorded."""
     windows = _retry_windows(info)
     by_case: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_case[(record["target"], record["suite"], record["case"])].append(record)
     for (_, suite, case), found in sorted(by_case.items()):
         where = f"run {run_id}: {suite}::{case}"
-        numbers = [r.get("attempt", 1) for r in found]
-        if numbers != list(range(1, len(found) + 1)):
+        numbers = _numbers(found)
+        if numbers != list(range(1, len(numbers) + 1)):
             raise ConsistencyError(f"{where} has attempts {numbers[:6]} in the records; a "
                                    "run numbers them 1, 2, ... as it makes them")
         times = [parse_time(r["finished_at"], where) for r in found if r.get("finished_at")]
         if times != sorted(times):
             raise ConsistencyError(f"{where}: a later attempt finished before an earlier one")
-        for previous, retry in zip(found, found[1:], strict=False):
+        for previous, later in zip(found, found[1:], strict=False):
+            if _rerun_in_the_run(previous, later):
+                continue
             if not retry_wanted(previous):
-                raise ConsistencyError(f"{where}: attempt {retry.get('attempt')} follows a "
+                raise ConsistencyError(f"{where}: attempt {later.get('attempt')} follows a "
                                        f"{previous['status']} that no retry re-runs")
-            when = parse_time(retry.get("finished_at"), where) if retry.get("finished_at") \
+            when = parse_time(later.get("finished_at"), where) if later.get("finished_at") \
                 else None
             if when is None or not any(a <= when <= b for a, b in windows):
-                raise ConsistencyError(f"{where}: attempt {retry.get('attempt')} "
-                                       f"({retry.get('finished_at')}) lies in no retry the "
+                raise ConsistencyError(f"{where}: attempt {later.get('attempt')} "
+                                       f"({later.get('finished_at')}) lies in no retry the "
                                        "run recorded (shipei run --retry-failed)")
 
 

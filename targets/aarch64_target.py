@@ -7,10 +7,17 @@ arm64 root filesystem under qemu-user (environment ``aarch64``, made by
 results are accuracy results; its timings are emulated and no performance figure:
 :meth:`placement` and ``capabilities().extra`` say ``emulated: True`` for the
 performance suite to refuse or label them.
+
+What computes the numbers is qemu-user: the instructions onnxruntime's aarch64 kernels
+may use are those of qemu's CPU model (the hardware capabilities the worker's auxiliary
+vector reports, recorded in :meth:`placement`), not a Kunpeng 920's. The Kunpeng cpuinfo
+file only lets onnxruntime import; onnxruntime's own cpuinfo library does not recognise
+the CPU it describes ("Unknown CPU vendor" on its stderr).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 from collections.abc import Iterable
@@ -26,8 +33,8 @@ EMULATED_ENV = "SHIPEI_EMULATED"
 
 def provide_targets() -> Iterable[TargetSpec]:
     yield TargetSpec(name="onnxruntime-aarch64", factory="targets.aarch64_target:Aarch64Target",
-                     summary="onnxruntime's aarch64 build on an emulated Kunpeng-class CPU "
-                             "(Debian arm64 root filesystem under qemu-user)")
+                     summary="onnxruntime's aarch64 build under qemu-user (Debian arm64 root "
+                             "filesystem; qemu's CPU model, Kunpeng 920 cpuinfo file)")
 
 
 class Aarch64Target(SdkTarget):
@@ -40,6 +47,10 @@ class Aarch64Target(SdkTarget):
     opset_max = 28
     dtypes = ORT_DTYPES
     tensors_only = False  # onnxruntime takes and returns sequences and optionals
+    computed_by = ("onnxruntime's aarch64 build, executed by qemu-user on an x86-64 host: "
+                   "the CPU features are qemu's CPU model's, not a Kunpeng 920's (the "
+                   "Kunpeng 920 /proc/cpuinfo is a bind-mounted file, which onnxruntime's "
+                   "cpuinfo does not recognise)")
 
     def capabilities(self) -> Capabilities:
         base = super().capabilities()
@@ -73,4 +84,22 @@ class _EmulatedExecutable(OnnxRuntimeExecutable):
     def placement(self) -> dict[str, Any]:
         return {"architecture": platform.machine(), "emulated": True,
                 "emulator": os.environ.get(EMULATED_ENV, "qemu-user"),
+                "computed_by": Aarch64Target.computed_by,
+                "cpu_hwcap": hardware_capabilities(),
                 "timing": "emulated: not a performance figure"}
+
+
+#: getauxval(3) keys of the hardware capability words
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+
+
+def hardware_capabilities() -> dict[str, str]:
+    """The AT_HWCAP/AT_HWCAP2 words of this process (under qemu-user: what qemu's CPU
+    model offers, whatever /proc/cpuinfo says), in hex; empty when libc cannot say."""
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return {}
+    getauxval.restype = ctypes.c_ulong
+    getauxval.argtypes = [ctypes.c_ulong]
+    return {"AT_HWCAP": hex(getauxval(_AT_HWCAP)), "AT_HWCAP2": hex(getauxval(_AT_HWCAP2))}

@@ -43,9 +43,10 @@ class MnnTarget(SdkTarget):
 
         return str(getattr(MNN, "version", lambda: "?")())
 
+    computed_by = "MNN's CPU backend (its Python module API) on the host CPU"
+
     def capability_extra(self) -> dict[str, Any]:
-        return {"computed_by": "MNN's CPU backend (its Python module API), on this host",
-                "adaptations": list(ADAPTATIONS.values())}
+        return {"adaptations": list(ADAPTATIONS.values())}
 
     def build(self, model: bytes) -> Executable:
         return MnnExecutable(model)

@@ -67,6 +67,8 @@ class NcnnTarget(SdkTarget):
     #: float16/64 tensors back as float32 (those cases fail on their output type)
     dtypes = ("float16", "float32", "float64", "int32", "int64", "int8", "uint8")
 
+    computed_by = "ncnn's CPU kernels on the host CPU (Vulkan off), converted by pnnx"
+
     def precision(self) -> str:
         return "fp16" if self.configuration == "fp16" else "fp32"
 

@@ -56,6 +56,9 @@ class NncaseTarget(SdkTarget):
     dtypes = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint64",
               "uint32", "uint8", "bool")
 
+    computed_by = ("nncase's K230 simulator (nncase.Simulator) on the host CPU; no K230 "
+                   "takes part (placement counts the KPU and CPU operations it simulated)")
+
     def precision(self) -> str:
         return "int8" if self.configuration != "default" else "fp32"
 

@@ -48,6 +48,8 @@ class PaddleTarget(SdkTarget):
               "float8_e5m2", "float8_e5m2fnuz", "int32", "int64", "int16", "int8", "int4",
               "uint16", "uint8", "uint4", "bool")
 
+    computed_by = "Paddle Inference on the host CPU, converted by x2paddle"
+
     def probe(self) -> str:
         import paddle.inference
         import x2paddle  # noqa: F401 - the converter must import too

@@ -5,9 +5,15 @@ in when not quantized) and ``int8`` (asymmetric int8 quantization calibrated on 
 case's own inputs). The toolkit needs fixed input shapes, so the model is built at the
 first run from that run's inputs (``load_onnx(inputs=..., input_size_list=...)``);
 ``init_runtime()`` without a device runs the simulator, and inputs are passed as NCHW
-(``data_format``), not the toolkit's default NHWC. Simulator results may differ from a
-board's; every record says it ran on the simulator. Runs in environment ``rknn``: the
-toolkit pins numpy, onnx and torch versions the harness cannot share.
+(``data_format``), not the toolkit's default NHWC.
+
+What the simulator is: rknn-toolkit2's x86 "NPU simulator" computes the built model
+through onnxruntime (1.20.1 in environment ``rknn``) on the host's CPU, emulating the
+NPU's fp16 (or int8) arithmetic; no RK3588 and no NPU takes part. Every record's
+placement names what computed its numbers (``computed_by``, from the modules the
+simulator actually loaded), and so do the capabilities a certificate carries. Simulator
+results may differ from a board's. Runs in environment ``rknn``: the toolkit pins numpy,
+onnx and torch versions the harness cannot share.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,6 +35,10 @@ from targets.sdk_target import DeferredExecutable, SdkTarget, graph_facts, order
 
 #: the highest ONNX opset rknn-toolkit2 2.5 documents support for
 RKNN_OPSET_MAX = 19
+#: what computes the numbers, as a certificate states it (each record's placement says it
+#: again from what the simulator loaded: :func:`simulator_engine`)
+COMPUTED_BY = ("rknn-toolkit2's x86 simulator: onnxruntime on the host CPU, emulating the "
+               "NPU's precision; not an RK3588 NPU")
 
 
 def provide_targets() -> Iterable[TargetSpec]:
@@ -50,6 +61,8 @@ class RknnTarget(SdkTarget):
     def precision(self) -> str:
         return "int8" if self.configuration == "int8" else "fp16"
 
+    computed_by = COMPUTED_BY
+
     def capability_extra(self) -> dict[str, Any]:
         return {"chip": "RK3588 (simulator)", "simulator": True,
                 "calibration": "the case's own inputs" if self.configuration == "int8"
@@ -62,7 +75,8 @@ class RknnTarget(SdkTarget):
 
     def build(self, model: bytes) -> Executable:
         quantize = self.configuration == "int8"
-        notes = {"device": "RK3588 NPU simulator (rknn-toolkit2, x86)", "simulated": True,
+        notes = {"device": "rknn-toolkit2 x86 simulator of the RK3588 NPU (on the host CPU)",
+                 "simulated": True,
                  "precision": self.precision(), "data_format": "nchw"}
         return DeferredExecutable(model, lambda feeds: _reported(
             "build", lambda: _RknnRunner(model, feeds, quantize)), notes)
@@ -104,7 +118,7 @@ class _RknnRunner:
             raise TargetError(f"rknn-toolkit2 {what} failed (return code {code})")
 
     def placement(self) -> dict[str, Any]:
-        return {}
+        return {"computed_by": simulator_engine()}
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         inputs = ordered_inputs(self._facts, feeds)
@@ -131,3 +145,14 @@ def _reported(what: str, call: Any) -> Any:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise TargetError(f"rknn-toolkit2 {what}: {type(exc).__name__}: "
                           f"{lines[-1] if lines else ''}"[:400]) from exc
+
+
+def simulator_engine() -> str:
+    """What the simulator computed with, from the modules it loaded in this worker:
+    onnxruntime and its version when the toolkit imported it, else the toolkit alone."""
+    ort = sys.modules.get("onnxruntime")
+    version = getattr(ort, "__version__", None)
+    if version is None:
+        return "rknn-toolkit2's x86 simulator on the host CPU (engine not identified)"
+    return (f"onnxruntime {version} on the host CPU, inside rknn-toolkit2's x86 simulator "
+            "(the NPU's precision emulated); not an RK3588 NPU")

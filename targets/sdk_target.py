@@ -71,6 +71,9 @@ class SdkTarget(Target):
     #: the SDK converts ONNX-domain operators only: others are refused before conversion
     #: (:func:`require_onnx_domains`); onnxruntime, which runs contrib ops, is not
     onnx_domains_only: bool = True
+    #: what computes the numbers, in words a certificate can carry (a simulator, an
+    #: emulator or the runtime on this host): ``capabilities().extra["computed_by"]``
+    computed_by: str = ""
 
     def __init__(self, configuration: str = "default") -> None:
         self.configuration = configuration
@@ -112,6 +115,8 @@ class SdkTarget(Target):
         return Capabilities(opset_min=7, opset_max=self.opset_max, dtypes=self.dtypes,
                             devices=(self.device,), precision=self.precision(),
                             extra={"environment": self.environment,
+                                   **({"computed_by": self.computed_by}
+                                      if self.computed_by else {}),
                                    **self.capability_extra()})
 
     def precision(self) -> str:

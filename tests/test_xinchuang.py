@@ -186,3 +186,18 @@ def test_an_operator_outside_the_onnx_domains_is_refused_by_name_before_conversi
                                  [helper.make_opsetid("", 17)])
     require_onnx_domains("MNN", model("local", [twice]))
     require_onnx_domains("MNN", model("ai.onnx.ml", []))
+
+
+def test_what_computes_the_numbers_is_declared_for_every_sdk_target():
+    """Issue 27, item 3: the RKNN "NPU simulator" is onnxruntime on the host CPU, the
+    aarch64 platform is qemu's CPU model; the certificate's capabilities say so."""
+    from targets.aarch64_target import hardware_capabilities
+    from targets.rknn_target import simulator_engine
+
+    for driver in DRIVERS:
+        assert driver().capabilities().extra["computed_by"], driver.name
+    assert "onnxruntime on the host CPU" in RknnTarget().capabilities().extra["computed_by"]
+    assert "qemu" in Aarch64Target().capabilities().extra["computed_by"]
+    assert f"onnxruntime {ort.__version__} on the host CPU" in simulator_engine()
+    words = hardware_capabilities()
+    assert set(words) == {"AT_HWCAP", "AT_HWCAP2"} and words["AT_HWCAP"].startswith("0x")

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import shutil
-import signal
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from harness.cli.main import main
 from tests.cert_support import Center
+from tests.test_bad_inputs import _in_process  # the same in-process main()
 
 
 @dataclass(frozen=True)
@@ -130,20 +128,6 @@ def _digest(folder: Path) -> str:
     return total.hexdigest()
 
 
-def _in_process(argv: list[str]) -> tuple[int, str]:
-    stderr = io.StringIO()
-    previous = signal.getsignal(signal.SIGPIPE)
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                code = main(argv)
-            except SystemExit as exc:  # argparse
-                code = exc.code if isinstance(exc.code, int) else 2
-    finally:
-        signal.signal(signal.SIGPIPE, previous)
-    return code, stderr.getvalue()
-
-
 @pytest.mark.parametrize("spec", ROWS)
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(
         spec: Row, base: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -156,7 +140,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     monkeypatch.delenv("SHIPEI_DB", raising=False)
     argv = [a.format(dir=work, cert=work / "certs" / name) for a in spec.args]
     before = _digest(work)
-    code, stderr = _in_process(argv)
+    outcome = _in_process(argv)
+    code, stderr = outcome.code, outcome.stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2, stderr
     assert "Traceback" not in stderr

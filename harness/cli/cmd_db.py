@@ -114,7 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "certify", help="certify an accepted, audited bundle (vendor-lab provenance)",
         description="Issue a certificate from a bundle that passed intake and whose latest "
                     "audit agreed. Its predicate's provenance names the vendor lab, the vendor "
-                    "attestation's sha256 and the audit (seed, sample, agreement).")
+                    "attestation's sha256 and the audit (seed, sample, agreement). The "
+                    "files appear once the registry holds the certificate, with the "
+                    "center's revocation list beside them; a bundle is certified once "
+                    "(revoke its certificate to certify it again). Exit status: 0 a "
+                    "compatible level, 1 不兼容 / Not compatible, 2 nothing issued.")
     certify.add_argument("bundle", type=Path)
     certify.add_argument("--profile", required=True)
     certify.add_argument("--scope", default="full")
@@ -142,7 +146,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     publish = actions.add_parser("publish", help="publish a certificate (and its bundle)")
     publish.add_argument("certificate_id")
     add_db_option(publish)
-    revoke = actions.add_parser("revoke", help="revoke a certificate; re-signs the list")
+    revoke = actions.add_parser(
+        "revoke", help="revoke a certificate; re-signs the center's one list",
+        description="Revoke a certificate in the center's one revocation list (the same "
+                    "list 'shipei cert revoke' and the registry change), then write it to "
+                    "--certificates-dir and the static registry, and mark the "
+                    "certificate's page there as revoked.")
     revoke.add_argument("certificate_id")
     revoke.add_argument("--reason", required=True)
     revoke.add_argument("--key", type=Path, default=Path("keys") / "center.key")

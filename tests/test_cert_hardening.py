@@ -280,6 +280,9 @@ def cli(capsys, monkeypatch, tmp_path: Path):
 
     monkeypatch.setenv("SHIPEI_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(signal, "signal", lambda *args: None)
+    # no center database: the list file is the master (never the checkout's center/)
+    monkeypatch.delenv("SHIPEI_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
 
     def run(*args: str) -> SimpleNamespace:
         capsys.readouterr()
@@ -348,6 +351,29 @@ def test_publishing_never_lifts_a_revocation(center: Center, tmp_path: Path, cli
     out = cli("cert", "publish", str(old / c.name), *pub)
     assert out.returncode == 2 and "a revocation is never lifted" in out.stderr
     assert _index(registry) == {ids[0]: "revoked", ids[1]: "revoked", ids[2]: "valid"}
+
+
+def test_pages_show_a_revocation(center: Center, tmp_path: Path, cli) -> None:
+    """After 'cert revoke', the page beside the certificate, the registry's copy and a
+    page rendered again with 'cert page' all say 已吊销 / REVOKED, not only the index."""
+    path = center.write(center.statement())
+    cid = path.name.removesuffix(".dsse.json")
+    pub = ["--pubkey", str(center.pubkey_file)]
+    registry = tmp_path / "registry"
+    assert cli("cert", "page", str(path), *pub).returncode == 0
+    page = path.with_name(f"{cid}.html")
+    assert "已吊销" not in page.read_text(encoding="utf-8")
+    assert cli("cert", "publish", str(path), *pub, "--registry", str(registry)).returncode == 0
+    out = cli("cert", "revoke", cid, "--reason", "驱动召回 / driver recalled", "--key",
+              str(center.root / "keys" / "center.key"), "--certificates-dir", str(center.certs),
+              "--registry", str(registry))
+    assert out.returncode == 0, out.stderr
+    for shown in (page, registry / "certificates" / f"{cid}.html"):
+        text = shown.read_text(encoding="utf-8")
+        assert "本证书已被吊销" in text and "REVOKED" in text and "driver recalled" in text
+    again = tmp_path / "again.html"
+    assert cli("cert", "page", str(path), *pub, "-o", str(again)).returncode == 0
+    assert "本证书已被吊销" in again.read_text(encoding="utf-8")
 
 
 # --- item 3: verification fails closed on revocation ------------------------------------

@@ -61,8 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="certify a vendor's evidence bundle accepted at intake and "
                              "audited (the same as 'shipei db certify FILE'); the certificate "
                              "says the evidence came from the vendor's lab")
-    parser.add_argument("--db", help="with --bundle: the center's database URL (default "
-                                     "$SHIPEI_DB or the embedded SQLite file)")
+    parser.add_argument("--db", help="the center's database URL (default $SHIPEI_DB or the "
+                                     "embedded SQLite file): with --bundle, where the "
+                                     "bundle was accepted; always, when the center keeps "
+                                     "one, the source of the revocation list written "
+                                     "beside the certificate")
     parser.add_argument("--publish", action="store_true",
                         help="with --bundle: publish the certificate in the registry")
     parser.add_argument("--profile", required=True,

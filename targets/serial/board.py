@@ -35,6 +35,7 @@ from harness.target import (
     Capabilities,
     CapabilityExceeded,
     Executable,
+    InfraError,
     InputMismatchError,
     Target,
     TargetError,
@@ -64,7 +65,9 @@ from targets.serial.protocol import (
 )
 from targets.serial.transport import (
     DeviceError,
+    DeviceLost,
     DeviceProtocolError,
+    DeviceTimeout,
     LinkDropped,
     LinkError,
     LinkSettings,
@@ -87,6 +90,9 @@ class LoadedModel:
     device_load_s: float
     host_load_s: float
     chunks: int
+    #: uploads begun again from LOAD_BEGIN because the device forgot the handle
+    #: mid-upload (a reset: NO_MODEL to LOAD_CHUNK or LOAD_END)
+    restarts: int = 0
 
 
 class BoardClient:
@@ -121,7 +127,22 @@ class BoardClient:
         return max(1, min(limits))
 
     def load(self, model: bytes, name: str, max_chunk: int) -> LoadedModel:
+        """Upload and compile ``model`` (docs/protocol.md section 5.3). A device that
+        forgets the load midway (NO_MODEL to LOAD_CHUNK or LOAD_END: it was reset) is
+        sent the model again from LOAD_BEGIN, once."""
         started = time.perf_counter()
+        try:
+            loaded = self._upload(model, name, max_chunk, started)
+        except DeviceError as exc:
+            if exc.code != ErrorCode.NO_MODEL:
+                raise
+            loaded = self._upload(model, name, max_chunk, started)
+            return LoadedModel(loaded.handle, loaded.sha256, loaded.device_load_s,
+                               loaded.host_load_s, loaded.chunks, restarts=1)
+        return loaded
+
+    def _upload(self, model: bytes, name: str, max_chunk: int, started: float
+                ) -> LoadedModel:
         digest = sha256(model)
         ready = self.link.request(MsgType.LOAD_BEGIN, encode_load_begin(len(model), digest, name))
         handle, device_chunk = _decoded(_two_u32, ready.payload, "LOAD_READY")
@@ -154,8 +175,16 @@ class BoardClient:
     def infer_many(self, handle: int, inputs: Sequence[Tensors]
                    ) -> list[tuple[Tensors, float]]:
         """:meth:`infer` for each tensor list, in order, with up to :attr:`pipeline`
-        requests in flight (docs/protocol.md section 3.2). Every payload is checked
-        before the first is sent."""
+        requests in flight (docs/protocol.md section 3.2; :meth:`identify` sets
+        :attr:`pipeline` from the board's declaration, at most ``MAX_PIPELINE``).
+
+        ``inputs`` holds one ``[(name, array), ...]`` list per INFER; the result is
+        one ``(outputs, compute_s)`` per INFER, in the same order. Every payload is
+        checked against ``max_payload`` before the first is sent
+        (:class:`~harness.target.CapabilityExceeded`); the first request that fails
+        raises as :meth:`infer` would and ends the batch. The public entry for
+        measuring pipelining on a board (docs/serial.md, ``bench/serial_throughput.py
+        --device URL``)."""
         payloads = [self._infer_payload(handle, tensors) for tensors in inputs]
         frames = self.link.request_many(MsgType.INFER, payloads, self.pipeline,
                                         first_byte_timeout=self.infer_timeout)
@@ -282,6 +311,7 @@ class BoardExecutable(Executable):
             "model_load_s": self.loaded.host_load_s,
             "device_model_load_s": self.loaded.device_load_s,
             "model_chunks": self.loaded.chunks,
+            "model_load_restarts": self.loaded.restarts,
             "model_sha256": self.loaded.sha256.hex(),
             "model_reloads": self.reloads,
             # link trouble since this model's load began
@@ -295,14 +325,29 @@ class BoardExecutable(Executable):
 
 
 def link_repairs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
-    """What the link repaired between two :meth:`SerialBoardTarget.link_stats`."""
+    """What the link repaired between two :meth:`SerialBoardTarget.link_stats`:
+    requests sent again, frames damaged in transit, bytes of line noise, answers that
+    came twice (a retransmission's, from the device's cache) and stale answers."""
     def receiver(stats: dict[str, Any], key: str) -> int:
         return int(stats["receiver"].get(key, 0))
 
-    return {"retransmissions": after["retransmissions"] - before["retransmissions"],
+    def link(stats: dict[str, Any], key: str) -> int:
+        return int(stats.get(key, 0))
+
+    return {"retransmissions": link(after, "retransmissions") - link(before,
+                                                                     "retransmissions"),
             "damaged_frames": receiver(after, "damaged_total") - receiver(before,
                                                                           "damaged_total"),
-            "stray_bytes": receiver(after, "stray_bytes") - receiver(before, "stray_bytes")}
+            "stray_bytes": receiver(after, "stray_bytes") - receiver(before, "stray_bytes"),
+            "duplicate_answers": link(after, "duplicate_answers") - link(before,
+                                                                         "duplicate_answers"),
+            "stale_answers": link(after, "stale_frames") - link(before, "stale_frames")}
+
+
+def describe_repairs(repairs: Mapping[str, int]) -> str:
+    """``2 retransmissions, 1 duplicate answer``: the non-zero repairs, or ''."""
+    return ", ".join(f"{n} {key.replace('_', ' ').rstrip('s')}{'s' if n != 1 else ''}"
+                     for key, n in repairs.items() if n)
 
 
 class SerialBoardTarget(Target):
@@ -348,9 +393,23 @@ class SerialBoardTarget(Target):
             self._client = BoardClient(self._link, self.infer_timeout, self.load_timeout,
                                        self.chunk)
         assert self._link is not None
-        if not self._link.is_open:
-            self._link.open()
-            identity = self._checked_identity(self._client.identify())
+        link = self._link
+        if link.lost_reason is not None:
+            link.close()
+            raise DeviceLost(link.lost_reason)
+        if not link.is_open:
+            link.open()
+            try:
+                identity = self._checked_identity(self._client.identify())
+            except DeviceTimeout as exc:
+                link.close()
+                link.lost_reason = (
+                    f"device at {self.url} cannot be reached: it did not answer IDENTIFY on "
+                    f"a new connection ({exc}); the remaining requests are not tried")
+                raise DeviceLost(link.lost_reason) from None
+            except BaseException:
+                link.close()  # the next call starts a new session with IDENTIFY again
+                raise
             if self._identity is not None and _who(identity) != _who(self._identity):
                 raise DeviceProtocolError(
                     f"a different device answered at {self.url} after reconnecting: "
@@ -441,6 +500,8 @@ class SerialBoardTarget(Target):
             self.client()
         except LinkDropped:
             return Availability.yes()
+        except DeviceLost as exc:
+            return Availability.no(f"the device at {self.url} did not identify: {exc}")
         except LinkError as exc:  # cannot open, or nothing but line noise
             return Availability.no(str(exc))
         except TargetError as exc:
@@ -480,7 +541,16 @@ class SerialBoardTarget(Target):
             self._stale_handles.remove(handle)
             self.unload(handle)
         before = self.link_stats()
-        return BoardExecutable(self, proto, model, self.load(model), before)
+        try:
+            loaded = self.load(model)
+        except (TargetError, InfraError) as exc:
+            # the load failed: what the link repaired meanwhile goes into its message
+            repairs = describe_repairs(link_repairs(before, self.link_stats()))
+            if repairs and exc.args:
+                exc.args = (f"{exc.args[0]} [link repairs during the load: {repairs}]",
+                            *exc.args[1:])
+            raise
+        return BoardExecutable(self, proto, model, loaded, before)
 
     def close(self) -> None:
         if self._link is not None:

@@ -39,11 +39,11 @@ from harness.tensors import (
 )
 
 SYNC = b"\xa5\x5a"
-#: the frame format version carried in every header (unchanged by revisions 1.1 to 1.3)
+#: the frame format version carried in every header (unchanged by revisions 1.1 to 1.4)
 VERSION = 1
 #: the revision of docs/protocol.md this implementation follows; a device declares
 #: the one it follows in the ``protocol`` capability (absent: "1.0")
-REVISION = "1.3"
+REVISION = "1.4"
 #: the longest PING payload a device must echo
 MAX_PING = 256
 HEADER = struct.Struct("<2sBBIIH")  # sync, version, type, seq, length, hcrc
@@ -221,10 +221,15 @@ class Reader:
     def u64(self) -> int:
         return self.unpack("Q")[0]
 
-    def string(self) -> str:
+    def string(self, lenient: bool = False) -> str:
+        """A ``str`` field; ``lenient``: bytes that are not UTF-8 become U+FFFD
+        instead of failing (for text only shown to a person, such as ERROR's)."""
         size = self.u16()
+        raw = bytes(self.take(size))
+        if lenient:
+            return raw.decode("utf-8", errors="replace")
         try:
-            return bytes(self.take(size)).decode("utf-8")
+            return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"string is not UTF-8: {exc}") from None
 
@@ -296,8 +301,10 @@ def encode_error(code: int, text: str) -> bytes:
 
 
 def decode_error(payload: bytes) -> tuple[int, str]:
+    """ERROR's code and text. A text that is not UTF-8 keeps the code: its bad bytes
+    are shown as U+FFFD (docs/protocol.md section 5.6)."""
     r = Reader(payload)
-    code, text = r.u16(), r.string()
+    code, text = r.u16(), r.string(lenient=True)
     r.end()
     return code, text
 

@@ -32,6 +32,7 @@ import os
 import select
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
@@ -147,6 +148,10 @@ class LinkStats:
     damaged_responses: int = 0
     naks: int = 0
     busy_answers: int = 0
+    #: answers to a request already answered (a retransmission's answer from the
+    #: device's cache, arriving after the first one): discarded, counted
+    duplicate_answers: int = 0
+    #: answers whose SEQ matches no recent request (an earlier session's, a stray)
     stale_frames: int = 0
     link_drops: int = 0
     reconnects: int = 0
@@ -202,9 +207,16 @@ class Pending:
     payload: bytes
     seq: int
     frame: bytes
-    wait: float  # seconds of silence before an attempt counts as lost
+    wait: float  # the request's budget: seconds the device may take to begin answering
     received_before: int = 0  # the receiver's byte count when it started
+    frames_before: int = 0  # the receiver's intact frames when it started
+    stray_before: int = 0  # the receiver's stray bytes when it started
     attempt: int = 0
+    #: when the budget runs out (set when the request is first awaited)
+    budget_end: float | None = None
+    #: silent attempts that ended within the budget: retransmissions on the link's
+    #: schedule while the device may still be computing, not counted against retries
+    free_attempts: int = 0
     tally: AttemptTally = field(default_factory=AttemptTally)
     # pipelining: which requests may be executed after this one, and when it was sent
     ident: int = 0
@@ -289,6 +301,8 @@ class SerialLink:
         self._tx_count = 0  # frames of requests sent (pipelining's clock)
         self._last_rx = time.perf_counter()
         self._backlog: list[Event] = []
+        #: SEQs of the last requests answered: a later frame with one is a duplicate
+        self._answered: deque[int] = deque(maxlen=64)
         self.unanswered_in_a_row = 0
         self.lost_reason: str | None = None
 
@@ -554,9 +568,11 @@ class SerialLink:
     def _start(self, msg_type: int, payload: bytes, first_byte_timeout: float | None
                ) -> Pending:
         seq = self.next_seq()
+        counters = self.receiver.counters
         return Pending(msg_type, payload, seq, encode_frame(msg_type, seq, payload),
                        first_byte_timeout or self.settings.timeout,
-                       received_before=self.receiver.counters.received_bytes)
+                       received_before=counters.received_bytes,
+                       frames_before=counters.frames, stray_before=counters.stray_bytes)
 
     def _transmit(self, pending: Pending) -> None:
         """Send the request's current frame (a retransmission after the first)."""
@@ -569,16 +585,23 @@ class SerialLink:
         pending.last_tx = self._tx_count
 
     def _failed(self, pending: Pending, outcome: str) -> None:
-        """Count a failed attempt; after BUSY take a new SEQ; raise when none is left."""
+        """Count a failed attempt; after BUSY take a new SEQ; raise when none is left.
+
+        A silent attempt that ended while the request's budget (``infer_timeout``,
+        ``load_timeout``) still runs is free: the device may still be computing, or its
+        answer was lost, so the request is sent again on the link's schedule
+        (``timeout``) without using up a retry (docs/protocol.md section 7)."""
         s = self.settings
         pending.tally.count(outcome)
         if outcome == "silent":
             self.stats.silent_attempts += 1
+            if pending.budget_end is not None and time.perf_counter() < pending.budget_end:
+                pending.free_attempts += 1
         elif outcome == "busy":
             self.stats.busy_answers += 1
             time.sleep(min(s.timeout, 0.1 * pending.attempt))
             pending.renew(self.next_seq())
-        if pending.attempt >= 1 + s.retries:
+        if pending.attempt - pending.free_attempts >= 1 + s.retries:
             raise self._given_up(pending)
 
     def _given_up(self, pending: Pending) -> TargetError | LinkError:
@@ -586,8 +609,14 @@ class SerialLink:
         s = self.settings
         tally = pending.tally
         attempts = pending.attempt
+        counters = self.receiver.counters
+        # an intact frame for another request (an earlier one of a pipelined batch)
+        # proves the line carries frames: not noise, not a wrong baud rate
+        tally.heard_frame = tally.heard_frame or counters.frames > pending.frames_before
         if not tally.heard_frame:  # every byte that came was noise (strays not yet reported)
-            tally.noise_bytes = self.receiver.counters.received_bytes - pending.received_before
+            tally.noise_bytes = counters.received_bytes - pending.received_before
+        else:
+            tally.noise_bytes = counters.stray_bytes - pending.stray_before
         what = f"{type_name(pending.msg_type)} (last seq {pending.seq})"
         if tally.busy == attempts:
             return DeviceBusy(f"device answered BUSY to {what} on all {attempts} attempts "
@@ -597,7 +626,13 @@ class SerialLink:
                 f"serial link {s.url} too unreliable: no usable answer to {what} in "
                 f"{attempts} attempts ({tally.describe()})")
         return DeviceTimeout(f"device did not answer {what} within {pending.wait:g} s, "
-                             f"{attempts} attempts ({tally.describe()})")
+                             f"{attempts} attempts, one every {self._attempt_wait(pending):g} s "
+                             f"of silence ({tally.describe()})")
+
+    def _attempt_wait(self, pending: Pending) -> float:
+        """Seconds of silence after which an attempt is sent again: the link's
+        ``timeout``, or the request's budget when that is shorter."""
+        return min(self.settings.timeout, pending.wait)
 
     def _await(self, pending: Pending, on_frame: Callable[[Frame], None] | None,
                on_event: Callable[[Event], None] | None,
@@ -611,10 +646,13 @@ class SerialLink:
         to ``stash`` (pipelined requests still in flight); what it refuses is stale.
         """
         s = self.settings
-        seq, tally, first_byte_timeout = pending.seq, pending.tally, pending.wait
+        seq, tally = pending.seq, pending.tally
+        first_byte_timeout = self._attempt_wait(pending)
         name = type_name(pending.msg_type)
         expected = response_type(pending.msg_type)
         sent = time.perf_counter()
+        if pending.budget_end is None:  # the budget runs from the first wait for it
+            pending.budget_end = sent + pending.wait
         progress = sent  # the last time a frame (or part of one) arrived
         cap = sent + first_byte_timeout + 4 * s.timeout
         stray_at: float | None = None
@@ -666,7 +704,7 @@ class SerialLink:
                     continue
                 if event.seq != seq:
                     if stash is None or not stash(event):
-                        self.stats.stale_frames += 1
+                        self._unexpected(event)
                     continue
                 if event.type == MsgType.ERROR:
                     code, text = self._decode(decode_error, event)
@@ -677,12 +715,22 @@ class SerialLink:
                         tally.slowest_answer_s = max(tally.slowest_answer_s,
                                                      time.perf_counter() - sent)
                         return "busy"
+                    self._answered.append(seq)
                     raise device_error(code, text, name)
                 if event.type != expected:
                     raise DeviceProtocolError(
                         f"device answered {name} (seq {seq}) with {event.type_name}, "
                         f"expected {type_name(expected)}")
+                self._answered.append(seq)
                 return event
+
+    def _unexpected(self, frame: Frame) -> None:
+        """Count a frame that answers no request awaited: a duplicate answer to one
+        already answered, or a stale one."""
+        if frame.seq in self._answered:
+            self.stats.duplicate_answers += 1
+        else:
+            self.stats.stale_frames += 1
 
     @staticmethod
     def _decode(decoder: Callable[[bytes], Any], frame: Frame) -> Any:

@@ -1,6 +1,6 @@
-"""Protocol revision 1.1 (docs/protocol.md): each rule as a device written from the
-spec must follow it (checked on the reference simulator, over real sockets), and
-each host duty checked against scripted devices that break one rule.
+"""Protocol revisions 1.1 and 1.4 (docs/protocol.md): each rule as a device written
+from the spec must follow it (checked on the reference simulator, over real sockets),
+and each host duty checked against scripted devices that break one rule.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from harness.worker import RemoteError
 from targets.serial.board import BoardClient, SerialBoardTarget
 from targets.serial.protocol import (
     MAX_PING,
+    REVISION,
     ErrorCode,
     Frame,
     MsgType,
@@ -429,3 +430,124 @@ def test_a_link_that_drops_on_the_first_frame_is_available_and_its_cases_infra_e
 
 def test_decode_error_of_a_busy_reply_is_busy():
     assert decode_error(b"\x06\x00\x04\x00busy") == (ErrorCode.BUSY, "busy")
+
+
+# == revision 1.4: what 1.3 left undefined ===================================================
+X14 = np.ones((4, 8), np.float32)
+
+
+def test_the_simulator_declares_revision_1_4(device):
+    assert REVISION == "1.4"
+    identity = device.request(MsgType.IDENTIFY)
+    assert b"protocol\x03\x001.4" in identity.payload
+
+
+# -- 5.3 abandoned loads, eviction ---------------------------------------------------------
+def test_load_begin_abandons_an_unfinished_load(device):
+    raw = model(blocks=4)
+    first, _ = begin(device, raw)
+    device.request(MsgType.LOAD_CHUNK, encode_chunk(first, 0, raw[:100]))
+    second = load(device, model())
+    assert refusal(device, MsgType.LOAD_CHUNK, encode_chunk(first, 100, raw[100:])) == \
+        "NO_MODEL"
+    assert device.request(MsgType.INFER, encode_infer(second, [("x", X14)])).type == \
+        MsgType.RESULT
+
+
+def test_a_full_board_evicts_the_least_recently_used_model_never_no_slot():
+    with ThreadedSim(BoardSimulator, slots=2) as sim:
+        exchange = link(sim.url)
+        exchange.request(MsgType.IDENTIFY)
+        older = load(exchange, model("Abs"))
+        newer = load(exchange, model("Relu"))
+        exchange.request(MsgType.INFER, encode_infer(older, [("x", X14)]))  # older is used
+        third = load(exchange, model("Neg"))  # evicts newer: named longest ago
+        assert refusal(exchange, MsgType.INFER, encode_infer(newer, [("x", X14)])) == "NO_MODEL"
+        for handle in (older, third):
+            assert exchange.request(MsgType.INFER, encode_infer(handle, [("x", X14)])).type \
+                == MsgType.RESULT
+        exchange.close()
+
+
+# -- 5.3 the order of LOAD_CHUNK's checks ----------------------------------------------------
+def test_a_chunk_under_eight_bytes_is_bad_payload(device):
+    assert refusal(device, MsgType.LOAD_CHUNK, b"\x01\x00\x00") == "BAD_PAYLOAD"
+
+
+def test_a_zero_byte_chunk_to_a_loaded_model_is_bad_offset_first(device):
+    handle = load(device, model())
+    assert refusal(device, MsgType.LOAD_CHUNK, encode_chunk(handle, 0, b"")) == "BAD_OFFSET"
+
+
+def test_an_oversized_chunk_at_a_wrong_offset_is_too_large_first():
+    with ThreadedSim(BoardSimulator, max_chunk=16) as sim:
+        exchange = link(sim.url)
+        exchange.request(MsgType.IDENTIFY)
+        raw = model()
+        handle, _ = begin(exchange, raw)
+        assert refusal(exchange, MsgType.LOAD_CHUNK, encode_chunk(handle, 5, raw[:40])) == \
+            "TOO_LARGE"
+        exchange.close()
+
+
+def test_a_chunk_past_size_at_a_wrong_offset_is_bad_offset_first(device):
+    raw = model()
+    handle, _ = begin(device, raw)
+    chunk = raw + b"extra"
+    assert refusal(device, MsgType.LOAD_CHUNK, encode_chunk(handle, 3, chunk)) == "BAD_OFFSET"
+
+
+# -- 5.3 requests naming a handle still loading ------------------------------------------------
+def test_infer_on_a_handle_still_loading_is_no_model_and_the_load_goes_on(device):
+    raw = model()
+    handle, _ = begin(device, raw)
+    device.request(MsgType.LOAD_CHUNK, encode_chunk(handle, 0, raw[:50]))
+    assert refusal(device, MsgType.INFER, encode_infer(handle, [("x", X14)])) == "NO_MODEL"
+    device.request(MsgType.LOAD_CHUNK, encode_chunk(handle, 50, raw[50:]))
+    assert device.request(MsgType.LOAD_END, encode_u32s(handle)).type == MsgType.LOADED
+
+
+def test_unload_of_a_handle_still_loading_frees_it(device):
+    raw = model()
+    handle, _ = begin(device, raw)
+    assert device.request(MsgType.UNLOAD, encode_u32s(handle)).type == MsgType.UNLOADED
+    assert refusal(device, MsgType.LOAD_CHUNK, encode_chunk(handle, 0, raw)) == "NO_MODEL"
+
+
+# -- 5.3 MODEL_REJECTED versus UNSUPPORTED_MODEL ------------------------------------------------
+def broken_graph() -> bytes:
+    """A graph that breaks the IR rules: Add of a float and an int64 tensor."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "k"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]
+                             ).SerializeToString()
+
+
+@pytest.mark.parametrize("raw, code", [
+    (broken_graph(), "MODEL_REJECTED"),  # (3) a graph that breaks the IR rules
+    (model("NoSuchOp"), "UNSUPPORTED_MODEL"),  # (2) wins over (3): no opset defines it
+])
+def test_which_of_rejected_and_unsupported_applies(device, raw, code):
+    handle, _ = begin(device, raw)
+    device.request(MsgType.LOAD_CHUNK, encode_chunk(handle, 0, raw))
+    assert refusal(device, MsgType.LOAD_END, encode_u32s(handle)) == code
+
+
+# -- 2.1 a short frame ----------------------------------------------------------------------
+def test_a_short_request_is_bad_frame_and_the_request_inside_it_is_answered(device):
+    """A PING that lost its last bytes on the way, followed by a good PING: the first
+    is answered BAD_FRAME (its header was intact), the second PONG."""
+    damaged = encode_frame(MsgType.PING, 900, b"x" * 40)[:-12]
+    device.write_raw(damaged + encode_frame(MsgType.PING, 901, b"ok"))
+    answers: list[Frame] = []
+    for _ in range(20):
+        answers += [e for e in device.events(0.5) if isinstance(e, Frame)]
+        if len(answers) >= 2:
+            break
+    by_seq = {f.seq: f for f in answers}
+    assert by_seq[900].type == MsgType.ERROR
+    assert decode_error(by_seq[900].payload)[0] == ErrorCode.BAD_FRAME
+    assert by_seq[901].type == MsgType.PONG and by_seq[901].payload == b"ok"

@@ -1,6 +1,7 @@
 """``shipei sim board``: a development board that executes models with onnxruntime.
 
-It keeps up to ``slots`` models (least recently used evicted), measures its own
+It keeps up to ``slots`` models (LOAD_BEGIN frees abandoned half-done loads, then
+evicts the least recently used model: docs/protocol.md section 5.3), measures its own
 compute time around ``InferenceSession.run`` and reports it in RESULT. It takes
 up to ``pipeline`` requests in flight (capability ``pipeline``, docs/protocol.md
 section 3.2); 1 simulates a stop-and-wait device of revision 1.2 or older.
@@ -93,6 +94,19 @@ def unsupported_operator(model_bytes: bytes) -> str | None:
     return None
 
 
+def _valid(model_bytes: bytes) -> bool:
+    """Whether the model keeps the ONNX IR rules (``onnx.checker`` with shape and type
+    inference): a valid model the runtime cannot compile is UNSUPPORTED_MODEL, an
+    invalid one MODEL_REJECTED (section 5.3)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(onnx.load_from_string(model_bytes), full_check=True)
+    except Exception:
+        return False
+    return True
+
+
 class BoardSimulator(Simulator):
     device_name = "board"
 
@@ -168,6 +182,10 @@ class BoardSimulator(Simulator):
         if size > MAX_MODEL_BYTES:
             return _error(ErrorCode.TOO_LARGE, f"model of {size} bytes exceeds "
                                                f"{MAX_MODEL_BYTES}")
+        # the host loads one model at a time: a load begun and not finished is
+        # abandoned; then, if every slot is taken, the least recently used model goes
+        for abandoned in [h for h, slot in self.slots.items() if not slot.loaded]:
+            del self.slots[abandoned]
         while len(self.slots) >= self.max_slots:
             self.slots.popitem(last=False)
         handle = self._next_handle
@@ -246,7 +264,7 @@ class BoardSimulator(Simulator):
         except Exception as exc:
             text = _first_line(exc)
             unsupported = any(mark in text for mark in _UNSUPPORTED_MARKS)
-            return (ErrorCode.UNSUPPORTED_MODEL if unsupported
+            return (ErrorCode.UNSUPPORTED_MODEL if unsupported or _valid(raw)
                     else ErrorCode.MODEL_REJECTED), text
         slot.output_names = [o.name for o in slot.session.get_outputs()]
         slot.raw_io = needs_raw_io((*slot.session.get_inputs(), *slot.session.get_outputs()))

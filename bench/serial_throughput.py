@@ -23,6 +23,18 @@ LOAD_END, for a model of ``--load-mb`` megabytes; model bytes per second.
 
     python bench/serial_throughput.py [--baud 921600] [--bits-per-byte 10]
         [--sizes 1K,4K,16K,64K,256K,1M] [--load-mb 4] [--json out.json] [--plot out.png]
+
+With ``--device URL`` it measures a vendor's own board instead of the simulator
+(``/dev/ttyUSB0``, ``socket://HOST:PORT``, any URL the serial-board target takes):
+one at a time and pipelined, as fractions of the line rate given by ``--baud`` and
+``--bits-per-byte`` (the UART's own rate: the host does not pace), and the model
+load rate on that link when ``--load-mb`` is not 0. The board must run ReduceSum
+(float32) and ConstantOfShape (int64 shape to float32); it is driven through
+``BoardClient`` exactly as the harness drives it, pipelining up to the board's
+declared ``pipeline``:
+
+    python bench/serial_throughput.py --device /dev/ttyUSB0 --baud 921600 \
+        --sizes 1K,4K,64K --load-mb 1
 """
 
 from __future__ import annotations
@@ -115,20 +127,73 @@ def run_board(baud: float, bits: float, sizes: list[int], repeats_for, log: Path
     with SimProcess("board", *args, log=log) as sim:
         settings = LinkSettings(sim.url, timeout=5.0, pace_baud=baud, bits_per_byte=bits,
                                 baudrate=int(baud) or 921600)
+        return measure_sizes(settings, sizes, repeats_for, "paced" if baud else "unpaced")
+
+
+def measure_sizes(settings: LinkSettings, sizes: list[int], repeats_for, label: str
+                  ) -> dict[int, dict[str, dict[str, float]]]:
+    """:func:`measure` for each size on the board at ``settings.url``."""
+    with SerialLink(settings) as link:
+        client = BoardClient(link, infer_timeout=60.0, chunk=65536)
+        identity = client.identify()
+        max_chunk = identity.cap_int("max_chunk", 0)
+        handles = {name: client.load(raw, name, max_chunk).handle
+                   for name, raw in models().items()}
+        results = {}
+        for size in sizes:
+            results[size] = measure(client, handles, size, repeats_for(size))
+            line = "  ".join(f"{d} {r['payload_Bps'] / 1e3:9.1f} kB/s "
+                             f"(pipelined {r['pipelined_Bps'] / 1e3:9.1f})"
+                             for d, r in results[size].items())
+            print(f"  {label:8s}{size:>9,d} B  {line}", file=sys.stderr, flush=True)
+        for handle in handles.values():
+            client.unload(handle)
+        return results
+
+
+def device_main(args: argparse.Namespace, sizes: list[int]) -> int:
+    """``--device URL``: the figures of a vendor's own board."""
+    line_Bps = args.baud / args.bits_per_byte
+    settings = LinkSettings(args.device, timeout=5.0, baudrate=int(args.baud),
+                            bits_per_byte=args.bits_per_byte)
+    results = measure_sizes(settings, sizes, lambda n: 5 if n <= 16384 else 2, "device")
+    rows = []
+    print(f"\nPayload throughput of the board at {args.device}, {args.baud:g} baud "
+          f"({args.bits_per_byte:g} bits/byte, line {line_Bps:,.0f} B/s)\n")
+    print("| tensor | up | down | pipelined up | pipelined down | framing bound | "
+          "device compute up ms | device compute down ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, row in results.items():
+        fractions = {f"{key}_{d}_fraction": row[d][f"{rate}_Bps"] / line_Bps
+                     for d in ("uplink", "downlink")
+                     for key, rate in (("one_at_a_time", "payload"), ("pipelined", "pipelined"))}
+        rows.append({"size_B": size, **fractions,
+                     **{f"device_{d}_compute_ms": row[d]["device_compute_s"] * 1e3
+                        for d in ("uplink", "downlink")}})
+        print(f"| {size / 1024:g} KiB | {fractions['one_at_a_time_uplink_fraction']:.3f} | "
+              f"{fractions['one_at_a_time_downlink_fraction']:.3f} | "
+              f"{fractions['pipelined_uplink_fraction']:.3f} | "
+              f"{fractions['pipelined_downlink_fraction']:.3f} | "
+              f"{size / line_bytes(size, 'uplink'):.3f} | "
+              f"{row['uplink']['device_compute_s'] * 1e3:.3f} | "
+              f"{row['downlink']['device_compute_s'] * 1e3:.3f} |")
+    load = {}
+    if args.load_mb > 0:
+        raw = big_model(args.load_mb)
         with SerialLink(settings) as link:
-            client = BoardClient(link, infer_timeout=60.0, chunk=65536)
-            client.identify()
-            handles = {name: client.load(raw, name, 65536).handle
-                       for name, raw in models().items()}
-            results = {}
-            for size in sizes:
-                results[size] = measure(client, handles, size, repeats_for(size))
-                line = "  ".join(f"{d} {r['payload_Bps'] / 1e3:9.1f} kB/s "
-                                 f"(pipelined {r['pipelined_Bps'] / 1e3:9.1f})"
-                                 for d, r in results[size].items())
-                print(f"  {'paced' if baud else 'unpaced':8s}{size:>9,d} B  {line}",
-                      file=sys.stderr, flush=True)
-            return results
+            client = BoardClient(link, load_timeout=120.0)
+            identity = client.identify()
+            loaded = client.load(raw, "load-rate", identity.cap_int("max_chunk", 0))
+            client.unload(loaded.handle)
+        load = {"load_s": loaded.host_load_s, "load_MBps": len(raw) / loaded.host_load_s / 1e6,
+                "chunks": loaded.chunks}
+        print(f"\nModel load: {len(raw) / 1e6:.2f} MB in {loaded.chunks} chunks, "
+              f"{load['load_s']:.2f} s, {load['load_MBps']:.3f} MB/s")
+    if args.json:
+        args.json.write_text(json.dumps({"device": args.device, "baud": args.baud,
+                                         "bits_per_byte": args.bits_per_byte, "rows": rows,
+                                         "load": load}, indent=2))
+    return 0
 
 
 def line_bytes(size: int, direction: str) -> int:
@@ -206,8 +271,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="model size for the load-rate measurement (0: skip it)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the paced fractions here")
+    parser.add_argument("--device", metavar="URL",
+                        help="measure this board (a port or URL) instead of the simulator")
     args = parser.parse_args(argv)
-    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    try:
+        sizes = [parse_size(s) for s in args.sizes.split(",")]
+    except (ValueError, IndexError):
+        parser.error(f"--sizes {args.sizes!r}: expected sizes such as 1K,4K,1M")
+    if not (args.baud > 0 and args.bits_per_byte > 0 and min(sizes) >= 4):
+        parser.error("--baud and --bits-per-byte must be > 0 and every size >= 4 bytes")
+    if args.device:
+        return device_main(args, sizes)
     line_Bps = args.baud / args.bits_per_byte
     log = Path(os.environ.get("TMPDIR", "/tmp")) / "shipei-bench-serial-sim.log"
     print(f"line rate {args.baud:g} baud, {args.bits_per_byte:g} bits/byte = "

@@ -164,16 +164,22 @@ def register_vendor(center: Center, name: str) -> Path:
 
 
 def edit_run(run_dir: Path, info_edit: Any = None, records_edit: Any = None) -> None:
-    """Change a run folder's run.json (``info_edit(info)``) and records
-    (``records_edit(records) -> records``) in place."""
-    if info_edit is not None:
-        info = json.loads((run_dir / "run.json").read_text())
-        info_edit(info)
-        (run_dir / "run.json").write_text(json.dumps(info))
+    """Change a run folder's records (``records_edit(records) -> records``, every attempt)
+    and run.json (``info_edit(info)``) in place. Like a careful forger, run.json's status
+    counts are made again from the edited records (before ``info_edit``)."""
+    from harness.records import load_run
+    from harness.runs import count_statuses
+
     if records_edit is not None:
         lines = (run_dir / "records.jsonl").read_text().splitlines()
         records = records_edit([json.loads(line) for line in lines if line.strip()])
         (run_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    info = json.loads((run_dir / "run.json").read_text())
+    if records_edit is not None:
+        info["counts"] = count_statuses(load_run(run_dir)[1])
+    if info_edit is not None:
+        info_edit(info)
+    (run_dir / "run.json").write_text(json.dumps(info))
 
 
 @functools.cache

@@ -61,6 +61,7 @@ def _without_unwanted(run_dir: Path, dest: Path) -> tuple[Path, list[tuple[str, 
         return kept
 
     edit_run(edited, records_edit=drop)
+
     edit_run(edited, info_edit=lambda info: info["selection"].update(
         selected=info["selection"]["selected"] - len(deleted),
         collected=info["selection"]["collected"] - len(deleted)))
@@ -173,6 +174,19 @@ def test_a_record_that_disagrees_with_the_bundles_junit_is_refused(
     result = intake(center, build([edited], center.vendor_key, reports=reports_of(run_dir)))
     _refused(result, "consistency", "junit.xml says", flipped["case"],
              f"is {flipped['was']}; the records say")
+
+
+def test_run_json_counts_that_are_not_the_records_are_refused(run_dir: Path, center: Center,
+                                                               tmp_path: Path) -> None:
+    edited = copy_run(run_dir, tmp_path / "vendor")
+
+    def one_more_pass(info: dict[str, Any]) -> None:
+        counts = info["counts"]["onnxruntime-cpu"]
+        counts["pass"] = counts.get("pass", 0) + 1
+
+    edit_run(edited, info_edit=one_more_pass)
+    result = intake(center, build([edited], center.vendor_key))
+    _refused(result, "consistency", "run.json counts onnxruntime-cpu", "its records give")
 
 
 def test_a_passing_retry_added_afterwards_is_refused(run_dir: Path, center: Center,

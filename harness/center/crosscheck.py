@@ -4,6 +4,7 @@
   case-insensitive or normalising file system one would replace the other);
 - the statement's predicate: its runs are the bundle's runs, its passed, warned and
   failed test lists are what the records give;
+- ``run.json``'s status counts per target are what its effective records give;
 - JUnit (``reports/<run>/junit.xml``, where the bundle carries it): every test case
   has the status of its record, and every record its test case;
 - attempts: each case's attempts are numbered 1, 2, ... in file order and in time
@@ -28,6 +29,7 @@ from xml.etree import ElementTree
 from harness.center.bundle import REPORTS_DIR, _result
 from harness.crash_blame import CORRUPTED_FIELD
 from harness.records import latest_attempts
+from harness.runs import count_statuses
 from harness.selection import retry_wanted
 
 #: no run of this harness can be older (it did not exist before)
@@ -172,6 +174,21 @@ def check_junit(run_id: str, data: bytes, records: list[dict[str, Any]]) -> int:
     return len(theirs)
 
 
+def check_counts(run_id: str, info: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """run.json's ``counts`` (statuses per target, as the run wrote them at its end) are
+    the ones its effective records give."""
+    if "counts" not in info:
+        return
+    given = count_statuses(latest_attempts(records))
+    if info["counts"] != given:
+        differ = sorted(t for t in set(given) | set(info["counts"] or {})
+                        if given.get(t) != (info["counts"] or {}).get(t))
+        shown = differ[0] if differ else "?"
+        raise ConsistencyError(f"run {run_id}: run.json counts {shown}: "
+                               f"{(info['counts'] or {}).get(shown)}, its records give "
+                               f"{given.get(shown)}")
+
+
 def check_predicate(predicate: dict[str, Any], run_ids: list[str],
                     attempts: dict[str, list[dict[str, Any]]]) -> None:
     listed = sorted(r["run_id"] for r in predicate.get("runs", []))
@@ -202,9 +219,10 @@ def check_consistency(files: dict[str, bytes], predicate: dict[str, Any],
     check_dates(predicate, infos, attempts, now)
     compared = 0
     for run_id in run_ids:
+        check_counts(run_id, infos[run_id], attempts[run_id])
         check_attempts(run_id, infos[run_id], attempts[run_id])
         junit = files.get(f"{REPORTS_DIR}/{run_id}/{JUNIT_FILE}")
         if junit is not None:
             compared += check_junit(run_id, junit, attempts[run_id])
-    return [f"member names, statement, attempts and dates agree; {compared} JUnit test "
-            "case(s) match their records"]
+    return [f"member names, statement, status counts, attempts and dates agree; {compared} "
+            "JUnit test case(s) match their records"]

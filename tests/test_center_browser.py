@@ -3,13 +3,17 @@ driven by Selenium through chromium-driver): a vendor's run is bundled (shipei b
 uploaded as the vendor on the upload page (intake), audited (shipei audit), certified
 and published (shipei certify --bundle FILE --publish); then the certificate is found by search,
 opened and verified in the browser (WebCrypto Ed25519 against the center key, and the
-server's re-check), and a tampered bundle uploaded in the browser is refused with the
-check named. ``SHIPEI_SCREENSHOTS=docs/img`` writes the pages' screenshots there."""
+server's re-check), a tampered bundle uploaded in the browser is refused with the
+check named, and a page on another port of the same host that posts to the registry with
+the vendor's cookie is refused (CSRF). ``SHIPEI_SCREENSHOTS=docs/img`` writes the pages'
+screenshots there."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -142,5 +146,35 @@ def test_vendor_to_certificate_in_a_real_browser(browser, tmp_path_factory,  # t
         assert "Refused" in verdict
         assert browser.find_element(By.ID, "failed-check").text == "digest"
         shot(browser, shots / "center-refusal.png")
+
+        # a page on another port of the same host posts with the vendor's cookie: refused
+        with _attacker_page(tmp_path, server.url + "/upload") as attack:
+            browser.get(attack)
+            WebDriverWait(browser, 60).until(lambda b: b.current_url.startswith(server.url))
+            detail = browser.find_element(By.ID, "error-detail").text
+        assert detail.startswith("csrf: a form posted from http://127.0.0.1:"), detail
     finally:
         server.kill()
+
+
+@contextlib.contextmanager
+def _attacker_page(tmp_path: Path, target: str) -> Iterator[str]:
+    """An auto-submitting form to ``target``, served from another port of 127.0.0.1."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "attacker"
+    folder.mkdir()
+    (folder / "index.html").write_text(
+        f'<form id="f" method="post" action="{target}"><input name="profile" '
+        'value="framework"></form><script>document.getElementById("f").submit()</script>')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

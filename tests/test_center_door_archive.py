@@ -24,6 +24,7 @@ from harness.center.bundle import (
     ATTESTATION,
     MANIFEST,
     PAYLOAD_TYPE,
+    SIGNED_MEMBERS,
     BundleError,
     _tar_bytes,
     open_bundle,
@@ -214,3 +215,25 @@ def test_a_certificate_with_a_second_signature_is_refused(tmp_path: Path) -> Non
     envelope = json.loads(_envelope(_statement_body(), extra_signatures=1))
     with pytest.raises(VerificationError, match="^signature: the envelope has 2 signature"):
         open_certificate(canonical_json(envelope), KEY.public_key())
+
+
+def _signed_bundle(files: dict[str, bytes]) -> bytes:
+    manifest = canonical_json({"schema_version": "1.0", "files": [
+        {"path": n, "sha256": sha256_bytes(b), "size": len(b)} for n, b in sorted(files.items())]})
+    statement = json.loads(_statement_body())
+    statement["subject"] = [{"name": MANIFEST, "digest": {"sha256": sha256_bytes(manifest)}}]
+    statement["predicate"] = {"runs": []}
+    return _tar_bytes({**files, MANIFEST: manifest,
+                       ATTESTATION: _envelope(canonical_json(statement))})
+
+
+def test_verifying_with_only_the_signed_members_in_memory_still_checks_every_digest() -> None:
+    files = {"runs/r/records.jsonl": b'{"case": "x"}\n' * 1000, "environment.json": b"{}"}
+    opened = open_bundle(_signed_bundle(files), members=SIGNED_MEMBERS)
+    assert set(opened.files) == {ATTESTATION, MANIFEST}
+    assert opened.verify_digests(opened.verify_signature(KEY.public_key())) == 2
+    raw = _tar_bytes({**read_archive(_signed_bundle(files)),
+                      "runs/r/records.jsonl": b'{"case": "y"}\n'})  # edited, not re-signed
+    edited = open_bundle(raw, members=SIGNED_MEMBERS)
+    with pytest.raises(BundleError, match="^digest: runs/r/records.jsonl does not match"):
+        edited.verify_digests(edited.verify_signature(KEY.public_key()))

@@ -445,10 +445,11 @@ SIGNED_MEMBERS = (ATTESTATION, MANIFEST)
 
 def open_bundle(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES,
                 members: tuple[str, ...] | None = None) -> OpenedBundle:
-    """The bundle's members (only ``members`` kept in memory when given, every one
-    hashed) and its parsed envelope."""
-    archive = stream_archive(data, max_bytes,
-                             None if members is None else members.__contains__)
+    """The bundle's members and its parsed envelope. With ``members`` (for verification:
+    :data:`SIGNED_MEMBERS`), only those and the attestation are kept in memory; every
+    member is still hashed, so :meth:`OpenedBundle.verify_digests` checks them all."""
+    wanted = None if members is None else {ATTESTATION, *members}.__contains__
+    archive = stream_archive(data, max_bytes, wanted)
     files = archive.files
     if ATTESTATION not in files:
         raise BundleError(f"signature: the bundle has no {ATTESTATION}")

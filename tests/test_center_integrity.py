@@ -138,6 +138,23 @@ def test_copied_records_are_a_replay_whoever_signs_them(run_dir: Path, center: C
     _refused(own, "replay", "measurements of an accepted bundle (#1")
 
 
+def test_bundles_accepted_before_content_digests_are_protected_too(
+        run_dir: Path, center: Center, tmp_path: Path) -> None:
+    from sqlalchemy import delete
+
+    from harness.center.models import ContentDigest
+    from harness.center.store import Store
+
+    accept(center, build([run_dir], center.vendor_key))
+    store = Store(center.db)
+    with store.session() as session:  # as a center upgraded from revision 0002 has it
+        session.execute(delete(ContentDigest))
+    store.close()
+    copied = intake(center, build([copy_run(run_dir, tmp_path / "own", "again-3")],
+                                  center.vendor_key))
+    _refused(copied, "replay", "measurements of an accepted bundle (#1")
+
+
 def test_an_honest_second_run_by_another_lab_is_no_replay(
         run_dir: Path, second_lab_run: Path, center: Center) -> None:
     accept(center, build([run_dir], center.vendor_key))

@@ -158,6 +158,7 @@ def _check_replay(session: Session, bundle: OpenedBundle, infos: dict[str, dict[
         raise _Refused("replay", f"run {known[0].run_id} was already submitted"
                                  + (f" in bundle #{known[0].bundle_id}" if known[0].bundle_id
                                     else ""))
+    replay.backfill(session)
     try:
         note = replay.check_content(session, digests)
     except replay.ReplayError as exc:

@@ -16,7 +16,9 @@ same target by another vendor shares none), so the rule can be strict:
 - or when any of its latency samples files is one already accepted.
 
 Records without timings (a case skipped before it ran) are not counted. The digests
-of each accepted bundle are stored (table ``content_digests``).
+of each accepted bundle are stored (table ``content_digests``); bundles accepted before
+the table existed get theirs at the next intake (:func:`backfill`), so they are
+protected too.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from harness.center.bundle import RUNS_DIR
-from harness.center.models import ContentDigest
+from harness.center.bundle import RUNS_DIR, BundleError, open_bundle
+from harness.center.models import Bundle, ContentDigest
 from harness.records import latest_attempts
 
 #: the share of a bundle's timed records already accepted that makes it a replay
 MAX_SHARED_SHARE = 0.05
+#: the row that says a bundle was scanned and measured nothing (so it is not scanned again)
+NOTHING_MEASURED = "none"
 #: digests per database query (SQLite's bound-parameter limit is 999 on old builds)
 QUERY_CHUNK = 500
 
@@ -119,3 +123,23 @@ def check_content(session: Session, digests: list[Digest]) -> str:
 def store_digests(session: Session, bundle_id: int, digests: list[Digest]) -> None:
     session.add_all(ContentDigest(digest=d.digest, kind=d.kind, bundle_id=bundle_id,
                                   suite=d.suite[:100], case=d.case[:300]) for d in digests)
+
+
+def backfill(session: Session) -> int:
+    """Store the digests of accepted bundles that have none (accepted before the table
+    existed); return how many bundles were scanned."""
+    from harness.center.bundle_shape import ShapeError, load_runs
+
+    scanned = select(ContentDigest.bundle_id)
+    rows = session.scalars(select(Bundle).where(Bundle.id.not_in(scanned))).all()
+    for row in rows:
+        try:
+            bundle = open_bundle(row.data)
+            _, attempts = load_runs(bundle.files, bundle.run_ids())
+            digests = bundle_digests(bundle.files, attempts)
+        except (BundleError, ShapeError):
+            digests = []
+        store_digests(session, row.id, digests or [Digest("", NOTHING_MEASURED, "", "")])
+    if rows:
+        session.flush()
+    return len(rows)

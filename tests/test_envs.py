@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,29 @@ def test_every_builtin_pin_is_a_registry_version():
                 (pin,) = Requirement(line).specifier
                 assert pin.operator == "==", (path.name, line)
                 assert Version(pin.version).local is None, (path.name, line)
+
+
+@pytest.mark.slow
+def test_every_builtin_spec_resolves_from_the_registry_alone(tmp_path):
+    """What a fresh machine can build: each install step resolved by pip with its
+    configuration ignored (no find-links, no extra index) against the default registry,
+    in dry-run (metadata only), for the spec's own platform. Needs the registry."""
+    from targets.envs import provide_environments
+
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("PIP_") or k in ("PIP_DEFAULT_TIMEOUT", "PIP_CERT")}
+    clean["PIP_CONFIG_FILE"] = os.devnull
+    for path in provide_environments():
+        spec = envs.EnvSpec.from_file(path)
+        platform = [f"--platform={p}" for p in spec.rootfs.get("platforms", [])]
+        if platform:
+            platform += ["--only-binary=:all:", f"--python-version={spec.python}",
+                         "--implementation=cp"]
+        for step in spec.steps:
+            options = [o for o in step.options if o != "--no-deps"]
+            result = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
+                 "--ignore-installed", "--quiet", "--disable-pip-version-check",
+                 "--target", str(tmp_path / "never"), *platform, *options, *step.packages],
+                capture_output=True, text=True, env=clean, cwd=tmp_path, check=False)
+            assert result.returncode == 0, (spec.name, result.stderr[-500:])

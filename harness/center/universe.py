@@ -24,6 +24,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +39,8 @@ MODEL_FILE_SUITE = "model_file"
 COLLECT_TIMEOUT_S = 600
 MAX_SHOWN = 3
 CaseKey = tuple[str, str]  # (suite, case)
+#: one collection at a time per process (the web registry reviews uploads in threads)
+_COLLECTING = threading.Lock()
 
 
 class UniverseError(Exception):
@@ -93,13 +96,14 @@ def _collect(dirs: dict[str, Path], label: str, markexpr: str) -> list[CaseKey]:
 def _memo(suites: tuple[str, ...], label: str, markexpr: str, key: str) -> frozenset[CaseKey]:
     dirs = _suite_dirs(suites)
     path = cache_dir("universe") / f"{key}.json"
-    if path.exists():
-        try:
-            return frozenset(tuple(k) for k in json.loads(path.read_text()))
-        except (ValueError, TypeError):
-            path.unlink(missing_ok=True)
-    cases = _collect(dirs, label, markexpr)
-    write_atomically(path, json.dumps(cases).encode())
+    with _COLLECTING:
+        if path.exists():
+            try:
+                return frozenset(tuple(k) for k in json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                path.unlink(missing_ok=True)
+        cases = _collect(dirs, label, markexpr)
+        write_atomically(path, json.dumps(cases).encode())
     return frozenset(cases)
 
 

@@ -291,24 +291,27 @@ def test_a_duplicate_answer_is_counted_and_reported_as_a_repair():
     assert repairs["duplicate_answers"] == 1 and repairs["stale_answers"] == 0
 
 
+def clean_board(frame: Frame, peer: ScriptedPeer) -> bytes | None:
+    """A board that loads the Abs model as handle 7 and answers every INFER."""
+    if frame.type == MsgType.IDENTIFY:
+        return encode_frame(MsgType.IDENTITY, frame.seq, BOARD.encode())
+    if frame.type == MsgType.LOAD_BEGIN:
+        return encode_frame(MsgType.LOAD_READY, frame.seq, encode_u32s(7, 0))
+    if frame.type == MsgType.LOAD_CHUNK:
+        handle, offset = struct.unpack_from("<II", frame.payload)
+        return encode_frame(MsgType.CHUNK_ACK, frame.seq,
+                            encode_u32s(handle, offset + len(frame.payload) - 8))
+    if frame.type == MsgType.LOAD_END:
+        return encode_frame(MsgType.LOADED, frame.seq,
+                            encode_loaded(7, sha256(abs_model()), 10))
+    if frame.type == MsgType.INFER:
+        return result_for(frame)
+    return encode_frame(MsgType.ERROR, frame.seq, encode_error(ErrorCode.NOT_SUPPORTED, "no"))
+
+
 def test_a_load_whose_answers_all_come_is_recorded_with_no_repairs():
     """The counterpart: a clean load and run record zero of every repair."""
-    def clean(frame: Frame, peer: ScriptedPeer) -> bytes | None:
-        if frame.type == MsgType.LOAD_BEGIN:
-            return encode_frame(MsgType.LOAD_READY, frame.seq, encode_u32s(7, 0))
-        if frame.type == MsgType.LOAD_CHUNK:
-            handle, offset = struct.unpack_from("<II", frame.payload)
-            return encode_frame(MsgType.CHUNK_ACK, frame.seq,
-                                encode_u32s(handle, offset + len(frame.payload) - 8))
-        if frame.type == MsgType.LOAD_END:
-            return encode_frame(MsgType.LOADED, frame.seq,
-                                encode_loaded(7, sha256(abs_model()), 10))
-        if frame.type == MsgType.INFER:
-            return result_for(frame)
-        return encode_frame(MsgType.ERROR, frame.seq,
-                            encode_error(ErrorCode.NOT_SUPPORTED, "no"))
-
-    with ScriptedPeer(identity_or(clean)) as peer:
+    with ScriptedPeer(clean_board) as peer:
         target = SerialBoardTarget(url=peer.url, timeout=0.5)
         executable = target.compile(abs_model())
         executable.run({"x": X})
@@ -317,4 +320,24 @@ def test_a_load_whose_answers_all_come_is_recorded_with_no_repairs():
     for key in ("retransmissions", "damaged_frames", "stray_bytes", "duplicate_answers",
                 "stale_answers", "model_load_restarts"):
         assert placement[key] == 0, key
-    assert BOARD.model == "peer-1"
+
+
+def test_a_lost_identify_answer_is_in_the_first_cases_repairs():
+    """IDENTIFY opens the session for a case: its retransmission is that case's."""
+    identifies: list[int] = []
+
+    def lose_first_identity(frame: Frame, peer: ScriptedPeer) -> bytes | None:
+        if frame.type == MsgType.IDENTIFY:
+            identifies.append(frame.seq)
+            if len(identifies) == 1:
+                return None
+        return clean_board(frame, peer)
+
+    with ScriptedPeer(lose_first_identity) as peer:
+        target = SerialBoardTarget(url=peer.url, timeout=0.2)
+        first = target.compile(abs_model())
+        assert first.placement()["retransmissions"] == 1
+        first.close()
+        second = target.compile(abs_model())
+        assert second.placement()["retransmissions"] == 0
+        target.close()

@@ -244,9 +244,12 @@ def _io_problem(model: onnx.ModelProto, dtypes: tuple[str, ...]) -> str | None:
 
 class BoardExecutable(Executable):
     def __init__(self, target: SerialBoardTarget, model: onnx.ModelProto, raw: bytes,
-                 loaded: LoadedModel, link_before: dict[str, Any]) -> None:
+                 loaded: LoadedModel, link_before: dict[str, Any],
+                 connect_repairs: Mapping[str, int] | None = None) -> None:
         self.target = target
         self.link_before = link_before
+        #: what the link repaired while IDENTIFY opened a session for this case
+        self.connect_repairs = dict(connect_repairs or {})
         self.raw = raw
         self.loaded = loaded
         initializers = {i.name for i in model.graph.initializer}
@@ -314,8 +317,8 @@ class BoardExecutable(Executable):
             "model_load_restarts": self.loaded.restarts,
             "model_sha256": self.loaded.sha256.hex(),
             "model_reloads": self.reloads,
-            # link trouble since this model's load began
-            **link_repairs(self.link_before, link),
+            # link trouble since this model's load began (and its connection's IDENTIFY)
+            **added(self.connect_repairs, link_repairs(self.link_before, link)),
             # UNLOADs of earlier models, sent after their own case was recorded
             "earlier_unloads": self.earlier_unloads,
         }
@@ -342,6 +345,11 @@ def link_repairs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int
             "duplicate_answers": link(after, "duplicate_answers") - link(before,
                                                                          "duplicate_answers"),
             "stale_answers": link(after, "stale_frames") - link(before, "stale_frames")}
+
+
+def added(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:
+    """Two :func:`link_repairs` summed, key by key."""
+    return {key: first.get(key, 0) + second.get(key, 0) for key in {**first, **second}}
 
 
 def describe_repairs(repairs: Mapping[str, int]) -> str:
@@ -533,7 +541,10 @@ class SerialBoardTarget(Target):
             proto = onnx.load_from_string(model)
         except Exception as exc:
             raise TargetError(f"not an ONNX model: {exc}") from None
+        connecting = self.link_stats()
         self.client()
+        # IDENTIFY on a new connection: this case's too
+        connect = link_repairs(connecting, self.link_stats())
         problem = _io_problem(proto, self.capabilities().dtypes)
         if problem:
             raise UnsupportedModelError(problem)
@@ -545,12 +556,12 @@ class SerialBoardTarget(Target):
             loaded = self.load(model)
         except (TargetError, InfraError) as exc:
             # the load failed: what the link repaired meanwhile goes into its message
-            repairs = describe_repairs(link_repairs(before, self.link_stats()))
+            repairs = describe_repairs(added(connect, link_repairs(before, self.link_stats())))
             if repairs and exc.args:
                 exc.args = (f"{exc.args[0]} [link repairs during the load: {repairs}]",
                             *exc.args[1:])
             raise
-        return BoardExecutable(self, proto, model, loaded, before)
+        return BoardExecutable(self, proto, model, loaded, before, connect)
 
     def close(self) -> None:
         if self._link is not None:

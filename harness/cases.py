@@ -212,8 +212,10 @@ class PreparedCase:
     loaded: LoadedCase
     key: str
     model: bytes
-    started: float  # time.perf_counter() when preparing began
+    started: float  # time.perf_counter() when preparing began, less the probe's time
     prepare_s: float
+    #: what the capability probe took for this case (the target's set-up, not the case's)
+    probe_s: float = 0.0
 
     @property
     def feeds(self) -> list[dict[str, Any]]:
@@ -232,12 +234,18 @@ def prepare_case(case: Case, host: Host, caps: Capabilities, timeout: float,
     reason = opset_reason(loaded.model, caps)
     if reason:
         return Outcome("skip", reason)
-    refused = _probe_refusal(loaded.model, host, caps, started + timeout - time.perf_counter())
+    # the probe is the target's set-up (once per element type): neither the case's time
+    # nor its timeout; the record keeps it apart as timings["probe_s"]
+    probe_started = time.perf_counter()
+    refused = _probe_refusal(loaded.model, host, caps, PROBE_TIMEOUT_S)
+    probe_s = time.perf_counter() - probe_started
     if refused is not None:
+        refused.timings = {"probe_s": probe_s}
         return refused
+    started += probe_s
     return PreparedCase(case, loaded, key or f"{case.suite}::{case.name}",
                         loaded.model_bytes or loaded.model.SerializeToString(), started,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, probe_s)
 
 
 def conclude_case(prepared: PreparedCase, result: dict[str, Any], caps: Capabilities,
@@ -253,6 +261,8 @@ def conclude_case(prepared: PreparedCase, result: dict[str, Any], caps: Capabili
                                        undefined_elements(loaded.model, data.inputs)))
     timings = {"compile_s": result["compile_s"], "run_s": sum(result["run_s"]),
                "total_s": time.perf_counter() - prepared.started - waited_s}
+    if prepared.probe_s >= 0.001:
+        timings["probe_s"] = prepared.probe_s
     rtol, atol = effective_tolerance(case.rtol, case.atol, precision)
     metrics = verdict.metrics() | {"rtol": rtol, "atol": atol, "precision": precision}
     if precision != caps.precision:  # the configuration's floors did not apply: say so

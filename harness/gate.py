@@ -92,6 +92,15 @@ class GatePolicy:
     #: relative latency change counted as a regression (see harness.perf.compare)
     latency_threshold: float = 0.10
 
+    def __post_init__(self) -> None:
+        """A threshold that is negative, zero or not a number would let every change
+        through or stop every one: ValueError."""
+        for name in ("drift_factor", "drift_floor", "latency_threshold"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a positive number, "
+                                 f"not {value}")
+
 
 @dataclass
 class Finding:

@@ -22,6 +22,9 @@ import re
 
 #: the default ceiling, as a fraction of the machine's physical memory
 DEFAULT_FRACTION = 0.75
+#: the smallest ceiling accepted (a page): a size that rounds below it is a typo, never a
+#: ceiling (0 bytes would be recorded and nothing applied)
+MINIMUM = 4096
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 
@@ -49,7 +52,11 @@ def parse(text: str) -> int | None:
     match = _SIZE.match(text)
     if not match:
         raise ValueError(f"not a memory size: {text!r} (use e.g. 8G, 512M or none)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if size < MINIMUM:
+        raise ValueError(f"{text.strip()} is {size} bytes, less than the smallest ceiling "
+                         f"({MINIMUM} bytes; none for no ceiling)")
+    return size
 
 
 def describe(limit: int | None) -> str:

@@ -40,7 +40,7 @@ from harness.crash_blame import (
 from harness.expectations import Expectation, Expectations, ExpectationsError, judge
 from harness.hooks import plugin_manager
 from harness.prefetch import CasePrefetcher
-from harness.records import RunPaths, StorageError, check_run_id
+from harness.records import RunPaths, StorageError, check_run_id, check_writable
 from harness.registry import DEFAULT_TARGET, RegistryError, TargetRequest, TargetSpec
 from harness.reporting import terminal_summary
 from harness.run_writer import RunWriter
@@ -48,7 +48,7 @@ from harness.runs import build_record
 from harness.suite import CASE_ATTRIBUTE, suite_and_case
 from harness.suite_registry import discover_suites
 from harness.target import Availability, Capabilities, Target
-from harness.target_pool import TargetPool
+from harness.target_pool import TargetPool, set_up
 from harness.worker import Host
 
 DEFAULT_CASE_TIMEOUT = 60.0
@@ -126,6 +126,11 @@ def _check_options(config: pytest.Config) -> None:
         path = Path(opt(dest))
         if path.exists() and not path.is_dir():
             raise pytest.UsageError(f"{flag} {path} is a file, not a folder")
+        if not config.option.collectonly and not _is_xdist_worker(config):
+            try:
+                check_writable(path, flag)
+            except StorageError as exc:
+                raise pytest.UsageError(str(exc)) from None
     run_id = opt("shipei_run_id")
     if run_id is None:
         return
@@ -340,7 +345,10 @@ class ShipeiSession:
         return self.pool.capabilities(request)
 
     def host(self, request: TargetRequest) -> Host:
-        return self.prefetch.host(request.label, self.pool.host(request))
+        host = self.pool.host(request)
+        if request.label not in self.run.setup_s:
+            self.run.setup_s[request.label] = set_up(host)
+        return self.prefetch.host(request.label, host)
 
     def _resolve(self, request: TargetRequest) -> tuple[Host, Capabilities, bool]:
         """(host, capabilities, available) of a target, for cases sent ahead."""
@@ -352,6 +360,7 @@ class ShipeiSession:
         """``cases`` run in turn in a fresh worker of their own, closed after them."""
         host = self.pool.fresh_process_host(request)
         try:
+            set_up(host)  # its start-up is not the cases' time
             return [execute_case(case, host, self.capabilities(request), timeout)
                     for case in cases]
         finally:
@@ -369,7 +378,8 @@ class ShipeiSession:
         target_request = TargetRequest.parse(label)
         suite, case = suite_and_case(item)
         item.user_properties.extend([("shipei_target", target_request.label),
-                                     ("shipei_suite", suite), ("shipei_case", case)])
+                                     ("shipei_suite", suite), ("shipei_case", case),
+                                     ("shipei_test_case", _test_case(item, case, label))])
         try:
             handle = TargetHandle(self, target_request, item)
         except RegistryError as exc:
@@ -493,6 +503,9 @@ class ShipeiSession:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.pool.close()
+        if self.storage_error and not _is_xdist_worker(self.config):
+            # a full disk is a configuration error (2), not an interruption (130)
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if self.run.paths is None or _is_xdist_worker(self.config):
             return
         try:
@@ -518,6 +531,19 @@ class ShipeiSession:
             terminalreporter.write_line(line)
 
 
+def _test_case(item: pytest.Item, case: str, label: str) -> str:
+    """The case a test that ends before recording itself is recorded as: ``case``, with
+    the test's parameters other than the target (``test_model[deep.onnx]``), so that two
+    such tests of one function never fold into one record."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or isinstance(item, CaseItem) or len(callspec.params) < 2:
+        return case
+    others = callspec.id
+    for joined in (f"{label}-", f"-{label}"):
+        others = others.replace(joined, "", 1) if joined in others else others
+    return f"{case}[{others}]" if others and others != label else case
+
+
 def _uses_target(report: pytest.TestReport) -> bool:
     return "[" in report.nodeid and any(k == "shipei_target" for k, _ in report.user_properties)
 
@@ -536,9 +562,12 @@ def _record_from_report(report: pytest.TestReport) -> dict[str, Any]:
         status, message = "skip", str(reason).removeprefix("Skipped: ")
     else:
         status = "infra_error"
-        message = f"harness error in {report.when}: {report.longreprtext.strip()[-400:]}"
+        crash = getattr(report.longrepr, "reprcrash", None)
+        said = str(getattr(crash, "message", "") or report.longreprtext.strip()[-400:])
+        message = f"harness error in {report.when}: {said.strip()[:400]}"
+    case = props.get("shipei_test_case") or props.get("shipei_case", report.nodeid)
     return build_record(props["shipei_target"], props.get("shipei_suite", ""),
-                        props.get("shipei_case", report.nodeid), Outcome(status, message),
+                        case, Outcome(status, message),
                         None, status == "skip", {}, duration_s=report.duration,
                         worker_restarts=0)
 

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,14 +139,37 @@ class StorageError(OSError):
     """Results could not be written (a full disk, a read-only folder); one-line message."""
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Refuse, before a case runs, a folder records or reports cannot be written to (read
+    only, a pseudo-filesystem such as /proc, no space even for an empty file): the first
+    existing folder on its path must take a new file. :class:`StorageError` if not."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StorageError(f"{what} {folder}: {existing} is not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".shipei-probe-", dir=existing)
+    except OSError as exc:
+        raise StorageError(f"{what} {folder} cannot be written to: "
+                           f"{exc.strerror or exc}") from None
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
 class RecordWriter:
     """Appends case records to ``records.jsonl``, durably, one line per case."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.count = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self._fd = -1
+            raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from None
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one whole line. A failed or short write (a full disk) is cut back to
@@ -172,10 +196,10 @@ class RecordWriter:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename) so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     text = json.dumps(json_safe(data), ensure_ascii=False, indent=2, sort_keys=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:

@@ -17,6 +17,7 @@ from harness.records import (
     RECORD_SCHEMA_VERSION,
     RecordWriter,
     RunPaths,
+    StorageError,
     file_digests,
     latest_attempts,
     new_run_id,
@@ -41,6 +42,9 @@ class RunWriter:
         self.started = time.time()
         self.report_files: list[Path] = []
         self._finished: list[dict[str, Any]] | None = None
+        #: per target label: seconds its set-up took before its first case (the worker's
+        #: start-up; the capability probes' time is added from the records at the end)
+        self.setup_s: dict[str, float] = {}
         #: the last attempt written in this session per (target, suite, case)
         self._attempts: dict[tuple[str, str, str], int] = {}
 
@@ -96,6 +100,7 @@ class RunWriter:
         effective = [record.to_dict() for record in typed]
         if exitstatus == 0 and has_unexpected(effective):
             exitstatus = int(pytest.ExitCode.TESTS_FAILED)
+        self._record_setup(typed)
         self.run_info.update(finished_at=now_iso(), exit_status=int(exitstatus),
                              wall_time_s=round(time.time() - self.started, 3),
                              target_wall_s=time_per_target(effective),
@@ -104,9 +109,28 @@ class RunWriter:
         self.close()
         from harness.reporting import write_reports  # deferred: only runs with records
 
-        self.report_files = write_reports(self.paths, self.run_info, effective)
         self._finished = effective
+        try:
+            self.report_files = write_reports(self.paths, self.run_info, effective)
+        except OSError as exc:  # a read-only or full reports folder: the run itself is kept
+            raise StorageError(
+                f"cannot write reports to {self.paths.report_dir}: {exc.strerror or exc} "
+                f"(run {self.paths.run_id} is kept under {self.paths.results_root}; write "
+                f"them later with shipei report {self.paths.run_id})") from None
         return exitstatus, typed
+
+    def _record_setup(self, records: list[CaseRecord]) -> None:
+        """Each target's set-up time in run.json (``targets.<label>.setup_s``): its
+        worker's start-up and the capability probes its cases needed."""
+        setup = dict(self.setup_s)
+        for record in records:
+            probe = record.timings.get("probe_s")
+            if isinstance(probe, (int, float)):
+                setup[record.target] = setup.get(record.target, 0.0) + float(probe)
+        for label, seconds in setup.items():
+            described = self.run_info.get("targets", {}).get(label)
+            if isinstance(described, dict):
+                described["setup_s"] = round(seconds, 3)
 
     def close(self) -> None:
         if self.writer:

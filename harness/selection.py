@@ -55,6 +55,10 @@ class SelectionError(Exception):
     """A bad --shard/--resume/--retry-failed/--durations-from request."""
 
 
+#: the most parts --shard may split a run into (each part is a list kept in run.json)
+MAX_SHARDS = 10_000
+
+
 @dataclass(frozen=True)
 class Shard:
     index: int  # 1-based
@@ -69,6 +73,8 @@ class Shard:
             raise SelectionError(f"--shard must be I/N (e.g. 2/4), not {text!r}") from None
         if not sep or not 1 <= shard.index <= shard.count:
             raise SelectionError(f"--shard {text!r}: need 1 <= I <= N")
+        if shard.count > MAX_SHARDS:
+            raise SelectionError(f"--shard {text!r}: at most {MAX_SHARDS} shards")
         return shard
 
     def __str__(self) -> str:
@@ -284,6 +290,9 @@ class SelectionPlugin:
     def _configure(self, results_root: Path) -> None:
         opt = self.config.getoption
         resume, retry = opt("shipei_resume"), opt("shipei_retry_failed")
+        if resume and retry:
+            raise SelectionError("--resume and --retry-failed cannot be combined: resume "
+                                 f"run {resume} first, then retry its failures")
         if resume or retry:
             self._load_previous(results_root, resume, retry)
         previous = self.previous_info.get("selection") or {}

@@ -3,12 +3,14 @@ availability, capabilities, worker hosts and expectations."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 
 from harness.envs import worker_launch
 from harness.expectations import Expectations
 from harness.registry import Registry, RegistryError, TargetRequest, discover
-from harness.target import Availability, Capabilities, Target
+from harness.target import Availability, Capabilities, InfraError, Target
 from harness.worker import Host, InlineHost, ProcessHost
 
 
@@ -96,3 +98,16 @@ class TargetPool:
         for host in self._hosts.values():
             host.close()
         self._hosts.clear()
+
+
+def set_up(host: Host) -> float:
+    """A target's set-up before its first case, in seconds: its worker started (one
+    launched ahead is waited for). An emulator's start-up is the target's set-up, never
+    its first case's time or timeout. A worker that will not start is left to the first
+    case to meet and record (as ``infra_error``)."""
+    started = time.perf_counter()
+    ready = getattr(host, "ready", None)
+    if ready is not None:
+        with contextlib.suppress(InfraError):
+            ready()
+    return round(time.perf_counter() - started, 3)

@@ -40,7 +40,7 @@ from harness.registry import TargetSpec
 from harness.target import InfraError, Target
 from harness.tensors import TensorCodecError
 from harness.wire import DeadlineEnd, WireClosed, WireError, WireTimeout
-from harness.worker_main import Executor
+from harness.worker_main import REQUEST_MARK, Executor
 
 DEFAULT_STARTUP_TIMEOUT = 120.0
 WORKER_MODULE = "harness.worker_main"
@@ -161,10 +161,13 @@ class _Requests:
 
 
 class _StderrTail:
-    """Forwards a worker's stderr to ours and keeps its last lines for error messages."""
+    """Forwards a worker's stderr to ours and keeps its last lines for error messages: all
+    of them, and those since the request the worker last started (after its
+    :data:`~harness.worker_main.REQUEST_MARK`, which is not forwarded)."""
 
     def __init__(self, stream: Any, keep: int = 40) -> None:
         self.lines: deque[str] = deque(maxlen=keep)
+        self.request_lines: deque[str] = deque(maxlen=keep)
         self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True,
                                        name="shipei-worker-stderr")
         self.thread.start()
@@ -172,14 +175,31 @@ class _StderrTail:
     def _pump(self, stream: Any) -> None:
         with contextlib.suppress(OSError, ValueError):
             for line in iter(stream.readline, b""):
-                self.lines.append(line.decode("utf-8", "replace").rstrip())
-                with contextlib.suppress(OSError):
-                    os.write(2, line)
+                if line.endswith(REQUEST_MARK):  # after whatever ended without a newline
+                    line = line[:-len(REQUEST_MARK)]
+                    self._keep(line + b"\n" if line else line)
+                    self.request_lines = deque(maxlen=self.lines.maxlen)
+                    continue
+                self._keep(line)
         with contextlib.suppress(OSError, ValueError):
             stream.close()
 
+    def _keep(self, line: bytes) -> None:
+        """Keep a line (forwarded to our stderr as it came)."""
+        if not line:
+            return
+        text = line.decode("utf-8", "replace").rstrip()
+        self.lines.append(text)
+        self.request_lines.append(text)
+        with contextlib.suppress(OSError):
+            os.write(2, line)
+
     def text(self, lines: int = 8) -> str:
         return "\n".join(list(self.lines)[-lines:])
+
+    def request_text(self, lines: int = 40) -> str:
+        """The last lines the request the worker was running printed."""
+        return "\n".join(list(self.request_lines)[-lines:])
 
     def join(self, seconds: float = 2.0) -> bool:
         """Wait for the pipe's end; False if something still holds it open."""
@@ -357,6 +377,12 @@ class ProcessHost(_Requests):
     def close(self) -> None:
         self._stop(kill=False)
 
+    def ready(self) -> None:
+        """Start the worker now if none is running (waiting for one launched ahead): the
+        target's set-up, timed apart from any case. :class:`InfraError` if it will not."""
+        if self._worker is None:
+            self._start()
+
     @property
     def pid(self) -> int | None:
         return self._worker.process.pid if self._worker else None
@@ -399,7 +425,7 @@ class ProcessHost(_Requests):
         name = _signal_name(exitcode)
         external = not by_harness and name in EXTERNAL_SIGNALS
         evidence = oom.evidence(worker.memory_before, worker.process.pid) if external else {}
-        raise WorkerCrash(exitcode, op, external, evidence, worker.stderr.text(40),
+        raise WorkerCrash(exitcode, op, external, evidence, worker.stderr.request_text(40),
                           pid=worker.process.pid)
 
     def release(self, key: str) -> None:

@@ -19,6 +19,7 @@ request ``{"op": OP, "args": [...]}`` gets one answer: ``{"status": "ok",
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import signal
@@ -95,6 +96,9 @@ class Executor:
         self.target.close()
 
 
+#: the line a worker writes to its stderr as it starts a request, so that the host quotes
+#: a crashed request's own output, never an earlier model's (:class:`harness.worker._StderrTail`)
+REQUEST_MARK = b"\x1eshipei-request\n"
 REQUESTS = ("compile", "run", "placement", "call", "release", "run_case", "identity")
 
 
@@ -174,6 +178,8 @@ def _loop(end: StreamEnd, executor: Executor) -> None:
         if op not in REQUESTS:
             end.send(failure("infra_error", WireError(f"unknown request {op!r}"), str(op)))
             continue
+        with contextlib.suppress(OSError):  # what the runtime prints next is this request's
+            os.write(2, REQUEST_MARK)
         try:
             value = getattr(executor, op)(*request.get("args", ()))
         except BaseException as exc:  # the target's failure travels back, the worker lives on

@@ -135,6 +135,17 @@ def _placement_from_profile(path: str) -> dict[str, Any]:
     return {"nodes_by_provider": dict(counts)}
 
 
+def _thread_count(name: str, value: Any) -> int:
+    """A thread-count option: a whole number, 0 for onnxruntime's default."""
+    try:
+        count = int(str(value))
+    except ValueError:
+        raise TargetError(f"{name} must be a whole number of threads, not {value!r}") from None
+    if count < 0:
+        raise TargetError(f"{name} must be 0 (onnxruntime's default) or more, not {count}")
+    return count
+
+
 class OnnxRuntimeTarget(Target):
     def __init__(
         self,
@@ -154,8 +165,8 @@ class OnnxRuntimeTarget(Target):
         self.provider_key = provider_key
         self.provider, self.device, self.device_vendor = PROVIDERS[provider_key]
         self.configuration = configuration
-        self.intra_op_threads = int(intra_op_threads)
-        self.inter_op_threads = int(inter_op_threads)
+        self.intra_op_threads = _thread_count("intra_op_threads", intra_op_threads)
+        self.inter_op_threads = _thread_count("inter_op_threads", inter_op_threads)
         self.graph_optimization_level = graph_optimization_level
         self.expectations_file = EXPECTATIONS_DIR / f"onnxruntime-{provider_key}.toml"
 

@@ -48,6 +48,10 @@ RUN = ("run", "-k", "test_abs")
 #: the commands that read or write run folders (given --results-dir/--reports-dir)
 LOCATED = ("report", "matrix", "merge", "expectations", "compare", "certify", "gate", "run")
 
+#: chmod does not stop root from writing: a read-only folder is tested as anyone else
+AS_ROOT = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                             reason="root writes to read-only folders")
+
 ROWS = [
     # report / matrix / merge / expectations / compare / certify on corrupt runs
     row("report", "badjson", message="run.json is not valid JSON", id="report-runjson-garbled"),
@@ -139,6 +143,32 @@ ROWS = [
     row("run", "--resume", "nonobj", message="line 2 is not a JSON object", sub=True,
         id="run-resume-records-nonobject"),
     row(*RUN, "--run-id", "../x", message="run id '../x'", sub=True, id="run-run-id-escapes"),
+    # issue 27 item 12: run's bad inputs that gave a traceback, a hang or a wrong exit code
+    row(*RUN, "-n", "99999999999999999999", message="argument -n: at most", sub=True,
+        id="run-n-huge"),
+    row(*RUN, "--results-dir", "/proc/self", message="--results-dir /proc/self cannot be "
+        "written to", sub=True, id="run-results-dir-proc"),
+    row(*RUN, "--reports-dir", "/proc/self", message="--reports-dir /proc/self cannot be "
+        "written to", sub=True, id="run-reports-dir-proc"),
+    row(*RUN, "--results-dir", "{dir}/readonly/results", message="cannot be written to",
+        sub=True, marks=AS_ROOT, id="run-results-dir-read-only"),
+    row(*RUN, "--reports-dir", "{dir}/readonly", message="cannot be written to",
+        sub=True, marks=AS_ROOT, id="run-reports-dir-read-only"),
+    row(*RUN, "--shard", "1/99999999999999", message="at most 10000 shards", sub=True,
+        id="run-shard-huge"),
+    row(*RUN, "--worker-memory-limit", "0.0000001K", message="less than the smallest ceiling",
+        sub=True, id="run-worker-memory-limit-zero"),
+    row(*RUN, "--target", "onnxruntime-cpu,intra_op_threads=-4",
+        message="intra_op_threads must be 0", sub=True, id="run-intra-op-threads-negative"),
+    row("run", "--resume", "good", "--retry-failed", "good", message="cannot be combined",
+        sub=True, id="run-resume-and-retry-failed"),
+    row("gate", *TARGET, "--drift-factor", "-1", message="--drift-factor must be a positive",
+        sub=True, id="gate-drift-factor-negative"),
+    row("gate", *TARGET, "--drift-factor", "nan", message="--drift-factor must be a positive",
+        sub=True, id="gate-drift-factor-nan"),
+    row("gate", *TARGET, "--latency-threshold", "-0.5",
+        message="--latency-threshold must be a positive", sub=True,
+        id="gate-latency-threshold-negative"),
     row("gate", *TARGET, "--baseline", "nonobj", message="line 2 is not a JSON object",
         sub=True, id="gate-baseline-records-nonobject"),
     row("gate", *TARGET, "--case-timeout", "nan", message="--case-timeout", sub=True,
@@ -184,6 +214,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _corrupt_copies(root / "results")
     for name, data in FILES.items():
         (root / name).write_bytes(data)
+    (root / "readonly").mkdir()
+    (root / "readonly").chmod(0o555)
     assert _in_process(["keys", "init", "--dir", str(root / "keys")]).code == 0
     return root
 
@@ -281,7 +313,14 @@ def test_the_table_covers_the_issue_and_forty_inputs() -> None:
                      "run-results-dir-is-file", "expectations-output-folder-missing",
                      "run-case-timeout-0", "run-case-timeout-negative", "run-case-timeout-nan",
                      "run-expectations-malformed", "run-expectations-invalid",
-                     "run-expectations-missing"):
+                     "run-expectations-missing",
+                     # issue 27 item 12
+                     "run-n-huge", "run-results-dir-proc", "run-reports-dir-proc",
+                     "run-results-dir-read-only", "run-reports-dir-read-only",
+                     "run-shard-huge", "run-worker-memory-limit-zero",
+                     "run-intra-op-threads-negative", "run-resume-and-retry-failed",
+                     "gate-drift-factor-negative", "gate-drift-factor-nan",
+                     "gate-latency-threshold-negative"):
         assert required in ids
 
 

@@ -278,3 +278,11 @@ def test_ci_workflows_run_the_gate_and_the_sharded_suite() -> None:
     assert gitlab["full-suite"]["parallel"] == 4
     assert "--shard \"$CI_NODE_INDEX/$CI_NODE_TOTAL\"" in gitlab["full-suite"]["script"][0]
     assert gitlab["merge"]["script"][0].startswith("shipei merge")
+
+
+@pytest.mark.parametrize("changes", [{"drift_factor": -1.0}, {"drift_factor": float("nan")},
+                                     {"latency_threshold": -0.5}, {"latency_threshold": 0.0},
+                                     {"drift_floor": float("inf")}])
+def test_thresholds_that_pass_or_stop_everything_are_refused(changes):
+    with pytest.raises(ValueError, match="must be a positive number"):
+        GatePolicy(**changes)

@@ -168,3 +168,35 @@ def test_a_crashs_reason_is_the_runtimes_last_words_not_a_stack_frame():
     assert runtime_last_words(cpp) == "terminate called after throwing an instance of " \
                                       "'std::bad_alloc'"
     assert runtime_last_words("compiling\nrunning\n") == ""
+
+
+def test_a_crash_quotes_its_own_requests_stderr_not_an_earlier_models():
+    """A case printed an error-like line and passed; the next one dies silently. The crash
+    record must not quote the earlier case's line as the dying runtime's last words."""
+    from tests.corrupting_target import PLUGINS as CORRUPTING
+
+    spec = TargetSpec(name="shipei-corrupting",
+                      factory="tests.corrupting_target:CorruptingTarget")
+    host = ProcessHost(spec, options={"silent": "true"}, env=CORRUPTING, startup_timeout=60)
+    try:
+        assert execute_case(ABS, host, CAPS, timeout=60).status == "pass"
+        crash = execute_case(NEG, host, CAPS, timeout=60)
+    finally:
+        host.close()
+    assert crash.status == "crash" and crash.metrics["signal"] == "SIGABRT"
+    assert "left the heap" not in crash.message and "left the heap" not in crash.detail
+
+
+def test_the_stderr_tail_splits_at_request_marks():
+    import os as _os
+
+    from harness.worker import _StderrTail
+    from harness.worker_main import REQUEST_MARK
+
+    read, write = _os.pipe()
+    tail = _StderrTail(_os.fdopen(read, "rb"))
+    _os.write(write, b"old error\n" + REQUEST_MARK + b"partial" + REQUEST_MARK + b"mine\n")
+    _os.close(write)
+    assert tail.join()
+    assert tail.text() == "old error\npartial\nmine"
+    assert tail.request_text() == "mine"

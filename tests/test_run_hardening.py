@@ -156,3 +156,47 @@ def test_sigterm_finalizes_the_run(tmp_path: Path) -> None:
     written = [json.loads(line) for line in records.read_text().splitlines()]
     assert len(written) == sum(info["counts"]["onnxruntime-cpu"].get(s, 0) for s in (
         "pass", "fail", "error", "skip", "timeout", "crash", "infra_error"))
+
+
+def test_a_disk_full_from_the_start_is_a_usage_error_not_an_interruption(tmp_path: Path
+                                                                          ) -> None:
+    """Not even run.json fits: one clear line and exit 2 (it was 130, as for Ctrl-C)."""
+    argv = [sys.executable, "-m", "harness", "run", "-k", "test_abs", "--run-id", "full",
+            "--results-dir", str(tmp_path / "results"), "--reports-dir",
+            str(tmp_path / "reports")]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300,
+                          preexec_fn=_limit_file_size(100))
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-2000:]
+    assert "INTERNALERROR" not in output and "Traceback" not in output
+    assert "shipei: error: cannot write" in output
+
+
+def test_models_the_harness_cannot_feed_keep_a_record_each(tmp_path: Path) -> None:
+    """Two models with a rank-65 input (numpy holds at most 64 dimensions) end before
+    they record themselves: each gets its own record, with the error's one line."""
+    from onnx import TensorProto, helper, save
+
+    shape = [1] * 65
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "deep",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for name in ("deep", "deeper"):
+        save(model, str(tmp_path / f"{name}.onnx"))
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--model", str(tmp_path / "deep.onnx"),
+         "--model", str(tmp_path / "deeper.onnx"), "--results-dir", str(results),
+         "--reports-dir", str(tmp_path / "reports")],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr
+    (records,) = results.glob("*/records.jsonl")
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert sorted(r["case"] for r in lines) == ["test_model[deep.onnx]",
+                                                "test_model[deeper.onnx]"]
+    for record in lines:
+        assert record["status"] == "infra_error" and record["attempt"] == 1
+        assert "\n" not in record["message"]
+        assert "maximum supported dimension" in record["message"]

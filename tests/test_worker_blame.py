@@ -186,3 +186,29 @@ def test_a_crash_that_does_not_recur_after_the_case_before_it_charges_nobody(shi
     assert [line["status"] for line in by_case[victim]] == ["crash", "pass"]
     assert effective[victim].status == "flaky"
     assert [line["status"] for line in by_case["test_abs"]] == ["pass"]
+
+
+# -- a worker's start-up is the target's set-up (issue 27 item 8) --------------------------
+def test_a_slow_worker_start_is_the_targets_set_up_not_the_first_cases(shipei_cli, tmp_path):
+    """The worker takes 8 s to start (as an emulator does); a model file is the one case
+    (its suite collects at once, so the start-up outlasts collection): run.json charges
+    the wait to the target's set-up and the case's time starts when the worker is ready."""
+    from onnx import TensorProto, helper, save
+
+    from tests.corrupting_target import PLUGINS
+
+    graph = helper.make_graph(
+        [helper.make_node("Abs", ["x"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+         str(tmp_path / "tiny.onnx"))
+    label = "shipei-corrupting,corrupt_op=Relu,start_delay_s=8"
+    result = shipei_cli("run", "--model", str(tmp_path / "tiny.onnx"), "--target", label,
+                        env=PLUGINS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (first,) = result.records()
+    info = json.loads((result.run_dirs()[0] / "run.json").read_text())
+    setup_s = info["targets"][label]["setup_s"]
+    assert setup_s > 1.0  # most of the 8 s: collection and the reference take the rest
+    assert first["timings"]["total_s"] < setup_s and first["duration_s"] < setup_s

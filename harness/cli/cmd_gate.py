@@ -121,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
     from harness.cli.cmd_run import check_targets
     from harness.records import RunPaths, find_run, load_run, new_run_id
 
+    try:  # thresholds that would pass or stop everything are refused before any case runs
+        policy = GatePolicy(drift_factor=args.drift_factor,
+                            latency_threshold=args.latency_threshold)
+    except ValueError as exc:
+        raise CliError(f"--{exc}") from None
     check_targets([args.target])
     suites, markexpr = _selection(args)
     try:
@@ -139,8 +144,6 @@ def run(args: argparse.Namespace) -> int:
     if status in (2, 3, 4):
         print(f"shipei gate: pytest ended with status {status}; judging what was recorded")
     info, records = load_run(run_dir)
-    policy = GatePolicy(drift_factor=args.drift_factor,
-                        latency_threshold=args.latency_threshold)
     verdict = evaluate(info, records, args.target, suites, markexpr, baseline, policy, run_dir)
     paths = RunPaths(args.results_dir, args.reports_dir, run_id)
     markdown = write_outputs(verdict, records, paths.report_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-m", dest="markexpr", help="only cases matching this marker expression")
     parser.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first "
                         "unexpected result")
-    parser.add_argument("-n", dest="numprocesses", type=worker_count,
+    parser.add_argument("-n", dest="numprocesses", type=bounded_worker_count,
                         help="parallel pytest-xdist workers (auto, N)")
     parser.add_argument("--case-timeout", type=positive_seconds,
                         help="per-case timeout in seconds")
     parser.add_argument("--isolation", choices=("process", "inline"),
                         help="worker subprocess per target (default) or in-process")
-    parser.add_argument("--worker-memory-limit", metavar="SIZE",
+    parser.add_argument("--worker-memory-limit", metavar="SIZE", type=memory_size,
                         help="memory ceiling of each target worker (e.g. 8G, or none); "
                              "default 75%% of physical memory")
     parser.add_argument("--expectations", action="append", default=[], type=Path,
@@ -73,6 +74,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def max_workers() -> int:
+    """The most parallel workers ``-n`` may ask for: past a few per core they only
+    thrash (and pytest-xdist would try to start every one)."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def bounded_worker_count(text: str) -> str:
+    """argparse type for ``-n``: :func:`worker_count`, at most :func:`max_workers`."""
+    count = worker_count(text)
+    if count.isdigit() and int(count) > max_workers():
+        raise argparse.ArgumentTypeError(f"at most {max_workers()} workers, not {text}")
+    return count
+
+
+def memory_size(text: str) -> str:
+    """argparse type for ``--worker-memory-limit``: a size :mod:`harness.memory_limit`
+    reads, passed on as written."""
+    from harness import memory_limit
+
+    try:
+        memory_limit.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _suite_names() -> list[str]:
     try:
         return [n for n in known_suites() if n != MODEL_FILE_SUITE]
@@ -83,6 +110,7 @@ def _suite_names() -> list[str]:
 def check_targets(labels: list[str]) -> None:
     """Fail fast, with one line, on an unknown, misconfigured or unavailable target."""
     from harness.registry import RegistryError, TargetRequest, discover
+    from harness.target import TargetError
 
     registry = discover()
     for label in labels:
@@ -91,7 +119,7 @@ def check_targets(labels: list[str]) -> None:
             target = registry.build(request)
         except RegistryError as exc:
             raise CliError(str(exc)) from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, TargetError) as exc:
             raise CliError(f"bad options for target {label!r}: {exc}") from None
         availability = target.availability()
         if not availability.available:
@@ -182,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.selection import SelectionError, continuation_argv, finalize, resolve_run
 
+    if args.resume and args.retry_failed:
+        raise CliError("--resume and --retry-failed cannot be combined: resume run "
+                       f"{args.resume} first, then retry its failures")
     continuing = args.resume or args.retry_failed
     try:
         argv = continuation_argv(args.results_dir, args.reports_dir, args.resume,

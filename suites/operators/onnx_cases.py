@@ -13,10 +13,11 @@ import glob
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -26,6 +27,7 @@ from harness.cache import cache_dir, cached_pickle
 from harness.cases import Case, DataSet, LoadedCase, default_opset
 
 SUITE = "operators"
+T = TypeVar("T")
 MODEL_KINDS = ("pytorch-converted", "pytorch-operator", "simple")
 
 #: ops whose canonical (shortest-named) case forms the representative subset CI runs
@@ -111,9 +113,20 @@ def _generate_node_cases() -> list[_NodeCase]:
     so a different installation regenerates rather than reusing stale data.
     """
     key = f"onnx-{onnx.__version__}-numpy-{np.__version__}-ml_dtypes-{_ml_dtypes_version()}"
-    return cached_pickle(cache_dir("onnx-node-cases") / f"{key}.pkl", _collect_node_rows,
-                         lambda rows: [_NodeCase(n, onnx.load_from_string(m), d, r, a)
-                                       for n, m, d, r, a in rows])
+    return _cached(("onnx-node-cases", f"{key}.pkl"), _collect_node_rows,
+                   lambda rows: [_NodeCase(n, onnx.load_from_string(m), d, r, a)
+                                 for n, m, d, r, a in rows])
+
+
+def _cached(where: tuple[str, str], build: Callable[[], Any], convert: Callable[[Any], T]
+            ) -> T:
+    """:func:`~harness.cache.cached_pickle` under the cache folder ``where[0]``; a cache
+    that cannot be written (a full disk, a read-only home) is only not kept: the suite
+    still collects, and the run then reports the full disk where it writes its records."""
+    try:
+        return cached_pickle(cache_dir(where[0]) / where[1], build, convert)
+    except OSError:
+        return convert(build())
 
 
 def _collect_node_rows() -> list[tuple[Any, ...]]:
@@ -256,8 +269,8 @@ def all_cases() -> list[Case]:
     The list (names, tags, tolerances, the node cases' models and data) is cached by
     :func:`_case_list_key`, so collecting the suite parses no model; a corrupt cache is
     rebuilt, never trusted."""
-    return cached_pickle(cache_dir("operator-cases") / f"{_case_list_key()}.pkl",
-                         _build_rows, _cases_from_rows)
+    return _cached(("operator-cases", f"{_case_list_key()}.pkl"), _build_rows,
+                   _cases_from_rows)
 
 
 def _cases_from_rows(rows: list[tuple[Any, ...]]) -> list[Case]:

@@ -19,6 +19,7 @@ from tests.center_support import (
     accept,
     build,
     copy_run,
+    edit_run,
     make_center,
     shared_run,
     shipei,
@@ -149,13 +150,9 @@ def test_audit_rerun_agrees_on_an_honest_bundle_and_blocks_a_doctored_one(
     doctored = copy_run(run_dir, tmp_path / "vendor", "doctored")
     sample = audit.draw_sample([(r["suite"], r["case"]) for r in load_run(doctored)[1]], 3,
                                seed=5)
-    lines = []
-    for line in (doctored / "records.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if (record["suite"], record["case"]) in sample:
-            record.update(status="fail", as_expected=False, message="vendor says no")
-        lines.append(json.dumps(record))
-    (doctored / "records.jsonl").write_text("\n".join(lines) + "\n")
+    edit_run(doctored, records_edit=lambda records: [
+        dict(r, status="fail", as_expected=False, message="vendor says no")
+        if (r["suite"], r["case"]) in sample else r for r in records])
     bad = center.root / "doctored.tar.gz"
     bad.write_bytes(build([doctored], center.vendor_key))
     accept(center, bad.read_bytes())

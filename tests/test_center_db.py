@@ -174,12 +174,95 @@ def _concurrent_first_fetches(url: str) -> None:
     assert len(served) == 8 and len(set(served)) == 1
 
 
+def _concurrent_revocations(url: str) -> None:
+    """Eight certificates revoked at once: each revocation gets its own sequence and list,
+    and the newest list revokes all eight."""
+    import json as json_module
+    import threading
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from harness.center import revocations
+    from harness.cert.dsse import Envelope
+
+    store = Store(url)
+    key = Ed25519PrivateKey.generate()
+    ids = [f"SP-20260101-0000000{n}" for n in range(8)]
+    barrier = threading.Barrier(len(ids))
+    errors: list[str] = []
+
+    def revoke(cid: str) -> None:
+        barrier.wait()
+        try:
+            with store.session() as session:
+                revocations.revoke(session, key, cid, "recalled", known={cid})
+        except Exception as exc:  # noqa: BLE001 - every failure is the finding
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=revoke, args=(cid,)) for cid in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with store.session() as session:
+        newest = revocations.current_list(session, key)
+        latest = revocations.latest_sequence(session)
+    store.close()
+    assert errors == []
+    payload = json_module.loads(Envelope.parse(newest.envelope).body)
+    assert sorted(e["certificate_id"] for e in payload["revoked"]) == ids
+    assert latest == newest.sequence == 1 + len(ids)  # the first fetch's list, then 8
+
+
 def test_concurrent_first_fetches_of_the_revocation_list_on_sqlite(tmp_path: Path) -> None:
-    _concurrent_first_fetches(f"sqlite:///{tmp_path / 'race.db'}")
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    _concurrent_first_fetches(url)
+    _concurrent_revocations(url)
 
 
 def test_concurrent_first_fetches_of_the_revocation_list_on_postgresql(postgres: str) -> None:
     _concurrent_first_fetches(postgres)
+    _concurrent_revocations(postgres)
+
+
+def test_a_list_file_from_before_the_database_is_adopted(tmp_path: Path) -> None:
+    """A center that revoked with list files and then keeps a database: 'cert revoke
+    --db' carries the file's revocations into the database and continues its sequence,
+    so the one list revokes both and a verifier that saw the file's list accepts it."""
+    from harness.center import revocations
+    from harness.cert.revocation import REVOCATIONS_FILE, load_revocations, renew, revoke
+    from tests.cert_support import Center as CertCenter
+    from tests.test_bad_inputs import _in_process
+
+    center = CertCenter(tmp_path)
+    first, second = (center.write(center.statement()) for _ in range(2))
+    ids = [p.name.removesuffix(".dsse.json") for p in (first, second)]
+    listed = center.certs / REVOCATIONS_FILE
+    revoke(listed, center.key, ids[0], "recalled before the database")
+    renew(listed, center.key)  # file list #2
+    url = f"sqlite:///{tmp_path / 'center.db'}"
+    upgrade(url)
+    outcome = _in_process(["cert", "revoke", ids[1], "--reason", "recalled", "--key",
+                           str(tmp_path / "keys" / "center.key"), "--certificates-dir",
+                           str(center.certs), "--registry", str(tmp_path / "none"), "--db",
+                           url])
+    assert outcome.code == 0, outcome.stderr
+    data = load_revocations(listed, center.public)
+    assert [e["certificate_id"] for e in data["revoked"]] == ids
+    assert data["sequence"] > 2
+    store = Store(url)
+    with store.session() as session:
+        assert set(revocations.revoked(session)) == set(ids)
+        assert revocations.latest_sequence(session) == data["sequence"]
+    store.close()
+    other = tmp_path / "other"
+    from harness.cert.keys import init_keys
+
+    init_keys(other, "Another center")
+    foreign = _in_process(["cert", "revoke", ids[1], "--reason", "x", "--key",
+                           str(other / "center.key"), "--certificates-dir", str(center.certs),
+                           "--registry", str(tmp_path / "none"), "--db", url])
+    assert foreign.code == 2 and "not signed by this key" in foreign.stderr
 
 
 # ---------------------------------------------------------------- certify --bundle
@@ -304,6 +387,12 @@ def test_certify_bundle_of_a_not_compatible_target_exits_1(
         if record["suite"] == "operators":
             record["status"] = "fail"
     (failing / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    from harness.records import latest_attempts
+    from harness.runs import count_statuses
+
+    info = json.loads((failing / "run.json").read_text())
+    info["counts"] = count_statuses(latest_attempts(records))  # as the run would write them
+    (failing / "run.json").write_text(json.dumps(info))
     bundle, _ = _audited(center, failing, "failing.tar.gz")
     rest = _certify_args(center, bundle)[3:]
     by_db = shipei("db", "certify", str(bundle), *rest, cwd=tmp_path)

@@ -118,13 +118,19 @@ def current_list(session: Session, key: Ed25519PrivateKey, days: int = DEFAULT_L
     """The list to serve: the newest, renewed first when it is (nearly) stale. Concurrent
     callers that all find it stale sign one list between them."""
 
-    def newest_or_renewed() -> RevocationList:
+    def newest() -> RevocationList | None:
         latest = latest_sequence(session)
-        newest = session.get(RevocationList, latest) if latest else None
-        if newest is not None and _fresh(newest):
-            return newest
-        return _sign(session, key, latest + 1, days)
+        return session.get(RevocationList, latest) if latest else None
 
+    def newest_or_renewed() -> RevocationList:
+        row = newest()
+        if row is not None and _fresh(row):
+            return row  # another request renewed it while this one waited
+        return _sign(session, key, latest_sequence(session) + 1, days)
+
+    row = newest()
+    if row is not None and _fresh(row):
+        return row  # the common case reads only: no lock, no write
     return _in_savepoint(session, newest_or_renewed)
 
 

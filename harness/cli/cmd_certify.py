@@ -242,7 +242,11 @@ def run(args: argparse.Namespace) -> int:
         issued = issue(certify, run_dirs)
     except EvidenceError as exc:
         raise CliError(f"cannot certify: {exc}") from None
-    _start_revocation_list(args, key)
+    try:
+        _start_revocation_list(args, key)
+    except CliError as exc:
+        raise CliError(f"certificate {issued.certificate} was issued, but the revocation list "
+                       f"beside it was not written: {exc}") from None
     for line in _summary(issued):
         print(line)
     for line in _notes(issued, profile):

@@ -216,7 +216,11 @@ def certify_command(args: argparse.Namespace) -> int:
                        f"written to {args.certificates_dir}: {exc.strerror}") from None
     finally:
         store.close()
-    sequence = master_list(store.url, key, args.certificates_dir / REVOCATIONS_FILE)
+    try:
+        sequence = master_list(store.url, key, args.certificates_dir / REVOCATIONS_FILE)
+    except CliError as exc:
+        raise CliError(f"certificate {issued.certificate_id} was issued ({issued.certificate}),"
+                       f" but the revocation list beside it was not written: {exc}") from None
     print(f"certificate: {issued.certificate} ({issued.certificate_id}, level {issued.level}"
           f"{', published' if args.publish else ''})")
     print(f"page:        {issued.page}")

@@ -503,3 +503,33 @@ def test_shipei_serve_runs_on_waitress_and_refuses_a_post_from_another_port(
         assert refused.value.code == 403
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_behind_a_trusted_proxy_the_forwarded_scheme_makes_cookies_secure(
+        registry: Registry, trusted: bool) -> None:
+    """waitress with ``shipei serve``'s options: X-Forwarded-Proto counts only from the
+    proxy named with --trusted-proxy."""
+    import argparse
+    import threading
+    import urllib.request
+
+    from waitress import create_server
+
+    from harness.cli.cmd_serve import _server_options
+
+    args = argparse.Namespace(host="127.0.0.1", port=0, threads=2, max_upload=1 << 20,
+                              trusted_proxy="127.0.0.1" if trusted else None)
+    server = create_server(registry.client.application, **_server_options(args))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{server.effective_port}/upload",
+                                         headers={"X-Forwarded-Proto": "https"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            hsts, cookie = answer.headers["Strict-Transport-Security"], answer.headers[
+                "Set-Cookie"]
+    finally:
+        server.close()
+    assert (hsts is not None) is trusted
+    assert ("; Secure" in cookie) is trusted

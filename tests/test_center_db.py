@@ -50,6 +50,13 @@ def test_db_cli_init_help_and_refusals(tmp_path: Path) -> None:
     assert shipei("db", "init", "--db", url).returncode == 0  # upgrading twice is a no-op
     bad = shipei("db", "history", "x", "--db", "mysql://nobody@nowhere/db")
     assert bad.returncode == 2 and "unsupported database" in error_line(bad)
+    made = shipei("keys", "init", "--role", "vendor", "--vendor", "V", "--dir",
+                  str(tmp_path / "vk"))
+    hint = "shipei db vendor-add NAME --pubkey FILE"
+    assert made.returncode == 0 and hint in made.stdout  # the command the hint names works:
+    added = shipei("db", "vendor-add", "V", "--pubkey", str(tmp_path / "vk" / "vendor.pub"),
+                   "--db", url)
+    assert added.returncode == 0 and "token:" in added.stdout, added.stderr
     pubkey = tmp_path / "not.pub"
     pubkey.write_text("not a key")
     refused = shipei("db", "vendor-add", "V", "--pubkey", str(pubkey), "--db", url)
@@ -405,6 +412,29 @@ def test_certify_bundle_of_a_not_compatible_target_exits_1(
     out = shipei(*_certify_args(center, bundle), cwd=tmp_path)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "level none" in out.stdout and "不兼容" in out.stdout
+
+
+def test_certify_bundle_on_a_busy_database_leaves_nothing_signed(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Another writer holds the SQLite database for longer than the busy timeout: the
+    certification fails with one line, and no certificate file (or staging folder) is
+    left that the registry does not hold and could not revoke."""
+    import contextlib
+    import sqlite3
+
+    from tests.center_support import make_center
+
+    center = make_center(tmp_path)
+    bundle, _ = _audited(center, shared_run(tmp_path_factory), "bundle.tar.gz")
+    with contextlib.closing(sqlite3.connect(tmp_path / "center.db",
+                                            isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, held until the end
+        out = shipei(*_certify_args(center, bundle), cwd=tmp_path)
+        other.execute("ROLLBACK")
+    assert out.returncode == 2
+    assert "database is locked; no certificate was issued" in error_line(out)
+    certs = center.root / "certs"
+    assert not certs.exists() or list(certs.iterdir()) == []
 
 
 def test_a_rolled_back_certification_leaves_no_certificate_file(

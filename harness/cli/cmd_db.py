@@ -235,14 +235,7 @@ def certify_command(args: argparse.Namespace) -> int:
 def _bounded_read(path: Path) -> bytes:
     from harness.center.bundle import MAX_BUNDLE_BYTES
 
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_BUNDLE_BYTES + 1)
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise CliError(f"{path} is larger than a bundle may be ({MAX_BUNDLE_BYTES} bytes)")
-    return data
+    return read_option_file(path, MAX_BUNDLE_BYTES, "bundle")
 
 
 def _bundle_get(session: Any, args: argparse.Namespace) -> int:

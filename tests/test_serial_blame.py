@@ -101,6 +101,37 @@ def test_an_unreachable_board_leaves_nothing_in_the_probe_cache(tmp_path, monkey
     assert stored == [], [p.read_text()[:300] for p in stored]
 
 
+def test_a_board_that_goes_silent_mid_run_is_infra_error_not_the_boards():
+    """The board stops answering during a case (``mute_after``): INFER and the PING
+    after it go unanswered, so the case and every later one are infra_error."""
+    with ThreadedSim(BoardSimulator, mute_after=5) as sim:  # IDENTIFY, 3 to load, 1 INFER
+        target = SerialBoardTarget(url=sim.url, timeout=0.1, retries=1, infer_timeout=0.3)
+        executable = target.compile(abs_model())
+        executable.run({"x": X})
+        with pytest.raises(DeviceLost, match="answered neither a request .* nor a PING"):
+            executable.run({"x": X})
+        started = sim.sim.receiver.counters.frames
+        with pytest.raises(DeviceLost):
+            target.compile(abs_model())
+        assert sim.sim.receiver.counters.frames == started  # not tried
+        target.close()
+
+
+def test_a_board_that_answers_ping_but_not_infer_is_the_boards_timeout():
+    def pong_only(frame: Frame, peer: ScriptedPeer) -> bytes | None:
+        if frame.type == MsgType.PING:
+            return encode_frame(MsgType.PONG, frame.seq, frame.payload)
+        return clean_board(frame, peer) if frame.type != MsgType.INFER else None
+
+    with ScriptedPeer(pong_only) as peer:
+        target = SerialBoardTarget(url=peer.url, timeout=0.1, retries=1, infer_timeout=0.3)
+        executable = target.compile(abs_model())
+        with pytest.raises(DeviceTimeout, match="did not answer INFER"):
+            executable.run({"x": X})
+        assert not isinstance(DeviceTimeout("x"), InfraError)
+        target.close()
+
+
 # -- a lossy link retries on its own schedule ----------------------------------------
 def silent_infer_peer() -> ScriptedPeer:
     return ScriptedPeer(identity_or(lambda frame, peer: None))

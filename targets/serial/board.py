@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import onnx
@@ -79,6 +79,7 @@ DEFAULT_CHUNK = 4096
 MAX_PIPELINE = 8
 #: LOAD_CHUNK's handle and offset before the model bytes
 CHUNK_HEADER = 8
+T = TypeVar("T")
 #: named tensors, as INFER carries them and RESULT returns them
 Tensors = list[tuple[str, np.ndarray]]
 
@@ -284,7 +285,8 @@ class BoardExecutable(Executable):
         client = self.target.client()
         started = time.perf_counter()
         try:
-            outputs, compute_s = client.infer(self.loaded.handle, tensors)
+            outputs, compute_s = self.target.reached(
+                lambda: client.infer(self.loaded.handle, tensors))
         except DeviceError as exc:
             if exc.code != ErrorCode.NO_MODEL:
                 raise
@@ -292,7 +294,8 @@ class BoardExecutable(Executable):
             self.reloads += 1
             self.loaded = self.target.load(self.raw)
             started = time.perf_counter()
-            outputs, compute_s = client.infer(self.loaded.handle, tensors)
+            outputs, compute_s = self.target.reached(
+                lambda: client.infer(self.loaded.handle, tensors))
         self.round_trip_s += time.perf_counter() - started
         self.device_compute_s += compute_s
         self.runs += 1
@@ -445,7 +448,31 @@ class SerialBoardTarget(Target):
         client = self.client()
         assert self._identity is not None
         max_chunk = self._identity.cap_int("max_chunk", 0)
-        return client.load(model, "model.onnx", max_chunk)
+        return self.reached(lambda: client.load(model, "model.onnx", max_chunk))
+
+    def reached(self, call: Callable[[], T]) -> T:
+        """``call()``; when a request of it goes unanswered (:class:`DeviceTimeout`), a
+        PING tells a device that is up but did not answer (its own ``error``) from one
+        that cannot be reached at all (:class:`DeviceLost`: ``infra_error``, and the
+        remaining requests are not tried)."""
+        try:
+            return call()
+        except DeviceTimeout as exc:
+            self._after_silence(exc)
+
+    def _after_silence(self, silence: DeviceTimeout) -> NoReturn:
+        link = self._link
+        assert link is not None
+        try:
+            link.request(MsgType.PING, b"shipei: still there?")
+        except (DeviceTimeout, LinkError, DeviceLost):
+            link.lost_reason = link.lost_reason or (
+                f"device at {self.url} cannot be reached: it answered neither a request "
+                f"({silence}) nor a PING after it; the remaining requests are not tried")
+            raise DeviceLost(link.lost_reason) from None
+        except TargetError:
+            pass  # it answered, if only to refuse: it is there
+        raise silence
 
     def unload(self, handle: int) -> None:
         """UNLOAD ``handle``, logging how it went for the next case's record (its own

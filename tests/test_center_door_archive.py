@@ -237,3 +237,18 @@ def test_verifying_with_only_the_signed_members_in_memory_still_checks_every_dig
     edited = open_bundle(raw, members=SIGNED_MEMBERS)
     with pytest.raises(BundleError, match="^digest: runs/r/records.jsonl does not match"):
         edited.verify_digests(edited.verify_signature(KEY.public_key()))
+
+
+@pytest.mark.parametrize(("member", "raw", "message"), [
+    (MANIFEST, b'{"files": [], "files": []}', "digest: manifest.json repeats the key 'files'"),
+    ("environment.json", b'{"environment": {"cpus": NaN}}',
+     "digest: environment.json holds NaN, which JSON does not allow"),
+])
+def test_signed_json_members_are_parsed_strictly(member: str, raw: bytes, message: str
+                                                 ) -> None:
+    opened = open_bundle(_bundle(_envelope(_statement_body())))
+    opened.files[member] = raw
+    reader = opened.manifest if member == MANIFEST else opened.environment
+    with pytest.raises(BundleError) as refused:
+        reader()
+    assert str(refused.value) == message

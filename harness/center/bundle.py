@@ -389,11 +389,18 @@ class OpenedBundle:
                 from None
         return self.statement()
 
-    def manifest(self) -> dict[str, Any]:
+    def _signed_json(self, name: str) -> Any:
+        """A signed JSON member, parsed as strictly as the envelope (no duplicate keys,
+        NaN or Infinity: every reader sees what was signed); its shape is the caller's."""
+        if name not in self.files:
+            raise BundleError(f"digest: the bundle has no {name}")
         try:
-            return json.loads(self.files[MANIFEST])
-        except (KeyError, ValueError):
-            raise BundleError(f"digest: the bundle has no readable {MANIFEST}") from None
+            return dsse.strict_json(self.files[name], name)
+        except dsse.EnvelopeError as exc:
+            raise BundleError(f"digest: {exc}") from None
+
+    def manifest(self) -> dict[str, Any]:
+        return self._signed_json(MANIFEST)
 
     def verify_digests(self, statement: dict[str, Any]) -> int:
         """Every member is listed with its sha256, none is missing or extra; return how many."""
@@ -423,10 +430,7 @@ class OpenedBundle:
                        if p.startswith(f"{RUNS_DIR}/") and p.endswith(f"/{RUN_FILE}")})
 
     def environment(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.files[ENVIRONMENT])
-        except (KeyError, ValueError):
-            raise BundleError(f"digest: the bundle has no readable {ENVIRONMENT}") from None
+        return self._signed_json(ENVIRONMENT)
 
     def extract(self, dest: Path, prefix: str = RUNS_DIR) -> Path:
         """Write the members under ``prefix`` into ``dest``; return ``dest/prefix``."""

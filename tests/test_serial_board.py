@@ -1,6 +1,7 @@
 """``serial-board`` through the ``shipei`` CLI against the board simulator on a
 pseudo-terminal: the representative operator subset passes, a faulty link is
-survived, a vanished board is infra_error and a hung one error, and nothing hangs."""
+survived, a vanished or hung board is infra_error (never the board's error), and
+nothing hangs."""
 
 from __future__ import annotations
 
@@ -153,3 +154,25 @@ def test_sim_help_and_targets_listing(shipei_cli):
     for name in ("serial-board", "serial-imu", "serial-ultrasonic"):
         line = next(line for line in listed.stdout.splitlines() if line.startswith(name))
         assert "no device given" in line
+
+
+def test_a_board_silent_past_the_case_timeout_is_infra_error_for_the_rest(board, shipei_cli,
+                                                                           tmp_path):
+    """The board hangs during a long wait (INFER, 30 s budget) and the case timeout
+    (3 s) kills the worker first: that case is a timeout; the next worker's IDENTIFY
+    goes unanswered, so it and every later case are infra_error at once, never the
+    board's ``error: compile: AssertionError``."""
+    process = board("--link", str(tmp_path / "board"), "--mute-after", "10")
+    result = run_operators(shipei_cli, f"serial-board,url={process.url},timeout=0.3,retries=1,"
+                           "infer_timeout=30,load_timeout=30", "--case-timeout", "3",
+                           "-m", "representative", "-k", FEW_CASES)
+    assert result.returncode == 1
+    records = result.records()
+    statuses = [r["status"] for r in records]
+    assert set(statuses) <= {"pass", "timeout", "infra_error"}, statuses
+    assert statuses.count("timeout") == 1, statuses
+    later = records[statuses.index("timeout") + 1:]
+    assert later and all(r["status"] == "infra_error" for r in later), statuses
+    assert "did not answer IDENTIFY" in later[0]["message"]
+    assert all("cannot be reached" in r["message"] for r in later)
+    assert all(r["duration_s"] < 1 for r in later[1:])

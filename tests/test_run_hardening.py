@@ -200,3 +200,24 @@ def test_models_the_harness_cannot_feed_keep_a_record_each(tmp_path: Path) -> No
         assert record["status"] == "infra_error" and record["attempt"] == 1
         assert "\n" not in record["message"]
         assert "maximum supported dimension" in record["message"]
+
+
+def test_reports_that_cannot_be_written_at_the_end_keep_the_run(tmp_path: Path) -> None:
+    """The reports folder takes files when the run starts but not the run's own folder at
+    the end (a file is in its way, as a full or read-only disk would refuse it): one clear
+    line, exit 2, and every record kept for shipei report to write them later."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "blocked").write_text("in the way\n")
+    argv = [sys.executable, "-m", "harness", "run", "-k", "test_abs", "--run-id", "blocked",
+            "--results-dir", str(tmp_path / "results"), "--reports-dir", str(reports)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-2000:]
+    assert "INTERNALERROR" not in output and "Traceback" not in output
+    assert f"cannot write reports to {reports / 'blocked'}" in output
+    assert "shipei report blocked" in output
+    run_dir = tmp_path / "results" / "blocked"
+    assert [json.loads(line)["case"] for line in
+            (run_dir / "records.jsonl").read_text().splitlines()] == ["test_abs"]
+    assert json.loads((run_dir / "run.json").read_text())["finished_at"]

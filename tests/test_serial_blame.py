@@ -177,14 +177,15 @@ def test_a_lost_answer_is_retried_after_the_link_timeout_not_the_request_budget(
         assert arrivals[1] - arrivals[0] < 10.0
 
 
-def test_a_lossy_simulated_link_loses_no_case_and_counts_each_repair():
+@pytest.mark.parametrize("pipeline", [1, 4])
+def test_a_lossy_simulated_link_loses_no_case_and_counts_each_repair(pipeline):
     """``--fault drop=0.2`` on the simulator: every lost answer costs one
     retransmission (counted), none a timeout, and the device computes each INFER
-    once (its cache answers the retransmissions)."""
+    once (its cache answers the retransmissions), one at a time and pipelined."""
     from targets.serial.sim.faults import FaultPlan
 
     with ThreadedSim(BoardSimulator, faults=FaultPlan({"drop": 0.2}, seed=4),
-                     pipeline=1) as sim:
+                     pipeline=pipeline) as sim:
         link = SerialLink(LinkSettings(sim.url, timeout=0.25, retries=3))
         client = BoardClient(link, infer_timeout=30.0, load_timeout=30.0, chunk=256)
         with link:
@@ -197,12 +198,16 @@ def test_a_lossy_simulated_link_loses_no_case_and_counts_each_repair():
                 except DeviceTimeout:
                     assert identify_attempts < 3
             loaded = client.load(abs_model(), "abs", 256)
-            for _ in range(20):
-                outputs, _ = client.infer(loaded.handle, [("x", X)])
-                np.testing.assert_array_equal(outputs[0][1], np.abs(X))
+            inputs = [[("x", X * (i + 1))] for i in range(20)]
+            if pipeline > 1:
+                results = client.infer_many(loaded.handle, inputs)
+            else:
+                results = [client.infer(loaded.handle, tensors) for tensors in inputs]
+            for i, (outputs, _) in enumerate(results):
+                np.testing.assert_array_equal(outputs[0][1], np.abs(X * (i + 1)))
         dropped = sim.sim.faults.counts["drop"]
         assert dropped >= 3
-        assert link.stats.silent_attempts == dropped
+        assert link.stats.silent_attempts == dropped == link.stats.retransmissions
         assert sim.sim.infers_executed == 20
 
 

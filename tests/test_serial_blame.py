@@ -76,6 +76,17 @@ def test_a_silent_board_is_infra_error_for_the_rest_at_once():
         target.close()
 
 
+def test_with_lost_after_0_an_unreachable_board_is_tried_again_by_each_case():
+    with ScriptedPeer(lambda frame, peer: None) as peer:
+        target = SerialBoardTarget(url=peer.url, timeout=0.1, retries=0, lost_after=0)
+        for attempt in range(1, 4):
+            with pytest.raises(DeviceLost, match="did not answer IDENTIFY") as caught:
+                target.compile(abs_model())
+            assert "not tried" not in str(caught.value)
+            assert len(peer.frames) == attempt  # a new connection and IDENTIFY each time
+        target.close()
+
+
 def test_a_peer_that_hangs_up_at_every_connect_is_infra_error_never_an_assertion():
     with ScriptedPeer(lambda frame, peer: None, on_connect=lambda conn, peer: None) as peer:
         target = SerialBoardTarget(url=peer.url, timeout=0.2, retries=1)

@@ -414,10 +414,8 @@ class SerialBoardTarget(Target):
                 identity = self._checked_identity(self._client.identify())
             except DeviceTimeout as exc:
                 link.close()
-                link.lost_reason = (
-                    f"device at {self.url} cannot be reached: it did not answer IDENTIFY on "
-                    f"a new connection ({exc}); the remaining requests are not tried")
-                raise DeviceLost(link.lost_reason) from None
+                raise self._unreachable(f"it did not answer IDENTIFY on a new connection "
+                                        f"({exc})") from None
             except BaseException:
                 link.close()  # the next call starts a new session with IDENTIFY again
                 raise
@@ -465,11 +463,11 @@ class SerialBoardTarget(Target):
         assert link is not None
         try:
             link.request(MsgType.PING, b"shipei: still there?")
-        except (DeviceTimeout, LinkError, DeviceLost):
-            link.lost_reason = link.lost_reason or (
-                f"device at {self.url} cannot be reached: it answered neither a request "
-                f"({silence}) nor a PING after it; the remaining requests are not tried")
-            raise DeviceLost(link.lost_reason) from None
+        except DeviceLost as exc:  # the PING was the lost_after-th unanswered request
+            raise exc from None
+        except (DeviceTimeout, LinkError):
+            raise self._unreachable(f"it answered neither a request ({silence}) nor a "
+                                    "PING after it") from None
         except TargetError:
             pass  # it answered, if only to refuse: it is there
         raise silence
@@ -493,6 +491,18 @@ class SerialBoardTarget(Target):
             self._stale_handles.append(handle)
         self._unload_log.append({"handle": handle, "outcome": outcome,
                                  **link_repairs(before, self.link_stats())})
+
+    def _unreachable(self, why: str) -> DeviceLost:
+        """The device cannot be reached (``why``): an infrastructure failure. The link
+        is marked lost, so the remaining requests fail at once, unless ``lost_after``
+        is 0 (never give up): then each later case tries again."""
+        link = self._link
+        assert link is not None
+        if not self.settings.lost_after:
+            return DeviceLost(f"device at {self.url} cannot be reached: {why}")
+        link.lost_reason = (f"device at {self.url} cannot be reached: {why}; the remaining "
+                            "requests are not tried")
+        return DeviceLost(link.lost_reason)
 
     def _link_lost(self) -> str | None:
         return self._link.lost_reason if self._link is not None else None

@@ -33,6 +33,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -239,7 +240,13 @@ def matches(want: np.ndarray, got: np.ndarray, rtol: float, atol: float) -> bool
     return True
 
 
+#: each child's data-segment ceiling: a runtime that sizes an output from garbage (MNN's
+#: OneHot) gets MemoryError, not the machine's memory
+CHILD_MEMORY_BYTES = 8 << 30
+
+
 def _child(sdk: str, folder: str, conn: Any) -> None:
+    resource.setrlimit(resource.RLIMIT_DATA, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
     path = Path(folder)
     meta = json.loads((path / "case.json").read_text())
     model = (path / "model.onnx").read_bytes()

@@ -14,7 +14,8 @@ not the harness's):
    as given, 0-d included; what a user must change for the API (MNN's converter declares
    int64 and bool inputs int32; ncnn's Mats have no rank 0) is the least such change.
    A case passes when every output matches the reference within the case's rtol/atol
-   (shape and element type included), as onnx's backend runner judges.
+   (shape and element type included), as onnx's backend runner judges. An existing
+   ``--out`` file is resumed: the cases it holds are not run again.
 3. ``compare --run RUN --target T``: the bare verdicts against the run's, on
    pass / not pass, with every disagreement listed.
 
@@ -270,10 +271,13 @@ def bare(sdk: str, cases: Path, out: Path, timeout: float) -> None:
     if sdk == "rknn":
         import rknn.api  # noqa: F401 - imported once (torch), before the children fork
     names = json.loads((cases / "index.json").read_text())["exported"]
+    if out.exists():  # resume: the cases already judged are kept
+        done = {json.loads(line)["case"] for line in out.read_text().splitlines() if line}
+        names = [name for name in names if name not in done]
     context = multiprocessing.get_context("fork")
     scratch = tempfile.mkdtemp(prefix="shipei-bare-run-")
     tempfile.tempdir = scratch  # every child's files, removed at the end
-    with out.open("w") as sink:
+    with out.open("a") as sink:
         for name in names:
             parent, child = context.Pipe(duplex=False)
             process = context.Process(target=_child, args=(sdk, str(cases / name), child))

@@ -121,7 +121,8 @@ def test_replayed_bundle_and_replayed_runs_are_refused(run_dir: Path, center: Ce
     accept(center, data)
     again = intake(center, data)
     assert again.failed.id == "replay"
-    assert "already submitted" in again.failed.detail
+    assert "already accepted as bundle #" in again.failed.detail
+    assert "shipei db bundle get" in again.failed.detail
     # the same run re-packed with another report folder is a new bundle, not new evidence
     rebundled = intake(center, build([run_dir], center.vendor_key,
                                      reports=run_dir.parent.parent / "reports"))

@@ -151,8 +151,10 @@ def _check_replay(session: Session, bundle: OpenedBundle, infos: dict[str, dict[
                   digests: list[replay.Digest]) -> str:
     earlier = session.scalar(select(Bundle).where(Bundle.digest == bundle.digest))
     if earlier is not None:
-        raise _Refused("replay", f"this bundle was already submitted on "
-                                 f"{earlier.uploaded_at:%Y-%m-%d %H:%M} (bundle #{earlier.id})")
+        raise _Refused("replay", f"this bundle was already accepted as bundle #{earlier.id} "
+                                 f"(uploaded {earlier.uploaded_at:%Y-%m-%d %H:%M}); continue with "
+                                 f"shipei db bundle get {earlier.id} -o FILE, then shipei audit "
+                                 "FILE and shipei certify --bundle FILE")
     known = session.scalars(select(Run).where(Run.run_id.in_(stored_run_ids(infos)))).all()
     if known:
         raise _Refused("replay", f"run {known[0].run_id} was already submitted"

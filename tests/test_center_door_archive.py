@@ -126,6 +126,12 @@ def _tar(files: dict[str, bytes], pax: dict[str, str] | None = None) -> bytes:
     return raw.getvalue()
 
 
+def _without_end_marker(raw: bytes) -> bytes:
+    """The members' blocks only: the zero blocks after the last one cut off."""
+    used = len(raw.rstrip(b"\0"))
+    return raw[:-(-used // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE]
+
+
 @pytest.mark.parametrize(("archive", "message"), [
     pytest.param(lambda: _tar_bytes(FILES) + bytes(64),
                  "archive: data after the end of the gzip stream (not signed)", id="gzip-padding"),
@@ -147,6 +153,8 @@ def _tar(files: dict[str, bytes], pax: dict[str, str] | None = None) -> bytes:
                  id="pax-comment"),
     pytest.param(lambda: _tar_bytes(FILES)[:-12],
                  "archive: the gzip stream is cut short", id="cut-short"),
+    pytest.param(lambda: _gzip(_without_end_marker(_tar(FILES))),
+                 "archive: the tar archive has no end marker (cut short?)", id="no-end-marker"),
 ])
 def test_unsigned_data_around_the_archive_is_refused(archive: Callable[[], bytes],
                                                      message: str) -> None:

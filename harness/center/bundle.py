@@ -273,10 +273,10 @@ def _after_the_end(stream: _Inflater, tar: tarfile.TarFile) -> None:
     while stream.read(CHUNK):
         pass
     trailer = stream.total - tar.offset
-    if trailer > min(stream.TAIL, MAX_TAR_TRAILER) or any(stream.tail[-trailer:]):
-        raise BundleError("archive: data after the end of the tar archive (not signed)")
     if trailer < 2 * tarfile.BLOCKSIZE:
         raise BundleError("archive: the tar archive has no end marker (cut short?)")
+    if trailer > min(stream.TAIL, MAX_TAR_TRAILER) or any(stream.tail[-trailer:]):
+        raise BundleError("archive: data after the end of the tar archive (not signed)")
 
 
 def _member_data(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool) -> tuple[bytes, str]:

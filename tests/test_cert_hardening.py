@@ -429,7 +429,7 @@ def test_a_signed_list_with_malformed_entries_is_one_line(center: Center) -> Non
 
     path = center.write(center.statement())
     base = {"_type": "https://shipei.dev/revocations/v1", "issuer_keyid": center.keyid,
-            "sequence": 1, "updated_at": None}
+            "sequence": 1, "updated_at": None, "next_update": "2999-01-01T00:00:00+00:00"}
     for revoked, expected in (
             (["SP-1"], "payload: revoked/0: 'SP-1' is not of type 'object'"),
             ([{"certificate_id": "SP-1"}], "payload: revoked/0: 'reason' is a required"),

@@ -521,7 +521,13 @@ def test_behind_a_trusted_proxy_the_forwarded_scheme_makes_cookies_secure(
     args = argparse.Namespace(host="127.0.0.1", port=0, threads=2, max_upload=1 << 20,
                               trusted_proxy="127.0.0.1" if trusted else None)
     server = create_server(registry.client.application, **_server_options(args))
-    thread = threading.Thread(target=server.run, daemon=True)
+    stop = threading.Event()
+
+    def serve() -> None:  # waitress's loop, one turn at a time, until told to stop
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         request = urllib.request.Request(f"http://127.0.0.1:{server.effective_port}/upload",
@@ -530,6 +536,9 @@ def test_behind_a_trusted_proxy_the_forwarded_scheme_makes_cookies_secure(
             hsts, cookie = answer.headers["Strict-Transport-Security"], answer.headers[
                 "Set-Cookie"]
     finally:
+        stop.set()
+        thread.join(timeout=30)
+        server.task_dispatcher.shutdown()
         server.close()
     assert (hsts is not None) is trusted
     assert ("; Secure" in cookie) is trusted

@@ -236,6 +236,9 @@ class TargetHandle:
         record = build_record(self.label, suite, case, outcome, expectation, as_expected,
                               tags or {}, duration_s=outcome.timings.get("total_s", 0.0),
                               worker_restarts=self.session.pool.worker_restarts(self.label))
+        if self.label in self.session.setup_unrecorded:
+            self.session.setup_unrecorded.discard(self.label)
+            record["timings"] = dict(record["timings"], setup_s=self.session.setup_s[self.label])
         if crashed_first is not None:
             self._charge_crash(record, crashed_first, outcome, charged,
                                judge(crashed_first.status, expectation)[0])
@@ -317,6 +320,11 @@ class ShipeiSession:
         self._pytest_session: pytest.Session | None = None
         #: the last case each target's worker ran, to charge a crash it caused
         self.history = WorkerHistory()
+        #: per target label: its set-up's seconds (its worker's start-up), carried by the
+        #: next record of the target as timings["setup_s"], so that an xdist controller
+        #: learns it too (run.json sums them per target)
+        self.setup_s: dict[str, float] = {}
+        self.setup_unrecorded: set[str] = set()
 
     # -- targets -------------------------------------------------------------------
     def requests(self) -> list[TargetRequest]:
@@ -346,8 +354,9 @@ class ShipeiSession:
 
     def host(self, request: TargetRequest) -> Host:
         host = self.pool.host(request)
-        if request.label not in self.run.setup_s:
-            self.run.setup_s[request.label] = set_up(host)
+        if request.label not in self.setup_s:
+            self.setup_s[request.label] = set_up(host)
+            self.setup_unrecorded.add(request.label)
         return self.prefetch.host(request.label, host)
 
     def _resolve(self, request: TargetRequest) -> tuple[Host, Capabilities, bool]:

@@ -42,9 +42,6 @@ class RunWriter:
         self.started = time.time()
         self.report_files: list[Path] = []
         self._finished: list[dict[str, Any]] | None = None
-        #: per target label: seconds its set-up took before its first case (the worker's
-        #: start-up; the capability probes' time is added from the records at the end)
-        self.setup_s: dict[str, float] = {}
         #: the last attempt written in this session per (target, suite, case)
         self._attempts: dict[tuple[str, str, str], int] = {}
 
@@ -100,7 +97,7 @@ class RunWriter:
         effective = [record.to_dict() for record in typed]
         if exitstatus == 0 and has_unexpected(effective):
             exitstatus = int(pytest.ExitCode.TESTS_FAILED)
-        self._record_setup(typed)
+        self._record_setup()
         self.run_info.update(finished_at=now_iso(), exit_status=int(exitstatus),
                              wall_time_s=round(time.time() - self.started, 3),
                              target_wall_s=time_per_target(effective),
@@ -119,14 +116,17 @@ class RunWriter:
                 f"them later with shipei report {self.paths.run_id})") from None
         return exitstatus, typed
 
-    def _record_setup(self, records: list[CaseRecord]) -> None:
+    def _record_setup(self) -> None:
         """Each target's set-up time in run.json (``targets.<label>.setup_s``): its
-        worker's start-up and the capability probes its cases needed."""
-        setup = dict(self.setup_s)
-        for record in records:
-            probe = record.timings.get("probe_s")
-            if isinstance(probe, (int, float)):
-                setup[record.target] = setup.get(record.target, 0.0) + float(probe)
+        workers' start-up and the capability probes its cases needed, as every record
+        written (each attempt) carries them in ``timings``."""
+        setup: dict[str, float] = {}
+        for record in self.records:
+            timings = record.get("timings") or {}
+            for key in ("setup_s", "probe_s"):
+                seconds = timings.get(key)
+                if isinstance(seconds, (int, float)):
+                    setup[record["target"]] = setup.get(record["target"], 0.0) + seconds
         for label, seconds in setup.items():
             described = self.run_info.get("targets", {}).get(label)
             if isinstance(described, dict):

@@ -211,4 +211,5 @@ def test_a_slow_worker_start_is_the_targets_set_up_not_the_first_cases(shipei_cl
     info = json.loads((result.run_dirs()[0] / "run.json").read_text())
     setup_s = info["targets"][label]["setup_s"]
     assert setup_s > 1.0  # most of the 8 s: collection and the reference take the rest
+    assert first["timings"]["setup_s"] == setup_s  # how an xdist controller learns it
     assert first["timings"]["total_s"] < setup_s and first["duration_s"] < setup_s

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, SessionTransaction
 
-from harness.center.bundle import RUNS_DIR, BundleError, open_bundle
+from harness.center.bundle import RUNS_DIR, SIGNED_MEMBERS, BundleError, open_bundle
 from harness.center.center_target import describe_center_target
 from harness.center.models import Audit, Bundle, Certificate, Revocation, Vendor
 from harness.cert.certify import issue
@@ -220,7 +220,7 @@ def bundle_chain_lines(bundle_data: bytes, vendor_public_pem: str,
     predicate = statement["predicate"]
     provenance = predicate.get("provenance") or {}
     try:
-        opened = open_bundle(bundle_data)
+        opened = open_bundle(bundle_data, members=SIGNED_MEMBERS)  # the rest hashed, not kept
         key = serialization.load_pem_public_key(vendor_public_pem.encode("ascii"))
         attested = opened.verify_signature(key)["predicate"]  # type: ignore[arg-type]
         opened.verify_digests(opened.statement())

@@ -204,10 +204,17 @@ class TargetHandle:
         run again alone in a fresh worker before it is charged (:mod:`harness.crash_blame`)."""
         outcome = self.session.prefetch.execute(self.item, case, self.host, self.capabilities,
                                                 self.timeout())
-        if worth_retrying(outcome) and self.session.pool.isolation == "process":
+        if worth_retrying(outcome) and self.session.pool.isolation == "process" \
+                and not self._known_crash(case):
             return self._retry_crash(case, outcome)
         self.conclude(case.suite, case.name, outcome, case.tags, ran=case)
         return outcome
+
+    def _known_crash(self, case: Case) -> bool:
+        """Whether the target's expectations say this case crashes (a reviewed defect:
+        re-running it alone, a worker start each, would only cost a sweep its time)."""
+        expectation = self.session.expectations(self.request).lookup(case.suite, case.name)
+        return expectation is not None and expectation.status == "crash"
 
     def _retry_crash(self, case: Case, crash: Outcome) -> Outcome:
         """Run a crashed case alone in a fresh worker; when it does not crash there, run

@@ -108,11 +108,12 @@ def test_a_remote_traceback_names_every_frame_without_caret_lines() -> None:
 
 
 # -- a crash one case causes in the next (issue 27 item 6) --------------------------------
-def _corrupting_run(shipei_cli, label: str, keyword: str = "test_abs or test_neg"):
+def _corrupting_run(shipei_cli, label: str, keyword: str = "test_abs or test_neg",
+                    *options: str):
     from tests.corrupting_target import PLUGINS
 
     result = shipei_cli("run", "--suite", "operators", "-k", keyword, "--target", label,
-                        env=PLUGINS)
+                        *options, env=PLUGINS)
     lines = result.records()
     by_case: dict[str, list[dict]] = {}
     for line in lines:
@@ -159,6 +160,21 @@ def test_a_crash_that_recurs_alone_is_the_case_own(shipei_cli):
         assert "crashed again alone in a fresh worker" in line["message"]
         assert "crash_charged_to" not in line
     assert [line["status"] for line in by_case["test_abs"]] == ["pass"]
+
+
+def test_a_crash_the_expectations_already_list_is_not_run_again(shipei_cli, tmp_path):
+    """A reviewed crash (its expectation says crash) is recorded as it came: re-running
+    every known crash alone would cost a sweep a worker start each."""
+    expectations = tmp_path / "known.toml"
+    expectations.write_text('[operators.test_neg]\nstatus = "crash"\nreason = "known"\n')
+    result, by_case, _ = _corrupting_run(shipei_cli, "shipei-corrupting,corrupt_op=*",
+                                         "test_neg", "--expectations", str(expectations))
+    (known,) = by_case["test_neg"]
+    assert known["status"] == "crash" and known["as_expected"] is True
+    assert "previous_attempts" not in known and known["attempt"] == 1
+    (other,) = by_case["test_neg_example"]  # not listed: run again alone, crashed again
+    assert [a["status"] for a in other["previous_attempts"]] == ["crash"]
+    assert result.returncode == 1
 
 
 def test_a_crash_nobody_caused_that_passes_alone_is_flaky(shipei_cli, tmp_path):

@@ -2,7 +2,8 @@
 
 A runtime whose state one case corrupts may abort in the next case the same worker
 runs, which passes alone. So a case that crashed (the target's crash, not a kill from
-outside) is run once more, alone, in a fresh worker before it is charged:
+outside, nor a crash its expectations already list) is run once more, alone, in a fresh
+worker before it is charged:
 
 - it crashes again: the crash is its own; its record holds both attempts;
 - it does not, another case ran before it in the worker that died, and in a second

@@ -12,7 +12,9 @@ element count matches; both are recorded in :meth:`placement`. Runs in environme
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -84,6 +86,17 @@ class NcnnTarget(SdkTarget):
                                   {"converter": "pnnx", "fp16": fp16})
 
 
+def die_with_parent() -> None:
+    """In a child about to exec: be killed when the process that started it dies. A worker
+    killed for a case timeout must not leave pnnx converting on its own (seen: a pnnx
+    still running 15 minutes after its worker was killed)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def pnnx_binary() -> Path:
     import importlib.util
 
@@ -131,7 +144,8 @@ class _NcnnRunner:
             # may lose their precision
             result = subprocess.run([str(pnnx_binary()), str(source), *declared,
                                      f"fp16={int(fp16)}"], cwd=folder, capture_output=True,
-                                    text=True, timeout=PNNX_TIMEOUT_S, check=False)
+                                    text=True, timeout=PNNX_TIMEOUT_S, check=False,
+                                    preexec_fn=die_with_parent)
             param, weights = folder / "model.ncnn.param", folder / "model.ncnn.bin"
             if result.returncode != 0 or not param.exists():
                 raise TargetError(f"pnnx could not convert the model ({_how(result)}): "

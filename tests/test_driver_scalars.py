@@ -209,3 +209,37 @@ def test_an_ncnn_scalar_output_gets_back_rank_zero_and_an_unknown_shape_is_left_
     one = np.array([5.5], np.float32)  # ncnn's 1-element Mat for a rank-0 ONNX output
     assert restore_onnx_shape(one, []).shape == ()
     assert restore_onnx_shape(one, None).shape == (1,)  # shape inference gave no shape
+
+
+def test_a_converter_process_dies_with_the_worker_that_started_it(tmp_path):
+    """pnnx runs as a child of the ncnn worker; when the harness kills that worker for a
+    case timeout, pnnx must not go on converting as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys; from targets.ncnn_target import die_with_parent; "
+        "p = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); p.wait()")])
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    for _ in range(100):  # the kernel delivers the parent-death signal at once
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{child}/stat") as stat:
+            if stat.read().split()[2] == "Z":  # killed, waiting for init to reap it
+                return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the converter outlived the worker that started it")

@@ -209,6 +209,14 @@ def test_upload_permissions_and_limits(registry: Registry,
     assert registry.client.get(path, headers=bearer(registry.other_token)).status_code == 404
     assert registry.client.get(path, headers=bearer(registry.center.token)).status_code == 200
     assert registry.client.get(path, headers=bearer(ADMIN_TOKEN)).json["accepted"]
+    # the registry hands the accepted bytes back (for shipei audit and certify --bundle),
+    # to the same people who may see the bundle
+    archive = f"{path}/archive"
+    assert registry.client.get(archive).status_code == 404
+    assert registry.client.get(archive, headers=bearer(registry.other_token)).status_code == 404
+    handed = registry.client.get(archive, headers=bearer(registry.center.token))
+    assert handed.status_code == 200 and handed.data == data
+    assert handed.mimetype == "application/gzip"
     replay = _upload(registry, data, registry.center.token)
     assert replay.status_code == 422 and replay.json["failed_check"] == "replay"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, make_response, request
+from flask import Blueprint, Response, abort, make_response, request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from harness.center.auth import COOKIE
 from harness.center.intake import IntakeRequest, review
@@ -66,13 +67,19 @@ def upload() -> Any:
     return response
 
 
+def _visible_bundle(session: Session, bundle_id: int) -> Bundle:
+    """An accepted bundle its vendor and the admin may read, everyone once published."""
+    row = session.get(Bundle, bundle_id)
+    if row is None or not (row.published or principal(session).owns(row.vendor_id)):
+        abort(404, f"no bundle #{bundle_id} visible to you")
+    return row
+
+
 @uploads.get("/bundles/<int:bundle_id>")
 @uploads.get("/api/bundles/<int:bundle_id>")
 def bundle(bundle_id: int) -> Any:
     with context().store.session() as session:
-        row = session.get(Bundle, bundle_id)
-        if row is None or not (row.published or principal(session).owns(row.vendor_id)):
-            abort(404, f"no bundle #{bundle_id} visible to you")
+        row = _visible_bundle(session, bundle_id)
         report = session.scalar(select(IntakeReport).where(
             IntakeReport.bundle_id == bundle_id).order_by(IntakeReport.id.desc()))
         data = {"bundle_id": row.id, "digest": row.digest, "vendor": row.vendor.name,
@@ -82,6 +89,18 @@ def bundle(bundle_id: int) -> Any:
                 "accepted": True, "checks": report.checks if report else [],
                 "report_id": report.id if report else None}
     return page("intake.html", data)
+
+
+@uploads.get("/bundles/<int:bundle_id>/archive")
+@uploads.get("/api/bundles/<int:bundle_id>/archive")
+def bundle_archive(bundle_id: int) -> Response:
+    """The accepted bundle's bytes, as the vendor signed them: what ``shipei audit`` and
+    ``shipei certify --bundle`` take after a web upload."""
+    with context().store.session() as session:
+        row = _visible_bundle(session, bundle_id)
+        data, digest = row.data, row.digest
+    return Response(data, mimetype="application/gzip", headers={
+        "Content-Disposition": f'attachment; filename="bundle-{bundle_id}-{digest[:16]}.tar.gz"'})
 
 
 @uploads.get("/intake/<int:report_id>")

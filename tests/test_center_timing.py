@@ -338,6 +338,43 @@ def test_retiming_arguments_repeat_the_vendors_settings():
         "--perf-warmup", "0.1", "--perf-batch", "8"]
 
 
+def _retime(records: list[dict[str, Any]], files: dict[str, bytes], results: Path
+            ) -> list[Any]:
+    """The audit's re-timing of the single-stream case on this machine's onnxruntime-cpu."""
+    from types import SimpleNamespace
+
+    from harness.center.audit import rerun
+    from harness.center.retime import retime
+
+    chosen = [r for r in records if r["case"].startswith("test_single")]
+    return retime(SimpleNamespace(files=files), chosen,  # type: ignore[arg-type]
+                  lambda keys, run_id, args: rerun(keys, "onnxruntime-cpu", results,
+                                                   results.parent / "reports", run_id,
+                                                   None, args),
+                  results, "audit-retime")
+
+
+def test_the_audit_retimes_a_forgery_here_and_never_clears_it(real_run: Path,
+                                                              tmp_path: Path):
+    """Samples 10x faster than the real run, made consistent with themselves, are timed
+    again here: never 'consistent'; refused when this machine's run was quiet."""
+    records, files, _ = _forge(real_run, 10, True)
+    (found,) = _retime(records, files, tmp_path / "results")
+    assert found.status != "consistent", found
+    _, ours = load_run(tmp_path / "results" / "audit-retime-timing-1")
+    center_alone = (ours[0]["metrics"].get("machine") or {}).get("alone") is True
+    assert found.status == ("refused" if center_alone else "inconclusive"), found
+    assert "faster than the center's" in found.reason
+
+
+def test_the_audit_retiming_of_an_honest_run_is_never_refused(real_run: Path,
+                                                              tmp_path: Path):
+    _, records = load_run(real_run)
+    (found,) = _retime(records, _bundle_files(real_run), tmp_path / "results")
+    assert found.status in ("consistent", "inconclusive"), found
+    assert "(vendor)" in found.reason and "(center)" in found.reason
+
+
 # -- the false-accusation rate under load (slow) ---------------------------------------------
 
 TRIALS = 20

@@ -12,7 +12,9 @@ with ``-k`` naming the sampled cases (records of other cases the expression also
 are ignored). A case agrees when its status is the vendor's and its accuracy figures are
 within the slack below; the audit passes when the share that agrees reaches
 ``--min-agreement``, else a profile's ``[audit] min_agreement`` (a table profiles do not accept
-yet), else 1.0: every sampled case.
+yet), else 1.0: every sampled case. Timed cases are audited apart (``--retime``,
+:mod:`harness.center.retime`): a re-timing that shows the vendor's figures impossible on
+the same hardware fails the audit; one the center cannot compare fairly is inconclusive.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 from harness.center import universe
 from harness.center.bundle import RUNS_DIR, OpenedBundle
 from harness.center.bundle_shape import ShapeError, load_runs
+from harness.center.retime import TimingComparison, draw_timed, retime
+from harness.center.timing_audit import REFUSED
 from harness.records import latest_attempts, load_run
 
 PERFORMANCE_SUITE = "performance"
@@ -67,6 +71,8 @@ class AuditResult:
     min_agreement: float
     run_id: str
     notes: list[str] = field(default_factory=list)
+    #: the re-timed cases (:mod:`harness.center.retime`); one refused fails the audit
+    timings: list[TimingComparison] = field(default_factory=list)
 
     @property
     def agreement(self) -> float:
@@ -76,14 +82,16 @@ class AuditResult:
 
     @property
     def passed(self) -> bool:
-        return bool(self.comparisons) and self.agreement >= self.min_agreement
+        return bool(self.comparisons) and self.agreement >= self.min_agreement \
+            and not any(t.status == REFUSED for t in self.timings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "seed": self.seed, "sample_size": len(self.sample),
                 "agreement": round(self.agreement, 6), "min_agreement": self.min_agreement,
                 "center_run": self.run_id,
                 "sample": [{"suite": s, "case": c} for s, c in self.sample],
-                "cases": [c.to_dict() for c in self.comparisons]}
+                "cases": [c.to_dict() for c in self.comparisons],
+                "timings": [t.to_dict() for t in self.timings]}
 
 
 def vendor_records(bundle: OpenedBundle, target: str) -> list[dict[str, Any]]:
@@ -190,8 +198,10 @@ def keyword_expression(sample: list[tuple[str, str]]) -> str:
 
 
 def rerun(sample: list[tuple[str, str]], target: str, results_dir: Path, reports_dir: Path,
-          run_id: str, case_timeout: float | None = None) -> list[dict[str, Any]]:
-    """Run the sampled cases on the center's target; return the records of the sample."""
+          run_id: str, case_timeout: float | None = None, pytest_args: list[str] | None = None
+          ) -> list[dict[str, Any]]:
+    """Run the sampled cases on the center's target; return the records of the sample.
+    ``pytest_args`` go after ``--`` (the vendor's timing settings, for a re-timing)."""
     suites = sorted({suite for suite, _ in sample})
     argv = [sys.executable, "-m", "harness", "run", "--target", target,
             "--results-dir", str(results_dir), "--reports-dir", str(reports_dir),
@@ -200,6 +210,8 @@ def rerun(sample: list[tuple[str, str]], target: str, results_dir: Path, reports
         argv += ["--suite", suite]
     if case_timeout is not None:
         argv += ["--case-timeout", str(case_timeout)]
+    if pytest_args:
+        argv += ["--", *pytest_args]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     run_dir = results_dir / run_id
     if done.returncode not in (0, 1) or not (run_dir / "records.jsonl").exists():
@@ -220,12 +232,17 @@ def min_agreement(profile_definition: dict[str, Any]) -> float:
 
 def audit_bundle(bundle: OpenedBundle, target: str, size: int, seed: int, threshold: float,
                  results_dir: Path, reports_dir: Path, run_id: str,
-                 case_timeout: float | None = None, markexpr: str | None = None
-                 ) -> AuditResult:
+                 case_timeout: float | None = None, markexpr: str | None = None,
+                 retimed: int = 0) -> AuditResult:
     """Draw the sample from the universe of the bundle's runs (``markexpr``: the scope the
-    bundle was accepted for), re-run it here and compare with the vendor's records."""
+    bundle was accepted for), re-run it here and compare with the vendor's records; then
+    time ``retimed`` of the bundle's timed cases again here (same seed) and compare."""
     records = vendor_records(bundle, target)
     sample = draw_sample(case_universe(bundle, target, markexpr), size, seed)
     center = rerun(sample, target, results_dir, reports_dir, run_id, case_timeout)
     comparisons = compare(sample, records, center)
-    return AuditResult(seed, sample, comparisons, threshold, run_id)
+    timings = retime(bundle, draw_timed(records, retimed, seed),
+                     lambda keys, own_run, args: rerun(keys, target, results_dir, reports_dir,
+                                                       own_run, case_timeout, args),
+                     results_dir, run_id)
+    return AuditResult(seed, sample, comparisons, threshold, run_id, timings=timings)

@@ -11,6 +11,8 @@ from harness.cli.common import CliError, add_run_location_options
 from harness.cli.option_files import read_option_file
 
 DEFAULT_REPORT_DIR = Path("reports") / "audit"
+#: a re-timing's verdict as a report row's state
+TIMING_STATES = {"consistent": "pass", "refused": "fail", "inconclusive": "inconclusive"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="share of sampled cases that must agree (default: the profile's, "
                              "else 1.0)")
     parser.add_argument("--case-timeout", type=float, help="per-case timeout for the re-run")
+    parser.add_argument("--retime", type=int, default=1, metavar="N",
+                        help="timed (performance) cases to time again here with the vendor's "
+                             "settings and compare (default 1; 0: none). A vendor more than "
+                             "2x faster than this machine's quiet run on the same hardware "
+                             "fails the audit; what cannot be compared fairly is inconclusive")
     parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR,
                         help=f"where audit reports go (default {DEFAULT_REPORT_DIR}/)")
     add_run_location_options(parser)
@@ -61,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         else min_agreement(profile.definition)
     if not 0.0 < threshold <= 1.0:
         raise CliError("--min-agreement must be in (0, 1]")
+    if args.retime < 0:
+        raise CliError("--retime must be 0 or more")
     seed = args.seed if args.seed is not None else new_seed()
     store = open_store(args)
     try:
@@ -82,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 result = audit_bundle(bundle, row.target, args.sample, seed, threshold,
                                       args.results_dir, args.reports_dir, run_id,
-                                      args.case_timeout, markexpr)
+                                      args.case_timeout, markexpr, args.retime)
             except AuditError as exc:
                 raise CliError(str(exc)) from None
             report = result.to_dict()
@@ -98,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
                "sampled re-run", "state": "pass" if c["agrees"] else "fail",
                "detail": c["reason"] or f"{c['vendor_status']} = {c['center_status']}"}
               for c in report["cases"]]
+    checks += [{"id": f"performance::{t['case']}", "title_zh": "复测计时", "title_en":
+                "center re-timing", "state": TIMING_STATES[t["status"]], "detail": t["reason"]}
+               for t in report["timings"]]
     paths = write_report(args.report_dir, f"audit-{report['audit_id']}",
                          {**{k: v for k, v in report.items() if k not in ("cases", "sample")},
                           "accepted": result.passed,
@@ -106,7 +118,12 @@ def run(args: argparse.Namespace) -> int:
     for line in text_lines({"checks": checks}):
         print(line)
     print(f"report:  {paths[1]}")
-    verdict = "agrees" if result.passed else "DISAGREES (certification blocked)"
+    for timing in report["timings"]:
+        print(f"audit: re-timed {timing['case']}: {timing['status']}")
+    refused = [t["case"] for t in report["timings"] if t["status"] == "refused"]
+    verdict = ("agrees" if result.passed else
+               f"re-timing refused {', '.join(refused)} (certification blocked)" if refused else
+               "DISAGREES (certification blocked)")
     print(f"audit: {sum(c['agrees'] for c in report['cases'])}/{len(report['cases'])} sampled "
           f"cases agree ({result.agreement:.0%}, needed {threshold:.0%}): {verdict}")
     return 0 if result.passed else 1

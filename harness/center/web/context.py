@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from flask import current_app, jsonify, render_template, request
+from flask import abort, current_app, jsonify, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -65,6 +65,15 @@ def page(template: str, data: dict[str, Any], status: int = 200) -> Any:
     ctx = context()
     return render_template(template, data=data, center=ctx.center_name, keyid=ctx.keyid,
                            level_label=level_label), status
+
+
+def visible_or_404(session: Session, row: Bundle | Certificate | None, missing: str
+                   ) -> Any:
+    """``row`` when the asker may see it (published, or theirs, or the admin), else 404
+    with ``missing``: the same answer as for a row that does not exist."""
+    if row is None or not (row.published or principal(session).owns(row.vendor_id)):
+        abort(404, missing)
+    return row
 
 
 def visible_run(session: Session, run: dict[str, Any], who: Principal) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,7 @@ from harness.center.web.context import (
     page,
     principal,
     summary,
+    visible_or_404,
     visible_run,
     wants_json,
 )
@@ -61,9 +62,7 @@ def search() -> Any:
 def visible_certificate(session: Session, cid: str) -> Certificate:
     """A published certificate, or one of the asking vendor's (any, for the admin)."""
     row = session.scalar(select(Certificate).where(Certificate.certificate_id == cid))
-    if row is None or not (row.published or principal(session).owns(row.vendor_id)):
-        abort(404, f"no published certificate {cid}")
-    return row
+    return visible_or_404(session, row, f"no published certificate {cid}")
 
 
 @pages.get("/certificates/<cid>")

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from harness.center.auth import COOKIE
 from harness.center.intake import IntakeRequest, review
 from harness.center.models import Bundle, IntakeReport
-from harness.center.web.context import context, page, principal, wants_json
+from harness.center.web.context import context, page, principal, visible_or_404, wants_json
 from harness.cert.profile import packaged_names
 
 DEFAULT_PROFILE = "framework"
@@ -69,10 +69,8 @@ def upload() -> Any:
 
 def _visible_bundle(session: Session, bundle_id: int) -> Bundle:
     """An accepted bundle its vendor and the admin may read, everyone once published."""
-    row = session.get(Bundle, bundle_id)
-    if row is None or not (row.published or principal(session).owns(row.vendor_id)):
-        abort(404, f"no bundle #{bundle_id} visible to you")
-    return row
+    return visible_or_404(session, session.get(Bundle, bundle_id),
+                          f"no bundle #{bundle_id} visible to you")
 
 
 @uploads.get("/bundles/<int:bundle_id>")

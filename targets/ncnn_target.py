@@ -71,6 +71,14 @@ class NcnnTarget(SdkTarget):
 
     computed_by = "ncnn's CPU kernels on the host CPU (Vulkan off), converted by pnnx"
 
+    def capability_extra(self) -> dict[str, Any]:
+        """What the driver may change on the way to ncnn (each case says when it did)."""
+        return {"adaptations": [
+            "a leading batch of 1 dropped from inputs (ncnn Mats have no batch dimension); "
+            "ONNX output shapes restored when the element count matches",
+            scalar_adaptation("inputs", "fed as 1-element Mats (ncnn Mats have no rank 0; "
+                                        "pnnx converts them as declared, rank 0)")]}
+
     def precision(self) -> str:
         return "fp16" if self.configuration == "fp16" else "fp32"
 

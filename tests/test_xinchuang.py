@@ -201,3 +201,10 @@ def test_what_computes_the_numbers_is_declared_for_every_sdk_target():
     assert f"onnxruntime {ort.__version__} on the host CPU" in simulator_engine()
     words = hardware_capabilities()
     assert set(words) == {"AT_HWCAP", "AT_HWCAP2"} and words["AT_HWCAP"].startswith("0x")
+
+
+def test_the_adaptations_a_driver_may_make_reach_the_capabilities():
+    """Capabilities travel into certificates: a driver that changes inputs or outputs on
+    the way to its SDK declares how there (and each record says when it happened)."""
+    assert any("1-element Mats" in a for a in NcnnTarget().capabilities().extra["adaptations"])
+    assert any("bool" in a for a in MnnTarget().capabilities().extra["adaptations"])

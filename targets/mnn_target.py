@@ -38,12 +38,12 @@ class MnnTarget(SdkTarget):
     #: float16, bfloat16: refused by this driver (see :data:`_DRIVER_REFUSES`)
     dtypes = ("float32", "float64", "int32", "int64", "uint8", "bool")
 
+    computed_by = "MNN's CPU backend (its Python module API) on the host CPU"
+
     def probe(self) -> str:
         import MNN
 
         return str(getattr(MNN, "version", lambda: "?")())
-
-    computed_by = "MNN's CPU backend (its Python module API) on the host CPU"
 
     def capability_extra(self) -> dict[str, Any]:
         return {"adaptations": list(ADAPTATIONS.values())}

@@ -20,7 +20,7 @@ from harness.cert.keys import (
 )
 from harness.cert.page import render_certificate
 from harness.cert.profile import ProfileError, available_profiles, load_profile
-from harness.cert.publish import RegistryError, mark_revoked_page, publish, refresh
+from harness.cert.publish import RegistryError, publish
 from harness.cert.revocation import (
     DEFAULT_LIST_DAYS,
     REVOCATIONS_FILE,
@@ -42,6 +42,7 @@ from harness.cert.verify import (
 )
 from harness.cli.cmd_certify import DEFAULT_CERT_DIR
 from harness.cli.common import CliError
+from harness.cli.list_files import certificate_ids, update_registry
 from harness.cli.option_files import check_option_file, read_option_file
 
 DEFAULT_REGISTRY = Path("reports") / "registry"
@@ -261,43 +262,11 @@ def run_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def update_registry(registry: Path, key: Any, master: Path, revoked: str | None = None
-                    ) -> None:
-    """Carry the master list into a static registry folder, when there is one; with
-    ``revoked``, first re-render that certificate's page beside the list to say so."""
-    if revoked is not None:
-        try:
-            entry = find_revocation(load_revocations(master, key.public_key()), revoked)
-        except RevocationError as exc:
-            raise CliError(str(exc)) from None
-        certificate = master.parent / f"{revoked}.dsse.json"
-        if entry and certificate.is_file() and mark_revoked_page(certificate, key.public_key(),
-                                                                  entry):
-            print(f"page marked revoked: {certificate.name.replace('.dsse.json', '.html')}")
-    if not (registry / "index.json").exists():
-        return
-    try:
-        refresh(registry, key.public_key(), master)
-    except (RegistryError, OSError) as exc:
-        raise CliError(f"the list was written, but the registry was not updated: {exc}") \
-            from None
-    print(f"registry updated: {registry}")
-
-
 def _private_key(path: Path) -> Any:
     try:
         return load_private_key(check_option_file(path, KEY_BYTES, "private key"))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
-
-
-def certificate_ids(certificates_dir: Path, registry: Path) -> set[str]:
-    """The certificates issued into a certificates folder or published in a registry."""
-    ids = {p.name.removesuffix(".dsse.json") for p in certificates_dir.glob("*.dsse.json")
-           if p.name != REVOCATIONS_FILE}
-    ids |= {p.name.removesuffix(".dsse.json")
-            for p in (registry / "certificates").glob("*.dsse.json")}
-    return ids
 
 
 def _in_database(args: argparse.Namespace, key: Any, master: Path,

@@ -275,7 +275,7 @@ def _publish(session: Any, args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     from harness.center import revocations
     from harness.cert.revocation import REVOCATIONS_FILE
-    from harness.cli.cmd_cert import certificate_ids, update_registry
+    from harness.cli.list_files import certificate_ids, update_registry
 
     key = _center_key(args.key)
     list_file = args.certificates_dir / REVOCATIONS_FILE

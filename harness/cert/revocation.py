@@ -74,15 +74,17 @@ def load_revocations(path: Path, public_key: Ed25519PublicKey) -> dict[str, Any]
             from None
     try:
         data = loads(envelope.body, "payload")
+        if isinstance(data, dict) and not data.get("next_update"):
+            # without it an old list would never go stale (the schema requires it too;
+            # this says what to do about it)
+            raise RevocationError(f"revocation list {path} has no next_update: a verifier "
+                                  "cannot tell when it is stale; the center renews it with "
+                                  "'shipei cert revocations --renew'")
         validate(data, REVOCATIONS_SCHEMA, "payload")
     except SchemaError as exc:
         raise RevocationError(f"revocation list {path}: {exc}") from None
     if data["issuer_keyid"] != keyid:
         raise RevocationError(f"revocation list {path} names another issuer key")
-    if not data.get("next_update"):  # without it an old list would never go stale
-        raise RevocationError(f"revocation list {path} has no next_update: a verifier cannot "
-                              "tell when it is stale; the center renews it with 'shipei "
-                              "cert revocations --renew'")
     parse_time(data["next_update"], f"revocation list {path}: next_update")
     return data
 

@@ -56,7 +56,8 @@ def to_ort_value(value: Any) -> Any:
         return value
     kind = element_type(value)
     if kind.name in NUMPY_EXCHANGED:
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
+        # np.asarray, not np.ascontiguousarray: that makes a 0-d array [1] (another model)
+        return ort.OrtValue.ortvalue_from_numpy(np.asarray(value, order="C"))
     data = packed_bytes(value)
     ort_value = ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), kind.onnx)
     if data:

@@ -243,3 +243,13 @@ def test_a_converter_process_dies_with_the_worker_that_started_it(tmp_path):
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the converter outlived the worker that started it")
+
+
+def test_onnxruntime_raw_io_keeps_a_scalar_rank_zero():
+    """The onnxruntime targets' OrtValue path (models with a type numpy lacks) hands a 0-d
+    input over as 0-d, as the case gives it."""
+    from targets.ort_values import to_ort_value
+
+    for value in (np.array(3.0, dtype=np.float32), np.array(True), np.array(7, np.int64)):
+        assert to_ort_value(value).shape() == []
+    assert to_ort_value(np.zeros((2, 3), np.float32).T).shape() == [3, 2]

@@ -199,8 +199,10 @@ def _probe_refusal(model: onnx.ModelProto, host: Host, caps: Capabilities, left:
     if verdict.verdict == HARNESS_GAP:
         return Outcome("infra_error", f"the harness cannot carry {name} tensors to this "
                                       f"target: {verdict.message}", blame="harness")
-    return Outcome("skip", f"the runtime refuses {name} tensors (capability probe: "
-                           f"{verdict.message})"[:500])
+    who = verdict.refused_by or "runtime"
+    message = verdict.message.removeprefix(f"[refused by: {who}] ")
+    return Outcome("skip", f"[refused by: {who}] the {who} refuses {name} tensors "
+                           f"(capability probe: {message})"[:500])
 
 
 @dataclass

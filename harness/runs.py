@@ -11,6 +11,7 @@ from harness.cases import Outcome
 from harness.expectations import Expectation
 from harness.records import json_safe, now_iso
 from harness.registry import TargetRequest
+from harness.target import refused_by_of
 
 #: blame a non-pass on whom (schema 1.1 ``blame``); outcomes may say so themselves
 INFRA_BLAME = "infrastructure"
@@ -55,6 +56,9 @@ def build_record(label: str, suite: str, case: str, outcome: Outcome,
     blame = blame_of(outcome)
     if blame:
         record["blame"] = blame
+    refused_by = refused_by_of(outcome.message)
+    if refused_by:
+        record["refused_by"] = refused_by
     return json_safe(record)
 
 

@@ -74,10 +74,14 @@ def _case(op: str, elem: int, values: np.ndarray) -> Case:
     return Case("refusals", f"test_{op.lower()}", load, rtol=0.0, atol=0.0)
 
 
-def _record(case: Case, host: InlineHost, caps: Any) -> CaseRecord:
+def _raw(case: Case, host: InlineHost, caps: Any) -> dict[str, Any]:
+    """The record as records.jsonl holds it."""
     outcome = execute_case(case, host, caps, timeout=60)
-    return CaseRecord.from_dict(build_record("picky", case.suite, case.name, outcome, None,
-                                             True, {}, 0.0, 0))
+    return build_record("picky", case.suite, case.name, outcome, None, True, {}, 0.0, 0)
+
+
+def _record(case: Case, host: InlineHost, caps: Any) -> CaseRecord:
+    return CaseRecord.from_dict(_raw(case, host, caps))
 
 
 def test_a_driver_limit_is_recorded_as_the_drivers_refusal_not_the_runtimes():
@@ -90,7 +94,11 @@ def test_a_driver_limit_is_recorded_as_the_drivers_refusal_not_the_runtimes():
     skipped = _record(_case("Not", TensorProto.BOOL, np.array([True, False])), host, caps)
     assert skipped.status == "skip" and skipped.refused_by == "driver"
     assert "[refused by: driver]" in skipped.message
+    assert "the driver refuses bool tensors" in skipped.message  # not "the runtime"
+    assert "the runtime refuses" not in skipped.message
     assert skipped.to_dict()["refused_by"] == "driver"
+    raw = _raw(_case("Not", TensorProto.BOOL, np.array([True, False])), host, caps)
+    assert raw["refused_by"] == "driver"  # in records.jsonl itself, not only once typed
 
 
 def test_a_converter_refusal_is_the_converters_and_a_pass_names_nobody():

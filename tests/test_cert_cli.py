@@ -393,3 +393,26 @@ def test_performance_options_are_checked_against_the_profile(center: Center) -> 
     assert out.returncode == 2 and "--perf-min-duration must be at least 10" in error_line(out)
     out = center.certify(*base, "--perf-min-queries", "100", "--runs", center.run_dir.name)
     assert out.returncode == 2 and "not to --runs" in error_line(out)
+
+
+def test_page_discloses_what_computed_the_numbers_and_the_drivers_adaptations(
+        center: Center) -> None:
+    """A simulator computing through another runtime, a scalar fed as a one-element
+    tensor: what the driver declares in its capabilities is on the page."""
+    import base64
+    import copy
+
+    from harness.cert.page import render_certificate
+
+    envelope = json.loads((center.certs / f"{center.cid}.dsse.json").read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    page = render_certificate(statement, "k" * 64)
+    assert "Computed by" not in page and "Driver adaptations" not in page
+    disclosed = copy.deepcopy(statement)
+    disclosed["predicate"]["target"]["capabilities"] = {"extra": {
+        "computed_by": "onnxruntime 1.20.1 on the host CPU (NPU simulator)",
+        "adaptations": ["0-d input 'k' fed as a 1-element Mat"]}}
+    page = render_certificate(disclosed, "k" * 64)
+    assert "实际计算者 / Computed by" in page
+    assert "onnxruntime 1.20.1 on the host CPU (NPU simulator)" in page
+    assert "驱动适配 / Driver adaptations" in page and "1-element Mat" in page

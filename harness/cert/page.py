@@ -89,7 +89,24 @@ def _target(predicate: dict[str, Any]) -> str:
         ("设备 / Device", ident.get("device")),
         ("配置 / Configuration", ident.get("configuration")),
         ("目标标识 / Target label", predicate["target"]["label"]),
+        *_disclosures(predicate["target"].get("capabilities")),
     ])
+
+
+def _disclosures(capabilities: Any) -> list[tuple[str, Any]]:
+    """What the driver declares about where the numbers come from and how it adapts
+    what a case gives (a simulator computing through another runtime, a scalar fed as a
+    one-element tensor): certificates depend on it, so the page says it."""
+    extra = (capabilities or {}).get("extra") if isinstance(capabilities, dict) else None
+    if not isinstance(extra, dict):
+        return []
+    rows: list[tuple[str, Any]] = []
+    if extra.get("computed_by"):
+        rows.append(("实际计算者 / Computed by", extra["computed_by"]))
+    adaptations = extra.get("adaptations")
+    if isinstance(adaptations, list) and adaptations:
+        rows.append(("驱动适配 / Driver adaptations", "; ".join(map(str, adaptations))))
+    return rows
 
 
 def _platform(predicate: dict[str, Any]) -> str:

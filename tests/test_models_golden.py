@@ -96,7 +96,12 @@ def test_refresh_reports_unchanged_changed_and_new(zoo_copy, shipei_cli):
     assert "transformer_encoder: new - new golden" in out
     assert "silero_vad: changed - inputs changed" in out
     assert "ppocrv4_det: unchanged" in out
-    assert _stored(zoo_copy, "small_cnn").outputs_sha256 == old.outputs_sha256
+    # the reference computed again: the committed outputs, up to the last bits a CPU's
+    # own kernels may change (the committed golden was made on another processor)
+    back = _stored(zoo_copy, "small_cnn")
+    for got, want in zip(back.outputs, old.outputs, strict=True):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
     assert (directory / "transformer_encoder.npz").exists()
     meta = json.loads((directory / "transformer_encoder.json").read_text())
     assert meta["reference"]["target"] == "onnxruntime-cpu,graph_optimization_level=disable"

@@ -84,10 +84,13 @@ def _collect(dirs: dict[str, Path], label: str, markexpr: str) -> list[CaseKey]:
         done = subprocess.run(argv, cwd=tmp, capture_output=True, text=True,
                               timeout=COLLECT_TIMEOUT_S, check=False)
         if done.returncode != 0 or not out.exists():
-            tail = (done.stdout.strip().splitlines() or done.stderr.strip().splitlines()
-                    or ["no output"])[-1]
+            lines = done.stdout.strip().splitlines() or done.stderr.strip().splitlines() \
+                or ["no output"]
+            # pytest's summary line, and the first collection error it names
+            errors = [line for line in lines if line.startswith(("ERROR ", "E   "))][:2]
+            said = "; ".join([lines[-1], *errors])
             raise UniverseError(f"the center could not collect suites {', '.join(dirs)} for "
-                                f"{label}: {tail[:300]}")
+                                f"{label}: {said[:600]}")
         keys = json.loads(out.read_text())
     return sorted({(suite, case) for target, suite, case in keys if target == label})
 

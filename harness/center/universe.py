@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -82,7 +83,7 @@ def _collect(dirs: dict[str, Path], label: str, markexpr: str) -> list[CaseKey]:
         argv = [sys.executable, "-m", "harness.center.universe", str(out), label, markexpr,
                 *map(str, dirs.values())]
         done = subprocess.run(argv, cwd=tmp, capture_output=True, text=True,
-                              timeout=COLLECT_TIMEOUT_S, check=False)
+                              timeout=COLLECT_TIMEOUT_S, check=False, env=_same_imports(dirs))
         if done.returncode != 0 or not out.exists():
             lines = done.stdout.strip().splitlines() or done.stderr.strip().splitlines() \
                 or ["no output"]
@@ -93,6 +94,19 @@ def _collect(dirs: dict[str, Path], label: str, markexpr: str) -> list[CaseKey]:
                                 f"{label}: {said[:600]}")
         keys = json.loads(out.read_text())
     return sorted({(suite, case) for target, suite, case in keys if target == label})
+
+
+def _same_imports(dirs: dict[str, Path]) -> dict[str, str]:
+    """The child's environment, importing the harness and the suites from where this
+    process did: run from a checkout beside an installed copy, the two would otherwise
+    differ, and pytest refuses a suite file that is not the module already imported."""
+    import harness
+
+    roots = [str(Path(harness.__file__).resolve().parent.parent)]
+    roots += [str(d.resolve().parent.parent) for d in dirs.values()]
+    if os.environ.get("PYTHONPATH"):
+        roots.append(os.environ["PYTHONPATH"])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(roots)))
 
 
 @functools.cache

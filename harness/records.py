@@ -10,6 +10,7 @@ schemas live in ``harness/schema/`` as JSON Schema and are versioned by
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -170,6 +171,15 @@ class RecordWriter:
         except OSError as exc:
             self._fd = -1
             raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from None
+        try:  # one writer per run: two runs started with one --run-id would interleave
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise StorageError(f"run {path.parent.name} is being written by another shipei "
+                               "run (the same --run-id); wait for it to end, or give this "
+                               "run another id") from None
+        except OSError:  # a file system without locks: nothing to guard with
+            pass
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one whole line. A failed or short write (a full disk) is cut back to

@@ -57,6 +57,32 @@ def test_an_existing_run_id_is_not_reopened(shipei_cli, tmp_path: Path) -> None:
     assert replayed[replayed.index("-k") + 1] == "abs or relu or neg"  # from the selection
 
 
+def test_a_run_being_written_is_not_written_by_a_second_run(shipei_cli, tmp_path: Path
+                                                             ) -> None:
+    """Two runs of one run id at once (started together past the 'already exists' check,
+    or --resume while the run is live) would interleave their records: the second finds
+    the records file locked and stops with one line, writing nothing."""
+    from harness.records import RecordWriter, StorageError
+
+    first = shipei_cli("run", *SMALL, "--run-id", "mine")
+    assert first.returncode == 0, first.stdout + first.stderr
+    records = tmp_path / "results" / "mine" / "records.jsonl"
+    lines = records.read_text().splitlines(keepends=True)
+    records.write_text("".join(lines[:-1]))  # a case still to run: --resume has work
+    live = RecordWriter(records)  # the run still writing
+    try:
+        with pytest.raises(StorageError, match="being written by another shipei run"):
+            RecordWriter(records)
+        before = tree_digest(tmp_path / "results")
+        second = shipei_cli("run", "--resume", "mine")
+        assert second.returncode != 0
+        assert "being written by another shipei run" in second.stdout + second.stderr
+        assert tree_digest(tmp_path / "results") == before
+    finally:
+        live.close()
+    RecordWriter(records).close()  # free again once the first run ends
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 def test_bad_case_timeouts_are_usage_errors(shipei_cli, value: str) -> None:
     done = shipei_cli("run", *SMALL, "--case-timeout", value)

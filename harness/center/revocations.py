@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import false, func, select, update
+from sqlalchemy import false, func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -72,16 +72,25 @@ def _sign(session: Session, key: Ed25519PrivateKey, sequence: int, days: int) ->
     return row
 
 
+#: the advisory lock PostgreSQL writers of the revocation list take turns on ("SHIPEIRL")
+WRITE_LOCK_KEY = 0x534849504549524C
+
+
 def _take_write_lock(session: Session) -> None:
     """On SQLite, take the write lock before reading the newest sequence: a transaction
     that read first and then wrote after another writer committed would fail at once
     ("database is locked", a stale snapshot) instead of waiting its turn. A no-op
     UPDATE takes the lock (waiting for it with the busy timeout) and, being the first
     write, makes the driver open the real transaction, so the savepoint after it nests
-    inside the caller's transaction instead of committing on release. PostgreSQL needs
-    nothing: its unique sequence settles the race."""
-    if session.get_bind().dialect.name == "sqlite":
+    inside the caller's transaction instead of committing on release. On PostgreSQL a
+    transaction-level advisory lock does the same: writers take turns, and each reads
+    (READ COMMITTED) what the one before it committed, so concurrent first fetches sign
+    one list (the unique sequence alone let a retry sign a second one, seen in CI)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
         session.execute(update(RevocationList).where(false()).values(sequence=0))
+    elif dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
 
 
 def _in_savepoint(session: Session, write: Callable[[], T]) -> T:

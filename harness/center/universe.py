@@ -102,8 +102,9 @@ def _same_imports(dirs: dict[str, Path]) -> dict[str, str]:
     differ, and pytest refuses a suite file that is not the module already imported."""
     import harness
 
-    roots = [str(Path(harness.__file__).resolve().parent.parent)]
-    roots += [str(d.resolve().parent.parent) for d in dirs.values()]
+    # the suites' root first: the child must import the very suite files it is given
+    roots = [str(d.resolve().parent.parent) for d in dirs.values()]
+    roots.append(str(Path(harness.__file__).resolve().parent.parent))
     if os.environ.get("PYTHONPATH"):
         roots.append(os.environ["PYTHONPATH"])
     return dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(roots)))

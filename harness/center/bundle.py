@@ -90,7 +90,9 @@ def installed_distributions() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def _result(records: list[dict[str, Any]]) -> tuple[str, dict[str, list[str]]]:
+def statement_result(records: list[dict[str, Any]]) -> tuple[str, dict[str, list[str]]]:
+    """The statement's result and passed/warned/failed test lists for a target's records:
+    what the vendor signs, and what intake's consistency check recomputes."""
     tests: dict[str, list[str]] = {"passed": [], "warned": [], "failed": []}
     for r in sorted(records, key=lambda r: (r["target"], r["suite"], r["case"])):
         name = f"{r['target']}/{r['suite']}::{r['case']}"
@@ -146,7 +148,7 @@ def bundle_members(request: BundleRequest) -> tuple[dict[str, bytes], dict[str, 
                 "files": [{"path": p, "sha256": sha256_bytes(b), "size": len(b)}
                           for p, b in sorted(files.items())]}
     files[MANIFEST] = canonical_json(manifest)
-    result, tests = _result(mine)
+    result, tests = statement_result(mine)
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": MANIFEST, "digest": {"sha256": sha256_bytes(files[MANIFEST])}}]

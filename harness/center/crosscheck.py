@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
 
-from harness.center.bundle import REPORTS_DIR, _result
+from harness.center.bundle import REPORTS_DIR, statement_result
 from harness.crash_blame import CORRUPTED_FIELD
 from harness.records import latest_attempts
 from harness.runs import count_statuses
@@ -198,7 +198,7 @@ def check_predicate(predicate: dict[str, Any], run_ids: list[str],
     target = predicate.get("target")
     mine = [r for run_id in run_ids for r in latest_attempts(attempts[run_id])
             if r["target"] == target]
-    result, tests = _result(mine)
+    result, tests = statement_result(mine)
     for key, group in (("passedTests", "passed"), ("warnedTests", "warned"),
                        ("failedTests", "failed")):
         if sorted(predicate.get(key) or []) != sorted(tests[group]):

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.center import timing_audit
+from harness.center.anti_gaming import PERFORMANCE_SUITE
 from harness.center.bundle import RUNS_DIR, OpenedBundle
 from harness.records import load_run
-
-PERFORMANCE_SUITE = "performance"
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from harness.driver.registry import discover  # noqa: E402
+from harness.isolation.host import ProcessHost  # noqa: E402
 from harness.perf.measure import measure_case  # noqa: E402
 from harness.perf.settings import SINGLE_STREAM, ScenarioSettings  # noqa: E402
-from harness.registry import discover  # noqa: E402
-from harness.worker import ProcessHost  # noqa: E402
 from suites.performance.cases import case_for  # noqa: E402
 
 DEFAULT_MODELS = ("mlp", "convnet", "encoder", "ppocr_mobile_cls", "light_shufflenet")

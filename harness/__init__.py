@@ -6,3 +6,7 @@ try:
     __version__ = metadata.version("shipei")
 except metadata.PackageNotFoundError:  # running from a checkout that is not installed
     __version__ = "0+unknown"
+
+from harness import moved as _moved
+
+_moved.install()

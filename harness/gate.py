@@ -29,8 +29,14 @@ from typing import Any
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-from harness.case_record import NOT_PASSING, RunSelection
-from harness.records import RecordError, find_run, latest_attempts, load_run, read_records
+from harness.results.case_record import NOT_PASSING, RunSelection
+from harness.results.record_files import (
+    RecordError,
+    find_run,
+    latest_attempts,
+    load_run,
+    read_records,
+)
 
 GATE_SCHEMA_VERSION = "1.0"
 CONTRACT_SUITE = "contract"
@@ -41,9 +47,9 @@ def required_suites(kind: str, profile: str | None = None) -> list[tuple[str, st
     expression that picks its cases (``""``: every case): the suites its certification
     profile (``profile``, a name or TOML path; default the kind's packaged one) measures
     that declare themselves gate suites
-    (:attr:`harness.suite_registry.SuiteSpec.gate_markexpr`), the contract first."""
+    (:attr:`harness.cases.suite_registry.SuiteSpec.gate_markexpr`), the contract first."""
+    from harness.cases.suite_registry import discover_suites
     from harness.cert.profile import ProfileError, load_profile, profile_for_kind
-    from harness.suite_registry import discover_suites
 
     suites = discover_suites().suites
     try:
@@ -214,7 +220,7 @@ def _drift(record: dict[str, Any], base: dict[str, Any], policy: GatePolicy) -> 
 
 def selection_signature(info: dict[str, Any]) -> tuple[Any, ...] | None:
     """The suites and filters a run selected with (targets aside): its recorded
-    :class:`~harness.case_record.RunSelection`, or for runs made before schema 1.1, what
+    :class:`~harness.results.case_record.RunSelection`, or for runs made before schema 1.1, what
     its pytest arguments say."""
     selection = RunSelection.of_run(info)
     if selection is not None:

@@ -13,8 +13,8 @@ from typing import Any
 import pluggy
 
 from harness import hookspec
-from harness.builtin_reports import BuiltinReports
-from harness.registry import PLUGINS_ENV, load_object, plugin_references
+from harness.driver.registry import PLUGINS_ENV, load_object, plugin_references
+from harness.reports.builtin import BuiltinReports
 
 HOOK_NAMES = ("shipei_case_recorded", "shipei_run_finished", "shipei_write_reports")
 

@@ -3,7 +3,7 @@
 Plugins implement them with :data:`hookimpl` and register through the
 ``shipei.plugins`` entry-point group (or ``SHIPEI_PLUGINS`` naming a plugin module or
 object with hook implementations); :func:`harness.hooks.plugin_manager` loads them. The
-built-in reports are such a plugin (:mod:`harness.builtin_reports`).
+built-in reports are such a plugin (:mod:`harness.reports.builtin`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from harness.case_record import CaseRecord
-    from harness.records import RunPaths
+    from harness.results.case_record import CaseRecord
+    from harness.results.record_files import RunPaths
 
 PROJECT = "shipei"
 PLUGINS_GROUP = "shipei.plugins"

@@ -3,7 +3,7 @@
 onnxruntime's aarch64 build (its own NEON kernels, not the x86 ones) runs in a Debian
 arm64 root filesystem under qemu-user (environment ``aarch64``, made by
 ``shipei env create aarch64``), with the cpuinfo of a Kunpeng 920 core bind-mounted over
-``/proc/cpuinfo`` (see :mod:`harness.rootfs`). The architecture is emulated, so its
+``/proc/cpuinfo`` (see :mod:`harness.environments.rootfs`). The architecture is emulated, so its
 results are accuracy results; its timings are emulated and no performance figure:
 :meth:`placement` and ``capabilities().extra`` say ``emulated: True`` for the
 performance suite to refuse or label them.
@@ -23,8 +23,8 @@ import platform
 from collections.abc import Iterable
 from typing import Any
 
-from harness.registry import TargetSpec
-from harness.target import Capabilities, Executable
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Capabilities, Executable
 from targets.onnxruntime_target import ORT_DTYPES, OnnxRuntimeExecutable
 from targets.sdk_target import SdkTarget
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.registry import TargetSpec
-from harness.target import Executable, TargetError, UnsupportedModelError, check_feeds
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Executable, TargetError, UnsupportedModelError, check_feeds
 from targets.sdk_target import SdkTarget, as_fed, element_name, graph_facts
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.registry import TargetSpec
-from harness.target import (
+from harness.driver.registry import TargetSpec
+from harness.driver.target import (
     Availability,
     Capabilities,
     Executable,

@@ -5,7 +5,7 @@ model bytes) and is compiled for one device. The inference precision hint is
 always set explicitly: on CPUs with native bf16 OpenVINO otherwise computes
 fp32 models in bf16. Reduced precision is a declared configuration of the same
 target (``openvino-cpu:bf16``, ``openvino-cpu:f16``); its
-:class:`~harness.target.Capabilities` precision loosens the judge's tolerances.
+:class:`~harness.driver.target.Capabilities` precision loosens the judge's tolerances.
 After compiling, the driver reads the precision back from the compiled model and
 refuses to run if the device quietly chose another one (this CPU plugin turns
 ``f16`` into ``bf16`` on CPUs without fp16 arithmetic).
@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.registry import TargetSpec
-from harness.target import (
+from harness.driver.registry import TargetSpec
+from harness.driver.target import (
     Availability,
     Capabilities,
     Executable,
@@ -42,7 +42,7 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
-from harness.tensors import from_packed_bytes, packed_bytes
+from harness.isolation.tensors import from_packed_bytes, packed_bytes
 from targets.common import EXPECTATIONS_DIR, driver_version
 
 if TYPE_CHECKING:  # onnx is imported where it is used: discovering targets must not

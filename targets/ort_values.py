@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.tensors import (
+from harness.isolation.tensors import (
     ELEMENT_TYPES,
     NUMPY_NATIVE,
     PROTO_NAMES,

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.registry import TargetSpec
-from harness.target import Executable, TargetError
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Executable, TargetError
 from targets.sdk_target import (
     DeferredExecutable,
     SdkTarget,

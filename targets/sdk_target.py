@@ -2,7 +2,7 @@
 
 Such a driver is built twice: in the harness's process, where the SDK is not
 importable (identity, availability and capabilities come from the environment's
-record), and in its worker, which :class:`harness.target_pool.TargetPool` starts under
+record), and in its worker, which :class:`harness.run.target_pool.TargetPool` starts under
 the environment's interpreter (``Target.environment`` names it). ``compile`` and
 ``run`` only ever execute in the worker.
 
@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import envs
-from harness.target import (
+from harness.driver.target import (
     Availability,
     Capabilities,
     Executable,
@@ -38,7 +37,8 @@ from harness.target import (
     UnsupportedModelError,
     check_feeds,
 )
-from harness.tensors import BY_ONNX_CODE, element_type
+from harness.environments import target_envs as envs
+from harness.isolation.tensors import BY_ONNX_CODE, element_type
 from targets.common import EXPECTATIONS_DIR, driver_version
 
 

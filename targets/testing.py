@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from harness.registry import TargetSpec
-from harness.target import Availability, Capabilities, Executable, Target, TargetIdentity
-from harness.tensors import TensorCodecError
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Availability, Capabilities, Executable, Target, TargetIdentity
+from harness.isolation.tensors import TensorCodecError
 
 FAULTS = ("abort", "segfault", "hang", "wrong", "raise", "slow", "leak", "flaky", "codec_gap",
           "none")

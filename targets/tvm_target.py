@@ -45,9 +45,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness import cache as shipei_cache
-from harness.records import now_iso, write_json
-from harness.registry import TargetSpec
-from harness.target import (
+from harness.driver.registry import TargetSpec
+from harness.driver.target import (
     Availability,
     Capabilities,
     Executable,
@@ -57,7 +56,7 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
-from harness.tensors import (
+from harness.isolation.tensors import (
     TensorCodecError,
     element_type,
     from_packed_bytes,
@@ -65,6 +64,7 @@ from harness.tensors import (
     packed_bytes,
     storage_bits,
 )
+from harness.results.record_files import now_iso, write_json
 from targets.common import EXPECTATIONS_DIR, driver_version
 
 if TYPE_CHECKING:  # onnx is imported where it is used: discovering targets must not

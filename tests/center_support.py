@@ -167,8 +167,8 @@ def edit_run(run_dir: Path, info_edit: Any = None, records_edit: Any = None) -> 
     """Change a run folder's records (``records_edit(records) -> records``, every attempt)
     and run.json (``info_edit(info)``) in place. Like a careful forger, run.json's status
     counts are made again from the edited records (before ``info_edit``)."""
-    from harness.records import load_run
-    from harness.runs import count_statuses
+    from harness.results.build import count_statuses
+    from harness.results.record_files import load_run
 
     if records_edit is not None:
         lines = (run_dir / "records.jsonl").read_text().splitlines()
@@ -196,7 +196,7 @@ def build(run_dirs: list[Path], key_path: Path, vendor: str = VENDOR,
     from harness.center.bundle import BundleRequest, build_bundle
     from harness.cert.files import cite_file
     from harness.cert.keys import load_private_key
-    from harness.records import load_run_info
+    from harness.results.record_files import load_run_info
 
     info = load_run_info(run_dirs[0])
     files = describe("onnxruntime-cpu")["driver_files"]

@@ -13,7 +13,7 @@ from harness.cert.evaluate import EVALUATOR_VERSION, evaluate
 from harness.cert.keys import init_keys, load_private_key
 from harness.cert.profile import Profile
 from harness.cert.statement import PAYLOAD_TYPE, Issue, build_statement, encode
-from harness.records import RECORDS_FILE, RUN_FILE, sha256_file, write_json
+from harness.results.record_files import RECORDS_FILE, RUN_FILE, sha256_file, write_json
 
 MINI = {
     "name": "hardening-check", "version": "1", "kind": "framework",

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import onnx
 
-from harness.registry import TargetSpec
-from harness.target import Executable
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Executable
 from targets.testing import FaultyTarget
 
 PLUGINS = {"SHIPEI_PLUGINS": "tests.corrupting_target:provide_targets"}
@@ -46,7 +46,7 @@ class CorruptingTarget(FaultyTarget):
         self.crash_once_marker = crash_once_marker
         self.silent = str(silent).lower() in ("1", "true", "yes")
         main = getattr(sys.modules.get("__main__"), "__spec__", None)
-        if main is not None and main.name == "harness.worker_main":
+        if main is not None and main.name == "harness.isolation.worker_main":
             time.sleep(float(start_delay_s))
         if corrupt_op == "*":
             _STATE["corrupted"] = True

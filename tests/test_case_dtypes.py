@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.cases import unsupported_reason
-from harness.target import Capabilities
+from harness.cases.case import unsupported_reason
+from harness.driver.target import Capabilities
 
 FLOAT_ONLY = Capabilities(dtypes=("float32",))
 

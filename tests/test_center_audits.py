@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness.center import anti_gaming, audit
-from harness.records import load_run
+from harness.results.record_files import load_run
 from tests.center_support import (
     accept,
     build,

@@ -394,8 +394,8 @@ def test_certify_bundle_of_a_not_compatible_target_exits_1(
         if record["suite"] == "operators":
             record["status"] = "fail"
     (failing / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    from harness.records import latest_attempts
-    from harness.runs import count_statuses
+    from harness.results.build import count_statuses
+    from harness.results.record_files import latest_attempts
 
     info = json.loads((failing / "run.json").read_text())
     info["counts"] = count_statuses(latest_attempts(records))  # as the run would write them

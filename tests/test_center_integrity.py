@@ -22,7 +22,7 @@ import pytest
 from harness.center import audit, crosscheck, universe
 from harness.center.bundle import open_bundle
 from harness.center.scratch import SCRATCH, scratch_dir
-from harness.records import load_run
+from harness.results.record_files import load_run
 from tests.center_support import (  # noqa: F401 (fixtures)
     Center,
     accept,
@@ -238,7 +238,7 @@ def test_a_retry_inside_a_recorded_retry_is_consistent() -> None:
     late = dict(retry, finished_at="2026-12-01T10:50:00+00:00")
     with pytest.raises(crosscheck.ConsistencyError, match="lies in no retry"):
         crosscheck.check_attempts("r", info, [first, late])
-    # the run's own re-runs of a crash (harness.crash_blame): the crashed case run alone
+    # the run's own re-runs of a crash (harness.verdicts.crash_blame): the crashed case run alone
     # (two records, or one carrying the first), and the crash charged to the case before
     crashed = dict(first, status="crash")
     crosscheck.check_attempts("r", {}, [crashed, dict(late, finished_at=start)])

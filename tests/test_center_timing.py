@@ -24,7 +24,7 @@ import pytest
 from harness.center import anti_gaming, timing_audit
 from harness.center.timing_audit import TimedCase
 from harness.perf.stats import summarize
-from harness.records import load_run
+from harness.results.record_files import load_run
 from tests.center_support import shipei
 
 RUN = "vendor"

@@ -352,7 +352,7 @@ def test_representative_scope_says_what_it_does_not_measure(center: Center) -> N
 def test_a_not_compatible_certificate_exits_1_and_says_so(center: Center) -> None:
     """issue 18.3: a 不兼容 certificate is written, its page says so prominently, and certify
     exits 1 with the level printed."""
-    from harness.environment import git_commit
+    from harness.results.fingerprint import git_commit
 
     name = "all-failed"
     copy = center.results / name

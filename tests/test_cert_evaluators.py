@@ -55,8 +55,8 @@ def test_every_evaluator_version_is_pinned() -> None:
 def test_current_evaluator_folds_like_the_gate() -> None:
     """infra_error then pass is a pass; an unexpected failure then a pass is flaky, not a
     pass; an expected failure then a pass is a pass (fold_attempts)."""
-    from harness.case_record import CaseRecord, fold_attempts
     from harness.cert.evaluate import fold_v2
+    from harness.results.case_record import CaseRecord, fold_attempts
 
     folded = {r["case"]: r["status"] for r in fold_v2(RETRIES)}
     assert folded == {r.case: str(r.status) for r in fold_attempts(
@@ -146,7 +146,7 @@ def test_measures_are_classes_looked_up_by_name() -> None:
 
 
 def _bench_specs():  # noqa: ANN202 - SuiteSpec list
-    from harness.suite_registry import SuiteSpec
+    from harness.cases.suite_registry import SuiteSpec
 
     return [SuiteSpec(name="mybench", package="tests", title_zh="基准", title_en="Bench",
                       certificate_section="performance"),

@@ -218,7 +218,7 @@ def test_commits_may_differ_only_in_what_cannot_change_a_record(tmp_path: Path) 
                               ).stdout.strip()
 
     git("init", "-q")
-    for path in ("harness/judge.py", "harness/cert/page.py", "suites/ops/test_x.py"):
+    for path in ("harness/verdicts/judge.py", "harness/cert/page.py", "suites/ops/test_x.py"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("v1\n")
     git("add", ".")
@@ -227,12 +227,12 @@ def test_commits_may_differ_only_in_what_cannot_change_a_record(tmp_path: Path) 
     (tmp_path / "harness/cert/page.py").write_text("v2\n")
     git("commit", "-q", "-am", "certification only")
     second = git("rev-parse", "HEAD")
-    (tmp_path / "harness/judge.py").write_text("v2\n")
+    (tmp_path / "harness/verdicts/judge.py").write_text("v2\n")
     git("commit", "-q", "-am", "judging")
     third = git("rev-parse", "HEAD")
     paths = ["harness", "suites/ops"]
     assert changed_between(first, second, paths, tmp_path) == []
-    assert changed_between(first, third, paths, tmp_path) == ["harness/judge.py"]
+    assert changed_between(first, third, paths, tmp_path) == ["harness/verdicts/judge.py"]
     with pytest.raises(EvidenceError, match="cannot compare harness commits"):
         changed_between("0" * 40, third, paths, tmp_path)
 

@@ -294,7 +294,7 @@ def test_a_changed_model_file_is_detected(issued: Issued, tmp_path: Path) -> Non
 def _vendor_run(issued: Issued, name: str) -> Path:
     """A copy of the certified run as if made on another machine (its fingerprint and
     platform id recomputed, so the run itself is consistent)."""
-    from harness.environment import git_commit, platform_digest
+    from harness.results.fingerprint import git_commit, platform_digest
 
     (source,) = [p for p in issued.results.iterdir() if p.is_dir() and p.name != name
                  and not p.name.startswith(("modelfile-", "vendor-"))]

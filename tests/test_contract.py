@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 import pytest
 
-from harness.registry import TargetSpec
-from harness.target import (
+from harness.driver.registry import TargetSpec
+from harness.driver.target import (
     Availability,
     Capabilities,
     Executable,
@@ -35,7 +35,7 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
-from harness.worker import InlineHost, ProcessHost
+from harness.isolation.host import InlineHost, ProcessHost
 from suites.contract import checks
 
 PLUGINS = {"SHIPEI_PLUGINS": "targets.testing:provide_targets"}

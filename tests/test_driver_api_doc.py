@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from harness.registry import TargetSpec
-from harness.target import Availability, Capabilities, Executable, Target, TargetIdentity
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Availability, Capabilities, Executable, Target, TargetIdentity
 from tests.doc_driver import DOC, TARGET, install_doc_driver
 
 #: the classes whose members the page documents as ``Class.member``
@@ -79,9 +79,10 @@ def documented_members() -> set[str]:
 def test_the_page_names_many_harness_objects() -> None:
     names = documented_harness_names()
     assert len(names) >= 15, names
-    for required in ("harness.target.TargetError", "harness.target.UnsupportedModelError",
-                     "harness.target.InputMismatchError", "harness.target.InfraError",
-                     "harness.registry.TargetSpec"):
+    for required in ("harness.driver.target.TargetError",
+                     "harness.driver.target.UnsupportedModelError",
+                     "harness.driver.target.InputMismatchError", "harness.driver.target.InfraError",
+                     "harness.driver.registry.TargetSpec"):
         assert required in names
 
 
@@ -116,8 +117,8 @@ def test_the_dtype_names_listed_are_those_the_skip_rule_compares() -> None:
     import onnx
     from onnx import helper
 
-    from harness.cases import _tensor_dtypes
-    from harness.tensors import ELEMENT_TYPES
+    from harness.cases.case import _tensor_dtypes
+    from harness.isolation.tensors import ELEMENT_TYPES
 
     text = DOC.read_text(encoding="utf-8")
     row = next(line for line in text.splitlines() if line.startswith("| `Capabilities.dtypes`"))
@@ -198,7 +199,7 @@ def test_probing_a_target_that_cannot_be_probed_is_one_line(shipei_cli) -> None:
 
 def test_the_probe_table_lists_every_element_type_with_its_verdict(shipei_cli,
                                                                     tmp_path: Path) -> None:
-    from harness.tensors import ELEMENT_TYPES
+    from harness.isolation.tensors import ELEMENT_TYPES
 
     result = shipei_cli("targets", "--probe", "onnxruntime-cpu",
                         env={"SHIPEI_CACHE_DIR": str(tmp_path / "cache")})

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness import envs
-from harness.probe import ACCEPTED, REFUSED, DtypeProbe
-from harness.registry import TargetSpec
-from harness.worker import ProcessHost
+from harness.driver.probe import ACCEPTED, REFUSED, DtypeProbe
+from harness.driver.registry import TargetSpec
+from harness.environments import target_envs as envs
+from harness.isolation.host import ProcessHost
 from targets.mnn_target import ADAPTATIONS, MnnTarget
 
 

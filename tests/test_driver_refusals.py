@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.case_record import CaseRecord
-from harness.cases import Case, DataSet, LoadedCase, execute_case
-from harness.probe import ACCEPTED, REFUSED, DtypeProbe
-from harness.runs import build_record
-from harness.target import (
+from harness.cases.case import Case, DataSet, LoadedCase, execute_case
+from harness.driver.probe import ACCEPTED, REFUSED, DtypeProbe
+from harness.driver.target import (
     REFUSERS,
     Executable,
     TargetError,
     UnsupportedModelError,
     refused_by_of,
 )
-from harness.worker import InlineHost
+from harness.isolation.host import InlineHost
+from harness.results.build import build_record
+from harness.results.case_record import CaseRecord
 from targets.onnxruntime_target import OnnxRuntimeTarget
 
 

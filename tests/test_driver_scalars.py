@@ -20,9 +20,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from harness import envs
-from harness.registry import TargetSpec
-from harness.worker import ProcessHost, RemoteError
+from harness.driver.registry import TargetSpec
+from harness.environments import target_envs as envs
+from harness.isolation.host import ProcessHost, RemoteError
 from targets.mnn_target import MnnTarget
 from targets.ncnn_target import NcnnTarget
 from targets.nncase_target import NncaseTarget

@@ -10,11 +10,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from harness.judge import compare_outputs
-from harness.probe import expected_output, probe_models
-from harness.registry import TargetSpec
-from harness.target import Capabilities
-from harness.worker import ProcessHost, RemoteError
+from harness.driver.probe import expected_output, probe_models
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Capabilities
+from harness.isolation.host import ProcessHost, RemoteError
+from harness.verdicts.judge import compare_outputs
 from targets.onnxruntime_target import ORT_DTYPES
 from targets.openvino_target import OPENVINO_DTYPES
 from targets.serial.sim.board import BOARD_DTYPES

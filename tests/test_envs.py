@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import envs
 from harness.cli.main import main
-from harness.rootfs import KUNPENG_CPUINFO, host_debian_mirror
+from harness.environments import target_envs as envs
+from harness.environments.rootfs import KUNPENG_CPUINFO, host_debian_mirror
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +73,8 @@ def test_create_records_versions_and_list_show_remove(tmp_path, capsys, monkeypa
     assert launch.env[envs.ENVIRONMENT_VAR] == "tiny"
     assert launch.env["TINY_SITE"].endswith("site-packages")
     # the worker's interpreter sees the environment's packages and the harness's sources
-    code = "import shipei_tiny_probe, harness.envs; print(shipei_tiny_probe.VALUE)"
+    code = ("import shipei_tiny_probe, harness.environments.target_envs; "
+            "print(shipei_tiny_probe.VALUE)")
     probe = subprocess.run([*launch.argv, "-c", code], env={**launch.env, "PATH": "/usr/bin"},
                            capture_output=True, text=True, check=False)
     assert probe.stdout.strip() == "42", probe.stderr

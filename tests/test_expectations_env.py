@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.environment import fingerprint, os_info
-from harness.expectations import Expectations, ExpectationsError, judge, render
+from harness.results.fingerprint import fingerprint, os_info
+from harness.verdicts.expectations import Expectations, ExpectationsError, judge, render
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -45,7 +45,7 @@ def test_bad_expectations_are_clear_errors(tmp_path: Path, text: str, message: s
 
 
 def test_judge_outcomes() -> None:
-    from harness.expectations import Expectation
+    from harness.verdicts.expectations import Expectation
 
     known = Expectation("fail", "known", "f.toml")
     assert judge("pass", None) == (True, "")
@@ -140,7 +140,7 @@ CONFIGURATION_FILES = sorted(p for p in EXPECTATIONS_DIR.glob("*.*.toml"))
 
 def _judged_by(label: str) -> Expectations:
     """The expectations a run of ``label`` is judged against (the run's own path)."""
-    from harness.target_pool import TargetPool
+    from harness.run.target_pool import TargetPool
 
     pool = TargetPool([label])
     return pool.expectations(pool.requests[0])
@@ -179,7 +179,7 @@ class _Configured:
 
     @staticmethod
     def build(tmp_path: Path, configuration: str):  # noqa: ANN205 - a Target
-        from harness.target import Availability, Capabilities, Target, TargetIdentity
+        from harness.driver.target import Availability, Capabilities, Target, TargetIdentity
 
         class Driver(Target):
             expectations_file = tmp_path / "acme.toml"

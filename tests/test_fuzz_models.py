@@ -1,4 +1,4 @@
-"""The bad-model fuzz corpus (:mod:`harness.fuzz_models`) through ``shipei run --suite
+"""The bad-model fuzz corpus (:mod:`harness.cases.fuzz_models`) through ``shipei run --suite
 model_file --model``: one clear result per file, no tracebacks, no hangs, and external
 data never read from outside the model's folder."""
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.fuzz_models import KINDS, SECRET, TRAVERSAL_KINDS, write_corpus
-from harness.modelfile import ModelFileError, case_name, check_model_file
+from harness.cases.fuzz_models import KINDS, SECRET, TRAVERSAL_KINDS, write_corpus
+from harness.cases.model_file import ModelFileError, case_name, check_model_file
 
 #: kinds whose declared input shapes the model_file suite cannot feed yet (reported to
-#: the owner of harness/modelfile.py): they end as a garbled infra_error named test_model
+#: the owner of harness/cases/model_file.py): they end as a garbled infra_error named test_model
 ABSURD = ("absurd_shape", "negative_shape")
 
 

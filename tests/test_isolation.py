@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.cases import Case, DataSet, LoadedCase, execute_case
-from harness.registry import TargetSpec
-from harness.target import Capabilities
-from harness.worker import ProcessHost
+from harness.cases.case import Case, DataSet, LoadedCase, execute_case
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Capabilities
+from harness.isolation.host import ProcessHost
 
 FAULTY = TargetSpec(name="shipei-faulty", factory="targets.testing:FaultyTarget")
 PLUGINS = {"SHIPEI_PLUGINS": "targets.testing:provide_targets"}
@@ -157,7 +157,7 @@ def test_shipei_run_records_crashes_and_timeouts_and_keeps_going(shipei_cli):
 
 
 def test_a_crashs_reason_is_the_runtimes_last_words_not_a_stack_frame():
-    from harness.cases import runtime_last_words
+    from harness.cases.case import runtime_last_words
 
     dotnet = ("Unhandled exception. System.AggregateException: One or more errors occurred.\n"
               " ---> System.NotSupportedException: Not Supported Onnx op: If\n"
@@ -190,8 +190,8 @@ def test_a_crash_quotes_its_own_requests_stderr_not_an_earlier_models():
 def test_the_stderr_tail_splits_at_request_marks():
     import os as _os
 
-    from harness.worker import _StderrTail
-    from harness.worker_main import REQUEST_MARK
+    from harness.isolation.host import _StderrTail
+    from harness.isolation.worker_main import REQUEST_MARK
 
     read, write = _os.pipe()
     tail = _StderrTail(_os.fdopen(read, "rb"))

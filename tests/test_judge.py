@@ -7,7 +7,7 @@ import time
 import ml_dtypes
 import numpy as np
 
-from harness.judge import compare_outputs, effective_tolerance
+from harness.verdicts.judge import compare_outputs, effective_tolerance
 
 
 def test_figures_match_an_independent_computation() -> None:
@@ -113,9 +113,9 @@ def test_out_of_range_casts_to_sub_byte_integers_are_not_judged() -> None:
     on the in-range elements alone, and the record says how many were left out."""
     from onnx import TensorProto
 
-    from harness.cases import Case, DataSet, LoadedCase, PreparedCase, conclude_case
-    from harness.target import Capabilities
-    from harness.undefined import undefined_elements
+    from harness.cases.case import Case, DataSet, LoadedCase, PreparedCase, conclude_case
+    from harness.driver.target import Capabilities
+    from harness.verdicts.undefined import undefined_elements
 
     x = np.array([-9.0, -8.0, -1.5, 0.0, 3.9, 7.0, 8.0, np.nan], dtype=np.float32)
     for to, dtype, bits, signed in ((TensorProto.INT4, ml_dtypes.int4, 4, True),
@@ -155,7 +155,7 @@ def test_out_of_range_casts_to_sub_byte_integers_are_not_judged() -> None:
 def test_in_range_and_integer_source_casts_are_judged_whole() -> None:
     from onnx import TensorProto
 
-    from harness.undefined import undefined_elements
+    from harness.verdicts.undefined import undefined_elements
 
     model = _cast_model(TensorProto.INT4)
     assert undefined_elements(model, {"x": np.arange(-8, 8, 2, dtype=np.float32)}) == {}

@@ -1,4 +1,4 @@
-"""The operator coverage matrix (``harness.matrix``, ``shipei matrix``), and the
+"""The operator coverage matrix (``harness.reports.matrix``, ``shipei matrix``), and the
 representative operator subset on the OpenVINO and TVM targets end to end."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.matrix import build, html_page, text_lines, write_reports
-from harness.records import RecordWriter, write_json
+from harness.reports.matrix import build, html_page, text_lines, write_reports
+from harness.results.record_files import RecordWriter, write_json
 
 
 def _record(target: str, case: str, status: str, op: str | None = None,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness import memory_limit
-from harness.cases import Case, DataSet, LoadedCase, execute_case
-from harness.registry import TargetSpec
-from harness.target import Capabilities
-from harness.worker import ProcessHost
+from harness.cases.case import Case, DataSet, LoadedCase, execute_case
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Capabilities
+from harness.isolation import memory_limit
+from harness.isolation.host import ProcessHost
 
 FAULTY = TargetSpec(name="shipei-faulty", factory="targets.testing:FaultyTarget")
 PLUGINS = {"SHIPEI_PLUGINS": "targets.testing:provide_targets"}

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.modelfile import ModelFileReference, ReferenceFailed, random_feeds
+from harness.cases.model_file import ModelFileReference, ReferenceFailed, random_feeds
 from tests.doc_driver import TARGET as DOC_TARGET
 from tests.doc_driver import install_doc_driver
 

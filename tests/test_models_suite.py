@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from harness.modelzoo.zoo import default_models_dir
-from harness.records import load_schema
+from harness.results.record_files import load_schema
 
 MODELS = default_models_dir()
 FAULTY = {"SHIPEI_PLUGINS": "targets.testing:provide_targets"}

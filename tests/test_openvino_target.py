@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.judge import PRECISION_FLOORS, effective_tolerance
-from harness.registry import discover
-from harness.target import InputMismatchError, TargetError, UnsupportedModelError
+from harness.driver.registry import discover
+from harness.driver.target import InputMismatchError, TargetError, UnsupportedModelError
+from harness.verdicts.judge import PRECISION_FLOORS, effective_tolerance
 
 pytest.importorskip("openvino")
 
@@ -186,7 +186,7 @@ def test_configuration_finds_its_own_expectations_file():
     """bf16 is judged by openvino-cpu.bf16.toml, the default by openvino-cpu.toml: the file
     the harness resolves (Target.expectations_path), and what it says about a case the two
     files judge differently."""
-    from harness.expectations import Expectations
+    from harness.verdicts.expectations import Expectations
 
     default, bf16 = OpenVinoTarget("cpu"), OpenVinoTarget("cpu", configuration="bf16")
     assert default.expectations_path().name == "openvino-cpu.toml"

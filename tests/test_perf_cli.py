@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from harness.perf import samples as samples_io
-from harness.records import load_schema
+from harness.results.record_files import load_schema
 
 pytest.importorskip("mlperf_loadgen")
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.driver.target import Executable
 from harness.perf import loops
 from harness.perf.settings import OFFLINE, SINGLE_STREAM, ScenarioSettings
-from harness.target import Executable
 from suites.performance.models import MODELS, model_bytes
 from targets.onnxruntime_target import OnnxRuntimeTarget
 
@@ -102,7 +102,7 @@ def _case(load: Any, scenario: str = SINGLE_STREAM) -> Any:
 
 
 def _host():
-    from harness.worker import InlineHost
+    from harness.isolation.host import InlineHost
 
     target = OnnxRuntimeTarget("cpu", intra_op_threads=1)
     return InlineHost(target), target.capabilities()
@@ -185,8 +185,8 @@ def _worker_host(start_delay_s: float = 0.0, startup_timeout: float = 60.0,
     one importing a heavy runtime, does)."""
     import sys
 
-    from harness.registry import TargetSpec
-    from harness.worker import ProcessHost
+    from harness.driver.registry import TargetSpec
+    from harness.isolation.host import ProcessHost
 
     spec = spec or TargetSpec(name="onnxruntime-cpu",
                               factory="targets.onnxruntime_target:OnnxRuntimeTarget",
@@ -227,7 +227,7 @@ def test_a_worker_that_does_not_start_is_infra_error_not_the_targets_timeout():
 def test_a_timed_out_request_reports_the_cases_budget_not_the_time_left():
     """A target whose check run outlasts the case: the case's ``timeout``, with the
     case's own budget in the message and metrics, not what was left of it."""
-    from harness.registry import TargetSpec
+    from harness.driver.registry import TargetSpec
 
     spec = TargetSpec(name="shipei-faulty", factory="targets.testing:FaultyTarget",
                       kwargs={"fault": "slow", "delay_ms": 5000})

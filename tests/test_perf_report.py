@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.cases.suite_registry import suite_spec
 from harness.perf import samples as samples_io
 from harness.perf.report import REPORT_FILE, write_performance_report
 from harness.perf.stats import summarize
-from harness.records import RunPaths
-from harness.suite_registry import suite_spec
+from harness.results.record_files import RunPaths
 
 
 def _record(paths: RunPaths, target: str, model: str, scenario: str, latency: np.ndarray,

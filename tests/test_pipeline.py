@@ -1,6 +1,6 @@
 """Pipelined worker requests, proved on a target that really aborts and hangs.
 
-Cases are sent ahead to one worker through :class:`harness.pipeline.PipelinedHost`;
+Cases are sent ahead to one worker through :class:`harness.run.pipelined_host.PipelinedHost`;
 the fault in the middle of the window must cost exactly its own case, the cases
 sent behind it must be sent again to the fresh worker and get their real
 results, and a ``shipei run`` with pipelining on must record in collection order.
@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from harness.cases import Outcome, conclude_case, outcome_from_exception, prepare_case
-from harness.pipeline import DEFAULT_WINDOW, WINDOW_ENV, PipelinedHost, configured_window
-from harness.worker import CaseTimeout, ProcessHost, WorkerCrash
+from harness.cases.case import Outcome, conclude_case, outcome_from_exception, prepare_case
+from harness.isolation.host import CaseTimeout, ProcessHost, WorkerCrash
+from harness.run.pipelined_host import DEFAULT_WINDOW, WINDOW_ENV, PipelinedHost, configured_window
 from tests.conftest import REPO
 from tests.test_isolation import ABS, CAPS, FAULTY, NEG, PLUGINS
 
@@ -144,7 +144,7 @@ def test_a_bad_window_is_a_usage_error(shipei_cli):
 
 def test_unsent_bytes_count_the_requests_not_yet_written(pipelined):
     """What the look-ahead's byte bound (``UNSENT_BYTES``) is checked against."""
-    from harness.pipeline import UNSENT_BYTES, Ticket
+    from harness.run.pipelined_host import UNSENT_BYTES, Ticket
 
     pipeline = pipelined().pipeline  # never started: nothing is sent
     pipeline._queue.extend(Ticket(f"k{i}", [b""], 1.0, size=40 << 20) for i in range(2))

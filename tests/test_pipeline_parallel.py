@@ -6,10 +6,10 @@ import importlib.util
 
 import pytest
 
-from harness import parallelism
 from harness.cli.cmd_run import pytest_arguments
 from harness.cli.main import build_parser
-from harness.parallelism import compile_bound, default_numprocesses
+from harness.run import parallelism
+from harness.run.parallelism import compile_bound, default_numprocesses
 
 needs_xdist = pytest.mark.skipif(importlib.util.find_spec("xdist") is None,
                                  reason="pytest-xdist is not installed")

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.driver.target import Executable, InputMismatchError, Target, TargetError
 from harness.perf import loops
 from harness.perf.settings import SINGLE_STREAM, ScenarioSettings
-from harness.target import Executable, InputMismatchError, Target, TargetError
 from suites.performance.models import MODELS, model_bytes
 
 QUICK = dict(warmup_s=0.05, warmup_queries=5, min_duration_s=0.3, distinct_inputs=4)

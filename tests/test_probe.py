@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.cases import Case, DataSet, LoadedCase, execute_case
-from harness.probe import ACCEPTED, HARNESS_GAP, REFUSED, DtypeProbe
-from harness.registry import TargetSpec
-from harness.target import Capabilities
-from harness.tensors import ELEMENT_TYPES, numpy_dtype
-from harness.worker import ProcessHost
+from harness.cases.case import Case, DataSet, LoadedCase, execute_case
+from harness.driver.probe import ACCEPTED, HARNESS_GAP, REFUSED, DtypeProbe
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Capabilities
+from harness.isolation.host import ProcessHost
+from harness.isolation.tensors import ELEMENT_TYPES, numpy_dtype
 from suites.contract.checks import Violation, check_declared_dtypes
 from targets.onnxruntime_target import OnnxRuntimeTarget
 

@@ -14,9 +14,9 @@ import json
 
 import pytest
 
-from harness.probe import ACCEPTED, REFUSED, DtypeProbe
-from harness.registry import TargetSpec
-from harness.worker import ProcessHost
+from harness.driver.probe import ACCEPTED, REFUSED, DtypeProbe
+from harness.driver.registry import TargetSpec
+from harness.isolation.host import ProcessHost
 
 FAULTY = "targets.testing:FaultyTarget"
 #: onnxruntime on the CPU, as is

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.cases import Case, DataSet, LoadedCase, execute_case
-from harness.judge import PRECISION_FLOORS
-from harness.target import Availability, Capabilities, Executable, Target, TargetIdentity
-from harness.worker import InlineHost
+from harness.cases.case import Case, DataSet, LoadedCase, execute_case
+from harness.driver.target import Availability, Capabilities, Executable, Target, TargetIdentity
+from harness.isolation.host import InlineHost
+from harness.verdicts.judge import PRECISION_FLOORS
 
 #: what the "device" gets wrong: inside int8's floors, far outside the case's own 1e-4
 OFFSET = np.float32(0.01)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.case_record import (
+from harness.gate import GatePolicy, evaluate
+from harness.reports.writing import write_reports
+from harness.results.case_record import (
     READABLE_SCHEMA_VERSIONS,
     CaseKey,
     CaseRecord,
@@ -21,10 +23,8 @@ from harness.case_record import (
     Status,
     fold_attempts,
 )
-from harness.gate import GatePolicy, evaluate
-from harness.merge import load_parts, merge_runs
-from harness.records import RecordWriter, RunPaths, load_run, load_schema, write_json
-from harness.reporting import write_reports
+from harness.results.merge import load_parts, merge_runs
+from harness.results.record_files import RecordWriter, RunPaths, load_run, load_schema, write_json
 
 TARGET = "onnxruntime-cpu"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.registry import (
+from harness.driver.registry import (
     Registry,
     RegistryError,
     TargetRequest,
@@ -25,8 +25,8 @@ from importlib import metadata
 import onnx
 from onnx.reference import ReferenceEvaluator
 
-from harness.registry import TargetSpec
-from harness.target import Availability, Capabilities, Executable, Target, TargetIdentity
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Availability, Capabilities, Executable, Target, TargetIdentity
 
 
 def provide_targets():

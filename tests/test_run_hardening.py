@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import check_run_id
+from harness.results.record_files import check_run_id
 from tests.conftest import REPO
 
 SMALL = ["--suite", "operators", "-m", "representative", "-k", "abs or relu or neg"]
@@ -50,7 +50,7 @@ def test_an_existing_run_id_is_not_reopened(shipei_cli, tmp_path: Path) -> None:
     assert tree_digest(tmp_path / "results") == before
     resumed = shipei_cli("run", "--resume", "mine")  # continuing it is what --resume is for
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    from harness.selection import resumable_pytest_args
+    from harness.run.selection import resumable_pytest_args
 
     replayed = resumable_pytest_args(tmp_path / "results" / "mine")
     assert float(replayed[replayed.index("--case-timeout") + 1]) == 30  # options replayed
@@ -62,7 +62,7 @@ def test_a_run_being_written_is_not_written_by_a_second_run(shipei_cli, tmp_path
     """Two runs of one run id at once (started together past the 'already exists' check,
     or --resume while the run is live) would interleave their records: the second finds
     the records file locked and stops with one line, writing nothing."""
-    from harness.records import RecordWriter, StorageError
+    from harness.results.record_files import RecordWriter, StorageError
 
     first = shipei_cli("run", *SMALL, "--run-id", "mine")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -121,7 +121,7 @@ def test_writer_on_a_full_disk_keeps_whole_lines(tmp_path: Path) -> None:
     script = f"""
 import sys
 from pathlib import Path
-from harness.records import RecordWriter, StorageError
+from harness.results.record_files import RecordWriter, StorageError
 writer = RecordWriter(Path({str(path)!r}))
 try:
     for i in range(1000):

@@ -15,7 +15,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from harness.records import load_schema, read_records
+from harness.results.record_files import load_schema, read_records
 from tests.conftest import REPO
 
 FAULTY = {"SHIPEI_PLUGINS": "targets.testing:provide_targets"}
@@ -45,7 +45,7 @@ def test_real_cases_pass_with_valid_records_and_junit(shipei_cli) -> None:
     assert run_info["targets"]["onnxruntime-cpu"]["runtime"] == "onnxruntime"
     assert run_info["environment"]["runtimes"]["onnxruntime"]
     # provenance: what the run executed, hashed, by paths that mean the same everywhere
-    from harness.records import sha256_file
+    from harness.results.record_files import sha256_file
 
     suite_file = "suites/operators/test_operators.py"
     assert run_info["suite_files"][suite_file] == sha256_file(REPO / suite_file)

@@ -8,8 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from harness import wire
-from harness.sensor import (
+from harness.driver.sensor import (
     SESSION_MODEL,
     Capture,
     ConformanceReport,
@@ -26,8 +25,9 @@ from harness.sensor import (
     StrayEvent,
     to_wire,
 )
-from harness.target import UnsupportedModelError
-from harness.worker import InlineHost
+from harness.driver.target import UnsupportedModelError
+from harness.isolation import wire
+from harness.isolation.host import InlineHost
 from targets.serial.sensors import SerialSensorTarget
 from targets.serial.sim.launch import SimProcess
 

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from harness.probe import probe_for
-from harness.target import InfraError
-from harness.worker import InlineHost
+from harness.driver.probe import probe_for
+from harness.driver.target import InfraError
+from harness.isolation.host import InlineHost
 from targets.serial.board import BoardClient, SerialBoardTarget, link_repairs
 from targets.serial.protocol import (
     ErrorCode,

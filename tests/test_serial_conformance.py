@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.cases import outcome_from_exception
-from harness.target import CapabilityExceeded, UnsupportedModelError
-from harness.worker import RemoteError
+from harness.cases.case import outcome_from_exception
+from harness.driver.target import CapabilityExceeded, UnsupportedModelError
+from harness.isolation.host import RemoteError
 from targets.serial.board import BoardClient, SerialBoardTarget
 from targets.serial.protocol import (
     MAX_PING,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.target import InfraError, TargetError
+from harness.driver.target import InfraError, TargetError
 from targets.serial.board import BoardClient, SerialBoardTarget
 from targets.serial.protocol import ErrorCode, MsgType, encode_frame, encode_infer
 from targets.serial.receiver import Frame

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.target import CapabilityExceeded
+from harness.driver.target import CapabilityExceeded
 from targets.serial.board import MAX_PIPELINE, BoardClient
 from targets.serial.protocol import MsgType, decode_result, encode_infer
 from targets.serial.receiver import Frame

@@ -21,8 +21,8 @@ import jsonschema
 import pytest
 
 from harness.gate import GatePolicy, evaluate
-from harness.records import load_run, load_schema, read_records
-from harness.selection import SelectionError, Shard, split
+from harness.results.record_files import load_run, load_schema, read_records
+from harness.run.selection import SelectionError, Shard, split
 from tests.conftest import REPO
 
 PLUGINS = {"SHIPEI_PLUGINS": "targets.testing:provide_targets"}

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO
 
 SUITE_INIT = '''
-from harness.suite_registry import SuiteSpec
+from harness.cases.suite_registry import SuiteSpec
 
 SUITE = SuiteSpec(name="smoke", package="smokesuite", title_zh="冒烟", title_en="Smoke",
                   reports=("smokesuite.report:write",), certificate_section="conformance",
@@ -37,8 +37,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from harness.cases import Case, DataSet, LoadedCase
-from harness.suite import define_tests
+from harness.cases.case import Case, DataSet, LoadedCase
+from harness.cases.suite import define_tests
 
 
 def unary(op):

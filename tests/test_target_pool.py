@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness import target_pool
-from harness.registry import TargetRequest
-from harness.target_pool import TargetPool
+from harness.driver.registry import TargetRequest
+from harness.run import target_pool
+from harness.run.target_pool import TargetPool
 
 
 def test_a_checks_own_worker_is_launched_like_the_shared_one(monkeypatch):

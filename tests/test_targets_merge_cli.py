@@ -11,7 +11,7 @@ import pytest
 from harness.cli.main import main
 
 PROVIDERS = '''
-from harness.registry import TargetSpec
+from harness.driver.registry import TargetSpec
 
 def twins():
     yield TargetSpec(name="twin-a", factory="targets.testing:FaultyTarget")
@@ -62,7 +62,7 @@ def test_a_driver_that_cannot_be_built_is_listed_with_the_reason(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
         ) -> None:
     (tmp_path / "shipei_unbuildable.py").write_text(
-        "from harness.registry import TargetSpec\n"
+        "from harness.driver.registry import TargetSpec\n"
         "def provide():\n"
         "    yield TargetSpec(name='no-such-class', factory='shipei_unbuildable:Missing')\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from harness.registry import discover
-from harness.target import InputMismatchError, TargetError, UnsupportedModelError
+from harness.driver.registry import discover
+from harness.driver.target import InputMismatchError, TargetError, UnsupportedModelError
 
 pytest.importorskip("tvm")
 

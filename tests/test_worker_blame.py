@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from harness.case_record import CaseRecord, fold_attempts
-from harness.cases import execute_case
-from harness.runs import build_record
-from harness.target import Capabilities
-from harness.worker import ProcessHost
+from harness.cases.case import execute_case
+from harness.driver.target import Capabilities
+from harness.isolation.host import ProcessHost
+from harness.results.build import build_record
+from harness.results.case_record import CaseRecord, fold_attempts
 from tests.test_isolation import ABS, FAULTY, NEG
 
 CAPS = Capabilities()
@@ -90,7 +90,7 @@ def test_a_retry_clears_the_externally_killed_attempt(hanging_host):
 
 
 def test_a_remote_traceback_names_every_frame_without_caret_lines() -> None:
-    from harness.worker_main import plain_traceback
+    from harness.isolation.worker_main import plain_traceback
 
     def inner() -> float:
         return 1 / 0

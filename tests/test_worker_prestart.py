@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from harness.cases import Case, DataSet, LoadedCase, execute_case
-from harness.registry import TargetSpec
-from harness.target import Capabilities
-from harness.worker import ProcessHost
+from harness.cases.case import Case, DataSet, LoadedCase, execute_case
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Capabilities
+from harness.isolation.host import ProcessHost
 
 ORT = TargetSpec(name="onnxruntime-cpu", factory="targets.onnxruntime_target:OnnxRuntimeTarget",
                  kwargs={"provider_key": "cpu"})
@@ -67,8 +67,8 @@ def test_the_plugin_and_target_discovery_do_not_import_onnx() -> None:
     import subprocess
     import sys
 
-    probe = ("import sys, harness.plugin\n"
-             "from harness.registry import discover\n"
+    probe = ("import sys, harness.run.plugin\n"
+             "from harness.driver.registry import discover\n"
              "discover()\n"
              "print(sorted(m for m in ('onnx', 'ml_dtypes') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.cases import Case, DataSet, LoadedCase, execute_case
-from harness.registry import TargetSpec
-from harness.target import Capabilities
-from harness.tensors import (
+from harness.cases.case import Case, DataSet, LoadedCase, execute_case
+from harness.driver.registry import TargetSpec
+from harness.driver.target import Capabilities
+from harness.isolation.host import ProcessHost, RemoteError
+from harness.isolation.tensors import (
     ELEMENT_TYPES,
     TensorCodecError,
     from_packed_bytes,
@@ -20,8 +21,7 @@ from harness.tensors import (
     packed_bytes,
     storage_bits,
 )
-from harness.wire import WireError, decode, encode, frame, message
-from harness.worker import ProcessHost, RemoteError
+from harness.isolation.wire import WireError, decode, encode, frame, message
 from tests import foreign_env
 
 ORT = TargetSpec(name="onnxruntime-cpu", factory="targets.onnxruntime_target:OnnxRuntimeTarget",
@@ -175,7 +175,7 @@ def test_frames_that_arrive_together_are_received_one_by_one() -> None:
     import os
     import time
 
-    from harness.wire import DeadlineEnd
+    from harness.isolation.wire import DeadlineEnd
 
     read_fd, write_fd = os.pipe()
     spare_read, spare_write = os.pipe()
@@ -204,11 +204,11 @@ def test_a_worker_imports_ml_dtypes_only_when_a_tensor_needs_it() -> None:
 
     probe = (
         "import sys, numpy as np\n"
-        "import harness.worker_main\n"
-        "from harness.wire import decode, encode\n"
+        "import harness.isolation.worker_main\n"
+        "from harness.isolation.wire import decode, encode\n"
         "decode(*encode(np.ones(2, np.float32)))\n"
         "print('ml_dtypes' in sys.modules)\n"
-        "from harness.tensors import from_packed_bytes\n"
+        "from harness.isolation.tensors import from_packed_bytes\n"
         "from_packed_bytes('bfloat16', [1], b'\\x80\\x3f')\n"
         "print('ml_dtypes' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -14,10 +14,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness import envs
-from harness.registry import TargetSpec
-from harness.target import InfraError
-from harness.worker import ProcessHost
+from harness.driver.registry import TargetSpec
+from harness.driver.target import InfraError
+from harness.environments import target_envs as envs
+from harness.isolation.host import ProcessHost
 from targets.aarch64_target import Aarch64Target
 from targets.mnn_target import MnnTarget
 from targets.ncnn_target import NcnnTarget
@@ -102,7 +102,7 @@ def test_real_worker_in_the_environment(driver, configuration, tolerance):
 def test_a_graph_with_sequence_inputs_or_outputs_is_the_sdks_refusal_not_a_crash():
     """The vendor SDKs take tensors only: a sequence graph is an UnsupportedModelError that
     names each non-tensor, never a numpy error from stuffing a list into an array."""
-    from harness.target import UnsupportedModelError
+    from harness.driver.target import UnsupportedModelError
     from targets.sdk_target import require_tensors
 
     seq = helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None)
@@ -118,7 +118,7 @@ def test_a_graph_with_sequence_inputs_or_outputs_is_the_sdks_refusal_not_a_crash
 
 
 def test_an_input_type_pnnx_cannot_declare_is_its_refusal():
-    from harness.target import UnsupportedModelError
+    from harness.driver.target import UnsupportedModelError
     from targets.ncnn_target import _pnnx_shape
 
     assert _pnnx_shape(np.zeros((1, 3), np.float32)) == "[1,3]f32"
@@ -168,7 +168,7 @@ def _identity_model() -> bytes:
 def test_an_operator_outside_the_onnx_domains_is_refused_by_name_before_conversion():
     """nncase aborts the process on such a node and MNN's converter only says it failed:
     the drivers refuse it first, naming it. A model-local function is not foreign."""
-    from harness.target import UnsupportedModelError
+    from harness.driver.target import UnsupportedModelError
     from targets.sdk_target import require_onnx_domains
 
     def model(domain: str, functions: list[onnx.FunctionProto]) -> bytes:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.center import timing_audit
-from harness.environment import platform_digest
+from harness.results.fingerprint import platform_digest
 
 PERFORMANCE_SUITE = "performance"
 MIN_DISTINCT_INPUTS = 2

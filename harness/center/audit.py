@@ -32,7 +32,7 @@ from harness.center.bundle import RUNS_DIR, OpenedBundle
 from harness.center.bundle_shape import ShapeError, load_runs
 from harness.center.retime import TimingComparison, draw_timed, retime
 from harness.center.timing_audit import REFUSED
-from harness.records import latest_attempts, load_run
+from harness.results.record_files import latest_attempts, load_run
 
 PERFORMANCE_SUITE = "performance"
 DEFAULT_MIN_AGREEMENT = 1.0

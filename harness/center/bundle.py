@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from harness.cert import dsse
 from harness.cert.files import canonical_json, sha256_bytes
 from harness.cert.keys import fingerprint
-from harness.records import RECORDS_FILE, RUN_FILE, load_run
+from harness.results.record_files import RECORDS_FILE, RUN_FILE, load_run
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://shipei.dev/attestations/evidence-bundle/v1"

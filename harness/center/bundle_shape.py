@@ -10,7 +10,13 @@ import json
 from typing import Any
 
 from harness.center.bundle import RUNS_DIR
-from harness.records import RECORDS_FILE, RUN_FILE, RecordError, check_run_id, latest_attempts
+from harness.results.record_files import (
+    RECORDS_FILE,
+    RUN_FILE,
+    RecordError,
+    check_run_id,
+    latest_attempts,
+)
 
 #: the longest ``<run id>/<target label>`` the database stores (``runs.run_id``)
 MAX_STORED_RUN_ID = 200

@@ -10,7 +10,7 @@ from typing import Any
 
 from harness import __version__
 from harness.cert.evidence import record_paths
-from harness.environment import fingerprint, git_commit
+from harness.results.fingerprint import fingerprint, git_commit
 
 
 def describe_center_target(label: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@
   has the status of its record, and every record its test case;
 - attempts: each case's attempts are numbered 1, 2, ... in file order and in time
   order; a later attempt is the run's own re-run of a crash (or the crash charged to
-  the case that left the runtime corrupted, :mod:`harness.crash_blame`), or a retry
+  the case that left the runtime corrupted, :mod:`harness.verdicts.crash_blame`), or a retry
   (``shipei run --retry-failed``) that follows an unexpected result and falls inside a
   retry continuation the run recorded;
 - dates: every time a run, continuation, record or statement states lies between
@@ -27,10 +27,10 @@ from typing import Any
 from xml.etree import ElementTree
 
 from harness.center.bundle import REPORTS_DIR, statement_result
-from harness.crash_blame import CORRUPTED_FIELD
-from harness.records import latest_attempts
-from harness.runs import count_statuses
-from harness.selection import retry_wanted
+from harness.results.build import count_statuses
+from harness.results.record_files import latest_attempts
+from harness.run.selection import retry_wanted
+from harness.verdicts.crash_blame import CORRUPTED_FIELD
 
 #: no run of this harness can be older (it did not exist before)
 EARLIEST = datetime(2025, 1, 1, tzinfo=UTC)
@@ -117,7 +117,7 @@ def _numbers(found: list[dict[str, Any]]) -> list[Any]:
 
 def _rerun_in_the_run(previous: dict[str, Any], later: dict[str, Any]) -> bool:
     """A later attempt the run itself makes: a crashed case run once more alone, or the
-    crash charged to the case that left the runtime corrupted (``harness.crash_blame``)."""
+    crash charged to the case that left the runtime corrupted (``harness.verdicts.crash_blame``)."""
     return previous.get("status") == "crash" or bool(later.get(CORRUPTED_FIELD))
 
 

@@ -52,7 +52,7 @@ from harness.center.store import now
 from harness.cert.evaluate import evaluate
 from harness.cert.evidence import EvidenceError, check_disjoint, check_run, load_evidence
 from harness.cert.profile import Profile, ProfileError, level_label, load_profile
-from harness.records import latest_attempts
+from harness.results.record_files import latest_attempts
 
 
 @dataclass
@@ -329,7 +329,7 @@ def _store_bundle(session: Session, bundle: OpenedBundle, vendor: Vendor | None,
 
 def store_run(session: Session, run_dir: Path, bundle_id: int | None) -> list[Run]:
     """One ``Run`` row per target of the run, with its effective records."""
-    from harness.records import load_run
+    from harness.results.record_files import load_run
 
     info, records = load_run(run_dir)
     env = info.get("environment") or {}

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from harness.center.bundle import RUNS_DIR, BundleError, open_bundle
 from harness.center.models import Bundle, ContentDigest
-from harness.records import latest_attempts
+from harness.results.record_files import latest_attempts
 
 #: the share of a bundle's timed records already accepted that makes it a replay
 MAX_SHARED_SHARE = 0.05

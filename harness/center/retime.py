@@ -22,7 +22,7 @@ from typing import Any
 from harness.center import timing_audit
 from harness.center.anti_gaming import PERFORMANCE_SUITE
 from harness.center.bundle import RUNS_DIR, OpenedBundle
-from harness.records import load_run
+from harness.results.record_files import load_run
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from typing import Any
 
 from harness import __version__
 from harness.cache import cache_dir, write_atomically
-from harness.case_record import RunSelection
-from harness.environment import git_commit
+from harness.results.case_record import RunSelection
+from harness.results.fingerprint import git_commit
 
 MODEL_FILE_SUITE = "model_file"
 COLLECT_TIMEOUT_S = 600
@@ -49,7 +49,7 @@ class UniverseError(Exception):
 
 
 def _suite_dirs(names: Iterable[str]) -> dict[str, Path]:
-    from harness.suite_registry import suite_paths
+    from harness.cases.suite_registry import suite_paths
 
     known = suite_paths()
     unknown = sorted(set(names) - set(known))
@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
     write the case keys to OUT as JSON."""
     import pytest
 
-    from harness.selection import item_key
+    from harness.run.selection import item_key
 
     out, label, markexpr, *dirs = argv
     keys: list[tuple[str, str, str]] = []

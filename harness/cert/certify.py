@@ -36,8 +36,8 @@ from harness.cert.page import render_certificate
 from harness.cert.profile import Profile
 from harness.cert.provenance import ProvenanceError, check_provenance, from_vendor_lab
 from harness.cert.statement import PAYLOAD_TYPE, Issue, build_statement, encode
-from harness.records import write_json
-from harness.registry import RegistryError, TargetRequest, discover
+from harness.driver.registry import RegistryError, TargetRequest, discover
+from harness.results.record_files import write_json
 
 CERTIFICATE_SUFFIX = ".dsse.json"
 PAGE_SUFFIX = ".html"
@@ -177,7 +177,7 @@ def describe_target(label: str, expectations: list[Path] | None = None
 def _check_expectations(path: Path) -> None:
     """A file given as ``--expectations`` must be one: cited on a certificate as a driver
     file, it is evidence of how the runs were judged."""
-    from harness.expectations import Expectations, ExpectationsError
+    from harness.verdicts.expectations import Expectations, ExpectationsError
 
     try:
         Expectations.load([path])
@@ -187,7 +187,7 @@ def _check_expectations(path: Path) -> None:
 
 def installed_suites() -> dict[str, Path]:
     """Every registered suite's folder, by name (what a certificate cites suite files of)."""
-    from harness.suite_registry import suite_paths
+    from harness.cases.suite_registry import suite_paths
 
     return suite_paths()
 
@@ -197,7 +197,7 @@ def certify_request(profile: Profile, scope: str, label: str, described: dict[st
                     out_dir: Path) -> CertifyRequest:
     """What :func:`issue` needs, for a target described here (:func:`describe_target`)."""
     from harness import __version__
-    from harness.environment import fingerprint, git_commit
+    from harness.results.fingerprint import fingerprint, git_commit
 
     identity = {k: v for k, v in described.items()
                 if k not in ("available", "reason", "capabilities")}

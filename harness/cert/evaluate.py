@@ -9,7 +9,7 @@ to evaluation is a new version and certificates issued before it still verify.
 A test pins every version's results on fixed records. Rules:
 
 - records are per case; a case recorded more than once (a retry) is folded into one
-  outcome. Version ``"2"`` (current) folds with :func:`harness.case_record.fold_attempts`,
+  outcome. Version ``"2"`` (current) folds with :func:`harness.results.case_record.fold_attempts`,
   as the gate, merge and reports do: an ``infra_error`` attempt is cleared by a later
   one, and an unexpected failure followed by a pass is ``flaky`` (not a pass). Version
   ``"1"`` counted a case as a pass only if every attempt that was not an
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from harness.case_record import CaseRecord, RecordError, fold_attempts
 from harness.cert.measures import metric  # noqa: F401 - re-exported for older callers
 from harness.cert.profile import GRADED_LEVELS, Criterion, Profile, Scope
+from harness.results.case_record import CaseRecord, RecordError, fold_attempts
 
 NOT_MEASURED = "not measured"
 

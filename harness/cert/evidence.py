@@ -18,8 +18,8 @@ from typing import Any
 from harness.cert.files import cite_file, package_dir, sha256_file
 from harness.cert.profile import Scope
 from harness.cert.sections import PERFORMANCE_SETTINGS, settings_of, timed_passes
-from harness.environment import platform_digest
-from harness.records import RECORDS_FILE, RUN_FILE, load_run
+from harness.results.fingerprint import platform_digest
+from harness.results.record_files import RECORDS_FILE, RUN_FILE, load_run
 
 #: identity fields that must be equal between a run and the target being certified
 IDENTITY_FIELDS = ("name", "kind", "vendor", "driver_version", "runtime", "runtime_version",
@@ -101,10 +101,10 @@ def selection_args(pytest_args: list[str]) -> list[str]:
 
 def run_selection_args(info: dict[str, Any]) -> list[str]:
     """What a run selected its cases with, in :func:`selection_args`'s form: from the
-    recorded :class:`~harness.case_record.RunSelection` (``-k``, ``-m``, ``--shard``, node
+    recorded :class:`~harness.results.case_record.RunSelection` (``-k``, ``-m``, ``--shard``, node
     ids among pytest's positional arguments) plus the options that stop or deselect cases,
     which only the command line holds; runs made before 1.1 from their pytest arguments."""
-    from harness.case_record import RunSelection
+    from harness.results.case_record import RunSelection
 
     args = [str(a) for a in info.get("pytest_args") or []]
     selection = RunSelection.of_run(info)

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.records import sha256_file  # noqa: F401 - re-exported for the cert modules
+from harness.results.record_files import sha256_file  # noqa: F401 - re-exported for the cert modules
 
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}

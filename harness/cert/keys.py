@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from harness.cert.files import sha256_bytes
-from harness.records import now_iso
+from harness.results.record_files import now_iso
 
 DEFAULT_KEY_DIR = Path("keys")
 PRIVATE_FILE = "center.key"

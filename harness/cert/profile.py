@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cert.measures import MEASURES, Measure, MeasureError, PassRate, measure_keys
-from harness.target import TARGET_KINDS
+from harness.driver.target import TARGET_KINDS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 RELEASED_FILE = PROFILES_DIR / "released.json"

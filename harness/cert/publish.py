@@ -29,7 +29,7 @@ from harness.cert.revocation import (
     load_revocations,
     newer_list,
 )
-from harness.records import now_iso, write_json
+from harness.results.record_files import now_iso, write_json
 
 REGISTRY_SCHEMA_VERSION = "1.0"
 INDEX_JSON = "index.json"

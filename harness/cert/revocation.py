@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from harness.cert import dsse
 from harness.cert.keys import fingerprint
 from harness.cert.schema import SchemaError, loads, validate
-from harness.records import write_json
+from harness.results.record_files import write_json
 
 REVOCATIONS_FILE = "revocations.dsse.json"
 REVOCATIONS_PAYLOAD_TYPE = "application/vnd.shipei.revocations+json"

@@ -1,7 +1,7 @@
 """Where a suite's records appear on a certificate, and what the timed ones were
 measured with.
 
-A suite declares its ``certificate_section`` (:class:`harness.suite_registry.SuiteSpec`):
+A suite declares its ``certificate_section`` (:class:`harness.cases.suite_registry.SuiteSpec`):
 ``conformance`` (pass counts), ``models`` (the model accuracy table), ``performance``
 (latency figures) or None (not shown). Suites no spec describes (runs made before suites
 declared it) fall back on the names Shipei has always used.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.suite_registry import suite_spec
+from harness.cases.suite_registry import suite_spec
 
 #: fallbacks for suites without a spec
 MODEL_SUITES = ("models", "model_file")

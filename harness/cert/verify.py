@@ -47,7 +47,7 @@ from harness.cert.revocation import (
     load_revocations,
 )
 from harness.cert.statement import PAYLOAD_TYPE, StatementError, decode
-from harness.records import RECORDS_FILE, RUN_FILE, find_run
+from harness.results.record_files import RECORDS_FILE, RUN_FILE, find_run
 
 
 class VerificationError(Exception):

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.center.report import text_lines, write_report
     from harness.center.store import now
     from harness.cert.profile import ProfileError, load_profile
-    from harness.records import new_run_id
+    from harness.results.record_files import new_run_id
 
     try:
         bundle = open_bundle(read_option_file(args.bundle, MAX_BUNDLE_BYTES, "bundle"))

@@ -12,7 +12,7 @@ from harness.cert.files import cite_file
 from harness.cert.keys import KeyFileError, load_private_key
 from harness.cli.common import CliError, add_run_location_options, locate_run
 from harness.cli.option_files import check_option_file
-from harness.records import load_run_info
+from harness.results.record_files import load_run_info
 
 DEFAULT_VENDOR_KEY = Path("keys") / "vendor" / PRIVATE_FILE
 

@@ -34,8 +34,8 @@ from harness.cli.common import (
     worker_count,
 )
 from harness.cli.option_files import check_option_file
-from harness.records import new_run_id
-from harness.registry import TargetRequest
+from harness.driver.registry import TargetRequest
+from harness.results.record_files import new_run_id
 
 DEFAULT_CERT_DIR = Path("reports") / "certificates"
 RUN_OK = (0, 1)  # 1: some case did not go as expected - still evidence

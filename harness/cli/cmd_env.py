@@ -46,8 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _envs():  # type: ignore[no-untyped-def]
-    from harness import envs
-
+    from harness.environments import target_envs as envs
     return envs
 
 

@@ -12,7 +12,7 @@ from harness.cli.common import (
     output_file,
     writing,
 )
-from harness.expectations import Expectations, ExpectationsError, render
+from harness.verdicts.expectations import Expectations, ExpectationsError, render
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from harness.case_record import RunSelection
 from harness.cli.common import (
     CliError,
     add_run_location_options,
@@ -14,6 +13,7 @@ from harness.cli.common import (
     resolve_suite,
     worker_count,
 )
+from harness.driver.target import TARGET_KINDS
 from harness.gate import (
     CONTRACT_SUITE,
     GateError,
@@ -24,7 +24,7 @@ from harness.gate import (
     required_suites,
     write_outputs,
 )
-from harness.target import TARGET_KINDS
+from harness.results.case_record import RunSelection
 
 #: exit statuses: 0 pass, 1 driver findings, 2 usage, 3 only infrastructure failures
 EXIT_INFRASTRUCTURE = 3
@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _selection(args: argparse.Namespace) -> tuple[list[str], str | None]:
     """The gate's suites (the contract aside) and its -m expression: the kind's, from its
     certification profile and the suites' declarations, unless --suite/-m say otherwise."""
-    from harness.registry import discover
+    from harness.driver.registry import discover
 
     kind = discover().build(args.target).identity.kind
     try:
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     import pytest
 
     from harness.cli.cmd_run import check_targets
-    from harness.records import RunPaths, find_run, load_run, new_run_id
+    from harness.results.record_files import RunPaths, find_run, load_run, new_run_id
 
     try:  # thresholds that would pass or stop everything are refused before any case runs
         policy = GatePolicy(drift_factor=args.drift_factor,

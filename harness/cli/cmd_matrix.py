@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness.cli.common import CliError, add_run_location_options, load_located_run, writing
-from harness.matrix import GROUPINGS, build, text_lines, write_reports
+from harness.reports.matrix import GROUPINGS, build, text_lines, write_reports
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from harness.cli.common import CliError, add_run_location_options, locate_run
-from harness.merge import MergeError, load_parts, merge_runs
-from harness.records import RecordError, check_run_id, latest_attempts
-from harness.reporting import terminal_summary
+from harness.reports.writing import terminal_summary
+from harness.results.merge import MergeError, load_parts, merge_runs
+from harness.results.record_files import RecordError, check_run_id, latest_attempts
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

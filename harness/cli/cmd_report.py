@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from harness.cli.common import add_run_location_options, load_located_run, writing
-from harness.records import RunPaths
-from harness.reporting import terminal_summary, write_reports
+from harness.reports.writing import terminal_summary, write_reports
+from harness.results.record_files import RunPaths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.bounded import EXPECTATIONS_BYTES
-from harness.case_record import RunSelection
 from harness.cli.common import (
     CliError,
     add_run_location_options,
@@ -18,7 +17,8 @@ from harness.cli.common import (
     worker_count,
 )
 from harness.cli.option_files import check_option_file
-from harness.parallelism import default_numprocesses
+from harness.results.case_record import RunSelection
+from harness.run.parallelism import default_numprocesses
 
 DEFAULT_SUITE = "operators"
 MODEL_FILE_SUITE = "model_file"
@@ -89,10 +89,9 @@ def bounded_worker_count(text: str) -> str:
 
 
 def memory_size(text: str) -> str:
-    """argparse type for ``--worker-memory-limit``: a size :mod:`harness.memory_limit`
+    """argparse type for ``--worker-memory-limit``: a size :mod:`harness.isolation.memory_limit`
     reads, passed on as written."""
-    from harness import memory_limit
-
+    from harness.isolation import memory_limit
     try:
         memory_limit.parse(text)
     except ValueError as exc:
@@ -109,8 +108,8 @@ def _suite_names() -> list[str]:
 
 def check_targets(labels: list[str]) -> None:
     """Fail fast, with one line, on an unknown, misconfigured or unavailable target."""
-    from harness.registry import RegistryError, TargetRequest, discover
-    from harness.target import TargetError
+    from harness.driver.registry import RegistryError, TargetRequest, discover
+    from harness.driver.target import TargetError
 
     registry = discover()
     for label in labels:
@@ -208,7 +207,7 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import pytest
 
-    from harness.selection import SelectionError, continuation_argv, finalize, resolve_run
+    from harness.run.selection import SelectionError, continuation_argv, finalize, resolve_run
 
     if args.resume and args.retry_failed:
         raise CliError("--resume and --retry-failed cannot be combined: resume run "

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from harness.cli.common import CliError
-from harness.registry import ENTRY_POINT_GROUP, RegistryError, TargetSpec, discover
+from harness.driver.registry import ENTRY_POINT_GROUP, RegistryError, TargetSpec, discover
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,9 +94,9 @@ def probe_target(label: str, timeout: float) -> dict[str, Any]:
     """The capability probe's verdict on every element type for target ``label``, run on
     the target's own worker (and cached as a run caches it); :class:`CliError` when the
     target cannot be built or is unavailable here."""
-    from harness.probe import ASSUMED, probe_for
-    from harness.target_pool import TargetPool
-    from harness.tensors import ELEMENT_TYPES
+    from harness.driver.probe import ASSUMED, probe_for
+    from harness.isolation.tensors import ELEMENT_TYPES
+    from harness.run.target_pool import TargetPool
 
     if not timeout > 0:
         raise CliError(f"--probe-timeout must be a positive number of seconds, not {timeout:g}")

@@ -30,7 +30,7 @@ def suites_root() -> Path:
 def known_suites() -> dict[str, Path]:
     """Every registered suite (the ``shipei.suites`` entry-point group) by name, plus any
     folder of test modules under the ``suites`` package."""
-    from harness.suite_registry import suite_paths
+    from harness.cases.suite_registry import suite_paths
 
     found = suite_paths()
     try:
@@ -55,7 +55,7 @@ def resolve_suite(name: str) -> Path:
 
 def locate_run(results_dir: Path, run_id: str) -> Path:
     """A run folder from an id, a unique prefix or a path; a one-line CliError if none."""
-    from harness.records import RECORDS_FILE, RUN_FILE, find_run
+    from harness.results.record_files import RECORDS_FILE, RUN_FILE, find_run
 
     if not run_id.strip():
         raise CliError("an empty run id names no run")
@@ -73,7 +73,7 @@ def load_located_run(results_dir: Path, run_id: str
                      ) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     """:func:`locate_run`, then its run.json and effective records; a corrupt or
     unreadable run is a one-line CliError."""
-    from harness.records import RecordError, load_run
+    from harness.results.record_files import RecordError, load_run
 
     run_dir = locate_run(results_dir, run_id)
     try:

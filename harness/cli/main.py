@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from harness import __version__
 from harness.cli.common import CliError
-from harness.process_exit import exit_without_teardown
+from harness.isolation.process_exit import exit_without_teardown
 
 COMMANDS_GROUP = "shipei.commands"
 

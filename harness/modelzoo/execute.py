@@ -1,9 +1,9 @@
 """Running a zoo model on a target and judging it against its golden.
 
-:func:`run_outputs` compiles a model on a host (see :mod:`harness.worker`) and
+:func:`run_outputs` compiles a model on a host (see :mod:`harness.isolation.host`) and
 returns its outputs per data set - plain runs, or a whole signal streamed
 through a stateful model. :func:`execute_model` turns that into an
-:class:`~harness.cases.Outcome`: the golden's checks first (a missing, stale or
+:class:`~harness.cases.case.Outcome`: the golden's checks first (a missing, stale or
 corrupt golden or model is the harness's ``infra_error``, never the target's),
 then the accuracy metrics and the precision-class policy.
 """
@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import onnx
 
-from harness.cases import Outcome, outcome_from_exception, unsupported_reason
-from harness.judge import Judgement, compare_outputs
+from harness.cases.case import Outcome, outcome_from_exception, unsupported_reason
+from harness.driver.target import Capabilities
+from harness.isolation.host import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
 from harness.modelzoo import golden as golden_store
 from harness.modelzoo.manifest import Manifest, ManifestError
 from harness.modelzoo.metrics import OutputMetrics, headline, policy_for, violations
 from harness.modelzoo.sources import SourceError
 from harness.modelzoo.streaming import WORKER_FUNCTION, worker_payload
 from harness.modelzoo.zoo import ZooEntry
-from harness.target import Capabilities
-from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
+from harness.verdicts.judge import Judgement, compare_outputs
 
 HOST_FAILURES = (CaseTimeout, WorkerCrash, InfraError, RemoteError)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from harness.modelzoo.inputs import array_digest
-from harness.records import write_json
+from harness.results.record_files import write_json
 
 GOLDEN_SCHEMA_VERSION = 1
 REFRESH_HINT = "shipei models golden --refresh"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from harness.registry import RegistryError, TargetRequest, discover
-from harness.worker import Host, ProcessHost
+from harness.driver.registry import RegistryError, TargetRequest, discover
+from harness.isolation.host import Host, ProcessHost
 
 REFERENCE_TARGET = "onnxruntime-cpu,graph_optimization_level=disable"
 

@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from harness.judge import compare_outputs
 from harness.modelzoo import golden as golden_store
 from harness.modelzoo import task_checks
 from harness.modelzoo.execute import HOST_FAILURES, Deadline, run_outputs
@@ -24,6 +23,7 @@ from harness.modelzoo.manifest import ManifestError
 from harness.modelzoo.reference import Reference
 from harness.modelzoo.sources import SourceError, package_file
 from harness.modelzoo.zoo import Zoo, ZooEntry
+from harness.verdicts.judge import compare_outputs
 
 REFRESH_TIMEOUT = 900.0
 #: how onnx's own backend runner judges its model tests (TestCase defaults)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.records import RunPaths
+from harness.results.record_files import RunPaths
 
 SUITE = "models"
 REPORT_FILE = "models.html"
@@ -187,7 +187,7 @@ tied (top-k shown as –). ⚠ = 与预期不符 / not as expected.</p>"""
 
 def write_models_report(paths: RunPaths, run_info: dict[str, Any],
                         records: list[dict[str, Any]]) -> list[Path]:
-    """The report writer for ``harness.reporting.REPORT_WRITERS``; nothing without
+    """The report writer for ``harness.reports.writing.REPORT_WRITERS``; nothing without
     model-suite records."""
     ours = [r for r in records if r.get("suite") == SUITE]
     if not ours:

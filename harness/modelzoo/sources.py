@@ -16,8 +16,8 @@ from pathlib import Path
 
 import onnx
 
+from harness.driver.registry import load_object
 from harness.modelzoo.manifest import Manifest, Source
-from harness.registry import load_object
 
 
 class SourceError(Exception):

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.driver.target import Executable
 from harness.modelzoo.manifest import Streaming
-from harness.target import Executable
 
 WORKER_FUNCTION = "harness.modelzoo.streaming:run_in_worker"
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.cases import Outcome, outcome_from_exception
+from harness.cases.case import Outcome, outcome_from_exception
+from harness.isolation.host import Host
 from harness.modelzoo import golden as golden_store
 from harness.modelzoo.execute import HOST_FAILURES, Deadline
 from harness.modelzoo.manifest import ManifestError
@@ -27,7 +28,6 @@ from harness.modelzoo.sources import SourceError
 from harness.modelzoo.streaming import WORKER_FUNCTION, worker_payload
 from harness.modelzoo.tasks import ocr, vad
 from harness.modelzoo.zoo import Zoo, ZooEntry
-from harness.worker import Host
 
 OCR_TASK = "ocr_pipeline"
 OCR_MODELS = {"det": "ppocrv4_det", "cls": "ppocr_mobile_cls", "rec": "ppocrv4_rec"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import onnx
 
-from harness.cases import DataSet
+from harness.cases.case import DataSet
 from harness.perf.settings import ScenarioSettings
 
 

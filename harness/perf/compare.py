@@ -32,7 +32,7 @@ import numpy as np
 
 from harness.perf import samples as samples_io
 from harness.perf.stats import percentile_of
-from harness.records import load_run
+from harness.results.record_files import load_run
 
 DEFAULT_THRESHOLD = 0.10
 DEFAULT_CONFIDENCE = 0.95

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.judge import compare_outputs
+from harness.driver.target import Executable, TargetError
 from harness.perf import loadgen_log, machine
 from harness.perf.settings import OFFLINE, ScenarioSettings
 from harness.perf.stats import percentile_of
-from harness.target import Executable, TargetError
+from harness.verdicts.judge import compare_outputs
 
 #: environment variables that set thread pools in common runtimes
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",

@@ -5,7 +5,7 @@ run, judged against the reference outside the timed region -> in the worker
 (:mod:`harness.perf.loops`): the driver's ``prepare`` of every feed, one
 ``run_prepared`` checked against ``run`` with the case's tolerances, warm-up and
 LoadGen timing of ``run_prepared`` -> statistics.
-Every way this can end is an :class:`~harness.cases.Outcome`, as for conformance
+Every way this can end is an :class:`~harness.cases.case.Outcome`, as for conformance
 cases: a wrong output is ``fail`` and is not timed; a target that raises, hangs
 or dies is ``error``/``timeout``/``crash``; a harness fault is ``infra_error``.
 """
@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.cases import Outcome, outcome_from_exception, unsupported_reason
-from harness.judge import compare_outputs, effective_tolerance
+from harness.cases.case import Outcome, outcome_from_exception, unsupported_reason
+from harness.driver.target import Capabilities
+from harness.isolation.host import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
 from harness.perf import samples as samples_io
 from harness.perf.cases import PerfCase
 from harness.perf.loadgen_log import unmet
 from harness.perf.settings import OFFLINE
 from harness.perf.stats import summarize
-from harness.target import Capabilities
-from harness.worker import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
+from harness.verdicts.judge import compare_outputs, effective_tolerance
 
 PERF_SCHEMA_VERSION = "1.0"
 LOOP_FUNCTION = "harness.perf.loops:measure"

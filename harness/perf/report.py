@@ -1,6 +1,6 @@
 """``reports/<run-id>/performance.html``: a self-contained, bilingual performance report.
 
-Registered in :data:`harness.reporting.REPORT_WRITERS`; writes nothing for a run
+Registered in :data:`harness.reports.writing.REPORT_WRITERS`; writes nothing for a run
 without performance records. Plots are PNGs embedded as base64, so the file can
 be mailed or archived alone.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from harness.perf import plots
 from harness.perf import samples as samples_io
 from harness.perf.settings import OFFLINE, SINGLE_STREAM
-from harness.records import RunPaths
+from harness.results.record_files import RunPaths
 
 REPORT_FILE = "performance.html"
 

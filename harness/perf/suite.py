@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from harness.cases import Outcome
+from harness.cases.case import Outcome
 from harness.perf import samples as samples_io
 from harness.perf.cases import PerfCase
 from harness.perf.measure import measure_case

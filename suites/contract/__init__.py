@@ -1,6 +1,6 @@
 """Driver contract suite: what every target driver must honour (run by ``shipei gate``)."""
 
-from harness.suite_registry import SuiteSpec
+from harness.cases.suite_registry import SuiteSpec
 
 SUITE = SuiteSpec(
     name="contract", package="suites.contract",

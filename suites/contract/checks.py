@@ -18,12 +18,19 @@ from typing import Any
 import numpy as np
 import onnx
 
-from harness.cases import Outcome, unsupported_reason
-from harness.judge import PRECISION_FLOORS, compare_outputs
-from harness.probe import ACCEPTED, ASSUMED, HARNESS_GAP, REFUSED, UNDEFINED, probe_for
-from harness.target import TARGET_KINDS, Availability
-from harness.tensors import ELEMENT_TYPES
-from harness.worker import CaseTimeout, Host, InfraError, ProcessHost, RemoteError, WorkerCrash
+from harness.cases.case import Outcome, unsupported_reason
+from harness.driver.probe import ACCEPTED, ASSUMED, HARNESS_GAP, REFUSED, UNDEFINED, probe_for
+from harness.driver.target import TARGET_KINDS, Availability
+from harness.isolation.host import (
+    CaseTimeout,
+    Host,
+    InfraError,
+    ProcessHost,
+    RemoteError,
+    WorkerCrash,
+)
+from harness.isolation.tensors import ELEMENT_TYPES
+from harness.verdicts.judge import PRECISION_FLOORS, compare_outputs
 from suites.contract.models import (
     INPUT,
     OUTPUT,
@@ -277,7 +284,8 @@ def check_bad_input(host: Host, caps: Any, timeout: float, kind: str) -> Outcome
                         "InputMismatchError")
     if not result["target_error"]:
         raise Violation(f"{what} raised {result['type']}, not a TargetError "
-                        f"(raise harness.target.InputMismatchError): {result['message'][:200]}")
+                        "(raise harness.driver.target.InputMismatchError): "
+                        f"{result['message'][:200]}")
     if must_name not in result["message"]:
         raise Violation(f"the error for {what} does not name {must_name!r}: "
                         f"{result['type']}: {result['message'][:200]}")
@@ -419,7 +427,7 @@ def check_thread_safety(host: Host, caps: Any, timeout: float, threads: int = 4,
 
 def check_declared_dtypes(host: Host, caps: Any, timeout: float) -> Outcome:
     """The element types a driver declares are the ones its capability probe finds the
-    runtime accepts (:mod:`harness.probe`): none declared that it refuses, none it accepts
+    runtime accepts (:mod:`harness.driver.probe`): none declared that it refuses, none it accepts
     left undeclared. A driver that declares none (``dtypes=()``) declares by probe: what
     the probe finds accepted is its declaration, recorded here (``declared_by = "probe"``);
     it breaks the contract only if the runtime refuses float32, which every target that

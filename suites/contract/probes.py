@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.target import Executable, TargetError
+from harness.driver.target import Executable, TargetError
 
 
 def _status_kib(field: str) -> int:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from harness.cases import Outcome
-from harness.suite import suite_and_case
-from harness.worker import ProcessHost
+from harness.cases.case import Outcome
+from harness.cases.suite import suite_and_case
+from harness.isolation.host import ProcessHost
 from suites.contract import checks
 
 pytestmark = [pytest.mark.contract, pytest.mark.case_timeout(60)]

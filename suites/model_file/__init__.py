@@ -1,6 +1,6 @@
 """Ad-hoc check of model files given with ``shipei run --model PATH``."""
 
-from harness.suite_registry import SuiteSpec
+from harness.cases.suite_registry import SuiteSpec
 
 SUITE = SuiteSpec(
     name="model_file", package="suites.model_file",

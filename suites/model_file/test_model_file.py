@@ -3,7 +3,7 @@
 Inputs are generated from the model's declared inputs with a fixed seed (dynamic
 dimensions become 1, a declared 0 stays 0); the reference is onnxruntime on the
 CPU with graph optimizations disabled, run in its own worker process under the
-case timeout (see :mod:`harness.modelfile`). Each model is one case named
+case timeout (see :mod:`harness.cases.model_file`). Each model is one case named
 ``test_<file stem>``. A model the reference cannot compute is still tried on the
 target; the record carries the reference's failure as the ``reference_error`` tag.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from harness.cases import Case, DataSet, LoadedCase, Outcome
-from harness.modelfile import (
+from harness.cases.case import Case, DataSet, LoadedCase, Outcome
+from harness.cases.model_file import (
     ModelFileError,
     ModelFileReference,
     ReferenceFailed,

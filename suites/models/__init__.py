@@ -1,6 +1,6 @@
 """The reference model suite: every zoo model, judged against its golden, plus task checks."""
 
-from harness.suite_registry import SuiteSpec
+from harness.cases.suite_registry import SuiteSpec
 
 SUITE = SuiteSpec(
     name="models", package="suites.models",

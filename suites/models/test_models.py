@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.cases import Outcome
+from harness.cases.case import Outcome
 from harness.modelzoo.execute import execute_model, model_tags
 from harness.modelzoo.task_checks import OCR_MODELS, VAD_TASKS, check_ocr, check_vad
 from harness.modelzoo.zoo import BrokenManifest, Zoo, ZooEntry

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from harness.cases import Case, DataSet, LoadedCase
+from harness.cases.case import Case, DataSet, LoadedCase
 
 #: op -> positions of the inputs that hold what a model would have as a constant
 FOLDABLE_INPUTS: dict[str, tuple[int, ...]] = {

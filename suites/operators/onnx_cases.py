@@ -24,7 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from harness.cache import cache_dir, cached_pickle
-from harness.cases import Case, DataSet, LoadedCase, default_opset
+from harness.cases.case import Case, DataSet, LoadedCase, default_opset
 
 SUITE = "operators"
 T = TypeVar("T")

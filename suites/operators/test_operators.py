@@ -6,7 +6,7 @@ plain pytest: ``pytest suites/operators --target onnxruntime-cpu``.
 
 import pytest
 
-from harness.suite import define_tests
+from harness.cases.suite import define_tests
 from suites.operators.onnx_cases import all_cases, representative
 
 pytestmark = pytest.mark.case_timeout(60)

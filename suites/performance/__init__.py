@@ -1,6 +1,6 @@
 """Performance suite: MLPerf-style single-stream and offline scenarios per model and target."""
 
-from harness.suite_registry import SuiteSpec
+from harness.cases.suite_registry import SuiteSpec
 
 SUITE = SuiteSpec(
     name="performance", package="suites.performance",

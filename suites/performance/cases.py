@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from harness.cases import DataSet
+from harness.cases.case import DataSet
 from harness.perf.cases import PerfCase, PerfWorkload
 from harness.perf.settings import DEFAULTS, OFFLINE, SCENARIOS, ScenarioSettings
 from suites.performance.models import MODELS, reference_outputs

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.cases import DataSet
+from harness.cases.case import DataSet
 from harness.modelzoo import golden as golden_store
 from harness.modelzoo.manifest import ManifestError
 from harness.modelzoo.metrics import policy_for

@@ -1,6 +1,6 @@
 
 
-from harness.suite_registry import SuiteSpec
+from harness.cases.suite_registry import SuiteSpec
 
 SUITE = SuiteSpec(
     name="sensors", package="suites.sensors",

@@ -1,9 +1,9 @@
 """The sensor suite's criteria, as pure functions of a capture.
 
-A capture (:class:`harness.sensor.Capture`) is the ordered list of what the
+A capture (:class:`harness.driver.sensor.Capture`) is the ordered list of what the
 host saw while a sensor streamed: samples with host arrival times, damaged
 frames, stray bytes, link drops, stream starts and stops. Each check turns it
-into one :class:`~harness.cases.Outcome`; they share :func:`account`, which
+into one :class:`~harness.cases.case.Outcome`; they share :func:`account`, which
 attributes every missing sequence number to exactly one cause.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.cases import Outcome
+from harness.cases.case import Outcome
 
 SUITE = "sensors"
 MIN_RATE_WINDOW_S = 0.8

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from harness.cases import Outcome, outcome_from_exception
-from harness.sensor import ConformanceReport, ReconnectTrial
-from harness.worker import CaseTimeout, InfraError, RemoteError, WorkerCrash
+from harness.cases.case import Outcome, outcome_from_exception
+from harness.driver.sensor import ConformanceReport, ReconnectTrial
+from harness.isolation.host import CaseTimeout, InfraError, RemoteError, WorkerCrash
 from suites.sensors.checks import verdict
 
 MIN_SAMPLES = 5

@@ -6,7 +6,7 @@ Run it on a sensor target (a simulator, or a real sensor on a serial port)::
     shipei run --suite sensors --target serial-imu,url=/dev/ttyUSB0
     shipei run --suite sensors --target serial-ultrasonic,url=socket://127.0.0.1:5555
 
-The sensor runs in its target's worker like every target (``harness.sensor``):
+The sensor runs in its target's worker like every target (``harness.driver.sensor``):
 each exchange is one ``Host.call`` bounded by the case timeout. One capture of
 ``capture_s`` seconds per target feeds the stream checks; the protocol and
 reconnect checks open sessions of their own. Every check records one case
@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from harness.cases import Outcome, outcome_from_exception
-from harness.sensor import SensorClient
-from harness.worker import RemoteError
+from harness.cases.case import Outcome, outcome_from_exception
+from harness.driver.sensor import SensorClient
+from harness.isolation.host import RemoteError
 from suites.sensors import checks, exchanges
 from suites.sensors.checks import SUITE
 

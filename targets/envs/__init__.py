@@ -1,6 +1,6 @@
 """Environment specs of the built-in drivers whose SDKs need an interpreter of their own.
 
-Each ``*.toml`` here declares one environment (see :mod:`harness.envs`);
+Each ``*.toml`` here declares one environment (see :mod:`harness.environments.target_envs`);
 ``shipei env create NAME`` builds it.
 """
 

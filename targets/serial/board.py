@@ -30,7 +30,7 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 import onnx
 
-from harness.target import (
+from harness.driver.target import (
     Availability,
     Capabilities,
     CapabilityExceeded,
@@ -42,7 +42,7 @@ from harness.target import (
     TargetIdentity,
     UnsupportedModelError,
 )
-from harness.tensors import BY_ONNX_CODE
+from harness.isolation.tensors import BY_ONNX_CODE
 from targets.common import EXPECTATIONS_DIR, driver_version
 from targets.serial.protocol import (
     ABSOLUTE_MAX_PAYLOAD,
@@ -182,7 +182,7 @@ class BoardClient:
         ``inputs`` holds one ``[(name, array), ...]`` list per INFER; the result is
         one ``(outputs, compute_s)`` per INFER, in the same order. Every payload is
         checked against ``max_payload`` before the first is sent
-        (:class:`~harness.target.CapabilityExceeded`); the first request that fails
+        (:class:`~harness.driver.target.CapabilityExceeded`); the first request that fails
         raises as :meth:`infer` would and ends the batch. The public entry for
         measuring pipelining on a board (docs/serial.md, ``bench/serial_throughput.py
         --device URL``)."""

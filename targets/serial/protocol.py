@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.tensors import (
+from harness.isolation.tensors import (
     ELEMENT_TYPES,
     ElementType,
     element_count,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from harness.registry import TargetSpec
+from harness.driver.registry import TargetSpec
 
 
 def provide_targets() -> Iterable[TargetSpec]:

@@ -3,8 +3,8 @@
 What they check is the serial protocol's own business (docs/protocol.md): the
 IDENTITY fields, PING's echo, the refusal of unknown and board-only messages,
 STREAM_START/STREAM_STOP and their sequence numbers. The sensor suite receives
-the findings (:class:`~harness.sensor.ConformanceReport`, a
-:class:`~harness.sensor.ReconnectTrial`) and judges them without knowing the wire.
+the findings (:class:`~harness.driver.sensor.ConformanceReport`, a
+:class:`~harness.driver.sensor.ReconnectTrial`) and judges them without knowing the wire.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from harness.sensor import ConformanceReport, ReconnectTrial, SampleEvent
+from harness.driver.sensor import ConformanceReport, ReconnectTrial, SampleEvent
 from targets.serial.protocol import DeviceClass, MsgType, PayloadType
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """``serial-imu`` and ``serial-ultrasonic``: sensors streaming over a serial line.
 
-A :class:`harness.sensor.SensorTarget`: it runs no models; suites reach its
+A :class:`harness.driver.sensor.SensorTarget`: it runs no models; suites reach its
 streaming API through the worker (``compile(SESSION_MODEL)`` opens a session,
-``Host.call("harness.sensor:...")`` runs an exchange; see :mod:`harness.sensor`):
+``Host.call("harness.driver.sensor:...")`` runs an exchange; see :mod:`harness.driver.sensor`):
 
 - :meth:`SerialSensorTarget.info` what the sensor declares (rate, limits);
 - :meth:`SerialSensorTarget.session` a :class:`SensorSession` for protocol
@@ -10,7 +10,7 @@ streaming API through the worker (``compile(SESSION_MODEL)`` opens a session,
   :meth:`~SerialSensorTarget.conformance` and
   :meth:`~SerialSensorTarget.reconnect_trial` (``targets/serial/sensor_exchanges.py``);
 - :meth:`SerialSensorTarget.capture` streams for ``capture_s`` seconds and
-  returns a :class:`~harness.sensor.Capture`: every sample with its host arrival
+  returns a :class:`~harness.driver.sensor.Capture`: every sample with its host arrival
   time, and every damaged frame, stray byte run, link drop and stream start/stop,
   in order. A link that drops is reopened (for up to ``reconnect_timeout`` s) and
   the stream restarted, so a capture spans disconnects;
@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from harness.sensor import (
+from harness.driver.sensor import (
     Capture,
     CaptureEvent,
     ConformanceReport,
@@ -45,7 +45,7 @@ from harness.sensor import (
     StopEvent,
     StrayEvent,
 )
-from harness.target import Availability, Capabilities, TargetError, TargetIdentity
+from harness.driver.target import Availability, Capabilities, TargetError, TargetIdentity
 from targets.common import EXPECTATIONS_DIR, driver_version
 from targets.serial import sensor_exchanges
 from targets.serial.groundtruth import GroundTruth, TruthError, from_declaration, read_csv

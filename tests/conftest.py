@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,34 @@ def shipei_cli(tmp_path: Path):
         return CliResult(proc.returncode, proc.stdout, proc.stderr, results, reports)
 
     return run
+
+
+#: set when this session made its own cache folder (and so removes it at the end)
+_SESSION_CACHE: list[Path] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test session gets its own ``SHIPEI_CACHE_DIR`` (unless the user set one), so
+    the tests never read or fill the user's ``~/.cache/shipei`` and two sessions never share
+    compiled artifacts. It is set in ``os.environ`` before collection, so every subprocess a
+    test starts (``shipei run``, pytester runs, xdist workers) inherits it."""
+    from harness.cache import CACHE_ENV
+
+    if os.environ.get(CACHE_ENV) or hasattr(config, "workerinput"):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="shipei-test-cache-"))
+    os.environ[CACHE_ENV] = str(folder)
+    _SESSION_CACHE.append(folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from harness.cache import CACHE_ENV
+
+    while _SESSION_CACHE:
+        folder = _SESSION_CACHE.pop()
+        if os.environ.get(CACHE_ENV) == str(folder):
+            del os.environ[CACHE_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

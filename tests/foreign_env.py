@@ -13,15 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cache import cache_dir
-
 #: what the foreign environment holds: a numpy major version other than the harness's
 REQUIREMENTS = ("numpy<2", "onnxruntime==1.20.1", "ml_dtypes<0.6")
+#: where it is built: a test environment outlives the session's own SHIPEI_CACHE_DIR
+#: (built once per machine, not downloaded again by every test session)
+VENVS_ENV = "SHIPEI_TEST_VENVS"
 
 
 def numpy1_python() -> tuple[Path | None, str]:
     """The foreign venv's python (building it on first use), or None and why not."""
-    folder = cache_dir("wire-test") / "numpy1"
+    root = Path(os.environ.get(VENVS_ENV) or Path.home() / ".cache" / "shipei-test-venvs")
+    folder = root / "numpy1"
+    folder.parent.mkdir(parents=True, exist_ok=True)
     python = folder / "bin" / "python"
     marker = folder / ".complete"
     if marker.exists() and python.exists():

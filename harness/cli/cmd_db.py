@@ -18,6 +18,8 @@ from harness.cli.option_files import check_option_file, read_option_file
 
 #: optional packages this command needs (the 'center' extra); checked by harness.cli.main
 REQUIRES = ("sqlalchemy",)
+#: the extra that installs REQUIRES
+EXTRA = "center"
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:

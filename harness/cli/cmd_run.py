@@ -108,6 +108,7 @@ def _suite_names() -> list[str]:
 
 def check_targets(labels: list[str]) -> None:
     """Fail fast, with one line, on an unknown, misconfigured or unavailable target."""
+    from harness.cli.target_options import describe_option_error
     from harness.driver.registry import RegistryError, TargetRequest, discover
     from harness.driver.target import TargetError
 
@@ -119,7 +120,7 @@ def check_targets(labels: list[str]) -> None:
         except RegistryError as exc:
             raise CliError(str(exc)) from None
         except (TypeError, ValueError, TargetError) as exc:
-            raise CliError(f"bad options for target {label!r}: {exc}") from None
+            raise CliError(describe_option_error(registry, request, exc)) from None
         availability = target.availability()
         if not availability.available:
             raise CliError(f"target {label!r} is not available here: {availability.reason}")

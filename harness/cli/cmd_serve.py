@@ -16,6 +16,8 @@ from harness.cli.option_files import check_option_file, read_option_file
 
 #: optional packages this command needs (the 'center' extra); checked by harness.cli.main
 REQUIRES = ("flask", "sqlalchemy", "waitress")
+#: the extra that installs REQUIRES
+EXTRA = "center"
 ADMIN_TOKEN_ENV = "SHIPEI_ADMIN_TOKEN"
 #: what a reverse proxy in front of the registry may tell it (only when --trusted-proxy)
 PROXY_HEADERS = "x-forwarded-proto x-forwarded-host x-forwarded-for x-forwarded-port"

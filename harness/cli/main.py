@@ -62,7 +62,9 @@ def _build(only: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, 
             module = importlib.import_module(f"harness.cli.{name}")
             _check_requirements(module)
         except ImportError as exc:  # an optional dependency is missing: say which
-            _register_unavailable(subparsers, name.removeprefix("cmd_"), exc)
+            _register_unavailable(subparsers, name.removeprefix("cmd_"), exc,
+                                  getattr(sys.modules.get(f"harness.cli.{name}"), "EXTRA",
+                                          None))
             continue
         module.register(subparsers)
     if wanted not in modules:
@@ -95,10 +97,14 @@ def _check_requirements(module: object) -> None:
 
 
 def _register_unavailable(subparsers: argparse._SubParsersAction, name: str,
-                          exc: ImportError) -> None:
-    """A command whose dependencies are not installed still answers, with the reason."""
-    reason = f"needs {exc.name or exc} (pip install 'shipei[test]' installs every extra)"
-    parser = subparsers.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
+                          exc: ImportError, extra: str | None = None) -> None:
+    """A command whose dependencies are not installed still answers, ``--help`` included,
+    with one line naming the missing package and the extra that installs it."""
+    install = f"pip install 'shipei[{extra}]'" if extra else \
+        "pip install 'shipei[test]' (every extra)"
+    reason = f"needs {exc.name or exc}, not installed: {install}"
+    parser = subparsers.add_parser(name, help=f"(unavailable: {reason})", add_help=False,
+                                   prefix_chars="\0")
     parser.add_argument("args", nargs=argparse.REMAINDER)
 
     def unavailable(_: argparse.Namespace) -> int:

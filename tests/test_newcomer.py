@@ -1,0 +1,37 @@
+"""What a newcomer meets first: commands whose extra is not installed, and target options
+the driver does not take, each answered with one line that says what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+import harness.cli.cmd_db as cmd_db
+import harness.cli.cmd_serve as cmd_serve
+from harness.cli.main import main
+
+
+@pytest.mark.parametrize("command", ["db", "serve"])
+def test_a_command_without_its_extra_names_the_extra_even_for_help(
+        command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for module in (cmd_db, cmd_serve):  # as on the base install: the center's packages absent
+        monkeypatch.setattr(module, "REQUIRES", ("shipei_absent_package",))
+    assert main([command, "--help"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err == (f"shipei {command}: error: this command needs shipei_absent_package, "
+                   "not installed: pip install 'shipei[center]'")
+
+
+def test_an_unknown_target_option_lists_the_valid_ones(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    code = main(["run", "--target", "onnxruntime-cpu,bogus=1", "-k", "nothing"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "has no option 'bogus'" in err and "intra_op_threads" in err
+    assert "__init__" not in err and "keyword argument" not in err
+
+
+def test_a_bad_option_value_is_the_drivers_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--target", "onnxruntime-cpu,intra_op_threads=-5", "-k", "nothing"])
+    err = capsys.readouterr().err
+    assert code == 2 and "intra_op_threads must be 0" in err and "its options:" in err

@@ -98,6 +98,7 @@ class Manifest:
     slow: bool = False
     representative: bool = False
     notes: str = ""
+    license: str = ""  # the model's license, as its source declares it
     path: Path = Path()
 
     @property
@@ -267,7 +268,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
     top = _Reader(path, data)
     top.unknown(("schema_version", "name", "title", "task", "precision", "sha256", "source",
                  "inputs", "outputs", "data_sets", "tolerance", "streaming", "slow",
-                 "representative", "notes"))
+                 "representative", "notes", "license"))
     version = top.get("schema_version", int)
     if version != MANIFEST_SCHEMA_VERSION:
         raise top.fail("schema_version", f"{version} is not supported "
@@ -296,6 +297,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         slow=top.get("slow", bool, False),
         representative=top.get("representative", bool, False),
         notes=top.get("notes", str, ""),
+        license=top.get("license", str, ""),
         path=path,
     )
     _check_streaming(top, manifest)

@@ -122,8 +122,10 @@ def test_an_unknown_evaluator_version_is_refused_on_verify(tmp_path: Path) -> No
 
 
 def test_measures_are_classes_looked_up_by_name() -> None:
+    from harness.cert.measures import TaskMetric
+
     assert {"pass_rate": PassRate, "metric": MetricMeasure, "static_form": StaticForm,
-            "dynamic_inputs": DynamicInputs} == MEASURES
+            "dynamic_inputs": DynamicInputs, "task_metric": TaskMetric} == MEASURES
     data = dict(MINI, criteria=[
         {**MINI["criteria"][0], "measure": "metric", "metrics": ["summary.p50_ms"],
          "bounds": {"summary.p50_ms": 5}, "flags": ["loadgen.valid"]},

@@ -42,6 +42,8 @@ from harness.cert.profile import GRADED_LEVELS, Criterion, Profile, Scope
 from harness.results.case_record import CaseRecord, RecordError, fold_attempts
 
 NOT_MEASURED = "not measured"
+#: per-case shortfalls a criterion keeps on the certificate
+MAX_SHORT = 20
 
 
 @dataclass
@@ -54,6 +56,8 @@ class CriterionResult:
     reason: str = ""  # why it is not measured; empty when measured
     missing: list[str] = field(default_factory=list)
     not_applicable: int = 0  # skipped cases that do not apply (criterion.not_applicable)
+    #: why counted cases missed, with their figures, where the measure says (task_metric)
+    shortfalls: list[str] = field(default_factory=list)
 
     @property
     def is_measured(self) -> bool:
@@ -82,6 +86,7 @@ class CriterionResult:
             "met": {level: self.meets(level) for level in c.thresholds},
             # only where the profile uses it, so certificates without it recompute alike
             **({"not_applicable": self.not_applicable} if c.not_applicable else {}),
+            **({"shortfalls": list(self.shortfalls)} if self.shortfalls else {}),
         }
 
 
@@ -178,6 +183,7 @@ def measure(criterion: Criterion, outcomes: list[dict[str, Any]], scope: Scope,
                and not (criterion.skips == "unmeasured" and r["status"] == "skip")]
     result.measured = len(counted)
     result.passed = sum(1 for r in counted if criterion.rule.passes(r))
+    result.shortfalls = [s for r in counted for s in criterion.rule.shortfalls(r)][:MAX_SHORT]
     infra = result.counts.get("infra_error", 0)
     if criterion.suite not in suites_present:
         result.reason = f"suite {criterion.suite!r} has no records"
@@ -215,8 +221,9 @@ def suite_summaries(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 def _describe_shortfall(result: CriterionResult, level: str) -> str:
     threshold = result.criterion.thresholds[level]
+    detail = f" ({'; '.join(result.shortfalls[:3])})" if result.shortfalls else ""
     return (f"{result.criterion.id}: {result.passed}/{result.measured} = "
-            f"{result.value:.2%} below {threshold:.0%}")
+            f"{result.value:.2%} below {threshold:.0%}{detail}")
 
 
 def evaluate(profile: Profile, scope_name: str, records: Iterable[dict[str, Any]],

@@ -14,6 +14,7 @@ How a criterion turns passing cases into a pass rate, and what counts as measure
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -47,6 +48,11 @@ class Measure:
     def render(self) -> str:
         """One bilingual line for the certificate page."""
         raise NotImplementedError
+
+    def shortfalls(self, record: Mapping[str, Any]) -> list[str]:
+        """Why a counted case did not pass, with its figures (empty: the measure says
+        nothing more than the pass rate)."""
+        return []
 
 
 MEASURES: dict[str, type[Measure]] = {}
@@ -188,3 +194,87 @@ class DynamicInputs(PassRate):
     def render(self) -> str:
         return ("动态输入通过率：形状、轴等作为运行时图输入的用例 / pass rate with shapes, axes "
                 "and pads fed as graph inputs at run time")
+
+
+def _bounds(data: Mapping[str, Any], key: str, where: str) -> dict[str, float]:
+    table = data.get(key, {})
+    if not isinstance(table, Mapping) or not all(_finite_number(v) for v in table.values()):
+        raise MeasureError(f"{where}: {key}: must be a table of metric -> number")
+    return {str(k): float(v) for k, v in table.items()}
+
+
+def _figure(value: float) -> str:
+    return f"{value:.4g}"
+
+
+@register
+@dataclass(frozen=True)
+class TaskMetric(Measure):
+    """A task case passes when it passed and its figures lie within the scenario's bounds:
+    ``at_least`` (floors), ``at_most`` (ceilings), ``at_most_when_recorded`` (ceilings on a
+    figure only some configurations record). ``cases`` (name patterns) picks the cases."""
+
+    name: ClassVar[str] = "task_metric"
+    keys: ClassVar[tuple[str, ...]] = ("cases", "at_least", "at_most", "at_most_when_recorded")
+    cases: tuple[str, ...] = ()
+    at_least: dict[str, float] = field(default_factory=dict)
+    at_most: dict[str, float] = field(default_factory=dict)
+    at_most_when_recorded: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], where: str, strings: Strings) -> Measure:
+        cases = strings(data.get("cases", []), f"{where}: cases")
+        found = cls(cases, _bounds(data, "at_least", where), _bounds(data, "at_most", where),
+                    _bounds(data, "at_most_when_recorded", where))
+        if not (found.cases or found.at_least or found.at_most):
+            raise MeasureError(f"{where}: measure 'task_metric' needs cases = [...] or a "
+                               "bound (at_least, at_most)")
+        return found
+
+    def select(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.cases:
+            return records
+        patterns = [p.lower() for p in self.cases]
+        return [r for r in records
+                if any(fnmatch.fnmatchcase(r["case"].lower(), p) for p in patterns)]
+
+    def problems(self, record: Mapping[str, Any]) -> list[str]:
+        """Why the case misses, each with its figure; empty when it passes."""
+        if record["status"] != "pass":
+            said = (record.get("message") or "").strip().splitlines()
+            return [f"status {record['status']}" + (f": {said[0][:160]}" if said else "")]
+        metrics = record.get("metrics") or {}
+        found = []
+        for name, floor in self.at_least.items():
+            value = metric(metrics, name)
+            if not _finite_number(value):
+                found.append(f"{name} not recorded (floor {_figure(floor)})")
+            elif value < floor:
+                found.append(f"{name} = {_figure(value)} < floor {_figure(floor)}")
+        for name, ceiling in self.at_most.items():
+            value = metric(metrics, name)
+            if not _finite_number(value):
+                found.append(f"{name} not recorded (ceiling {_figure(ceiling)})")
+            elif value > ceiling:
+                found.append(f"{name} = {_figure(value)} > ceiling {_figure(ceiling)}")
+        for name, ceiling in self.at_most_when_recorded.items():
+            value = metric(metrics, name)
+            if value is not None and (not _finite_number(value) or value > ceiling):
+                shown = _figure(value) if _finite_number(value) else repr(value)
+                found.append(f"{name} = {shown} > ceiling {_figure(ceiling)}")
+        return found
+
+    def passes(self, record: Mapping[str, Any]) -> bool:
+        return not self.problems(record)
+
+    def shortfalls(self, record: Mapping[str, Any]) -> list[str]:
+        return [f"{record['case']}: {p}" for p in self.problems(record)]
+
+    def render(self) -> str:
+        parts = [f"{m} ≥ {v:g}" for m, v in self.at_least.items()]
+        parts += [f"{m} ≤ {v:g}" for m, v in self.at_most.items()]
+        parts += [f"{m} ≤ {v:g} (若记录 / when recorded)"
+                  for m, v in self.at_most_when_recorded.items()]
+        chosen = f"（{', '.join(self.cases)}）" if self.cases else ""
+        return (f"任务指标{chosen} / task figures: " + ("; ".join(parts) or
+                                                       "通过即可 / the case passes"))

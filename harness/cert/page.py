@@ -14,6 +14,7 @@ from typing import Any
 from harness.cert.keys import display_fingerprint
 from harness.cert.profile import CUSTOM, LEVELS, Profile, ProfileError, profile_origin
 from harness.cert.provenance import describe, from_vendor_lab
+from harness.cert.scenario_page import render_fit
 from harness.cert.statement import ACCURACY_FIGURES, LATENCY_FIGURES
 
 STATUS_ORDER = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error", "flaky")
@@ -355,7 +356,7 @@ def render_certificate(statement: dict[str, Any], keyid: str,
     <div>有效期 / Valid: {e(_date(p['issued_at']))} — {e(_date(p['expires_at']))}</div>
   </div>
 </section>
-{source}{subset}
+{source}{subset}{render_fit(p)}
 <div class="grid">
 <section><h2>认证对象 / Certified target</h2>{_target(p)}</section>
 <section><h2>平台 / Platform</h2>{_platform(p)}</section>

@@ -3,6 +3,9 @@ the driver does not take, each answered with one line that says what to do."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 import harness.cli.cmd_db as cmd_db
@@ -35,3 +38,26 @@ def test_a_bad_option_value_is_the_drivers_sentence(capsys: pytest.CaptureFixtur
     code = main(["run", "--target", "onnxruntime-cpu,intra_op_threads=-5", "-k", "nothing"])
     err = capsys.readouterr().err
     assert code == 2 and "intra_op_threads must be 0" in err and "its options:" in err
+
+
+def test_compare_says_which_runs_were_measured_under_contention(tmp_path: Path) -> None:
+    import json
+
+    from harness.perf import compare
+    from tests.test_perf_stats import _write_run
+
+    latency = np.array([1_000_000 + 1000 * i for i in range(200)], dtype=np.int64)
+    base = _write_run(tmp_path, "base", {"test_a": latency})
+    new = _write_run(tmp_path, "new", {"test_a": latency})
+    quiet = compare.compare_runs(base, new, resamples=100)
+    assert quiet.contended == [] and "contention" not in "\n".join(compare.format_table(quiet))
+
+    records = new / "records.jsonl"
+    (record,) = [json.loads(line) for line in records.read_text().splitlines()]
+    record["metrics"]["machine"] = {"alone": False, "foreign_cpu_share": 0.42}
+    records.write_text(json.dumps(record) + "\n")
+    busy = compare.compare_runs(base, new, resamples=100)
+    assert busy.contended == ["onnxruntime-cpu test_a: run new: other processes used 42% of "
+                              "the CPU time"]
+    table = "\n".join(compare.format_table(busy))
+    assert "measured under contention (1;" in table and "run new: other processes" in table

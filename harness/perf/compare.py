@@ -69,6 +69,9 @@ class Comparison:
     #: "target case: why" for every case that could not be compared
     not_compared: list[str] = field(default_factory=list)
     pairs: dict[str, str] = field(default_factory=dict)
+    #: "target case: run R: why" for every compared case a side measured while other
+    #: processes used the machine (its record's ``machine.alone`` is false)
+    contended: list[str] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[CaseComparison]:
@@ -219,7 +222,24 @@ def compare_runs(baseline: Path | Sequence[Path], new: Path | Sequence[Path],
             continue
         result.cases.append(_compare_case(target, str(other), case, record, base_s, new_s,
                                           threshold, confidence, resamples, seed))
+        result.contended += contention(base_side, target, case) + \
+            contention(new_side, str(other), case)
     return result
+
+
+def contention(side: list[_Run], target: str, case: str) -> list[str]:
+    """Each run of ``side`` that measured ``case`` on ``target`` while not alone on its
+    machine, as "target case: run R: why" (its figures then say more about the others)."""
+    found = []
+    for run in side:
+        record = run.cases.get((target, case))
+        machine = (record or {}).get("metrics", {}).get("machine") or {}
+        if machine.get("alone") is False:
+            share = machine.get("foreign_cpu_share")
+            why = (f"other processes used {share:.0%} of the CPU time"
+                   if isinstance(share, (int, float)) else "other processes used the CPUs")
+            found.append(f"{target} {case}: run {run.run_id}: {why}")
+    return found
 
 
 @dataclass
@@ -292,6 +312,10 @@ def format_table(result: Comparison) -> list[str]:
     for row in [header, *rows]:
         lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
     lines += [f"not compared: {why}" for why in result.not_compared]
+    if result.contended:
+        lines.append(f"measured under contention ({len(result.contended)}; its change says "
+                     "as much about the other processes; re-run on a quiet machine):")
+        lines += [f"  {why}" for why in result.contended]
     count = len(result.regressions)
     lines.append(f"{count} significant regression(s) beyond {result.threshold:.1%}"
                  if count else f"no significant regression beyond {result.threshold:.1%} "

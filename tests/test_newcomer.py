@@ -61,3 +61,33 @@ def test_compare_says_which_runs_were_measured_under_contention(tmp_path: Path) 
                               "the CPU time"]
     table = "\n".join(compare.format_table(busy))
     assert "measured under contention (1;" in table and "run new: other processes" in table
+
+
+def _record(target: str, case: str, seconds: float) -> dict:
+    return {"target": target, "suite": "s", "case": case, "status": "pass",
+            "as_expected": True, "duration_s": seconds}
+
+
+def test_the_summary_says_not_timed_instead_of_zero_seconds(tmp_path: Path) -> None:
+    from harness.reports.writing import terminal_summary
+    from harness.results.record_files import RunPaths
+
+    records = [_record("serial-imu", "test_a", 0.0), _record("onnxruntime-cpu", "test_b", 1.5)]
+    info = {"target_wall_s": {"serial-imu": 0.0, "onnxruntime-cpu": 1.5},
+            "finished_at": "2026-12-06T00:00:00+00:00", "selection": {"selected": 2}}
+    text = "\n".join(terminal_summary(records, info, RunPaths(tmp_path, tmp_path, "r"), []))
+    assert "wall time on serial-imu: not timed" in text
+    assert "wall time on onnxruntime-cpu: 1.5 s" in text
+    assert "0.000 s" not in text and "slowest 1 cases:" in text
+    assert "INCOMPLETE" not in text
+
+
+def test_the_summary_of_a_killed_run_says_cases_are_missing(tmp_path: Path) -> None:
+    from harness.reports.writing import missing_cases
+
+    records = [_record("t", "test_a", 1.0), _record("t", "test_a", 1.0)]  # a retry: one case
+    assert missing_cases(records, {"finished_at": None, "selection": {"selected": 5}},
+                         "r1")[0].startswith("INCOMPLETE: 4 of 5 selected cases have no record "
+                                             "(the run did not finish); shipei run --resume r1")
+    assert "did not finish" in missing_cases(records, {"finished_at": None}, "r1")[0]
+    assert missing_cases(records, {"finished_at": "x", "selection": {"selected": 1}}, "r1") == []

@@ -34,7 +34,7 @@ REPRESENTATIVE_CASES = 46
 def shipei(root: Path, *args: str, env: dict[str, str] | None = None,
            timeout: float = 300) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "harness", *args]
-    if args[0] in ("run", "merge"):
+    if args[0] in ("run", "merge", "report"):
         argv += ["--results-dir", str(root / "results"), "--reports-dir", str(root / "reports")]
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONUNBUFFERED="1", **PLUGINS, **(env or {})),
@@ -232,6 +232,10 @@ def test_killed_run_resumed_equals_the_uninterrupted_run(root: Path, reference: 
     assert json.loads((run_dir / "run.json").read_text())["finished_at"] is None
     with open(records, "ab") as handle:  # a line torn by the kill
         handle.write(b'{"torn": ')
+    report = shipei(root, "report", "killed")  # the report on the killed run says so
+    assert report.returncode == 0, report.stderr
+    assert f"INCOMPLETE: {REPRESENTATIVE_CASES - before} of {REPRESENTATIVE_CASES} selected " \
+        "cases have no record (the run did not finish)" in report.stdout
 
     done = shipei(root, "run", "--resume", "killed")
     assert done.returncode == 0, done.stdout + done.stderr

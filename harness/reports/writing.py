@@ -41,13 +41,35 @@ def status_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def missing_cases(records: list[dict[str, Any]], run_info: dict[str, Any], run_id: str
+                  ) -> list[str]:
+    """A warning line when the run did not finish (killed) or records fewer cases than it
+    selected; none for a complete run."""
+    selected = (run_info.get("selection") or {}).get("selected")
+    recorded = len({(r.get("target"), r.get("suite"), r.get("case")) for r in records})
+    unfinished = not run_info.get("finished_at")
+    if isinstance(selected, int) and recorded < selected:
+        return [f"INCOMPLETE: {selected - recorded} of {selected} selected cases have no "
+                f"record{' (the run did not finish)' if unfinished else ''}; "
+                f"shipei run --resume {run_id} runs them / 未完成：{selected - recorded} 个用例"
+                "没有记录"]
+    if unfinished:
+        return [f"INCOMPLETE: run {run_id} did not finish (killed?); cases after the last "
+                f"record may be missing; shipei run --resume {run_id} runs them / 未完成"]
+    return []
+
+
 def terminal_summary(records: list[dict[str, Any]], run_info: dict[str, Any],
                      paths: RunPaths, files: list[Path], slowest: int = 5) -> list[str]:
-    lines = ["", f"Shipei run {paths.run_id}", *status_table(records)]
+    lines = ["", f"Shipei run {paths.run_id}", *status_table(records), *missing_cases(
+        records, run_info, paths.run_id)]
     wall = run_info.get("target_wall_s") or {}
+    timed = [r for r in records if r.get("duration_s")]
+    timed_targets = {r["target"] for r in timed}
     for target, seconds in sorted(wall.items()):
-        lines.append(f"  wall time on {target}: {seconds:.1f} s")
-    by_time = sorted(records, key=lambda r: r.get("duration_s") or 0.0, reverse=True)[:slowest]
+        lines.append(f"  wall time on {target}: {seconds:.1f} s" if target in timed_targets
+                     else f"  wall time on {target}: not timed (its cases record no duration)")
+    by_time = sorted(timed, key=lambda r: r["duration_s"], reverse=True)[:slowest]
     if by_time:
         lines.append(f"slowest {len(by_time)} cases:")
         lines += [f"  {r.get('duration_s', 0.0):8.3f} s  {r['target']}  {r['suite']}::{r['case']}"

@@ -91,3 +91,16 @@ def test_the_summary_of_a_killed_run_says_cases_are_missing(tmp_path: Path) -> N
                                              "(the run did not finish); shipei run --resume r1")
     assert "did not finish" in missing_cases(records, {"finished_at": None}, "r1")[0]
     assert missing_cases(records, {"finished_at": "x", "selection": {"selected": 1}}, "r1") == []
+
+
+def test_intake_and_audit_pages_are_styled() -> None:
+    from harness.center.report import render_html
+
+    check = {"id": "signature", "title_zh": "签名", "title_en": "signature", "state": "fail",
+             "detail": "bad"}
+    page = render_html({"accepted": False, "failed_check": "signature", "checks": [check]},
+                       "入库审查报告", "Intake report")
+    assert "<style>" in page and ".verdict.refused{" in page
+    assert "<p class='verdict refused'>" in page and "<tr class='fail'>" in page
+    accepted = render_html({"accepted": True, "checks": [{**check, "state": "pass"}]}, "a", "b")
+    assert "<p class='verdict accepted'>" in accepted

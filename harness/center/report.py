@@ -22,10 +22,28 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: the page's look: the state of each check at a glance (colours as in the matrix report)
+STYLE = """
+body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:1.5em auto;
+max-width:72em;color:#222;line-height:1.45}
+h1{font-size:1.4em;margin:0 0 .4em}
+.verdict{font-size:1.15em;font-weight:600;padding:.4em .8em;border-radius:4px;display:inline-block}
+.verdict.accepted{background:#c8ecc8}.verdict.refused{background:#f5c1c1}
+dl{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;font-size:13px}
+dt{color:#666}dd{margin:0;font-family:monospace;word-break:break-all}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;width:100%}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f0f0f0}
+tr.pass td:nth-child(3){background:#c8ecc8}tr.fail td:nth-child(3){background:#f5c1c1}
+tr.inconclusive td:nth-child(3){background:#fbe7b0}tr.not-run td:nth-child(3){color:#999}
+"""
+
+
 def render_html(report: dict[str, Any], title_zh: str, title_en: str) -> str:
     e = html.escape
     verdict = ("已接受 / Accepted" if report.get("accepted") else
                f"已拒绝 / Refused (check: {report.get('failed_check')})")
+    verdict_class = "accepted" if report.get("accepted") else "refused"
     rows = "".join(
         f"<tr class='{e(c['state'].replace(' ', '-'))}'><td><code>{e(c['id'])}</code></td>"
         f"<td>{e(c['title_zh'])}<br>{e(c['title_en'])}</td>"
@@ -35,8 +53,9 @@ def render_html(report: dict[str, Any], title_zh: str, title_en: str) -> str:
                     if k not in ("checks", "accepted") and v is not None
                     and not isinstance(v, (dict, list)))
     return (f"<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
-            f"<title>{e(title_zh)} / {e(title_en)}</title></head><body>"
-            f"<h1>{e(title_zh)} / {e(title_en)}</h1><p class='verdict'>{e(verdict)}</p>"
+            f"<title>{e(title_zh)} / {e(title_en)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{e(title_zh)} / {e(title_en)}</h1>"
+            f"<p class='verdict {verdict_class}'>{e(verdict)}</p>"
             f"<dl>{facts}</dl><table><tr><th>check</th><th>检查 / Check</th>"
             f"<th>结果 / Result</th><th>详情 / Detail</th></tr>{rows}</table></body></html>")
 

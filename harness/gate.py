@@ -29,7 +29,7 @@ from typing import Any
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-from harness.results.case_record import NOT_PASSING, RunSelection
+from harness.results.case_record import NOT_PASSING, REPORTED_STATUSES, RunSelection
 from harness.results.record_files import (
     RecordError,
     find_run,
@@ -346,9 +346,6 @@ def _only_target(run_dir: Path) -> str:
 
 
 # -- output --------------------------------------------------------------------------------
-STATUS_COLUMNS = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error", "flaky")
-STATUS_ZH = {"pass": "通过", "fail": "失败", "error": "错误", "skip": "跳过", "timeout": "超时",
-             "crash": "崩溃", "infra_error": "基础设施", "flaky": "不稳定"}
 MAX_LISTED = 50
 
 
@@ -377,12 +374,12 @@ def render_markdown(verdict: GateVerdict, files: Iterable[str] = ()) -> str:
         f"{f' (-m {verdict.markexpr!r} outside the contract)' if verdict.markexpr else ''} · "
         f"baseline 基线: {f'`{verdict.baseline}`' if verdict.baseline else 'none 无'}",
         "",
-        "| suite 套件 | " + " | ".join(f"{s} {STATUS_ZH[s]}" for s in STATUS_COLUMNS) + " |",
-        "|---|" + "---:|" * len(STATUS_COLUMNS),
+        "| suite 套件 | " + " | ".join(s.bilingual for s in REPORTED_STATUSES) + " |",
+        "|---|" + "---:|" * len(REPORTED_STATUSES),
     ]
     for suite in sorted(verdict.counts):
         row = verdict.counts[suite]
-        lines.append(f"| {suite} | " + " | ".join(str(row.get(s, 0)) for s in STATUS_COLUMNS)
+        lines.append(f"| {suite} | " + " | ".join(str(row.get(s, 0)) for s in REPORTED_STATUSES)
                      + " |")
     lines.append("")
     if verdict.passed:

@@ -25,11 +25,6 @@ from harness.verdicts.undefined import undefined_elements
 if TYPE_CHECKING:  # onnx is slow to import: the test process launches its workers first
     import onnx
 
-STATUSES = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
-#: derived when a retried case failed and then passed (see records.latest_attempts)
-REPORTED_STATUSES = (*STATUSES, "flaky")
-#: statuses that are the harness's or infrastructure's failure, never the target's
-INFRA_STATUSES = ("infra_error",)
 #: the longest one capability probe may take (it runs once per element type and target)
 PROBE_TIMEOUT_S = 120.0
 

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from harness.cert import dsse
 from harness.cert.files import canonical_json, sha256_bytes
 from harness.cert.keys import fingerprint
+from harness.results.case_record import NOT_PASSING, Status
 from harness.results.record_files import RECORDS_FILE, RUN_FILE, load_run
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -62,7 +63,8 @@ MAX_TAR_TRAILER = 2 * tarfile.RECORDSIZE
 PAX_KEYS = {"path", "size"}
 GZIP_FHCRC = 0x02
 CHUNK = 1 << 16
-PASSING = ("pass", "skip")
+#: the statuses the Statement counts as passed: those that are not a failure
+PASSING = tuple(s.value for s in Status if s not in NOT_PASSING)
 WARNING = ("flaky",)
 
 

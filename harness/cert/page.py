@@ -16,8 +16,9 @@ from harness.cert.profile import CUSTOM, LEVELS, Profile, ProfileError, profile_
 from harness.cert.provenance import describe, from_vendor_lab
 from harness.cert.scenario_page import render_fit
 from harness.cert.statement import ACCURACY_FIGURES, LATENCY_FIGURES
+from harness.results.case_record import REPORTED_STATUSES
 
-STATUS_ORDER = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error", "flaky")
+STATUS_ORDER = tuple(s.value for s in REPORTED_STATUSES)
 LEVEL_COLOURS = {"full": "#17693a", "limited": "#9a6200", "none": "#a61b1b"}
 
 STYLE = """

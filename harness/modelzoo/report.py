@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.results.case_record import Status
 from harness.results.record_files import RunPaths
 
 SUITE = "models"
+STATUS_NAMES = frozenset(s.value for s in Status)
 REPORT_FILE = "models.html"
 STATUS_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#bc4c00",
                   "crash": "#8250df", "timeout": "#9a6700", "infra_error": "#57606a",
                   "skip": "#6e7781"}
-STATUS_ZH = {"pass": "通过", "fail": "不符", "error": "错误", "crash": "崩溃",
-             "timeout": "超时", "infra_error": "基础设施错误", "skip": "跳过"}
 
 CSS = """
 body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em;color:#1f2328}
@@ -42,7 +42,7 @@ def _badge(status: str, expected: bool) -> str:
     colour = STATUS_COLOURS.get(status, "#57606a")
     mark = "" if expected else " ⚠"
     return (f'<span class="st" style="background:{colour}">{_e(status)} '
-            f'{_e(STATUS_ZH.get(status, ""))}{mark}</span>')
+            f'{_e(Status(status).zh if status in STATUS_NAMES else "")}{mark}</span>')
 
 
 def _number(value: Any, digits: int = 3) -> str:

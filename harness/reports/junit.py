@@ -15,7 +15,11 @@ from xml.etree import ElementTree
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-ERROR_STATUSES = ("error", "crash", "timeout", "infra_error")
+from harness.results.case_record import RECORDED_STATUSES, Status
+
+#: JUnit errors: the target's failures other than a wrong result, and the harness's own
+ERROR_STATUSES = tuple(s.value for s in RECORDED_STATUSES
+                       if (s.is_target_failure and s is not Status.FAIL) or s.is_infra)
 
 
 def _figures(record: dict[str, Any]) -> str:

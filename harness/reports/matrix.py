@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STATUS_ORDER = ("pass", "fail", "error", "skip", "timeout", "crash", "infra_error")
+from harness.results.case_record import RECORDED_STATUSES
+
+STATUS_ORDER = tuple(s.value for s in RECORDED_STATUSES)
 #: bilingual names of the statuses, for people
-STATUS_LABELS = {
-    "pass": "通过 pass", "fail": "失败 fail", "error": "错误 error", "skip": "跳过 skip",
-    "timeout": "超时 timeout", "crash": "崩溃 crash", "infra_error": "环境错误 infra_error",
-}
+STATUS_LABELS = {s.value: s.bilingual for s in RECORDED_STATUSES}
 GROUPINGS = ("op", "op-dtype", "case")
 NOT_RUN = "-"
 
@@ -103,7 +102,8 @@ class Matrix:
 
 
 def build(runs: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]) -> Matrix:
-    """A matrix from ``(run_info, records)`` pairs (see :func:`harness.results.record_files.load_run`)."""
+    """A matrix from ``(run_info, records)`` pairs (see
+    :func:`harness.results.record_files.load_run`)."""
     seen_labels: Counter[str] = Counter()
     for _, records in runs:
         for label in {r["target"] for r in records}:

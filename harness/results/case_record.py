@@ -52,16 +52,34 @@ class Status(StrEnum):
 
     @property
     def is_target_failure(self) -> bool:
+        """The target's own failure: a wrong result, a refusal it raised, a timeout or a
+        crash."""
         return self in (Status.FAIL, Status.ERROR, Status.TIMEOUT, Status.CRASH)
 
+    @property
+    def zh(self) -> str:
+        """The status's one Chinese name, on every report and certificate."""
+        return _CHINESE[self]
+
+    @property
+    def bilingual(self) -> str:
+        """``中文 english``, e.g. ``通过 pass``: how a report labels the status."""
+        return f"{self.zh} {self.value}"
+
+
+_CHINESE = {Status.PASS: "通过", Status.FAIL: "失败", Status.ERROR: "错误", Status.SKIP: "跳过",
+            Status.TIMEOUT: "超时", Status.CRASH: "崩溃", Status.INFRA_ERROR: "基础设施错误",
+            Status.FLAKY: "不稳定"}
 
 #: statuses a case attempt can be recorded with (``flaky`` is derived)
 RECORDED_STATUSES: tuple[Status, ...] = tuple(s for s in Status if s is not Status.FLAKY)
 #: statuses an effective record can have
 REPORTED_STATUSES: tuple[Status, ...] = tuple(Status)
+#: the target's own failures (``fail``, ``error``, ``timeout``, ``crash``)
+TARGET_FAILURES: tuple[Status, ...] = tuple(s for s in Status if s.is_target_failure)
 #: statuses that are not a pass, for gates and certificates
-NOT_PASSING: tuple[Status, ...] = (Status.FAIL, Status.ERROR, Status.TIMEOUT, Status.CRASH,
-                                   Status.INFRA_ERROR, Status.FLAKY)
+NOT_PASSING: tuple[Status, ...] = tuple(s for s in Status
+                                        if s not in (Status.PASS, Status.SKIP))
 
 
 class RecordError(ValueError):

@@ -29,7 +29,7 @@ import pytest
 
 from harness.cases.suite import suite_and_case
 from harness.results.build import count_statuses, has_unexpected, time_per_target
-from harness.results.case_record import RunSelection
+from harness.results.case_record import RECORDED_STATUSES, RunSelection
 from harness.results.record_files import (
     RecordError,
     RunPaths,
@@ -46,7 +46,7 @@ from harness.run.case_item import item_target_label
 PLUGIN_NAME = "shipei-selection"
 WORKEROUTPUT_KEY = "shipei_selection"
 #: statuses a retry re-runs when they were not expected
-RETRY_STATUSES = ("fail", "error", "timeout", "crash", "infra_error")
+RETRY_STATUSES = tuple(s.value for s in RECORDED_STATUSES if s.is_target_failure or s.is_infra)
 
 CaseKey = tuple[str, str, str]  # (target label, suite, case)
 

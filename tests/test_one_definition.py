@@ -1,0 +1,111 @@
+"""Each concept is defined once: the status vocabulary and its bilingual labels come from
+:class:`harness.results.case_record.Status`; nothing else writes them out."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.results.case_record import (
+    NOT_PASSING,
+    RECORDED_STATUSES,
+    REPORTED_STATUSES,
+    TARGET_FAILURES,
+    Status,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted(p for folder in ("harness", "suites", "targets")
+                 for p in (ROOT / folder).rglob("*.py"))
+STATUS_VALUES = {s.value for s in Status}
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _strings(nodes: list[ast.expr | None]) -> list[str]:
+    return [n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def written_out_statuses(source: str) -> list[str]:
+    """Literal lists of two or more statuses, and literal dicts that label statuses in
+    Chinese, in one module's source (``line: what``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            values = _strings(list(node.elts))
+            if len(values) >= 2 and len(values) == len(node.elts) \
+                    and set(values) <= STATUS_VALUES:
+                found.append(f"{node.lineno}: {values}")
+        elif isinstance(node, ast.Dict):
+            keys = _strings(list(node.keys))
+            labels = [v for v in ast.walk(ast.Tuple(elts=list(node.values)))
+                      if isinstance(v, ast.Constant) and isinstance(v.value, str)
+                      and CJK.search(v.value)]
+            if len(keys) >= 2 and len(keys) == len(node.keys) and set(keys) <= STATUS_VALUES \
+                    and labels:
+                found.append(f"{node.lineno}: labels of {keys}")
+    return found
+
+
+def test_the_finder_finds_a_written_out_list_and_labels() -> None:
+    source = ('A = ("pass", "fail", "infra_error")\n'
+              'B = {"pass": "通过", "infra_error": "基础设施"}\n'
+              'C = ("pass", "not run")\nD = {"pass": "#0f0", "fail": "#f00"}\n')
+    assert written_out_statuses(source) == ["1: ['pass', 'fail', 'infra_error']",
+                                            "2: labels of ['pass', 'infra_error']"]
+
+
+def test_no_module_writes_out_the_status_vocabulary() -> None:
+    offenders = {str(p.relative_to(ROOT)): found for p in SOURCES
+                 if p.name != "case_record.py"
+                 and (found := written_out_statuses(p.read_text(encoding="utf-8")))}
+    assert not offenders, f"derive these from harness.results.case_record.Status: {offenders}"
+
+
+def test_every_status_has_one_chinese_name() -> None:
+    names = [s.zh for s in Status]
+    assert all(CJK.search(n) for n in names)
+    assert len(set(names)) == len(names)
+    assert Status.INFRA_ERROR.bilingual == "基础设施错误 infra_error"
+    assert Status.FAIL.bilingual == "失败 fail"
+
+
+def test_the_status_lists_are_derived_from_status() -> None:
+    from harness.cert import page
+    from harness.reports import junit, matrix
+    from harness.run import selection
+    from harness.verdicts import expectations
+
+    assert tuple(s for s in Status if s is not Status.FLAKY) == RECORDED_STATUSES
+    assert tuple(Status) == REPORTED_STATUSES
+    assert TARGET_FAILURES == (Status.FAIL, Status.ERROR, Status.TIMEOUT, Status.CRASH)
+    assert set(NOT_PASSING) == set(Status) - {Status.PASS, Status.SKIP}
+    assert tuple(s.value for s in Status) == page.STATUS_ORDER
+    assert tuple(s.value for s in RECORDED_STATUSES) == matrix.STATUS_ORDER
+    assert {s.value: s.bilingual for s in RECORDED_STATUSES} == matrix.STATUS_LABELS
+    assert set(junit.ERROR_STATUSES) == {"error", "timeout", "crash", "infra_error"}
+    assert set(selection.RETRY_STATUSES) == {*TARGET_FAILURES, Status.INFRA_ERROR}
+    assert set(expectations.EXPECTABLE) == set(TARGET_FAILURES) | {Status.SKIP}
+
+
+def test_reports_label_statuses_as_status_does() -> None:
+    from harness.gate import GateVerdict, render_markdown
+    from harness.modelzoo.report import _badge
+
+    verdict = GateVerdict(target="t", run_id="r", identity={}, suites=["contract"],
+                          markexpr=None, baseline=None, counts={"contract": {"pass": 1}},
+                          findings=[], notes=[], latency="")
+    header = next(line for line in render_markdown(verdict).splitlines()
+                  if line.startswith("| suite"))
+    assert all(s.bilingual in header for s in Status)
+    assert Status.FAIL.zh in _badge("fail", True)
+    assert Status.INFRA_ERROR.zh in _badge("infra_error", True)
+
+
+@pytest.mark.parametrize("name", ["STATUSES", "REPORTED_STATUSES", "INFRA_STATUSES"])
+def test_cases_module_keeps_no_status_list_of_its_own(name: str) -> None:
+    import harness.cases.case as case
+
+    assert not hasattr(case, name)

@@ -167,3 +167,22 @@ class RevocationList(Base):
     updated_at: Mapped[str] = mapped_column(String(40))
     next_update: Mapped[str] = mapped_column(String(40))
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ScenarioDemand(Base):
+    """A demand of the scenario catalogue (场景清单), entered by the center's admin: what a
+    scenario asks of a chip, framework and configuration (:mod:`harness.center.scenarios`
+    matches it against the published certificates)."""
+
+    __tablename__ = "scenario_demands"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scenario: Mapped[str] = mapped_column(String(40), index=True)
+    task: Mapped[str] = mapped_column(String(40))
+    #: model names asked for (empty: any model of the task)
+    models: Mapped[list[Any]] = mapped_column(JSON)
+    #: [{"figure": ..., "value": ...}]: floors and ceilings on the task's figures
+    requirements: Mapped[list[Any]] = mapped_column(JSON)
+    volume_qps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -109,3 +109,49 @@ def test_cases_module_keeps_no_status_list_of_its_own(name: str) -> None:
     import harness.cases.case as case
 
     assert not hasattr(case, name)
+
+
+# -- one percentile ---------------------------------------------------------------------------
+#: numpy/statistics functions that compute a percentile (or a median) their own way
+OWN_PERCENTILES = {"percentile", "nanpercentile", "quantile", "nanquantile", "median",
+                   "nanmedian", "quantiles", "median_low", "median_high"}
+#: modules owned elsewhere that still compute their own (see the report of issue 28)
+NOT_YET = {"harness/modelzoo/tasks/generation.py", "harness/modelzoo/tasks/text.py",
+           "harness/modelzoo/tasks/detection_check.py"}
+
+
+def own_percentiles(source: str) -> list[str]:
+    """Calls of ``np.percentile``, ``statistics.median`` and the like (``line: name``)."""
+    return [f"{node.lineno}: {node.func.value.id}.{node.func.attr}"
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id in ("np", "numpy", "statistics")
+            and node.func.attr in OWN_PERCENTILES]
+
+
+def test_the_percentile_finder_finds_one() -> None:
+    assert own_percentiles("import numpy as np\nx = np.percentile(a, [5, 95])\n"
+                           "y = statistics.median(b)\n") == ["2: np.percentile",
+                                                             "3: statistics.median"]
+
+
+def test_one_percentile_rule() -> None:
+    """Every percentile is LoadGen's (harness.perf.stats.percentile_of)."""
+    offenders = {name: found for p in SOURCES
+                 if (name := str(p.relative_to(ROOT))) != "harness/perf/stats.py"
+                 and name not in NOT_YET
+                 and (found := own_percentiles(p.read_text(encoding="utf-8")))}
+    assert not offenders, f"use harness.perf.stats.percentile_of: {offenders}"
+
+
+def test_certificate_run_times_use_the_one_percentile() -> None:
+    from harness.cert.statement import latency_summary
+    from harness.perf.stats import percentile_of
+
+    times = [4.0, 1.0, 3.0, 2.0]
+    records = [{"suite": "operators", "case": f"c{i}", "status": "pass",
+                "timings": {"run_s": t / 1000.0}} for i, t in enumerate(times)]
+    row = latency_summary(records)["conformance_run_time"]["operators"]
+    assert row["median_ms"] == pytest.approx(float(percentile_of(times, 50))) == 3.0
+    assert row["p90_ms"] == pytest.approx(float(percentile_of(times, 90)))

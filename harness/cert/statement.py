@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from harness.cert.evaluate import Evaluation
 from harness.cert.profile import LEVELS, Profile
 from harness.cert.schema import SchemaError, loads
 from harness.cert.sections import certificate_section, recorded_settings
+from harness.perf.stats import percentile_of
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://shipei.dev/attestations/compatibility-certificate/v1"
@@ -98,9 +98,9 @@ def latency_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                        if r["suite"] == suite and r["status"] == "pass"
                        and isinstance((r.get("timings") or {}).get("run_s"), (int, float)))
         if times:
-            p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
-            per_suite[suite] = {"cases": len(times), "median_ms": statistics.median(times),
-                                "p90_ms": p90, "max_ms": times[-1]}
+            per_suite[suite] = {"cases": len(times),
+                                "median_ms": float(percentile_of(times, 50)),
+                                "p90_ms": float(percentile_of(times, 90)), "max_ms": times[-1]}
     found = {"performance": performance, "conformance_run_time": per_suite}
     if performance:
         found["settings"] = recorded_settings(records)

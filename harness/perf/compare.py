@@ -119,7 +119,7 @@ def change_interval(baseline: np.ndarray | Sequence[np.ndarray],
     new_boot = _side_bootstrap(new_runs, resamples, rng)
     ratios = new_boot / base_boot - 1.0
     tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    low, high = percentile_of(ratios, tail), percentile_of(ratios, 100.0 - tail)
     change = _side_median(new_runs) / _side_median(base_runs) - 1.0
     return change, float(low), float(high)
 

@@ -116,3 +116,24 @@ def test_perturbed_logits_fail_by_perplexity():
     outcome = _check("noise", std=0.5)
     assert outcome.status == "fail"
     assert "perplexity" in outcome.message and outcome.metrics["perplexity_ratio"] > 1.01
+
+
+@pytest.mark.slow
+def test_shipei_run_records_the_scenario_figures(shipei_cli):
+    """Through ``shipei run``: the correct target passes both tasks with their figures in
+    the records; the one that drops the KV cache fails generation and keeps text."""
+    from tests.degrading_target import PLUGINS
+
+    result = shipei_cli("run", "--suite", "scenarios", "--target", "onnxruntime-cpu",
+                        "--target", "shipei-degrading,mode=drop_cache", "-k",
+                        "test_text_embedding or test_generation_greedy", env=PLUGINS)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    records = {(r["target"], r["case"]): r for r in result.records()}
+    good = records[("onnxruntime-cpu", "test_generation_greedy")]
+    assert good["status"] == "pass" and good["metrics"]["tokens_per_s"] > 0
+    assert good["tags"]["scenarios"] == ["llm"] and good["tags"]["task"] == "generation"
+    assert records[("onnxruntime-cpu", "test_text_embedding")]["status"] == "pass"
+    bad = records[("shipei-degrading,mode=drop_cache", "test_generation_greedy")]
+    assert bad["status"] == "fail" and "token agreement" in bad["message"]
+    assert records[("shipei-degrading,mode=drop_cache", "test_text_embedding")][
+        "status"] == "pass"

@@ -1,0 +1,181 @@
+"""A board on a labgrid place, against a real lab on loopback (tests/lab_support.py):
+labgrid's coordinator and exporter, ser2net serving a simulated board's pty as
+RFC 2217, places made with labgrid-client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.lab.coordinator import LabError, LabUnavailable, PlaceBusy
+from harness.lab.place import acquire_place
+from tests.lab_support import REPO, Lab, free_port, running_lab
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with running_lab(boards=2) as started:
+        yield started
+
+
+HOLD_SCRIPT = """
+import sys, time
+from harness.lab.place import hold_place
+place = hold_place(sys.argv[1], cycle_power=False)
+print(place.serial_url, flush=True)
+if sys.argv[2] == "crash":
+    raise RuntimeError("the run crashed")
+time.sleep(120)
+"""
+
+
+def _run(lab: Lab, tmp_path: Path, target: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--results-dir", str(tmp_path / "results"),
+         "--reports-dir", str(tmp_path / "reports"), "--suite", "operators", "--target",
+         target, *args], cwd=REPO, env=lab.env, capture_output=True, text=True, timeout=300,
+        check=False)
+
+
+def _run_json(tmp_path: Path) -> dict:
+    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def _records(tmp_path: Path) -> list[dict]:
+    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()
+            if line.strip()]
+
+
+def test_a_run_through_a_place_records_it_and_releases_it(lab: Lab, tmp_path: Path) -> None:
+    place = lab.create_place("lab-run", board=0, tags={"soc": "sim"})
+    done = _run(lab, tmp_path, f"serial-board,place={place}", "-k", "test_abs or test_relu")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    records = _records(tmp_path)
+    assert records and {r["status"] for r in records} <= {"pass", "xfail"}
+    described = next(iter(_run_json(tmp_path)["targets"].values()))
+    where = described["place"]
+    assert where["place"] == place and where["coordinator"] == lab.address
+    assert where["exporter"] == lab.exporter and where["exporter_host"] == "127.0.0.1"
+    assert where["resource"] == f"{lab.exporter}/board0/NetworkSerialPort/RawSerialPort"
+    assert where["device_path"] == lab.ptys[0] and where["tags"] == {"soc": "sim"}
+    # the board's power was cycled before the run, through labgrid, and recorded
+    (cycle,) = where["power"]["actions"]
+    assert cycle["why"] == "before the run" and cycle["ok"] is True
+    assert lab.power.switched(0) == ["off", "on"]
+    # the serial link went through the exporter's ser2net (RFC 2217)
+    assert described["capabilities"]["extra"]["url"].startswith("rfc2217://127.0.0.1:")
+    assert lab.holder(place) is None  # released when the run ended
+
+
+def test_a_place_held_by_someone_else_is_refused_naming_them(lab: Lab, tmp_path: Path
+                                                             ) -> None:
+    place = lab.create_place("lab-busy", board=1)
+    lab.client("acquire", place=place, user="alice")
+    try:
+        with pytest.raises(PlaceBusy) as refused:
+            acquire_place(place, lab.address)
+        assert refused.value.holder.endswith("/alice")
+        assert "alice" in str(refused.value) and "wait=SECONDS" in str(refused.value)
+        with pytest.raises(PlaceBusy, match="after waiting 1 s"):
+            acquire_place(place, lab.address, wait=1)
+        done = _run(lab, tmp_path, f"serial-board,place={place}", "-k", "test_abs")
+        assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+        assert f"place {place!r}" in done.stderr and "alice" in done.stderr
+        assert lab.holder(place).endswith("/alice")  # never taken from her
+    finally:
+        lab.client("release", place=place, user="alice")
+
+
+def test_a_bounded_wait_gets_the_place_when_its_holder_lets_go(lab: Lab) -> None:
+    place = lab.create_place("lab-wait", board=1)
+    lab.client("acquire", place=place, user="bob")
+    letting_go = threading.Timer(2.0, lambda: lab.client("release", place=place, user="bob"))
+    letting_go.start()
+    try:
+        with acquire_place(place, lab.address, wait=60) as held:
+            assert not held.borrowed and held.state.acquired and \
+                not held.state.acquired.endswith("/bob")
+            assert held.serial_url.startswith("rfc2217://127.0.0.1:")
+    finally:
+        letting_go.join()
+    assert lab.wait_free(place)
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "sigkill", "crash"])
+def test_the_place_is_released_however_the_process_ends(lab: Lab, ending: str) -> None:
+    place = lab.create_place(f"lab-{ending}", board=1)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, place,
+                             "crash" if ending == "crash" else "hold"],
+                            cwd=REPO, env=lab.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("rfc2217://")
+        if ending != "crash":  # a crash may have released it already
+            assert lab.holder(place) is not None
+            proc.send_signal(signal.SIGTERM if ending == "sigterm" else signal.SIGKILL)
+        proc.wait(60)
+        assert lab.wait_free(place), f"{place} still held after {ending}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_run_stopped_by_sigterm_releases_its_place(lab: Lab, tmp_path: Path) -> None:
+    place = lab.create_place("lab-stop", board=1)
+    argv = [sys.executable, "-m", "harness", "run", "--results-dir",
+            str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports"),
+            "--suite", "operators", "--target", f"serial-board,place={place}"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=lab.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while lab.holder(place) is None and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert lab.holder(place) is not None, "the run never held its place"
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(120)
+        assert lab.wait_free(place)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_unknown_place_and_an_absent_coordinator_are_named(lab: Lab) -> None:
+    with pytest.raises(LabError, match="has no place 'no-such-place'"):
+        acquire_place("no-such-place", lab.address)
+    nobody = f"127.0.0.1:{free_port()}"
+    with pytest.raises(LabUnavailable, match=f"cannot reach the labgrid coordinator at {nobody}"):
+        acquire_place("lab-run", nobody)
+
+
+def test_place_options_are_checked() -> None:
+    from harness.driver.registry import discover
+
+    registry = discover()
+    with pytest.raises(TypeError, match="need place=NAME"):
+        registry.build("serial-board,url=socket://127.0.0.1:9,wait=5")
+    with pytest.raises(TypeError, match="not both"):
+        registry.build("serial-board,url=socket://127.0.0.1:9,place=p")
+    saved = os.environ.pop("LG_COORDINATOR", None)
+    try:
+        target = registry.build("serial-board,place=p")
+        assert not target.availability().available
+        assert "LG_COORDINATOR" in target.availability().reason
+    finally:
+        if saved is not None:
+            os.environ["LG_COORDINATOR"] = saved

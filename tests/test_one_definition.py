@@ -155,3 +155,60 @@ def test_certificate_run_times_use_the_one_percentile() -> None:
     row = latency_summary(records)["conformance_run_time"]["operators"]
     assert row["median_ms"] == pytest.approx(float(percentile_of(times, 50))) == 3.0
     assert row["p90_ms"] == pytest.approx(float(percentile_of(times, 90)))
+
+
+# -- constants and classes declared once -------------------------------------------------------
+ONCE = ("IDENTITY_FIELDS", "STATEMENT_TYPE", "PAYLOAD_TYPE", "HOST_FAILURES", "PERFORMANCE_SUITE")
+
+
+def module_level_names(source: str) -> set[str]:
+    """Names a module assigns or defines as a class at its top level (imports excluded)."""
+    found: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign):
+            found.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found.add(node.target.id)
+        elif isinstance(node, ast.ClassDef):
+            found.add(node.name)
+    return found
+
+
+def _definers(name: str) -> list[str]:
+    return [str(p.relative_to(ROOT)) for p in SOURCES
+            if name in module_level_names(p.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize("name", ONCE)
+def test_a_constant_is_declared_in_one_module(name: str) -> None:
+    definers = _definers(name)
+    assert len(definers) == 1, f"{name} is declared in {definers}: import it from one"
+
+
+def test_identity_fields_are_the_target_identity() -> None:
+    from dataclasses import fields
+
+    from harness.cert import evidence
+    from harness.driver.target import IDENTITY_FIELDS, TargetIdentity
+    from harness.results import merge
+
+    assert tuple(f.name for f in fields(TargetIdentity)) == IDENTITY_FIELDS
+    assert merge.IDENTITY_FIELDS is evidence.IDENTITY_FIELDS is IDENTITY_FIELDS
+
+
+def test_the_center_knows_timed_suites_from_the_registry(tmp_path, monkeypatch) -> None:
+    """A third party's timed suite (certificate_section "performance") is timed to the center
+    too: re-timed, and left out of the conformance sample; no suite name is hard-coded."""
+    from harness.center.audit import draw_sample
+    from harness.center.retime import timed_records
+
+    (tmp_path / "latency_suite.py").write_text(
+        "from harness.cases.suite_registry import SuiteSpec\n"
+        "SUITE = SuiteSpec(name='latency', package='latency_suite', title_zh='时延',\n"
+        "                  title_en='Latency', certificate_section='performance')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SHIPEI_PLUGINS", "latency_suite:SUITE")
+    records = [{"suite": "latency", "case": "a", "status": "pass"},
+               {"suite": "operators", "case": "b", "status": "pass"}]
+    assert [r["case"] for r in timed_records(records)] == ["a"]
+    assert draw_sample([("latency", "a"), ("operators", "b")], 5, 0) == [("operators", "b")]

@@ -32,10 +32,16 @@ from harness.cases.case import (
     prepare_case,
 )
 from harness.driver.target import Capabilities
-from harness.isolation.host import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
+from harness.isolation.host import (
+    HOST_FAILURES,
+    CaseTimeout,
+    Host,
+    InfraError,
+    RemoteError,
+    WorkerCrash,
+)
 
 SEED = 20261125
-HOST_FAILURES = (CaseTimeout, WorkerCrash, InfraError, RemoteError)
 
 
 class ModelFileError(Exception):

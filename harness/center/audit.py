@@ -32,9 +32,9 @@ from harness.center.bundle import RUNS_DIR, OpenedBundle
 from harness.center.bundle_shape import ShapeError, load_runs
 from harness.center.retime import TimingComparison, draw_timed, retime
 from harness.center.timing_audit import REFUSED
+from harness.cert.sections import is_timed
 from harness.results.record_files import latest_attempts, load_run
 
-PERFORMANCE_SUITE = "performance"
 DEFAULT_MIN_AGREEMENT = 1.0
 #: error figures: the absolute difference allowed is the case's atol + rtol
 ERROR_FIGURES = ("max_abs_error", "max_rel_error")
@@ -130,7 +130,7 @@ def case_universe(bundle: OpenedBundle, target: str, markexpr: str | None
 def draw_sample(population: list[tuple[str, str]], size: int, seed: int
                 ) -> list[tuple[str, str]]:
     """``size`` (suite, case) keys of ``population`` (performance cases left out)."""
-    cases = sorted({key for key in population if key[0] != PERFORMANCE_SUITE})
+    cases = sorted({key for key in population if not is_timed(key[0])})
     if size < 1:
         raise AuditError("--sample must be at least 1")
     if not cases:

@@ -39,12 +39,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from harness.cert import dsse
 from harness.cert.files import canonical_json, sha256_bytes
 from harness.cert.keys import fingerprint
+from harness.cert.statement import PAYLOAD_TYPE, STATEMENT_TYPE
 from harness.results.case_record import NOT_PASSING, Status
 from harness.results.record_files import RECORDS_FILE, RUN_FILE, load_run
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://shipei.dev/attestations/evidence-bundle/v1"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
 BUNDLE_SCHEMA_VERSION = "1.0"
 ATTESTATION = "attestation.dsse.json"
 MANIFEST = "manifest.json"

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.center import timing_audit
-from harness.center.anti_gaming import PERFORMANCE_SUITE
 from harness.center.bundle import RUNS_DIR, OpenedBundle
+from harness.cert.sections import is_timed
 from harness.results.record_files import load_run
 
 
@@ -37,7 +37,7 @@ class TimingComparison:
 
 def timed_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The bundle's passing timed cases, in (case, run) order."""
-    return sorted((r for r in records if r.get("suite") == PERFORMANCE_SUITE
+    return sorted((r for r in records if is_timed(str(r.get("suite")))
                    and r.get("status") == "pass"),
                   key=lambda r: (str(r.get("case")), str(r.get("run_id"))))
 
@@ -74,7 +74,7 @@ def retime(bundle: OpenedBundle, chosen: list[dict[str, Any]], rerun: Rerun,
             found.append(TimingComparison(case, timing_audit.REFUSED,
                                           f"the vendor's samples: {exc}"))
             continue
-        ours = rerun([(PERFORMANCE_SUITE, case)], own_run,
+        ours = rerun([(str(record.get("suite")), case)], own_run,
                      timing_audit.perf_run_arguments(record))
         if not ours or ours[0].get("status") != "pass":
             status = ours[0].get("status") if ours else "no record"

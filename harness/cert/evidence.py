@@ -18,12 +18,10 @@ from typing import Any
 from harness.cert.files import cite_file, package_dir, sha256_file
 from harness.cert.profile import Scope
 from harness.cert.sections import PERFORMANCE_SETTINGS, settings_of, timed_passes
+from harness.driver.target import IDENTITY_FIELDS
 from harness.results.fingerprint import platform_digest
 from harness.results.record_files import RECORDS_FILE, RUN_FILE, load_run
 
-#: identity fields that must be equal between a run and the target being certified
-IDENTITY_FIELDS = ("name", "kind", "vendor", "driver_version", "runtime", "runtime_version",
-                   "device", "configuration", "driver_distribution")
 #: pytest options that stop a run early or leave cases out (value-taking ones first)
 SELECTING_OPTIONS = ("-k", "-m", "--deselect", "--maxfail", "--shard")
 SELECTING_FLAGS = ("-x", "--exitfirst", "--lf", "--last-failed", "--sw", "--stepwise",

@@ -29,10 +29,15 @@ def certificate_section(suite: str) -> str | None:
     return "performance" if suite == PERFORMANCE_SUITE else "conformance"
 
 
+def is_timed(suite: str) -> bool:
+    """Whether a suite's records are timed figures (its section is ``performance``), as its
+    :class:`~harness.cases.suite_registry.SuiteSpec` declares."""
+    return certificate_section(suite) == "performance"
+
+
 def timed_passes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The passing records of performance-section suites."""
-    return [r for r in records
-            if r["status"] == "pass" and certificate_section(r["suite"]) == "performance"]
+    return [r for r in records if r["status"] == "pass" and is_timed(r["suite"])]
 
 
 def settings_of(record: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,6 +151,10 @@ class TargetIdentity:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+#: the fields that say who a target is: equal between runs merged or certified together
+IDENTITY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TargetIdentity))
 
 
 @dataclass(frozen=True)

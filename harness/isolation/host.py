@@ -96,6 +96,10 @@ class RemoteError(Exception):
         return f"{self.exc_type}: {self.message}"
 
 
+#: what a host raises when a request does not come back with the target's answer
+HOST_FAILURES = (CaseTimeout, WorkerCrash, InfraError, RemoteError)
+
+
 class HarnessConversionError(TensorCodecError):
     """The harness could not carry a value to or from a worker (a conversion it lacks)."""
 

@@ -20,7 +20,7 @@ import onnx
 
 from harness.cases.case import Outcome, outcome_from_exception, unsupported_reason
 from harness.driver.target import Capabilities
-from harness.isolation.host import CaseTimeout, Host, InfraError, RemoteError, WorkerCrash
+from harness.isolation.host import HOST_FAILURES, Host
 from harness.modelzoo import golden as golden_store
 from harness.modelzoo.manifest import Manifest, ManifestError
 from harness.modelzoo.metrics import OutputMetrics, headline, policy_for, violations
@@ -28,8 +28,6 @@ from harness.modelzoo.sources import SourceError
 from harness.modelzoo.streaming import WORKER_FUNCTION, worker_payload
 from harness.modelzoo.zoo import ZooEntry
 from harness.verdicts.judge import Judgement, compare_outputs
-
-HOST_FAILURES = (CaseTimeout, WorkerCrash, InfraError, RemoteError)
 
 
 class Deadline:

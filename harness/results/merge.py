@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.driver.target import IDENTITY_FIELDS
 from harness.results.record_files import (
     RecordWriter,
     RunPaths,
@@ -28,9 +29,6 @@ from harness.results.record_files import (
     new_run_id,
     write_json,
 )
-
-IDENTITY_FIELDS = ("name", "kind", "vendor", "driver_version", "runtime", "runtime_version",
-                   "device", "configuration", "driver_distribution")
 
 
 class MergeError(Exception):

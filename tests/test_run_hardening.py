@@ -32,13 +32,18 @@ def tree_digest(root: Path) -> str:
 
 @pytest.mark.parametrize("run_id", ["../../x", "a/b", "/abs", "..", ".hidden", "x" * 200,
                                     "bad id", "a..b"])
-def test_run_ids_that_could_escape_are_refused(shipei_cli, tmp_path: Path, run_id: str) -> None:
-    done = shipei_cli("run", *SMALL, "--run-id", run_id)
+def test_run_ids_that_could_escape_are_refused(run_id: str) -> None:
+    with pytest.raises(ValueError, match="run id"):
+        check_run_id(run_id)
+
+
+def test_shipei_run_refuses_an_escaping_run_id_before_writing(shipei_cli, tmp_path: Path
+                                                                ) -> None:
+    """The run checks its id (with check_run_id, above) before it writes anything."""
+    done = shipei_cli("run", *SMALL, "--run-id", "../../x")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "run id" in (done.stdout + done.stderr)
     assert not (tmp_path / "x").exists() and not (tmp_path / "results").exists()
-    with pytest.raises(ValueError):
-        check_run_id(run_id)
 
 
 def test_an_existing_run_id_is_not_reopened(shipei_cli, tmp_path: Path) -> None:
@@ -84,10 +89,15 @@ def test_a_run_being_written_is_not_written_by_a_second_run(shipei_cli, tmp_path
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
-def test_bad_case_timeouts_are_usage_errors(shipei_cli, value: str) -> None:
-    done = shipei_cli("run", *SMALL, "--case-timeout", value)
-    assert done.returncode == 2 and "--case-timeout" in done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
+def test_bad_case_timeouts_are_usage_errors(value: str, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    from harness.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:  # argparse refuses it: no run starts
+        main(["run", *SMALL, "--case-timeout", value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "--case-timeout" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_results_dir_naming_a_file_is_a_usage_error(shipei_cli, tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 
 ``shipei-degrading`` is onnxruntime on the CPU with one degradation:
 
-* ``mode=drop_cache``: every ``past_key_values.*`` input arrives empty (length 0), as
-  with a runtime that loses the KV cache between runs; the decoder then sees only the
-  newest token, at position 0;
+* ``mode=drop_cache``: every ``past_key_values.*`` input arrives empty (length 0), and
+  the attention mask covers the new tokens only, as with a runtime that loses the KV cache
+  between runs: the decoder then sees only the newest token;
 * ``mode=truncate``: every ``[batch, seq]`` integer input keeps its first ``keep``
   fraction of tokens (a driver that drops tokens past a length it mishandles);
 * ``mode=noise``: seeded Gaussian noise of ``std`` times each float output's own standard
@@ -48,6 +48,9 @@ class DegradingExecutable(Executable):
             for name, value in feeds.items():
                 if name.startswith("past_key_values."):
                     feeds[name] = np.asarray(value)[:, :, :0]
+            if "attention_mask" in feeds and "input_ids" in feeds:  # covers the new tokens only
+                new = np.asarray(feeds["input_ids"]).shape[1]
+                feeds["attention_mask"] = np.asarray(feeds["attention_mask"])[:, -new:]
         if self.target.mode == "truncate":
             for name, value in feeds.items():
                 array = np.asarray(value)

@@ -38,11 +38,11 @@ def test_the_cache_interface_is_real(model):
     assert spec["pairs"][0] == ["past_key_values.0.key", "present.0.key"]
     tokens = generation.encode("适配 the cache")
     whole = generation.teacher_forced_logits(run, tokens, spec)
-    outputs = run({"input_ids": np.asarray([tokens[:4]]), **generation._empty_cache(spec)})
+    outputs = run(generation._feeds(tokens[:4], 0, generation._empty_cache(spec), spec))
     steps = [outputs["logits"][0]]
-    for token in tokens[4:]:
-        outputs = run({"input_ids": np.asarray([[token]]),
-                       **{past: outputs[present] for past, present in spec["pairs"]}})
+    for index, token in enumerate(tokens[4:]):
+        cache = {past: outputs[present] for past, present in spec["pairs"]}
+        outputs = run(generation._feeds([token], 4 + index, cache, spec))
         steps.append(outputs["logits"][0])
     np.testing.assert_allclose(np.concatenate(steps), whole, atol=1e-4)
     alone = generation.teacher_forced_logits(run, tokens[-1:], spec)
@@ -94,6 +94,7 @@ def test_a_correct_target_passes_with_measured_latencies():
     assert metrics["texts"] == metrics["reference_texts"] and metrics["generated_model"]
 
 
+@pytest.mark.slow
 def test_the_fp16_decoder_is_held_to_its_stated_drop():
     outcome = _check("none", "generation_greedy_fp16")
     assert outcome.status == "pass", outcome.message

@@ -2,15 +2,16 @@
 
 No wheel on the package registry ships a decoder-only language model as ONNX (see
 ``docs/scenarios.md``), so this one is built here, deterministically, with the interface
-an exported LLM has (optimum's ``decoder_model_merged``)::
+an exported LLM has (optimum's GPT-2 ``decoder_model_merged``)::
 
-    input_ids[batch, seq] (int64, UTF-8 bytes),
-    past_key_values.{i}.key / .value[batch, 4, past_seq, 32]
+    input_ids[batch, seq] (int64, UTF-8 bytes), attention_mask[batch, past_seq + seq],
+    position_ids[batch, seq], past_key_values.{i}.key / .value[batch, 4, past_seq, 32]
         -> logits[batch, seq, 256], present.{i}.key / .value[batch, 4, past_seq + seq, 32]
 
 Two pre-norm blocks (LayerNormalization, 4-head causal self-attention over the cached and
-the new positions, erf GELU MLP); positions are counted from the cache's length, so a
-prefill (``past_seq = 0``) and each one-token decode step use the same graph.
+the new positions, erf GELU MLP); a key is hidden from a query when its position (counted
+along ``attention_mask``) is later than the query's ``position_ids`` or it is padding, so
+a prefill (``past_seq = 0``) and each one-token decode step use the same graph.
 
 Its weights make its text meaningful enough to judge: the token embedding and the output
 head are a rank-128 factorisation (SVD) of log bigram probabilities counted over
@@ -92,26 +93,26 @@ def _weights(dtype: type) -> Weights:
     weights.const("half", 0.5), weights.const("one", 1.0)
     weights.const("inv_sqrt2", 1.0 / math.sqrt(2.0))
     weights.const("i0", 0, dtype=np.int64), weights.const("i1", 1, dtype=np.int64)
-    weights.const("i2", [2], dtype=np.int64), weights.const("axis_last", [-1], dtype=np.int64)
-    weights.const("axis_first", [0], dtype=np.int64)
+    weights.const("i1_list", [1], dtype=np.int64)
+    weights.const("axis_last", [-1], dtype=np.int64)
     return weights
 
 
 def _positions() -> list[onnx.NodeProto]:
-    """past_len, total, the new tokens' absolute positions and the causal mask."""
+    """Position embeddings of ``position_ids`` and the mask of keys a query may not see:
+    later positions (causal) and padding (``attention_mask`` 0), as GPT-2's export has it."""
     n = helper.make_node
     return [
-        n("Shape", ["past_key_values.0.key"], ["past_shape"]),
-        n("Gather", ["past_shape", "i2"], ["past_len_1"], axis=0),
-        n("Squeeze", ["past_len_1", "axis_first"], ["past_len"]),
-        n("Shape", ["input_ids"], ["ids_shape"]),
-        n("Gather", ["ids_shape", "i1"], ["seq_len"], axis=0),
-        n("Add", ["past_len", "seq_len"], ["total_len"]),
-        n("Range", ["past_len", "total_len", "i1"], ["query_pos"]),
-        n("Range", ["i0", "total_len", "i1"], ["key_pos"]),
-        n("Gather", ["positions", "query_pos"], ["pos_embed"], axis=0),
-        n("Unsqueeze", ["query_pos", "axis_last"], ["query_col"]),
-        n("Greater", ["key_pos", "query_col"], ["future"]),  # [seq, total]: key after query
+        n("Gather", ["positions", "position_ids"], ["pos_embed"], axis=0),
+        n("CumSum", ["attention_mask", "i1"], ["mask_count"]),
+        n("Sub", ["mask_count", "i1"], ["key_pos"]),  # each key's position: [batch, total]
+        n("Unsqueeze", ["key_pos", "i1_list"], ["key_row"]),  # [batch, 1, total]
+        n("Unsqueeze", ["position_ids", "axis_last"], ["query_col"]),  # [batch, seq, 1]
+        n("Greater", ["key_row", "query_col"], ["later"]),
+        n("Equal", ["attention_mask", "i0"], ["padding"]),
+        n("Unsqueeze", ["padding", "i1_list"], ["padding_row"]),
+        n("Or", ["later", "padding_row"], ["hidden_3d"]),
+        n("Unsqueeze", ["hidden_3d", "i1_list"], ["future"]),  # [batch, 1, seq, total]
     ]
 
 
@@ -165,7 +166,10 @@ def _decoder(dtype: type, elem: int, name: str, doc: str) -> onnx.ModelProto:
     nodes.append(n("MatMul", [x, "head"], ["logits"]))
     cache = ["batch", HEADS, "past_seq", HEAD_DIM]
     present = ["batch", HEADS, "total_seq", HEAD_DIM]
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
+                                            ["batch", "total_seq"]),
+              helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])]
     outputs = [helper.make_tensor_value_info("logits", elem, ["batch", "seq", VOCAB])]
     for layer in range(LAYERS):
         for part in ("key", "value"):

@@ -100,7 +100,9 @@ def cache_spec(model: Any) -> dict[str, Any]:
         raise ValueError(f"{pasts[0]!r} must be [batch, heads, past_seq, head_dim] with "
                          f"fixed heads and head_dim, not {dims}")
     dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-    return {"pairs": pairs, "heads": dims[1], "head_dim": dims[3], "dtype": dtype}
+    extra = [name for name in ("attention_mask", "position_ids") if name in inputs]
+    return {"pairs": pairs, "heads": dims[1], "head_dim": dims[3], "dtype": dtype,
+            "inputs": extra}
 
 
 # -- inside the target's worker (numpy only) ----------------------------------------------
@@ -109,11 +111,21 @@ def _empty_cache(spec: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {past: np.zeros(shape, dtype=spec["dtype"]) for past, _ in spec["pairs"]}
 
 
+def _feeds(tokens: Sequence[int], past: int, cache: Mapping[str, Any],
+           spec: Mapping[str, Any]) -> dict[str, Any]:
+    """One run's inputs: the new tokens after ``past`` cached ones (batch 1, no padding)."""
+    feeds: dict[str, Any] = {"input_ids": np.asarray([tokens], dtype=np.int64), **cache}
+    if "attention_mask" in spec.get("inputs", ()):
+        feeds["attention_mask"] = np.ones((1, past + len(tokens)), dtype=np.int64)
+    if "position_ids" in spec.get("inputs", ()):
+        feeds["position_ids"] = np.arange(past, past + len(tokens), dtype=np.int64)[None]
+    return feeds
+
+
 def greedy(run: Any, prompt: Sequence[int], new_tokens: int, spec: Mapping[str, Any]
            ) -> dict[str, Any]:
     """Prefill ``prompt``, then decode ``new_tokens`` greedily with the KV cache."""
-    feeds: dict[str, Any] = {"input_ids": np.asarray([prompt], dtype=np.int64),
-                             **_empty_cache(spec)}
+    feeds = _feeds(prompt, 0, _empty_cache(spec), spec)
     tokens: list[int] = []
     steps: list[float] = []
     started = time.perf_counter()
@@ -128,8 +140,8 @@ def greedy(run: Any, prompt: Sequence[int], new_tokens: int, spec: Mapping[str, 
         else:
             steps.append(elapsed)
         tokens.append(token)
-        feeds = {"input_ids": np.asarray([[token]], dtype=np.int64),
-                 **{past: np.asarray(outputs[present]) for past, present in spec["pairs"]}}
+        cache = {past: np.asarray(outputs[present]) for past, present in spec["pairs"]}
+        feeds = _feeds([token], len(prompt) + step, cache, spec)
     return {"tokens": tokens, "ttft_s": ttft, "step_s": steps,
             "total_s": time.perf_counter() - started}
 
@@ -137,7 +149,7 @@ def greedy(run: Any, prompt: Sequence[int], new_tokens: int, spec: Mapping[str, 
 def teacher_forced_logits(run: Any, tokens: Sequence[int], spec: Mapping[str, Any]
                           ) -> np.ndarray:
     """The logits of one prefill over ``tokens`` (float32, [len, vocab])."""
-    outputs = run({"input_ids": np.asarray([tokens], dtype=np.int64), **_empty_cache(spec)})
+    outputs = run(_feeds(tokens, 0, _empty_cache(spec), spec))
     return np.asarray(outputs["logits"], dtype=np.float32)[0]
 
 

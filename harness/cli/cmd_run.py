@@ -17,6 +17,7 @@ from harness.cli.common import (
     worker_count,
 )
 from harness.cli.option_files import check_option_file
+from harness.cli.run_farm import add_farm_options
 from harness.results.case_record import RunSelection
 from harness.run.parallelism import default_numprocesses
 
@@ -70,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "is reported as flaky)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     add_run_location_options(parser)
+    add_farm_options(parser)
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     parser.set_defaults(handler=run)
 
@@ -210,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.run.selection import SelectionError, continuation_argv, finalize, resolve_run
 
+    if args.places or args.max_places:  # many boards at once: harness/cli/run_farm.py
+        from harness.cli.run_farm import run_farm
+        return run_farm(args)
     if args.resume and args.retry_failed:
         raise CliError("--resume and --retry-failed cannot be combined: resume run "
                        f"{args.resume} first, then retry its failures")

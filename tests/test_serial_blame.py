@@ -311,7 +311,7 @@ def test_repairs_during_a_load_that_fails_are_in_its_message():
     with ScriptedPeer(identity_or(rejecting)) as peer:
         target = SerialBoardTarget(url=peer.url, timeout=0.2, chunk=4096)
         with pytest.raises(DeviceError, match=r"MODEL_REJECTED.*\[link repairs during the "
-                                              r"load: 1 retransmission\]"):
+                                              r"load: 1 retransmission, 1 unanswered attempt\]"):
             target.compile(abs_model())
         target.close()
 

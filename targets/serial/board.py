@@ -8,8 +8,9 @@ in ``placement``, the device-side compute time and the host round-trip time::
     --target serial-board,url=/dev/ttyUSB0
     --target serial-board,url=socket://127.0.0.1:5555,timeout=5,retries=2
 
-Options: ``url`` (required), ``baud``, ``timeout`` (seconds of silence before a
-retransmission), ``retries``, ``inter_byte_timeout``, ``load_timeout`` and
+Options: ``url`` (required), ``baud``, ``timeout`` (the longest silence before a
+retransmission; the link learns a shorter one from its round trips, never under
+``min_rto``), ``retries``, ``inter_byte_timeout``, ``load_timeout`` and
 ``infer_timeout`` (seconds the device may take to compile / to answer INFER),
 ``chunk`` (model chunk bytes, capped by the device's ``max_chunk``),
 ``pace_baud`` and ``bits_per_byte`` (hold host writes to a line rate, for links
@@ -342,6 +343,9 @@ def link_repairs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int
 
     return {"retransmissions": link(after, "retransmissions") - link(before,
                                                                      "retransmissions"),
+            # attempts that ended in silence: an answer lost on the line (or late)
+            "unanswered_attempts": link(after, "silent_attempts") - link(before,
+                                                                         "silent_attempts"),
             "damaged_frames": receiver(after, "damaged_total") - receiver(before,
                                                                           "damaged_total"),
             "stray_bytes": receiver(after, "stray_bytes") - receiver(before, "stray_bytes"),
@@ -366,14 +370,15 @@ class SerialBoardTarget(Target):
                  timeout: float = 2.0, retries: int = 3, inter_byte_timeout: float = 0.2,
                  infer_timeout: float = 10.0, load_timeout: float = 30.0,
                  chunk: int = DEFAULT_CHUNK, pace_baud: float = 0.0,
-                 bits_per_byte: float = 10.0, lost_after: int = 3) -> None:
+                 bits_per_byte: float = 10.0, lost_after: int = 3,
+                 min_rto: float = 0.1) -> None:
         self.configuration = configuration
         self.url = str(url)
         self.settings = LinkSettings(
             url=self.url or "unset", baudrate=int(baud), timeout=float(timeout),
             retries=int(retries), inter_byte_timeout=float(inter_byte_timeout),
             pace_baud=float(pace_baud), bits_per_byte=float(bits_per_byte),
-            lost_after=int(lost_after))
+            lost_after=int(lost_after), min_rto=float(min_rto))
         self.infer_timeout = float(infer_timeout)
         self.load_timeout = float(load_timeout)
         self.chunk = int(chunk)
@@ -384,6 +389,8 @@ class SerialBoardTarget(Target):
         #: handles whose UNLOAD failed (tried again before the next load)
         self._stale_handles: list[int] = []
         self._unload_log: list[dict[str, Any]] = []
+        #: what the link repaired while the availability probe identified the board
+        self._probe_repairs: dict[str, int] = {}
 
     @property
     def expectations_file(self) -> Path:  # type: ignore[override]
@@ -541,6 +548,7 @@ class SerialBoardTarget(Target):
         ``infra_error`` (a wrong URL or a non-board is a configuration error)."""
         if not self.url:
             return Availability.no("no device given: use --target serial-board,url=PORT_OR_URL")
+        before = self.link_stats()
         try:
             self.client()
         except LinkDropped:
@@ -552,8 +560,16 @@ class SerialBoardTarget(Target):
         except TargetError as exc:
             return Availability.no(f"the device at {self.url} did not identify: {exc}")
         finally:
+            self._probe_repairs = link_repairs(before, self.link_stats())
             self.close()  # a worker process opens its own link
         return Availability.yes()
+
+    def describe(self) -> dict[str, Any]:
+        """The target's description (run.json), with what the link repaired while the
+        availability probe identified the board (records carry their cases' own)."""
+        data = super().describe()
+        data["probe_link_repairs"] = dict(self._probe_repairs)
+        return data
 
     def capabilities(self) -> Capabilities:
         ident = self._identity

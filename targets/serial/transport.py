@@ -6,7 +6,10 @@ them through a :class:`~targets.serial.receiver.FrameReceiver`. Every wait has a
 deadline. :meth:`SerialLink.request` retransmits a request (same sequence
 number) a bounded number of times when its response is lost or damaged, and
 sends it again under a new sequence number after BUSY (docs/protocol.md
-section 3). :meth:`SerialLink.request_many` keeps several independent requests
+section 3). How long it waits in silence before sending again is learned from
+the round trips it measures, per request type (RFC 6298,
+:class:`~targets.serial.pacing.RetransmitTimer`): at most ``timeout``, at least
+``min_rto``. :meth:`SerialLink.request_many` keeps several independent requests
 of one type in flight on a device that declares ``pipeline`` (section 3.2), each
 under the same rules, and returns their answers in request order.
 
@@ -38,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from harness.driver.target import InfraError, InputMismatchError, TargetError, UnsupportedModelError
-from targets.serial.pacing import Pacer
+from targets.serial.pacing import Pacer, RetransmitTimer
 from targets.serial.protocol import (
     ABSOLUTE_MAX_PAYLOAD,
     OVERHEAD,
@@ -116,7 +119,10 @@ def device_error(code: int, text: str, request: str) -> TargetError:
 class LinkSettings:
     url: str
     baudrate: int = 921600
-    timeout: float = 2.0  # seconds of silence before an attempt counts as lost
+    #: seconds of silence before an attempt counts as lost: the longest the host
+    #: waits before sending a request again (the adaptive timeout's ceiling, and its
+    #: value before a round trip was measured)
+    timeout: float = 2.0
     inter_byte_timeout: float = 0.2  # a partial frame quiet this long is discarded
     retries: int = 3  # retransmissions after the first attempt
     pace_baud: float = 0.0  # hold host writes to this line rate (0: as fast as possible)
@@ -126,11 +132,15 @@ class LinkSettings:
     #: consecutive requests without an answer (timeouts, link failures) after which
     #: the device counts as lost and further requests fail at once (0: never)
     lost_after: int = 3
+    #: the adaptive retransmission timeout's floor, added to the smoothed round trip
+    #: (RFC 6298's clock granularity G); ``min_rto >= timeout`` sends again after
+    #: ``timeout`` always, as revision 1.4's host did
+    min_rto: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.url:
             raise ValueError("a serial link needs a url")
-        for name in ("timeout", "inter_byte_timeout"):
+        for name in ("timeout", "inter_byte_timeout", "min_rto"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.retries < 0:
@@ -145,6 +155,8 @@ class LinkStats:
     tx_bytes: int = 0
     retransmissions: int = 0
     silent_attempts: int = 0
+    #: seconds of silence waited out before those attempts were sent again
+    silence_s: float = 0.0
     damaged_responses: int = 0
     naks: int = 0
     busy_answers: int = 0
@@ -212,6 +224,11 @@ class Pending:
     frames_before: int = 0  # the receiver's intact frames when it started
     stray_before: int = 0  # the receiver's stray bytes when it started
     attempt: int = 0
+    #: when the current attempt was sent
+    sent_at: float = 0.0
+    #: the shortest and longest silence waited for an attempt (for the message)
+    shortest_wait: float = float("inf")
+    longest_wait: float = 0.0
     #: when the budget runs out (set when the request is first awaited)
     budget_end: float | None = None
     #: silent attempts that ended within the budget: retransmissions on the link's
@@ -305,6 +322,8 @@ class SerialLink:
         self._answered: deque[int] = deque(maxlen=64)
         self.unanswered_in_a_row = 0
         self.lost_reason: str | None = None
+        #: the retransmission timeout of each request type, learned from its round trips
+        self.timers: dict[int, RetransmitTimer] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -373,6 +392,25 @@ class SerialLink:
                     raise LinkError(f"could not reconnect within {within:g} s: {exc}") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    def timer(self, msg_type: int) -> RetransmitTimer:
+        """The retransmission timer of ``msg_type`` requests (their round trips differ:
+        INFER's and LOAD_END's include the device's computing)."""
+        timer = self.timers.get(msg_type)
+        if timer is None:
+            s = self.settings
+            # the link's round trip is known from other requests, this type's own
+            # processing is not: twice their longest timeout (it grows if too short;
+            # a copy sent early is answered, never executed twice: protocol.md 3)
+            known = [t.rto() for t in self.timers.values() if t.samples]
+            initial = min(2 * max(known), s.timeout) if known else s.timeout
+            timer = self.timers[msg_type] = RetransmitTimer(
+                initial=initial, floor=min(s.min_rto, s.timeout), ceiling=s.timeout)
+        return timer
+
+    def timer_states(self) -> dict[str, dict[str, float | int | None]]:
+        """Each request type's retransmission timer, by type name."""
+        return {type_name(t): timer.as_dict() for t, timer in sorted(self.timers.items())}
 
     # -- bytes ---------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -579,6 +617,7 @@ class SerialLink:
         if pending.attempt:
             self.stats.retransmissions += 1
         self.write_raw(pending.frame)
+        pending.sent_at = time.perf_counter()
         self.stats.tx_frames += 1
         pending.attempt += 1
         self._tx_count += 1
@@ -595,6 +634,7 @@ class SerialLink:
         pending.tally.count(outcome)
         if outcome == "silent":
             self.stats.silent_attempts += 1
+            self.timer(pending.msg_type).expired()
             if pending.budget_end is not None and time.perf_counter() < pending.budget_end:
                 pending.free_attempts += 1
         elif outcome == "busy":
@@ -625,14 +665,31 @@ class SerialLink:
             return LinkError(
                 f"serial link {s.url} too unreliable: no usable answer to {what} in "
                 f"{attempts} attempts ({tally.describe()})")
+        shortest, longest = pending.shortest_wait, pending.longest_wait
+        every = f"one every {longest:.3g} s" if longest - shortest < 1e-3 else \
+            f"each sent again after {shortest:.3g} to {longest:.3g} s"
         return DeviceTimeout(f"device did not answer {what} within {pending.wait:g} s, "
-                             f"{attempts} attempts, one every {self._attempt_wait(pending):g} s "
-                             f"of silence ({tally.describe()})")
+                             f"{attempts} attempts, {every} of silence ({tally.describe()})")
+
+    def _transfer_s(self, nbytes: int) -> float:
+        """Seconds ``nbytes`` take on the line at the nominal baud rate."""
+        s = self.settings
+        return nbytes * s.bits_per_byte / s.baudrate
 
     def _attempt_wait(self, pending: Pending) -> float:
-        """Seconds of silence after which an attempt is sent again: the link's
-        ``timeout``, or the request's budget when that is shorter."""
-        return min(self.settings.timeout, pending.wait)
+        """Seconds of silence after which an attempt is sent again: the request
+        type's retransmission timeout (plus its frame's time on the line), at most the
+        link's ``timeout`` and the request's budget."""
+        rto = self.timer(pending.msg_type).rto() + self._transfer_s(len(pending.frame))
+        return min(rto, self.settings.timeout, pending.wait)
+
+    def _round_trip(self, pending: Pending, pipelined: bool) -> None:
+        """An answer to ``pending`` arrived: a round trip for its timer, when it is
+        unambiguous (the first transmission's, not a pipelined request's, whose wait
+        began behind others: Karn's rule)."""
+        if pending.attempt == 1 and not pipelined:
+            rtt = time.perf_counter() - pending.sent_at - self._transfer_s(len(pending.frame))
+            self.timer(pending.msg_type).sample(rtt)
 
     def _await(self, pending: Pending, on_frame: Callable[[Frame], None] | None,
                on_event: Callable[[Event], None] | None,
@@ -648,6 +705,8 @@ class SerialLink:
         s = self.settings
         seq, tally = pending.seq, pending.tally
         first_byte_timeout = self._attempt_wait(pending)
+        pending.shortest_wait = min(pending.shortest_wait, first_byte_timeout)
+        pending.longest_wait = max(pending.longest_wait, first_byte_timeout)
         name = type_name(pending.msg_type)
         expected = response_type(pending.msg_type)
         sent = time.perf_counter()
@@ -661,6 +720,7 @@ class SerialLink:
             heard = progress > sent
             if not self.frame_in_progress():
                 if now - progress >= (s.timeout if heard else first_byte_timeout):
+                    self.stats.silence_s += now - progress
                     return "silent"
                 # stray bytes (a response whose header was hit) and nothing intact
                 # after them: the response was damaged in transit
@@ -669,8 +729,11 @@ class SerialLink:
                     self.stats.damaged_responses += 1
                     return "damaged"
             if now >= cap and not self.frame_in_progress():
+                self.stats.silence_s += now - progress
                 return "silent"
-            batch = self.events(0.25)
+            # wake when the attempt's silence is up, not a poll interval later
+            silence_left = progress + (s.timeout if heard else first_byte_timeout) - now
+            batch = self.events(min(0.25, max(silence_left, 0.001)))
             if self.frame_in_progress():
                 progress = self._last_rx
             while batch:
@@ -716,12 +779,14 @@ class SerialLink:
                                                      time.perf_counter() - sent)
                         return "busy"
                     self._answered.append(seq)
+                    self._round_trip(pending, stash is not None)
                     raise device_error(code, text, name)
                 if event.type != expected:
                     raise DeviceProtocolError(
                         f"device answered {name} (seq {seq}) with {event.type_name}, "
                         f"expected {type_name(expected)}")
                 self._answered.append(seq)
+                self._round_trip(pending, stash is not None)
                 return event
 
     def _unexpected(self, frame: Frame) -> None:

@@ -34,20 +34,27 @@ class CliResult:
                 if line.strip()]
 
 
+def run_shipei(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
+               locations: bool = True) -> CliResult:
+    """The ``shipei`` command in a subprocess, with ``run``'s results and reports under
+    ``root`` (for module-scoped fixtures that share one run among several tests)."""
+    results, reports = root / "results", root / "reports"
+    argv = [sys.executable, "-m", "harness", *args]
+    if locations and args and args[0] == "run":  # before any '--' meant for pytest
+        argv[4:4] = ["--results-dir", str(results), "--reports-dir", str(reports)]
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=full_env, check=False)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr, results, reports)
+
+
 @pytest.fixture
 def shipei_cli(tmp_path: Path):
     """Run the ``shipei`` command in a subprocess with results/reports under tmp_path."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
             locations: bool = True) -> CliResult:
-        results, reports = tmp_path / "results", tmp_path / "reports"
-        argv = [sys.executable, "-m", "harness", *args]
-        if locations and args and args[0] == "run":  # before any '--' meant for pytest
-            argv[4:4] = ["--results-dir", str(results), "--reports-dir", str(reports)]
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                              env=full_env, check=False)
-        return CliResult(proc.returncode, proc.stdout, proc.stderr, results, reports)
+        return run_shipei(tmp_path, *args, env=env, timeout=timeout, locations=locations)
 
     return run
 

@@ -12,6 +12,7 @@ import pytest
 
 from harness.modelzoo.zoo import default_models_dir
 from harness.results.record_files import load_schema
+from tests.conftest import CliResult, run_shipei
 
 MODELS = default_models_dir()
 FAULTY = {"SHIPEI_PLUGINS": "targets.testing:provide_targets"}
@@ -51,28 +52,43 @@ def test_representative_subset_on_onnxruntime(shipei_cli):
         assert text in report
 
 
-def test_a_crashing_target_costs_only_its_cases(shipei_cli):
+CRASHING = "shipei-faulty,fault=segfault,trigger_op=Identity"
+WRONG = "shipei-faulty,fault=wrong,offset=0.6"
+HANGING = "shipei-faulty,fault=hang,trigger_op=LayerNormalization"
+#: each target's cases (-k matches the target's label in a case's name)
+SELECTED = ("segfault and (test_small_cnn or test_silero_vad or test_vad_segments)",
+            "offset and (test_small_cnn or test_ocr_pipeline)",
+            "LayerNormalization and (test_transformer_encoder_fp16 or test_silero_vad_ifless)")
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> CliResult:
+    """One run of the three misbehaving targets (their start paid once), on the union of
+    the cases each test below needs."""
+    return run_shipei(tmp_path_factory.mktemp("faulty-models"), "run", "--suite", "models",
+                      "--target", CRASHING, "--target", WRONG, "--target", HANGING,
+                      "--case-timeout", "8", "-k", " or ".join(f"({k})" for k in SELECTED),
+                      env=FAULTY)
+
+
+def _cases_of(result: CliResult, target: str) -> dict[str, dict]:
+    return _by_case([r for r in result.records() if r["target"] == target])
+
+
+def test_a_crashing_target_costs_only_its_cases(faulty_run: CliResult):
     # only the main Silero VAD export has a top-level Identity node
-    result = shipei_cli("run", "--suite", "models", "--target",
-                        "shipei-faulty,fault=segfault,trigger_op=Identity",
-                        "-k", "test_small_cnn or test_silero_vad or test_vad_segments",
-                        env=FAULTY)
-    assert result.returncode == 1
-    cases = _by_case(result.records())
+    assert faulty_run.returncode == 1
+    cases = _cases_of(faulty_run, CRASHING)
     for name in ("test_silero_vad", "test_vad_segments"):
         assert cases[name]["status"] == "crash", cases[name]
         assert cases[name]["metrics"]["signal"] == "SIGSEGV"
     for name in ("test_small_cnn", "test_silero_vad_ifless", "test_silero_vad_half"):
         assert cases[name]["status"] == "pass", cases[name]["message"]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in faulty_run.stderr
 
 
-def test_wrong_outputs_fail_with_their_figures(shipei_cli):
-    wrong = shipei_cli("run", "--suite", "models", "--target",
-                       "shipei-faulty,fault=wrong,offset=0.6", "-k",
-                       "test_small_cnn or test_ocr_pipeline", env=FAULTY)
-    assert wrong.returncode == 1
-    cases = _by_case(wrong.records())
+def test_wrong_outputs_fail_with_their_figures(faulty_run: CliResult):
+    cases = _cases_of(faulty_run, WRONG)
     record = cases["test_small_cnn"]
     assert record["status"] == "fail" and "outside rtol" in record["message"]
     assert record["metrics"]["max_abs_error"] == pytest.approx(0.6, rel=1e-2)
@@ -82,13 +98,8 @@ def test_wrong_outputs_fail_with_their_figures(shipei_cli):
         assert "text boxes detected" in ocr["message"] or "reads" in ocr["message"]
 
 
-def test_a_hanging_target_times_out_and_the_run_goes_on(shipei_cli):
-    hang = shipei_cli("run", "--suite", "models", "--target",
-                      "shipei-faulty,fault=hang,trigger_op=LayerNormalization",
-                      "--case-timeout", "4", "-k", "test_transformer_encoder_fp16 or "
-                      "test_silero_vad_ifless", env=FAULTY)
-    assert hang.returncode == 1
-    cases = _by_case(hang.records())
+def test_a_hanging_target_times_out_and_the_run_goes_on(faulty_run: CliResult):
+    cases = _cases_of(faulty_run, HANGING)
     assert cases["test_transformer_encoder_fp16"]["status"] == "timeout"
     assert cases["test_silero_vad_ifless"]["status"] == "pass"
 

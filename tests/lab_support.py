@@ -5,8 +5,10 @@ boards (``shipei sim board``, each on its own pty), one ``labgrid-exporter`` tha
 exports each board's pty as a ``RawSerialPort`` (the exporter serves it through
 ser2net as RFC 2217 while a place holds it) and, per board, a ``NetworkPowerPort``
 (labgrid's ``simplerest`` model) switched by a small HTTP power switch in the test
-process, which logs every switching. Places are created, matched and tagged with
-``labgrid-client``. Every process is stopped at the end, children included.
+process, which logs every switching. Places are created, matched and tagged by
+labgrid's client session (what ``labgrid-client create/add-match/set-tags`` run);
+other users act through ``labgrid-client`` itself (:meth:`Lab.client`). Every process
+is stopped at the end, children included.
 
 A missing component (labgrid, ser2net, ptys) skips the test with its name::
 
@@ -22,6 +24,7 @@ A missing component (labgrid, ser2net, ptys) skips the test with its name::
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.server
 import os
@@ -37,6 +40,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+
+from harness.lab.coordinator import LabSession
 
 REPO = Path(__file__).resolve().parent.parent
 #: seconds a component may take to come up (a busy 2-core CI machine included)
@@ -136,6 +141,7 @@ class Lab:
         self._procs: list[subprocess.Popen[bytes]] = []
         self.ptys: list[str] = []
         self.sims: list[subprocess.Popen[bytes]] = []
+        self._lab_session: LabSession | None = None
         try:
             self._start(boards)
         except BaseException:
@@ -200,15 +206,15 @@ class Lab:
 
     def _wait_resources(self, boards: int) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        wanted = {f"{self.exporter}/board{i}/NetworkSerialPort" for i in range(boards)}
-        listed = ""
+        wanted = {f"board{i}" for i in range(boards)}
+        session = self._session()
         while time.monotonic() < deadline:
-            listed = self.client("resources", check=False).stdout
-            if wanted <= set(listed.split()):
+            session.loop.run_until_complete(session.session.sync_with_coordinator())
+            if wanted <= set(session.session.resources.get(self.exporter, {})):
                 return
-            time.sleep(0.3)
-        raise RuntimeError(f"the exporter's resources did not appear (listed: {listed!r}); "
-                           f"exporter log: {self.log('exporter')}")
+            session.sleep(0.2)
+        raise RuntimeError(f"the exporter's resources did not appear; exporter log: "
+                           f"{self.log('exporter')}")
 
     def log(self, name: str) -> str:
         path = self.folder / f"{name}.log"
@@ -232,20 +238,21 @@ class Lab:
 
     def create_place(self, name: str, board: int = 0,
                      tags: Mapping[str, str] | None = None) -> str:
-        """A place matching board ``board``'s resources, tagged ``tags``."""
-        self.client("create", place=name)
-        self.client("add-match", f"{self.exporter}/board{board}/*", place=name)
+        """A place matching board ``board``'s resources, tagged ``tags``: what
+        ``labgrid-client create``, ``add-match`` and ``set-tags`` do, through the same
+        client session methods, without an interpreter start for each."""
+        self._command(name, "add_place")
+        self._command(name, "add_match", patterns=[f"{self.exporter}/board{board}/*"])
         if tags:
-            self.client("set-tags", *(f"{k}={v}" for k, v in tags.items()), place=name)
+            self._command(name, "set_tags", tags=[f"{k}={v}" for k, v in tags.items()])
         return name
 
     def holder(self, place: str) -> str | None:
         """Who holds ``place`` now (``host/user``), or None."""
-        for line in self.client("show", place=place).stdout.splitlines():
-            if line.strip().startswith("acquired:"):
-                value = line.split(":", 1)[1].strip()
-                return None if value == "None" else value
-        return None
+        session = self._session()
+        session.loop.run_until_complete(session.session.sync_with_coordinator())
+        session.name = place
+        return session.state()["acquired"]
 
     def wait_free(self, place: str, timeout: float = 30.0) -> bool:
         """Whether ``place`` is free within ``timeout`` seconds."""
@@ -253,13 +260,27 @@ class Lab:
         while time.monotonic() < deadline:
             if self.holder(place) is None:
                 return True
-            time.sleep(0.3)
+            time.sleep(0.1)
         return False
+
+    def _session(self) -> LabSession:
+        if self._lab_session is None:
+            self._lab_session = LabSession(self.address, "")
+        return self._lab_session
+
+    def _command(self, place: str, command: str, **args: object) -> None:
+        session = self._session()
+        session.name = place
+        session.session.args = argparse.Namespace(place=place, **args)
+        session._act(getattr(session.session, command)())
 
     # -- stopping --------------------------------------------------------------------
     def close(self) -> None:
         """Stop every process this lab started, with its children (ser2net), newest
         first."""
+        if self._lab_session is not None:
+            self._lab_session.close()
+            self._lab_session = None
         for proc in reversed(self._procs):
             _stop(proc)
         self._procs.clear()

@@ -75,11 +75,11 @@ def test_a_run_through_a_place_records_it_and_releases_it(lab: Lab, tmp_path: Pa
     assert lab.power.switched(0) == ["off", "on"]
     # the serial link went through the exporter's ser2net (RFC 2217)
     assert described["capabilities"]["extra"]["url"].startswith("rfc2217://127.0.0.1:")
-    assert lab.holder(place) is None  # released when the run ended
+    # released as the run ended (by its holder, which sees the run's process go)
+    assert lab.wait_free(place, timeout=30)
 
 
-def test_a_place_held_by_someone_else_is_refused_naming_them(lab: Lab, tmp_path: Path
-                                                             ) -> None:
+def test_a_place_held_by_someone_else_is_refused_naming_them(lab: Lab) -> None:
     place = lab.create_place("lab-busy", board=1)
     lab.client("acquire", place=place, user="alice")
     try:
@@ -89,12 +89,23 @@ def test_a_place_held_by_someone_else_is_refused_naming_them(lab: Lab, tmp_path:
         assert "alice" in str(refused.value) and "wait=SECONDS" in str(refused.value)
         with pytest.raises(PlaceBusy, match="after waiting 1 s"):
             acquire_place(place, lab.address, wait=1)
-        done = _run(lab, tmp_path, f"serial-board,place={place}", "-k", "test_abs")
-        assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-        assert f"place {place!r}" in done.stderr and "alice" in done.stderr
         assert lab.holder(place).endswith("/alice")  # never taken from her
     finally:
         lab.client("release", place=place, user="alice")
+
+
+@pytest.mark.slow
+def test_a_run_on_a_place_held_by_someone_else_stops_before_its_first_case(
+        lab: Lab, tmp_path: Path) -> None:
+    place = lab.create_place("lab-busy-run", board=1)
+    lab.client("acquire", place=place, user="carol")
+    try:
+        done = _run(lab, tmp_path, f"serial-board,place={place}", "-k", "test_abs")
+        assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+        assert f"place {place!r}" in done.stderr and "carol" in done.stderr
+        assert lab.holder(place).endswith("/carol")
+    finally:
+        lab.client("release", place=place, user="carol")
 
 
 def test_a_bounded_wait_gets_the_place_when_its_holder_lets_go(lab: Lab) -> None:
@@ -133,6 +144,7 @@ def test_the_place_is_released_however_the_process_ends(lab: Lab, ending: str) -
             proc.wait()
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_sigterm_releases_its_place(lab: Lab, tmp_path: Path) -> None:
     place = lab.create_place("lab-stop", board=1)
     argv = [sys.executable, "-m", "harness", "run", "--results-dir",

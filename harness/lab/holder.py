@@ -25,6 +25,9 @@ from harness.lab.coordinator import LabError, LabSession, PlaceBusy, me
 
 #: seconds between looks at a place someone else holds
 POLL_S = 0.5
+#: seconds a place held by this very user on this host is waited for at least: a run
+#: that just ended may still be releasing it (its holder does so as it sees the run go)
+OWN_GRACE_S = 10.0
 
 
 def acquire(address: str, name: str, wait_s: float) -> dict[str, Any]:
@@ -33,7 +36,8 @@ def acquire(address: str, name: str, wait_s: float) -> dict[str, Any]:
     refusal."""
     session = LabSession(address, name)
     try:
-        deadline = time.monotonic() + max(wait_s, 0.0)
+        started = time.monotonic()
+        deadline = started + max(wait_s, 0.0)
         while True:
             state = session.state()
             if not state["acquired"]:
@@ -44,17 +48,19 @@ def acquire(address: str, name: str, wait_s: float) -> dict[str, Any]:
                     state = session.state()  # taken meanwhile, or refused for a reason
                     if not state["acquired"]:
                         raise
+            if state["acquired"] == me() and wait_s < OWN_GRACE_S:
+                deadline = max(deadline, started + OWN_GRACE_S)
             if time.monotonic() >= deadline:
-                raise busy(state, address, wait_s)
+                raise busy(state, address, time.monotonic() - started)
             session.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
     finally:
         session.close()
 
 
-def busy(state: dict[str, Any], address: str, wait_s: float) -> PlaceBusy:
+def busy(state: dict[str, Any], address: str, waited_s: float) -> PlaceBusy:
     holder = state["acquired"] or "?"
     ours = " (that is this user on this host: another run?)" if holder == me() else ""
-    waited = f" after waiting {wait_s:g} s" if wait_s > 0 else \
+    waited = f" after waiting {waited_s:.0f} s" if waited_s >= 0.5 else \
         "; add wait=SECONDS to wait for it"
     return PlaceBusy(f"place {state['name']!r} at {address} is acquired by {holder}{ours}"
                      f"{waited}; it is not taken from them", holder)

@@ -189,12 +189,15 @@ def assert_reaches_full_on_the_contract(contract: list[dict[str, Any]]) -> None:
     assert not any(b.startswith("driver_contract") for b in evaluation.blockers["full"])
 
 
-def test_probing_a_target_that_cannot_be_probed_is_one_line(shipei_cli) -> None:
+def test_probing_a_target_that_cannot_be_probed_is_one_line(capsys) -> None:
+    from harness.cli.main import main
+
     for target, words in (("no-such-target", "unknown target 'no-such-target'"),
                           ("onnxruntime-coreml", "is not available here")):
-        result = shipei_cli("targets", "--probe", target)
-        assert result.returncode == 2 and words in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
+        code = main(["targets", "--probe", target])  # refused before any probe: in-process
+        out, err = capsys.readouterr()
+        assert code == 2 and words in err, err
+        assert len(err.strip().splitlines()) == 1 and not out
 
 
 def test_the_probe_table_lists_every_element_type_with_its_verdict(shipei_cli,

@@ -37,7 +37,9 @@ def test_compare_names_the_figure():
     reference = rng.normal(size=(8, 16))
     languages = ["en"] * 4
     passed, message, metrics = text.compare(reference, reference, languages, "fp32")
-    assert passed and metrics["cosine_min"] == 1.0 and metrics["accuracy_drop"] == 0.0
+    assert passed and metrics["cosine_min"] == 1.0 and "accuracy_drop" not in metrics
+    passed, _, metrics = text.compare(reference, reference, languages, "int8")
+    assert passed and metrics["accuracy_drop"] == 0.0 and metrics["precision_class"] == "int8"
     passed, message, metrics = text.compare(reference + rng.normal(size=(8, 16)), reference,
                                             languages, "fp32")
     assert not passed and message.startswith("cosine_min") and metrics["cosine_min"] < 0.999
@@ -75,11 +77,11 @@ def test_a_correct_target_passes_with_measured_figures():
     outcome = _check("none")
     assert outcome.status == "pass", outcome.message
     metrics = outcome.metrics
-    assert metrics["cosine_min"] >= 0.999 and metrics["accuracy_drop"] == 0.0
-    assert metrics["retrieval_top1"] == metrics["reference_retrieval_top1"] > 0.5
+    assert metrics["cosine_min"] >= 0.999 and metrics["details"]["retrieval_drop"] == 0.0
+    assert metrics["retrieval_top1"] == metrics["details"]["reference_retrieval_top1"] > 0.5
     assert metrics["retrieval_top1_en"] >= metrics["retrieval_top1_zh"]
     assert metrics["latency_p99_ms"] >= metrics["latency_p50_ms"] > 0
-    assert metrics["sentences"] == 2 * len(text.RETRIEVAL)
+    assert metrics["details"]["sentences"] == 2 * len(text.RETRIEVAL)
 
 
 def test_perturbed_embeddings_fail_with_the_cosine():

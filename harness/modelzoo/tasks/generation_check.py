@@ -56,8 +56,9 @@ def check_generation(zoo: Zoo, host: Host, precision: str, timeout: float,
         entry = prepared["entries"]["target"]
         passed, message, metrics = generation.compare(mine, theirs, entry.manifest.precision,
                                                       precision)
-        metrics.update(generation.latency_figures(answer["answers"]),
-                       prompts=list(generation.PROMPTS), texts=mine["texts"],
+        latency = generation.latency_figures(answer["answers"])
+        metrics["details"].update(latency.pop("details"))
+        metrics.update(latency, prompts=list(generation.PROMPTS), texts=mine["texts"],
                        reference_texts=theirs["texts"], model=model,
                        reference_model=reference_model, reference_origin="live reference",
                        generated_model=entry.manifest.source.kind == "generator")

@@ -142,10 +142,10 @@ def retrieval(embeddings: np.ndarray, languages: Sequence[str]) -> dict[str, Any
 
 
 def latency_figures(seconds: Sequence[float]) -> dict[str, float]:
+    """Single-stream latency over the sentences (one run each)."""
     values = 1e3 * np.asarray(seconds, dtype=np.float64)
     return {"latency_p50_ms": round(float(np.percentile(values, 50)), 4),
-            "latency_p99_ms": round(float(np.percentile(values, 99)), 4),
-            "sentences_per_s": round(float(len(values) / values.sum() * 1e3), 3)}
+            "latency_p99_ms": round(float(np.percentile(values, 99)), 4)}
 
 
 def compare(embeddings: np.ndarray, reference: np.ndarray, languages: Sequence[str],
@@ -164,13 +164,20 @@ def compare(embeddings: np.ndarray, reference: np.ndarray, languages: Sequence[s
     found, expected = retrieval(normalized(mine), languages), retrieval(normalized(theirs),
                                                                          languages)
     drop = expected["retrieval_top1"] - found["retrieval_top1"]
-    metrics = {"cosine_min": round(float(cosines.min()), 6),
-               "cosine_mean": round(float(cosines.mean()), 6), **found,
-               "reference_retrieval_top1": expected["retrieval_top1"],
-               "reference_pair_auc": expected["pair_auc"],
-               "accuracy_drop": round(drop, 4), "precision_class": precision,
-               "limit": {"min_cosine": limit.min_cosine,
-                         "max_accuracy_drop": limit.max_accuracy_drop}}
+    details = {key: found.pop(key) for key in ("retrieved", "paraphrase_cosine_mean",
+                                                "unrelated_cosine_mean")}
+    metrics: dict[str, Any] = {
+        "cosine_min": round(float(cosines.min()), 6), **found,
+        "precision_class": precision,
+        "limit": {"min_cosine": limit.min_cosine, "max_accuracy_drop": limit.max_accuracy_drop},
+        # numeric figures beyond the contract's stay in here: a certificate's model table
+        # shows a case's first eight top-level numbers
+        "details": {**details, "cosine_mean": round(float(cosines.mean()), 6),
+                    "reference_retrieval_top1": expected["retrieval_top1"],
+                    "reference_pair_auc": expected["pair_auc"],
+                    "retrieval_drop": round(drop, 4)}}
+    if precision != "fp32":  # a lower precision compared with the fp32 reference
+        metrics["accuracy_drop"] = round(drop, 4)
     problems = []
     if cosines.min() < limit.min_cosine:
         worst = int(cosines.argmin())

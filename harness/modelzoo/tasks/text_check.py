@@ -152,8 +152,9 @@ def check_text_embedding(zoo: Zoo, host: Host, precision: str, timeout: float,
     def judge(prepared: dict[str, Any], answer: Any, expected: Any) -> Outcome:
         passed, message, metrics = text.compare(answer["embeddings"], expected["embeddings"],
                                                 languages, precision)
-        metrics.update(text.latency_figures(answer["seconds"]), sentences=len(languages) * 2,
-                       model=model, reference_origin="live reference")
+        metrics.update(text.latency_figures(answer["seconds"]), model=model,
+                       reference_origin="live reference")
+        metrics["details"]["sentences"] = len(languages) * 2
         return Outcome("pass" if passed else "fail", message, metrics)
 
     return run_task(host, timeout, prepare, on_target, on_reference, judge)

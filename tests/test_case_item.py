@@ -1,26 +1,41 @@
-"""Cases collected as light case items keep pytest's ids, selection and markers."""
+"""Cases collected as light case items keep pytest's ids, selection and markers.
+
+Collected in this process with pytester (the plugin is the same code either way; an
+interpreter start per collection proves nothing more). The packages with native
+extensions are imported before pytester snapshots ``sys.modules``, so they are not
+imported a second time (protobuf's extension aborts when it is)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import ml_dtypes  # noqa: F401  (imported before pytester's sys.modules snapshot)
+import onnx  # noqa: F401
+import onnx.reference  # noqa: F401
+import pytest
 
+import harness.run.plugin  # noqa: F401
 from tests.conftest import REPO
+
+pytest_plugins = ["pytester"]
 
 SUITE = "suites/operators/test_operators.py"
 TARGETS = ["onnxruntime-cpu", "onnxruntime-cpu,intra_op_threads=1"]
 
 
-def collected(*args: str) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-            *[a for t in TARGETS for a in ("--target", t)], *args]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return [line for line in done.stdout.splitlines() if "::" in line]
+@pytest.fixture
+def collected(pytester: pytest.Pytester):
+    def collect(*args: str) -> list[str]:
+        done = pytester.runpytest_inprocess(
+            "--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", str(REPO),
+            "-c", str(REPO / "pyproject.toml"),
+            *[a for t in TARGETS for a in ("--target", t)],
+            *[str(REPO / a) if a.startswith("suites/") else a for a in args])
+        assert done.ret == 0, "\n".join(done.outlines[-40:] + done.errlines[-40:])
+        return [line for line in done.outlines if "::" in line]
+
+    return collect
 
 
-def test_each_case_is_one_item_per_target_with_the_parametrized_id() -> None:
+def test_each_case_is_one_item_per_target_with_the_parametrized_id(collected) -> None:
     ids = collected(SUITE, "-k", "test_abs or test_neg")
     for case in ("test_abs", "test_neg"):
         first = ids.index(f"{SUITE}::{case}[{TARGETS[0]}]")
@@ -28,11 +43,11 @@ def test_each_case_is_one_item_per_target_with_the_parametrized_id() -> None:
     assert len(ids) == 2 * len({i.split("[")[0] for i in ids})
 
 
-def test_a_node_id_without_the_target_selects_the_case_on_every_target() -> None:
+def test_a_node_id_without_the_target_selects_the_case_on_every_target(collected) -> None:
     assert collected(f"{SUITE}::test_abs") == [f"{SUITE}::test_abs[{t}]" for t in TARGETS]
 
 
-def test_markers_of_the_case_and_its_suite_select_items() -> None:
+def test_markers_of_the_case_and_its_suite_select_items(collected) -> None:
     representative = collected(SUITE, "-m", "operators and representative")
     names = {i.split("::")[1].split("[")[0] for i in representative}
     assert "test_abs" in names and "test_abs_expanded" not in names

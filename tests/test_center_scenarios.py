@@ -163,6 +163,45 @@ def test_a_model_or_a_sensor_the_supply_lacks_is_named(registry: Supply) -> None
     assert fast["misses"] == ["no published sensor certificate for serial-ultrasonic"]
 
 
+def test_figures_come_from_the_cited_runs_when_the_registry_holds_them(
+        registry: Supply, tmp_path: Path) -> None:
+    """A certificate's model table keeps eight figures a case; a generation record has
+    more. The registry reads them all from the cited run's records when it holds them."""
+    from harness.center.models import Record, Run
+
+    figures = {"accuracy_drop": 0.0, "latency_p50_ms": 0.2, "latency_p99_ms": 36.6,
+               "perplexity": 21.9, "perplexity_ratio": 1.0, "reference_perplexity": 21.9,
+               "token_agreement": 1.0, "tokens_per_s": 379.2, "tpot_ms": 2.18,
+               "ttft_ms": 0.52}
+    found = records({"test_generation_greedy": figures})
+    signer = cert_support.Center(tmp_path / "signer-llm")
+    statement = _statement(signer, load_profile("scenario-llm"), found, "npu-f", "NPU-F",
+                           "npu-rt")
+    statement["predicate"]["runs"][0]["run_id"] = "run-llm"
+    (row,) = [r for r in statement["predicate"]["models"]
+              if r["case"] == "test_generation_greedy"]
+    assert "ttft_ms" not in row["metrics"]  # past the table's eight
+    demand = parse_demand({"name": "对话 / Dialogue", "scenario": "llm", "task": "generation",
+                           "requirements": [{"figure": "ttft_ms", "value": 100}]})
+    (cid,) = _publish(registry.store, signer, {"llm": statement}).values()
+    with registry.store.session() as session:
+        before = match(demand, supply(session))
+    (missed,) = [c for c in before["misses"] if c["certificate_id"] == cid]
+    assert missed["misses"] == ["ttft_ms not on the certificate"]
+    with registry.store.session() as session:
+        run = Run(run_id="run-llm", target="npu-f", driver_version="1", runtime="npu-rt",
+                  runtime_version="1.0", device="NPU-F", harness_version="0",
+                  platform_id="ab" * 32, started_at="", finished_at="")
+        session.add(run)
+        session.flush()
+        session.add(Record(run_pk=run.id, suite="scenarios", case="test_generation_greedy",
+                           status="pass", metrics=dict(figures, texts=["a"])))
+    with registry.store.session() as session:
+        after = match(demand, supply(session))
+    (met,) = [c for c in after["meets"] if c["certificate_id"] == cid]
+    assert met["checks"][0]["value"] == 0.52
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"scenario": "farming"}, "unknown scenario 'farming'"),
     ({"task": "dance"}, "unknown task 'dance'"),

@@ -6,8 +6,9 @@ catalogue (供给能力目录) and the matching between them (供需对接).
   ceilings on the task's figures (accuracy, latency) and a volume (queries per second).
 - The **supply** is derived from the published certificates, never typed in: each valid
   certificate (published, not revoked, not expired) is one certified chip / framework /
-  configuration, with the task figures its signed predicate carries (the model table's
-  rows; for a scenario profile, also its scenario fit). Sensor certificates are the supply
+  configuration, with the task figures of its records (the cited runs' records where the
+  registry holds them, else the signed model table's rows; for a scenario profile, also
+  its scenario fit). Sensor certificates are the supply
   of a scenario's required sensors (the vehicles scenario's IMU and ultrasonic radar).
 - **Matching** a demand goes through every supply entry: one that has the task and meets
   every requirement is listed with its evidence (certificate, case, figures); one that
@@ -29,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.center import revocations
-from harness.center.models import Certificate, ScenarioDemand, Vendor
+from harness.center.models import Certificate, Run, ScenarioDemand, Vendor
 from harness.cert.profile import ProfileError, level_label, load_profile
 from harness.cert.scenario_fit import SCENARIOS, fit_label, scenario_of
 
@@ -213,18 +214,42 @@ def supply(session: Session) -> list[dict[str, Any]]:
     return [_entry(session, row) for row in rows if _valid(row, revoked, now)]
 
 
+def _numeric(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        return {}
+    return {k: v for k, v in sorted(metrics.items())
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def stored_figures(session: Session, row: Certificate) -> dict[str, dict[str, float]]:
+    """case -> every numeric figure of its record, from the runs the certificate cites
+    when the registry holds them (runs of accepted bundles): the certificate's model table
+    keeps at most eight figures per case."""
+    cited = {str(r.get("run_id")) for r in (row.statement.get("predicate") or {}).get(
+        "runs") or [] if r.get("run_id")}
+    if not cited:
+        return {}
+    names = cited | {f"{run_id}/{row.target}" for run_id in cited}
+    runs = session.scalars(select(Run).where(Run.run_id.in_(names),
+                                             Run.target == row.target)).all()
+    return {r.case: _numeric(r.metrics) for run in runs for r in run.records
+            if task_of(r.case)}
+
+
 def _entry(session: Session, row: Certificate) -> dict[str, Any]:
     predicate = row.statement.get("predicate") or {}
     identity = (predicate.get("target") or {}).get("identity") or {}
     kind = (predicate.get("profile") or {}).get("kind") or identity.get("kind")
+    stored = stored_figures(session, row)
     tasks: dict[str, list[dict[str, Any]]] = {}
     for model_row in predicate.get("models") or []:
-        task = task_of(str(model_row.get("case", "")))
+        case = str(model_row.get("case", ""))
+        task = task_of(case)
         if task:
             tasks.setdefault(task, []).append({
-                "case": model_row.get("case"), "model": model_row.get("model"),
+                "case": case, "model": model_row.get("model"),
                 "status": model_row.get("status"), "precision": model_row.get("precision"),
-                "figures": dict(model_row.get("metrics") or {})})
+                "figures": stored.get(case) or _numeric(model_row.get("metrics"))})
     scenario = scenario_of(row.profile)
     vendor = session.get(Vendor, row.vendor_id) if row.vendor_id else None
     return {

@@ -17,6 +17,9 @@ in blueprints by concern:
 :mod:`~harness.center.web.api` (API)
     ``POST /api/certificates/<id>/verify`` the server-side re-check;
     ``/revocations.dsse.json`` the signed revocation list
+:mod:`~harness.center.web.scenarios` (scenarios)
+    ``/scenarios`` the scenario catalogue and the admin's demands; ``/scenarios/<id>`` a
+    demand matched against the supply; ``/supply`` the supply-capability catalogue
 
 ``/api/...`` answers in JSON. :mod:`~harness.center.web.security` adds the CSRF check,
 the cookie flags and the security headers to every blueprint.

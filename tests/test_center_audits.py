@@ -105,7 +105,7 @@ def test_sample_is_seeded_and_leaves_out_timed_cases() -> None:
     assert first != audit.draw_sample(cases, 5, seed=12)
     assert all(suite == "operators" for suite, _ in first)
     assert len(audit.draw_sample(cases, 500, seed=1)) == 30
-    with pytest.raises(audit.AuditError):
+    with pytest.raises(audit.SampleAuditError):
         audit.draw_sample(cases, 0, seed=1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,24 @@ STATUS_VALUES = {s.value for s in Status}
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
+@cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _parsed(source: str | ast.Module) -> ast.Module:
+    return ast.parse(source) if isinstance(source, str) else source
+
+
 def _strings(nodes: list[ast.expr | None]) -> list[str]:
     return [n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)]
 
 
-def written_out_statuses(source: str) -> list[str]:
+def written_out_statuses(source: str | ast.Module) -> list[str]:
     """Literal lists of two or more statuses, and literal dicts that label statuses in
     Chinese, in one module's source (``line: what``)."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(_parsed(source)):
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             values = _strings(list(node.elts))
             if len(values) >= 2 and len(values) == len(node.elts) \
@@ -60,7 +70,7 @@ def test_the_finder_finds_a_written_out_list_and_labels() -> None:
 def test_no_module_writes_out_the_status_vocabulary() -> None:
     offenders = {str(p.relative_to(ROOT)): found for p in SOURCES
                  if p.name != "case_record.py"
-                 and (found := written_out_statuses(p.read_text(encoding="utf-8")))}
+                 and (found := written_out_statuses(_tree(p)))}
     assert not offenders, f"derive these from harness.results.case_record.Status: {offenders}"
 
 
@@ -120,10 +130,10 @@ NOT_YET = {"harness/modelzoo/tasks/generation.py", "harness/modelzoo/tasks/text.
            "harness/modelzoo/tasks/detection_check.py"}
 
 
-def own_percentiles(source: str) -> list[str]:
+def own_percentiles(source: str | ast.Module) -> list[str]:
     """Calls of ``np.percentile``, ``statistics.median`` and the like (``line: name``)."""
     return [f"{node.lineno}: {node.func.value.id}.{node.func.attr}"
-            for node in ast.walk(ast.parse(source))
+            for node in ast.walk(_parsed(source))
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
             and isinstance(node.func.value, ast.Name)
             and node.func.value.id in ("np", "numpy", "statistics")
@@ -141,7 +151,7 @@ def test_one_percentile_rule() -> None:
     offenders = {name: found for p in SOURCES
                  if (name := str(p.relative_to(ROOT))) != "harness/perf/stats.py"
                  and name not in NOT_YET
-                 and (found := own_percentiles(p.read_text(encoding="utf-8")))}
+                 and (found := own_percentiles(_tree(p)))}
     assert not offenders, f"use harness.perf.stats.percentile_of: {offenders}"
 
 
@@ -161,10 +171,10 @@ def test_certificate_run_times_use_the_one_percentile() -> None:
 ONCE = ("IDENTITY_FIELDS", "STATEMENT_TYPE", "PAYLOAD_TYPE", "HOST_FAILURES", "PERFORMANCE_SUITE")
 
 
-def module_level_names(source: str) -> set[str]:
+def module_level_names(source: str | ast.Module) -> set[str]:
     """Names a module assigns or defines as a class at its top level (imports excluded)."""
     found: set[str] = set()
-    for node in ast.parse(source).body:
+    for node in _parsed(source).body:
         if isinstance(node, ast.Assign):
             found.update(t.id for t in node.targets if isinstance(t, ast.Name))
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
@@ -174,15 +184,31 @@ def module_level_names(source: str) -> set[str]:
     return found
 
 
+@cache
+def _names_of(path: Path) -> frozenset[str]:
+    return frozenset(module_level_names(_tree(path)))
+
+
 def _definers(name: str) -> list[str]:
-    return [str(p.relative_to(ROOT)) for p in SOURCES
-            if name in module_level_names(p.read_text(encoding="utf-8"))]
+    return [str(p.relative_to(ROOT)) for p in SOURCES if name in _names_of(p)]
 
 
-@pytest.mark.parametrize("name", ONCE)
-def test_a_constant_is_declared_in_one_module(name: str) -> None:
+#: class names that meant two things (now distinct names) or one thing twice (now merged)
+CLASSES_ONCE = ("AuditError", "RegistryError", "InputSpec", "CaseComparison", "SensorSession",
+                "GroundTruth")
+
+
+@pytest.mark.parametrize("name", ONCE + CLASSES_ONCE)
+def test_a_name_is_declared_in_one_module(name: str) -> None:
     definers = _definers(name)
     assert len(definers) == 1, f"{name} is declared in {definers}: import it from one"
+
+
+def test_the_sensor_ground_truth_is_the_driver_apis() -> None:
+    from harness.driver.sensor import GroundTruth
+
+    groundtruth = pytest.importorskip("targets.serial.groundtruth")
+    assert groundtruth.GroundTruth is GroundTruth
 
 
 def test_identity_fields_are_the_target_identity() -> None:

@@ -44,12 +44,12 @@ SIMILARITY_FIGURES = {"min_cosine_similarity": 1e-3, "cosine_similarity": 1e-3,
 DEFAULT_ERROR_SLACK = 1e-5
 
 
-class AuditError(Exception):
+class SampleAuditError(Exception):
     """An audit that cannot be made (one line)."""
 
 
 @dataclass
-class CaseComparison:
+class AuditedCase:
     suite: str
     case: str
     vendor_status: str
@@ -67,7 +67,7 @@ class CaseComparison:
 class AuditResult:
     seed: int
     sample: list[tuple[str, str]]
-    comparisons: list[CaseComparison]
+    comparisons: list[AuditedCase]
     min_agreement: float
     run_id: str
     notes: list[str] = field(default_factory=list)
@@ -116,14 +116,14 @@ def case_universe(bundle: OpenedBundle, target: str, markexpr: str | None
     try:
         infos, attempts = load_runs(bundle.files, bundle.run_ids())
     except ShapeError as exc:
-        raise AuditError(str(exc)) from None
+        raise SampleAuditError(str(exc)) from None
     cases: set[tuple[str, str]] = set()
     for run_id, info in infos.items():
         mine = [r for r in attempts[run_id] if r["target"] == target]
         try:
             cases |= universe.expected_cases(universe.run_suites(info, mine), target, markexpr)
         except universe.UniverseError as exc:
-            raise AuditError(str(exc)) from None
+            raise SampleAuditError(str(exc)) from None
     return sorted(cases)
 
 
@@ -132,9 +132,9 @@ def draw_sample(population: list[tuple[str, str]], size: int, seed: int
     """``size`` (suite, case) keys of ``population`` (performance cases left out)."""
     cases = sorted({key for key in population if not is_timed(key[0])})
     if size < 1:
-        raise AuditError("--sample must be at least 1")
+        raise SampleAuditError("--sample must be at least 1")
     if not cases:
-        raise AuditError("the bundle's suites have no conformance cases to sample")
+        raise SampleAuditError("the bundle's suites have no conformance cases to sample")
     return sorted(random.Random(seed).sample(cases, min(size, len(cases))))
 
 
@@ -162,32 +162,32 @@ def _number(value: Any) -> float | None:
 
 
 def compare(sample: list[tuple[str, str]], vendor: list[dict[str, Any]],
-            center: list[dict[str, Any]]) -> list[CaseComparison]:
+            center: list[dict[str, Any]]) -> list[AuditedCase]:
     theirs = {(r["suite"], r["case"]): r for r in vendor}
     ours = {(r["suite"], r["case"]): r for r in center}
     found = []
     for key in sample:
         v, c = theirs.get(key), ours.get(key)
         if v is None:
-            found.append(CaseComparison(*key, "missing", c["status"] if c else None, False,
+            found.append(AuditedCase(*key, "missing", c["status"] if c else None, False,
                                         "the vendor's bundle has no record of this case"))
             continue
         if c is None:
-            found.append(CaseComparison(*key, v["status"], None, False,
+            found.append(AuditedCase(*key, v["status"], None, False,
                                         "the center's re-run did not record this case"))
             continue
         if c["status"] == "infra_error":
-            found.append(CaseComparison(*key, v["status"], c["status"], False,
+            found.append(AuditedCase(*key, v["status"], c["status"], False,
                                         f"the center could not run it: {c.get('message', '')}"
                                         [:300]))
             continue
         if c["status"] != v["status"]:
-            found.append(CaseComparison(*key, v["status"], c["status"], False,
+            found.append(AuditedCase(*key, v["status"], c["status"], False,
                                         f"status {v['status']} (vendor) vs {c['status']} "
                                         "(center)"))
             continue
         differs = _figures_agree(v.get("metrics") or {}, c.get("metrics") or {})
-        found.append(CaseComparison(*key, v["status"], c["status"], not differs, differs))
+        found.append(AuditedCase(*key, v["status"], c["status"], not differs, differs))
     return found
 
 
@@ -217,7 +217,8 @@ def rerun(sample: list[tuple[str, str]], target: str, results_dir: Path, reports
     if done.returncode not in (0, 1) or not (run_dir / "records.jsonl").exists():
         tail = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines()
                 or ["no output"])[-1]
-        raise AuditError(f"the center's re-run failed (exit status {done.returncode}): {tail}")
+        raise SampleAuditError(f"the center's re-run failed (exit status {done.returncode}): "
+                               f"{tail}")
     _, records = load_run(run_dir)
     wanted = set(sample)
     return [r for r in records if r.get("target") == target

@@ -38,7 +38,7 @@ PUBLIC_KEY_FILE = "center.pub"
 CERTIFICATES = "certificates"
 
 
-class RegistryError(Exception):
+class CertificateRegistryError(Exception):
     """A registry folder that belongs to another key or is damaged."""
 
 
@@ -51,11 +51,11 @@ def _load_index(root: Path, keyid: str, issuer: str) -> dict[str, Any]:
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
-        raise RegistryError(f"{path} is not readable JSON ({exc})") from None
+        raise CertificateRegistryError(f"{path} is not readable JSON ({exc})") from None
     if not isinstance(index, dict) or not isinstance(index.get("certificates"), list):
-        raise RegistryError(f"{path} is not a registry index")
+        raise CertificateRegistryError(f"{path} is not a registry index")
     if (index.get("issuer") or {}).get("keyid") != keyid:
-        raise RegistryError(f"registry {root} belongs to key "
+        raise CertificateRegistryError(f"registry {root} belongs to key "
                             f"{str((index.get('issuer') or {}).get('keyid'))[:16]}..., not "
                             f"{keyid[:16]}...")
     return index
@@ -107,7 +107,7 @@ def registry_revocations(root: Path, public_key: Ed25519PublicKey,
             offered = load_revocations(incoming, public_key)
         chosen = newer_list(current, offered)
     except RevocationError as exc:
-        raise RegistryError(str(exc)) from None
+        raise CertificateRegistryError(str(exc)) from None
     if chosen is not None and chosen is offered:
         root.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(incoming, held)  # type: ignore[arg-type]
@@ -126,8 +126,8 @@ def publish(root: Path, certificate: Path, page: Path | None, statement: dict[st
     entry = entry_for(statement)
     hit = find_revocation(revocations, entry["id"]) if revocations else None
     if hit:
-        raise RegistryError(f"certificate {entry['id']} was revoked on {hit['revoked_at']}: "
-                            f"{hit['reason']}; not published")
+        raise CertificateRegistryError(f"certificate {entry['id']} was revoked on "
+                                       f"{hit['revoked_at']}: {hit['reason']}; not published")
     (root / CERTIFICATES).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(certificate, root / entry["certificate"])
     if page is not None and page.exists():

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from harness.center.audit import AuditError, audit_bundle, min_agreement, new_seed
+    from harness.center.audit import SampleAuditError, audit_bundle, min_agreement, new_seed
     from harness.center.bundle import MAX_BUNDLE_BYTES, BundleError, open_bundle
     from harness.center.models import Audit, Bundle, IntakeReport
     from harness.center.report import text_lines, write_report
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 result = audit_bundle(bundle, row.target, args.sample, seed, threshold,
                                       args.results_dir, args.reports_dir, run_id,
                                       args.case_timeout, markexpr, args.retime)
-            except AuditError as exc:
+            except SampleAuditError as exc:
                 raise CliError(str(exc)) from None
             report = result.to_dict()
             audit = Audit(bundle_id=row.id, seed=seed, sample=report["sample"],

@@ -20,7 +20,7 @@ from harness.cert.keys import (
 )
 from harness.cert.page import render_certificate
 from harness.cert.profile import ProfileError, available_profiles, load_profile
-from harness.cert.publish import RegistryError, publish
+from harness.cert.publish import CertificateRegistryError, publish
 from harness.cert.revocation import (
     DEFAULT_LIST_DAYS,
     REVOCATIONS_FILE,
@@ -254,7 +254,7 @@ def run_publish(args: argparse.Namespace) -> int:
         try:
             index = publish(args.registry, certificate, page, statement, key,
                             revocation_list_for(certificate.resolve()))
-        except RegistryError as exc:
+        except CertificateRegistryError as exc:
             raise CliError(f"{certificate}: {exc}") from None
         print(f"published {statement['predicate']['certificate_id']} "
               f"({statement['predicate']['level']['en']})")

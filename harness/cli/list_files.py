@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.cert.publish import RegistryError, mark_revoked_page, refresh
+from harness.cert.publish import CertificateRegistryError, mark_revoked_page, refresh
 from harness.cert.revocation import (
     REVOCATIONS_FILE,
     RevocationError,
@@ -44,7 +44,7 @@ def update_registry(registry: Path, key: Any, master: Path, revoked: str | None 
         return
     try:
         refresh(registry, key.public_key(), master)
-    except (RegistryError, OSError) as exc:
+    except (CertificateRegistryError, OSError) as exc:
         raise CliError(f"the list was written, but the registry was not updated: {exc}") \
             from None
     print(f"registry updated: {registry}")

@@ -214,6 +214,10 @@ class SampledTruth:
     t_s: np.ndarray
     values: dict[str, np.ndarray]
 
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
     def at(self, t_s: np.ndarray) -> dict[str, np.ndarray]:
         """The truth at ``t_s``: exactly the sampled values for the sampled times,
         else interpolated between them (NaN outside)."""
@@ -232,8 +236,9 @@ class SampledTruth:
 
 
 class GroundTruth(Protocol):
-    """What the sensor should have measured, by device time."""
+    """What the sensor should have measured, by device time, on the named channels."""
 
+    channels: tuple[str, ...]
     description: str
 
     def at(self, t_s: np.ndarray) -> dict[str, np.ndarray]: ...

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from onnx import helper
 
-from harness.modelzoo.manifest import InputSpec, Manifest, ManifestError
+from harness.modelzoo.manifest import Manifest, ManifestError, ManifestInput
 from harness.modelzoo.tasks.ocr import strokes_image
 from harness.modelzoo.tasks.vad import speech_like
 
@@ -111,7 +111,7 @@ def check_generators(manifest: Manifest) -> None:
                 f"{spec.generator!r} (known: {', '.join(sorted(GENERATORS))})")
 
 
-def resolve_shape(spec: InputSpec, dims: Mapping[str, int]) -> tuple[int, ...] | None:
+def resolve_shape(spec: ManifestInput, dims: Mapping[str, int]) -> tuple[int, ...] | None:
     """The concrete shape for one data set, or None when a symbol has no size."""
     resolved: list[int] = []
     for dim in spec.shape:

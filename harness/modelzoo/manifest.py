@@ -52,7 +52,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class InputSpec:
+class ManifestInput:
     name: str
     dtype: str
     shape: tuple[int | str, ...]
@@ -90,7 +90,7 @@ class Manifest:
     precision: str
     sha256: str
     source: Source
-    inputs: tuple[InputSpec, ...]
+    inputs: tuple[ManifestInput, ...]
     outputs: tuple[OutputSpec, ...]
     data_sets: tuple[Mapping[str, int], ...]
     tolerance: Mapping[str, float] = field(default_factory=dict)
@@ -188,14 +188,14 @@ def _shape(reader: _Reader, key: str) -> tuple[int | str, ...]:
     return tuple(shape)
 
 
-def _inputs(reader: _Reader, tables: list[Any]) -> tuple[InputSpec, ...]:
+def _inputs(reader: _Reader, tables: list[Any]) -> tuple[ManifestInput, ...]:
     specs = []
     for index, table in enumerate(tables):
         if not isinstance(table, dict):
             raise reader.fail(f"inputs[{index}]", "must be a table")
         sub = reader.sub(f"inputs[{index}]", table)
         sub.unknown(("name", "dtype", "shape", "generator", "params"))
-        specs.append(InputSpec(sub.get("name", str), sub.choice("dtype", DTYPES),
+        specs.append(ManifestInput(sub.get("name", str), sub.choice("dtype", DTYPES),
                                _shape(sub, "shape"), sub.get("generator", str),
                                dict(sub.get("params", dict, {}))))
     names = [s.name for s in specs]

@@ -24,9 +24,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from harness.driver.sensor import GroundTruth
 
 GRAVITY = 9.80665
 IMU_CHANNELS = ("ax", "ay", "az", "gx", "gy", "gz")
@@ -35,15 +37,6 @@ RANGE_CHANNELS = ("distance_m",)
 
 class TruthError(ValueError):
     """A ground-truth declaration or file that cannot be used."""
-
-
-class GroundTruth(Protocol):
-    channels: tuple[str, ...]
-    description: str
-
-    def at(self, t_s: np.ndarray) -> dict[str, np.ndarray]:
-        """True values at device times ``t_s`` (seconds), NaN where unknown."""
-        ...
 
 
 @dataclass(frozen=True)

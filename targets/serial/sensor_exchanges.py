@@ -17,7 +17,7 @@ from harness.driver.sensor import ConformanceReport, ReconnectTrial, SampleEvent
 from targets.serial.protocol import DeviceClass, MsgType, PayloadType
 
 if TYPE_CHECKING:
-    from targets.serial.sensors import SensorSession, SerialSensorTarget
+    from targets.serial.sensors import SensorLinkSession, SerialSensorTarget
 
 #: no message has this type in the protocol
 UNKNOWN_TYPE = 0x7E
@@ -25,7 +25,7 @@ MIN_SAMPLES = 5
 PAYLOAD_OF = {"imu": PayloadType.IMU6, "ultrasonic": PayloadType.RANGE}
 
 
-def wait_samples(session: SensorSession, count: int, within: float) -> list[SampleEvent]:
+def wait_samples(session: SensorLinkSession, count: int, within: float) -> list[SampleEvent]:
     """Receive until ``count`` samples are in the session's sink or ``within`` passed."""
     deadline = time.perf_counter() + within
     while time.perf_counter() < deadline:
@@ -36,7 +36,7 @@ def wait_samples(session: SensorSession, count: int, within: float) -> list[Samp
     return [e for e in session.sink if isinstance(e, SampleEvent)]
 
 
-def _identity_problems(session: SensorSession, sensor: str) -> list[str]:
+def _identity_problems(session: SensorLinkSession, sensor: str) -> list[str]:
     problems = []
     ident = session.identify()
     if ident.device_class != DeviceClass.SENSOR:
@@ -50,7 +50,7 @@ def _identity_problems(session: SensorSession, sensor: str) -> list[str]:
     return problems
 
 
-def _request_problems(session: SensorSession) -> list[str]:
+def _request_problems(session: SensorLinkSession) -> list[str]:
     problems = []
     probe = os.urandom(32)
     if session.ping(probe) != probe:

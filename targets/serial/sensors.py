@@ -5,7 +5,7 @@ streaming API through the worker (``compile(SESSION_MODEL)`` opens a session,
 ``Host.call("harness.driver.sensor:...")`` runs an exchange; see :mod:`harness.driver.sensor`):
 
 - :meth:`SerialSensorTarget.info` what the sensor declares (rate, limits);
-- :meth:`SerialSensorTarget.session` a :class:`SensorSession` for protocol
+- :meth:`SerialSensorTarget.session` a :class:`SensorLinkSession` for protocol
   exchanges (identify, ping, start, stop, raw requests, reconnect), used by
   :meth:`~SerialSensorTarget.conformance` and
   :meth:`~SerialSensorTarget.reconnect_trial` (``targets/serial/sensor_exchanges.py``);
@@ -85,7 +85,7 @@ MAX_LINK_DROPS = 20
 
 # -- a session ----------------------------------------------------------------------
 
-class SensorSession:
+class SensorLinkSession:
     """Protocol exchanges with a sensor over one link."""
 
     def __init__(self, settings: LinkSettings, sensor: str) -> None:
@@ -265,8 +265,8 @@ class SerialSensorTarget(SensorTarget):
 
     # -- streaming API ---------------------------------------------------------------
     @contextmanager
-    def session(self) -> Iterator[SensorSession]:
-        session = SensorSession(self.settings, self.sensor)
+    def session(self) -> Iterator[SensorLinkSession]:
+        session = SensorLinkSession(self.settings, self.sensor)
         session.open()
         try:
             yield session
@@ -327,7 +327,7 @@ class SerialSensorTarget(SensorTarget):
         info = self.info()
         seconds = self.capture_s if seconds is None else seconds
         capture = Capture(self.sensor, info.rate_hz, info.frame_bytes, seconds)
-        session = SensorSession(self.settings, self.sensor)
+        session = SensorLinkSession(self.settings, self.sensor)
         end = time.perf_counter() + seconds
         started = False
         lost_before = 0

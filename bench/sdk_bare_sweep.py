@@ -5,9 +5,12 @@ Three steps, because each SDK lives in an environment of its own (its numpy and 
 not the harness's):
 
 1. ``export`` (harness interpreter): every node case with a 0-d input is written as files
-   any numpy can read: ``model.onnx``, ``in_<set>_<i>.npy``, ``out_<set>_<i>.npy`` and
-   ``case.json`` (names, rtol, atol). Cases holding a type numpy lacks (bfloat16, float8,
-   int4 ...) are listed as not exported.
+   any numpy can read: ``model.onnx``, one ``.npy`` per tensor and ``case.json`` (names,
+   rtol, atol, and what each value is). A type numpy lacks (bfloat16, float8, int4 ...)
+   is saved as its bits in an unsigned integer of its width and read back with
+   ``ml_dtypes`` (a case stays *not run* in an environment without it); a string tensor
+   as numpy's unicode type, read back as Python strings; a sequence as its tensors; an
+   absent optional as nothing.
 2. ``bare --sdk S`` (run *inside* the environment, e.g. through ``shipei env``'s launch
    variables): each case runs in a forked child that calls the SDK's own API as its
    documentation shows a user (none of Shipei's driver code), feeding the inputs exactly
@@ -16,15 +19,19 @@ not the harness's):
    A case passes when every output matches the reference within the case's rtol/atol
    (shape and element type included), as onnx's backend runner judges. An existing
    ``--out`` file is resumed: the cases it holds are not run again.
-3. ``compare --run RUN --target T``: the bare verdicts against the run's, on
-   pass / not pass, with every disagreement listed.
+3. ``compare --run RUN --bare FILE --target T [--bare FILE --target T ...]``: each SDK's
+   bare verdicts against the run's for its target, on pass / not pass, every
+   disagreement listed, then agreement per SDK (``--json`` writes the figures).
+
+``--sdk onnxruntime`` drives onnxruntime's own numpy API (``InferenceSession.run``) in
+the harness's interpreter: the script's check that needs no SDK environment.
 
     python bench/sdk_bare_sweep.py export --out /tmp/zero_d
     shipei env show nncase   # interpreter and worker variables
     <env python> bench/sdk_bare_sweep.py bare --sdk nncase --cases /tmp/zero_d \
         --out nncase.jsonl
-    python bench/sdk_bare_sweep.py compare --bare nncase.jsonl --run results/RUN \
-        --target nncase-k230
+    python bench/sdk_bare_sweep.py compare --run results/RUN \
+        --bare nncase.jsonl --target nncase-k230 --bare mnn.jsonl --target mnn-cpu
 """
 
 from __future__ import annotations
@@ -54,14 +61,15 @@ NUMPY_NAMES = frozenset({"float32", "float64", "float16", "int8", "int16", "int3
 
 # -- 1. export (harness interpreter) ---------------------------------------------------
 
-def zero_d_cases() -> list[Any]:
-    """The operator suite's node cases with at least one 0-d input."""
+def zero_d_cases(only: set[str] | None = None) -> list[Any]:
+    """The operator suite's node cases with at least one 0-d input (of those named in
+    ``only``, when given)."""
     sys.path.insert(0, str(ROOT))
     from suites.operators.onnx_cases import all_cases
 
     chosen = []
     for case in all_cases():
-        if case.tags.get("source") != "node":
+        if case.tags.get("source") != "node" or (only is not None and case.name not in only):
             continue
         loaded = case.load()
         if any(getattr(value, "ndim", None) == 0 for data in loaded.data_sets
@@ -70,31 +78,73 @@ def zero_d_cases() -> list[Any]:
     return chosen
 
 
-def export(out: Path) -> None:
+class NotRunnable(Exception):
+    """A case this environment cannot even hold (no ml_dtypes for a float8 tensor): not
+    the SDK's verdict."""
+
+
+def save_value(folder: Path, stem: str, value: Any) -> dict[str, Any]:
+    """Write one input or output under ``folder``; what :func:`load_value` reads back."""
+    if value is None:
+        return {"kind": "none"}
+    if isinstance(value, (list, tuple)):
+        return {"kind": "sequence",
+                "items": [save_value(folder, f"{stem}_{i}", v) for i, v in enumerate(value)]}
+    array = np.asarray(value)
+    if array.dtype == object or array.dtype.kind in "US":
+        stored, dtype = array.astype(str), "string"
+    elif array.dtype.name in NUMPY_NAMES:
+        stored, dtype = array, array.dtype.name
+    else:  # bfloat16, float8, int4 ...: the bits, in an unsigned integer of their width
+        stored, dtype = array.view(f"u{array.dtype.itemsize}"), array.dtype.name
+    np.save(folder / f"{stem}.npy", stored, allow_pickle=False)
+    return {"kind": "tensor", "file": f"{stem}.npy", "dtype": dtype}
+
+
+def load_value(folder: Path, spec: dict[str, Any]) -> Any:
+    """A value :func:`save_value` wrote, as the SDK is given it (or compared with)."""
+    if spec["kind"] == "none":
+        return None
+    if spec["kind"] == "sequence":
+        return [load_value(folder, item) for item in spec["items"]]
+    stored = np.load(folder / spec["file"], allow_pickle=False)
+    dtype = spec["dtype"]
+    if dtype == "string":
+        return stored.astype(object)
+    if dtype in NUMPY_NAMES:
+        return stored
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise NotRunnable(f"numpy holds no {dtype} and this environment has no "
+                          "ml_dtypes") from None
+    if not hasattr(ml_dtypes, dtype):
+        raise NotRunnable(f"this environment's ml_dtypes {ml_dtypes.__version__} has no "
+                          f"{dtype}")
+    return stored.view(getattr(ml_dtypes, dtype))
+
+
+def export(out: Path, only: set[str] | None = None) -> list[str]:
+    """Write every node case with a 0-d input (those named in ``only``, if given)."""
     out.mkdir(parents=True, exist_ok=True)
-    exported, skipped = [], []
-    for case, loaded in zero_d_cases():
-        arrays = [v for d in loaded.data_sets for v in [*d.inputs.values(), *d.outputs]]
-        if not all(isinstance(v, np.ndarray) and v.dtype.name in NUMPY_NAMES for v in arrays):
-            skipped.append(case.name)
-            continue
+    exported = []
+    for case, loaded in zero_d_cases(only):
         folder = out / case.name
         folder.mkdir(exist_ok=True)
         (folder / "model.onnx").write_bytes(loaded.model.SerializeToString())
-        for index, data in enumerate(loaded.data_sets):
-            for position, value in enumerate(data.inputs.values()):
-                np.save(folder / f"in_{index}_{position}.npy", value)
-            for position, value in enumerate(data.outputs):
-                np.save(folder / f"out_{index}_{position}.npy", value)
+        sets = [{"inputs": [save_value(folder, f"in_{index}_{position}", value)
+                            for position, value in enumerate(data.inputs.values())],
+                 "outputs": [save_value(folder, f"out_{index}_{position}", value)
+                             for position, value in enumerate(data.outputs)]}
+                for index, data in enumerate(loaded.data_sets)]
         (folder / "case.json").write_text(json.dumps({
             "name": case.name, "rtol": case.rtol, "atol": case.atol,
             "inputs": list(loaded.data_sets[0].inputs), "outputs": loaded.output_names,
-            "sets": len(loaded.data_sets)}))
+            "sets": sets}))
         exported.append(case.name)
-    (out / "index.json").write_text(json.dumps({"exported": exported,
-                                                "not_exported": skipped}, indent=1))
-    print(f"{len(exported)} node cases with a 0-d input exported to {out}; "
-          f"{len(skipped)} hold a type numpy lacks: {', '.join(skipped) or 'none'}")
+    (out / "index.json").write_text(json.dumps({"exported": exported}, indent=1))
+    print(f"{len(exported)} node cases with a 0-d input exported to {out}")
+    return exported
 
 
 # -- 2. the SDKs as a user drives them (inside their environments) ---------------------
@@ -225,14 +275,35 @@ def run_rknn(model: bytes, inputs: list[np.ndarray], names: list[str]) -> list[n
     return [np.asarray(v) for v in outputs]
 
 
+def run_onnxruntime(model: bytes, inputs: list[Any], names: list[str]) -> list[Any]:
+    """onnxruntime's numpy API as its documentation shows it (an absent optional input is
+    left out of the feeds); types that API does not take are its refusal."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    feeds = {name: value for name, value in zip(names, inputs, strict=True)
+             if value is not None}
+    return session.run(None, feeds)
+
+
 SDKS = {"nncase": run_nncase, "mnn": run_mnn, "ncnn": run_ncnn, "paddle": run_paddle,
-        "rknn": run_rknn}
+        "rknn": run_rknn, "onnxruntime": run_onnxruntime}
 
 
-def matches(want: np.ndarray, got: np.ndarray, rtol: float, atol: float) -> bool:
+def matches(want: Any, got: Any, rtol: float, atol: float) -> bool:
+    """Whether ``got`` is ``want`` within tolerance: shape and element type included, a
+    sequence item by item, an absent optional only by an absent one."""
+    if want is None or isinstance(want, list):
+        if want is None or not isinstance(got, (list, tuple)) or len(got) != len(want):
+            return want is None and got is None
+        return all(matches(w, g, rtol, atol) for w, g in zip(want, got, strict=True))
+    if got is None or isinstance(got, (list, tuple)):
+        return False
     got = np.asarray(got)
     if want.shape != got.shape or want.dtype != got.dtype:  # a scalar given back as [1] too
         return False
+    if want.dtype == object:  # strings
+        return bool(np.array_equal(want, got))
     try:
         np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64),
                                    rtol=rtol, atol=atol, equal_nan=True)
@@ -252,12 +323,16 @@ def _child(sdk: str, folder: str, conn: Any) -> None:
     meta = json.loads((path / "case.json").read_text())
     model = (path / "model.onnx").read_bytes()
     try:
+        sets = [([load_value(path, spec) for spec in data["inputs"]],
+                 [load_value(path, spec) for spec in data["outputs"]])
+                for data in meta["sets"]]
+    except NotRunnable as exc:
+        conn.send(("not_run", str(exc)))
+        return
+    try:
         ok = True
-        for index in range(meta["sets"]):
-            inputs = [np.load(path / f"in_{index}_{i}.npy") for i in range(len(meta["inputs"]))]
-            actual = SDKS[sdk](model, inputs, meta["inputs"])
-            expected = [np.load(path / f"out_{index}_{i}.npy")
-                        for i in range(len(meta["outputs"]))]
+        for inputs, expected in sets:
+            actual = list(SDKS[sdk](model, inputs, meta["inputs"]))
             ok = ok and len(actual) == len(expected) and all(
                 matches(w, g, meta["rtol"], meta["atol"])
                 for w, g in zip(expected, actual, strict=True))
@@ -299,28 +374,65 @@ def bare(sdk: str, cases: Path, out: Path, timeout: float) -> None:
 
 # -- 3. compare ----------------------------------------------------------------------
 
-def compare(bare_file: Path, run: Path, target: str) -> int:
-    bare_rows = [json.loads(line) for line in bare_file.read_text().splitlines() if line]
+def run_verdicts(run: Path, target: str) -> dict[str, dict[str, Any]]:
+    """The run's records of ``target`` by case (the last attempt of a case wins)."""
     ours: dict[str, dict[str, Any]] = {}
     for line in (run / "records.jsonl").read_text().splitlines():
         if line.strip():
             record = json.loads(line)
             if record.get("target") == target:
-                ours[record["case"]] = record  # the last attempt wins
-    agreed, rows = 0, 0
+                ours[record["case"]] = record
+    return ours
+
+
+def agreement(bare_file: Path, run: Path, target: str) -> dict[str, Any]:
+    """One SDK's bare verdicts against the run's for ``target``: the counts, and each
+    disagreement, case not run and case missing from the run."""
+    bare_rows = [json.loads(line) for line in bare_file.read_text().splitlines() if line]
+    ours = run_verdicts(run, target)
+    found: dict[str, Any] = {"bare": bare_file.name, "target": target, "cases": len(bare_rows),
+                             "bare_passes": 0, "judged": 0, "agree": 0, "disagree": [],
+                             "not_run": [], "missing": []}
     for row in bare_rows:
         record = ours.get(row["case"])
-        if record is None:
-            print(f"MISSING {row['case']}: not in {run.name}")
+        if row["bare"] == "not_run":
+            found["not_run"].append({"case": row["case"], "why": row["why"]})
             continue
-        rows += 1
-        same = (row["bare"] == "pass") == (record["status"] == "pass")
-        agreed += same
-        if not same:
-            print(f"DISAGREE {row['case']}: bare {row['bare']} ({row['why'][:100]}), "
-                  f"shipei {record['status']} ({record.get('message', '')[:100]})")
-    print(f"{bare_file.stem} vs {target}: {agreed}/{rows} agree on pass/not-pass")
-    return 0 if agreed == rows else 1
+        if record is None:
+            found["missing"].append(row["case"])
+            continue
+        found["judged"] += 1
+        found["bare_passes"] += row["bare"] == "pass"
+        if (row["bare"] == "pass") == (record["status"] == "pass"):
+            found["agree"] += 1
+        else:
+            found["disagree"].append({
+                "case": row["case"], "bare": row["bare"], "bare_why": row["why"][:200],
+                "shipei": record["status"], "shipei_message": record.get("message", "")[:200]})
+    return found
+
+
+def compare(pairs: list[tuple[Path, str]], run: Path, json_out: Path | None = None) -> int:
+    """Each SDK's bare verdicts against the run's; 0 when every judged case agrees."""
+    results = [agreement(bare_file, run, target) for bare_file, target in pairs]
+    for found in results:
+        for row in found["disagree"]:
+            print(f"DISAGREE {found['target']} {row['case']}: bare {row['bare']} "
+                  f"({row['bare_why'][:100]}), shipei {row['shipei']} "
+                  f"({row['shipei_message'][:100]})")
+        for row in found["not_run"]:
+            print(f"NOT RUN {found['target']} {row['case']}: {row['why']}")
+        for case in found["missing"]:
+            print(f"MISSING {found['target']} {case}: not in {run.name}")
+    print(f"{'bare file':<24} {'target':<20} {'cases':>5} {'judged':>6} {'bare pass':>9} "
+          f"{'agree':>5} {'disagree':>8} {'not run':>7} {'missing':>7}")
+    for f in results:
+        print(f"{f['bare']:<24} {f['target']:<20} {f['cases']:>5} {f['judged']:>6} "
+              f"{f['bare_passes']:>9} {f['agree']:>5} {len(f['disagree']):>8} "
+              f"{len(f['not_run']):>7} {len(f['missing']):>7}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"run": run.name, "sdks": results}, indent=1) + "\n")
+    return 0 if all(not f["disagree"] and not f["missing"] for f in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,23 +440,29 @@ def main(argv: list[str] | None = None) -> int:
     steps = parser.add_subparsers(dest="step", required=True)
     step = steps.add_parser("export")
     step.add_argument("--out", type=Path, required=True)
+    step.add_argument("--only", help="comma-separated case names (default: all of them)")
     step = steps.add_parser("bare")
     step.add_argument("--sdk", choices=sorted(SDKS), required=True)
     step.add_argument("--cases", type=Path, required=True)
     step.add_argument("--out", type=Path, required=True)
     step.add_argument("--timeout", type=float, default=300.0)
     step = steps.add_parser("compare")
-    step.add_argument("--bare", type=Path, required=True)
     step.add_argument("--run", type=Path, required=True)
-    step.add_argument("--target", required=True)
+    step.add_argument("--bare", type=Path, action="append", required=True,
+                      help="an SDK's bare verdicts (repeat, each with its --target)")
+    step.add_argument("--target", action="append", required=True,
+                      help="the run's target for the --bare file in the same position")
+    step.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if args.step == "export":
-        export(args.out)
+        export(args.out, set(args.only.split(",")) if args.only else None)
         return 0
     if args.step == "bare":
         bare(args.sdk, args.cases, args.out, args.timeout)
         return 0
-    return compare(args.bare, args.run, args.target)
+    if len(args.bare) != len(args.target):
+        parser.error("give each --bare file its --target, in the same order")
+    return compare(list(zip(args.bare, args.target, strict=True)), args.run, args.json)
 
 
 if __name__ == "__main__":

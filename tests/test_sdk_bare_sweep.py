@@ -1,0 +1,89 @@
+"""bench/sdk_bare_sweep.py on onnxruntime (the SDK this machine has): every 0-d node case
+is exported (float8, int4, bfloat16, strings, sequences and absent optionals included),
+driven through onnxruntime's own numpy API in forked children, and compared with a
+Shipei run of the same cases, per SDK."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sweep_module():
+    spec = importlib.util.spec_from_file_location("sdk_bare_sweep",
+                                                  ROOT / "bench" / "sdk_bare_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sdk_bare_sweep"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return sweep_module()
+
+
+def test_values_numpy_lacks_travel_as_their_bits_and_come_back_equal(sweep, tmp_path):
+    values = {
+        "bf16": np.array([1.5, -2.25], dtype=ml_dtypes.bfloat16),
+        "f8": np.array(0.5, dtype=ml_dtypes.float8_e4m3fn),  # 0-d stays 0-d
+        "i4": np.array([-8, 7], dtype=ml_dtypes.int4),
+        "text": np.array("abc", dtype=object),
+        "seq": [np.zeros((2,), np.float32), np.array(3, np.int64)],
+        "none": None,
+    }
+    for stem, value in values.items():
+        spec = sweep.save_value(tmp_path, stem, value)
+        back = sweep.load_value(tmp_path, json.loads(json.dumps(spec)))
+        assert sweep.matches(value, back, 0.0, 0.0), stem
+    scalar = np.array(2.0, np.float32)
+    assert not sweep.matches(scalar, scalar.reshape(1), 1e-3, 1e-7)  # [1] is not 0-d
+    assert not sweep.matches(None, [], 0, 0) and not sweep.matches([scalar], None, 0, 0)
+    assert not sweep.matches(np.array("a", dtype=object), np.array("b", dtype=object), 0, 0)
+
+
+CASES = ["test_clip_default_min", "test_if_seq", "test_loop16_seq_none",
+         "test_string_concat_zero_dimensional", "test_range_bfloat16_type_positive_delta",
+         "test_dequantizelinear_int4"]
+
+
+def test_the_bare_sweep_on_onnxruntime_is_compared_with_shipei_per_sdk(
+        sweep, tmp_path, shipei_cli, capsys):
+    cases = tmp_path / "zero_d"
+    sweep.export(cases, set(CASES))
+    exported = json.loads((cases / "index.json").read_text())["exported"]
+    assert sorted(exported) == sorted(CASES)  # the types numpy lacks are exported too
+    bare = tmp_path / "onnxruntime.jsonl"
+    sweep.bare("onnxruntime", cases, bare, timeout=120)
+    verdicts = {row["case"]: row for row in map(json.loads, bare.read_text().splitlines())}
+    assert set(verdicts) == set(CASES)
+    for case in ("test_clip_default_min", "test_if_seq", "test_loop16_seq_none",
+                 "test_string_concat_zero_dimensional"):
+        assert verdicts[case]["bare"] == "pass", verdicts[case]
+    # onnxruntime's numpy API takes no bfloat16 array: the bare user's refusal
+    assert verdicts["test_range_bfloat16_type_positive_delta"]["bare"] == "error"
+
+    result = shipei_cli("run", "--suite", "operators", "--target", "onnxruntime-cpu",
+                        "-k", " or ".join(CASES))
+    run = next(iter(result.run_dirs()))
+    figures = tmp_path / "agreement.json"
+    code = sweep.compare([(bare, "onnxruntime-cpu")], run, figures)
+    found = json.loads(figures.read_text())["sdks"][0]
+    assert found["judged"] == len(CASES) and not found["missing"] and not found["not_run"]
+    # onnxruntime's numpy API refuses the bfloat16 Range; Shipei's driver passes it bits
+    # in an OrtValue: the one disagreement, listed with both sides' words
+    assert found["agree"] == len(CASES) - 1 and code == 1
+    [disagreement] = found["disagree"]
+    assert disagreement["case"] == "test_range_bfloat16_type_positive_delta"
+    assert (disagreement["bare"], disagreement["shipei"]) == ("error", "pass")
+    table = capsys.readouterr().out
+    assert "DISAGREE onnxruntime-cpu test_range_bfloat16_type_positive_delta" in table
+    assert "onnxruntime.jsonl" in table and f"{len(CASES) - 1:>5}" in table

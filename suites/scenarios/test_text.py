@@ -1,15 +1,16 @@
-"""Text embedding (文本向量): all-MiniLM-L6-v2 (int8 weights) on Chinese and English
-paraphrase pairs; cosine against the reference's embeddings, retrieval top-1 against the
-truth.
+"""Text embedding (文本向量): two real MiniLM sentence encoders (all-MiniLM-L6-v2 with int8
+weights, paraphrase-MiniLM-L3-v2 in fp32) on Chinese and English paraphrase pairs; cosine
+against the reference's embeddings, retrieval top-1 against the truth.
 
     shipei run --suite scenarios -k text --target onnxruntime-cpu
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from harness.modelzoo.tasks.text_check import TEXT_MODEL, check_text_embedding
+from harness.modelzoo.tasks.text_check import TEXT_TASKS, check_text_embedding
 from harness.modelzoo.zoo import Zoo
 
 SUITE = "scenarios"
@@ -19,14 +20,29 @@ SCENARIOS = ("llm", "education")
 pytestmark = pytest.mark.case_timeout(300)
 
 
-@pytest.mark.representative
-@pytest.mark.shipei_case(suite=SUITE, case="test_text_embedding")
-def test_text_embedding(target: Any) -> None:
-    """Sentence embeddings of 16 documents and their 16 paraphrasing queries (8 Chinese,
-    8 English), one run per sentence: cosine with the reference's, retrieval top-1."""
-    outcome = check_text_embedding(ZOO, target.host, target.capabilities.precision,
-                                   target.timeout())
-    target.conclude(SUITE, "test_text_embedding", outcome,
-                    {"task": "text_embedding", "scenarios": list(SCENARIOS),
-                     "model": TEXT_MODEL,
-                     "title": "Sentence embeddings: cosine vs reference, retrieval top-1"})
+def _text_test(task: str, model: str) -> Callable[..., None]:
+    case = f"test_{task}"
+
+    def test(target: Any) -> None:
+        outcome = check_text_embedding(ZOO, target.host, target.capabilities.precision,
+                                       target.timeout(), task)
+        target.conclude(SUITE, case, outcome,
+                        {"task": "text_embedding", "scenarios": list(SCENARIOS),
+                         "model": model,
+                         "title": f"Sentence embeddings ({model}): cosine vs reference, "
+                                  "retrieval top-1"})
+
+    test.__name__ = test.__qualname__ = case
+    test.__doc__ = (f"{model}: embeddings of 16 documents and their 16 paraphrasing queries "
+                    "(8 Chinese, 8 English), one run per sentence: cosine with the "
+                    "reference's, retrieval top-1")
+    marks = [pytest.mark.shipei_case(suite=SUITE, case=case)]
+    if task == "text_embedding":
+        marks.append(pytest.mark.representative)
+    for mark in marks:
+        test = mark(test)
+    return test
+
+
+for _task, _model in TEXT_TASKS.items():
+    globals()[f"test_{_task}"] = _text_test(_task, _model)

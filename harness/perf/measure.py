@@ -27,7 +27,7 @@ from harness.perf.cases import PerfCase
 from harness.perf.loadgen_log import unmet
 from harness.perf.settings import OFFLINE
 from harness.perf.stats import summarize
-from harness.verdicts.judge import compare_outputs, effective_tolerance
+from harness.verdicts.judge import compare_outputs, effective_tolerance, judged_precision
 
 PERF_SCHEMA_VERSION = "1.0"
 LOOP_FUNCTION = "harness.perf.loops:measure"
@@ -73,7 +73,6 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
         return PerfResult(Outcome("skip", reason))
     if workload.batch_size and case.settings.scenario == OFFLINE:
         case = replace(case, settings=case.settings.with_(batch_size=workload.batch_size))
-    rtol, atol = effective_tolerance(case.rtol, case.atol, caps.precision)
     key = key or f"{case.suite}::{case.name}"
     timings: dict[str, float] = {}
     try:
@@ -87,12 +86,18 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
         timings["compile_s"] = host.compile(key, workload.model.SerializeToString(),
                                             _left(deadline))
         outputs, timings["check_s"] = host.run(key, workload.check.inputs, _left(deadline))
+        # the configuration's precision, unless the placement says it did not run in it
+        precision = judged_precision(caps.precision, host.placement(key, _left(deadline)))
+        rtol, atol = effective_tolerance(case.rtol, case.atol, precision)
         verdict = compare_outputs(workload.check.outputs, outputs, workload.output_names(),
-                                  case.rtol, case.atol, caps.precision)
+                                  case.rtol, case.atol, precision)
+        check = verdict.metrics() | {"rtol": rtol, "atol": atol, "precision": precision}
+        if precision != caps.precision:  # the configuration's floors did not apply: say so
+            check["configured_precision"] = caps.precision
         if not verdict.passed:
             return PerfResult(Outcome(
                 "fail", f"outputs differ from the reference, so not timed: {verdict.message}",
-                verdict.metrics(), timings | {"total_s": time.perf_counter() - started}))
+                check, timings | {"total_s": time.perf_counter() - started}))
         begin = time.perf_counter()
         raw = host.call(LOOP_FUNCTION, key,
                         {"settings": case.settings.to_dict(), "feeds": workload.feeds,
@@ -111,8 +116,7 @@ def measure_case(case: PerfCase, host: Host, caps: Capabilities, timeout: float,
     finally:
         host.release(key)
     timings["total_s"] = time.perf_counter() - started
-    return _result(case, caps, raw, verdict.metrics() | {"rtol": rtol, "atol": atol},
-                   timings, placement)
+    return _result(case, caps, raw, check, timings, placement)
 
 
 def wait_until_ready(host: Host) -> float:

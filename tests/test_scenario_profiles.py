@@ -184,6 +184,7 @@ def test_a_scenario_certificate_verifies_and_its_page_says_the_fit(tmp_path: Pat
     assert "基本适配" in page and "Fits with limitations" in page
     assert "latency_p99_ms = 55.25 &gt; ceiling 40" in page
     assert "serial-imu, serial-ultrasonic" in page
+    assert "Precision classes: fp32, fp16, int8（本证书 / this certificate: not declared" in page
     # an edited figure no longer recomputes to the signed criteria
     edited = [dict(r, metrics=dict(r["metrics"], latency_p99_ms=20.0))
               if r["case"] == "test_detection_yolo" else r for r in slow]

@@ -56,10 +56,13 @@ def render_fit(predicate: dict[str, Any]) -> str:
             f"{_e(scenario.plan_zh)}）</span></div>"]
     precisions = _sets(predicate, "precisions")
     if precisions:
+        target = predicate["target"]
+        precision = (target.get("capabilities") or {}).get("precision") \
+            if isinstance(target.get("capabilities"), dict) else None
         rows.append(f"<div>精度类别 / Precision classes: {_e(', '.join(precisions))}"
-                    f"（本证书 / this certificate: "
-                    f"{_e(predicate['target']['identity'].get('configuration') or 'default')}）"
-                    "</div>")
+                    f"（本证书 / this certificate: {_e(precision or 'not declared')}, "
+                    f"configuration {_e(target['identity'].get('configuration') or 'default')}"
+                    "）</div>")
     sensors = _sets(predicate, "required_sensors")
     if sensors:
         rows.append(f"<div>所需传感器 / Required sensors: {_e(', '.join(sensors))} — 须另有已发布的"

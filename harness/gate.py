@@ -18,7 +18,6 @@ A gate fails on any finding:
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -49,11 +48,11 @@ def required_suites(kind: str, profile: str | None = None) -> list[tuple[str, st
     that declare themselves gate suites
     (:attr:`harness.cases.suite_registry.SuiteSpec.gate_markexpr`), the contract first."""
     from harness.cases.suite_registry import discover_suites
-    from harness.cert.profile import ProfileError, load_profile, profile_for_kind
+    from harness.cert.profile import ProfileError, measured_suites
 
     suites = discover_suites().suites
     try:
-        measured = (load_profile(profile) if profile else profile_for_kind(kind)).suites
+        measured = measured_suites(kind, profile)
     except ProfileError as exc:
         if profile:
             raise GateError(str(exc)) from None
@@ -316,14 +315,11 @@ def _latency(baseline: Baseline | None, run_dir: Path | None, policy: GatePolicy
     if baseline.run_dir is None or run_dir is None:
         return "latency not compared: the baseline is a records file, not a run folder " \
                "with latency samples"
+    from harness.perf.compare import compare_runs
+
     try:
-        compare = importlib.import_module("harness.perf.compare")
-    except ImportError:
-        return "latency not compared: harness.perf.compare is not available"
-    try:
-        result = compare.compare_runs(baseline.run_dir, run_dir,
-                                      threshold=policy.latency_threshold,
-                                      pairs={baseline.target: _only_target(run_dir)})
+        result = compare_runs(baseline.run_dir, run_dir, threshold=policy.latency_threshold,
+                              pairs={baseline.target: _only_target(run_dir)})
     except Exception as exc:  # a comparison that cannot be made is reported, not fatal
         return f"latency not compared: {type(exc).__name__}: {exc}"
     if not result.cases:

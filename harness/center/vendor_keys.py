@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from harness.cert.keys import KeyFileError, fingerprint, write_key_pair
+from harness.cert.keys import KeyFileError, write_key_pair
 
 PRIVATE_FILE = "vendor.key"
 PUBLIC_FILE = "vendor.pub"
@@ -35,24 +34,3 @@ def vendor_name(key_path: Path) -> str:
         return str(data["vendor"])
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-
-
-def run_keys_command(args: Any) -> int:
-    """``shipei keys init|show --role vendor``."""
-    from harness.cert.keys import DEFAULT_KEY_DIR, display_fingerprint, load_public_key
-    from harness.cli.common import CliError
-
-    directory = args.dir if args.dir != DEFAULT_KEY_DIR else DEFAULT_KEY_DIR / "vendor"
-    try:
-        if args.action == "init":
-            public, keyid = init_vendor_keys(directory, args.vendor or args.name, args.force)
-            print(f"private key: {directory / PRIVATE_FILE} (mode 0600; keep it secret)")
-        else:
-            public = directory / PUBLIC_FILE
-            keyid = fingerprint(load_public_key(public))
-    except KeyFileError as exc:
-        raise CliError(str(exc)) from None
-    print(f"public key:  {public} (give it to the center: shipei db vendor-add NAME --pubkey FILE)")
-    print(f"vendor:      {vendor_name(public) or '(unknown)'}")
-    print(f"fingerprint: {display_fingerprint(keyid)}")
-    return 0

@@ -403,3 +403,10 @@ def profile_for_kind(kind: str) -> Profile:
         if profile.kind == kind:
             return profile
     raise ProfileError(f"no packaged profile certifies {kind!r} targets")
+
+
+def measured_suites(kind: str, profile: str | None = None) -> tuple[str, ...]:
+    """The suites a profile measures: ``profile`` (a name or TOML path) or, without one, the
+    packaged profile for ``kind``. The one way the gate reads profiles (``harness.gate``);
+    :class:`ProfileError` when there is no such profile."""
+    return (load_profile(profile) if profile else profile_for_kind(kind)).suites

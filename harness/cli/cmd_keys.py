@@ -42,9 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.role == "vendor":
-        from harness.center.vendor_keys import run_keys_command
-
-        return run_keys_command(args)
+        return run_vendor(args)
     try:
         if args.action == "init":
             pair, keyid = init_keys(args.dir, args.name, args.force)
@@ -56,5 +54,27 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(f"public key:  {pair.public}")
     print(f"center:      {center_name(args.dir) or '(no name; keys init --name)'}")
+    print(f"fingerprint: {display_fingerprint(keyid)}")
+    return 0
+
+
+def run_vendor(args: argparse.Namespace) -> int:
+    """``shipei keys init|show --role vendor``: the vendor's bundle-signing key pair."""
+    from harness.center import vendor_keys
+
+    directory = args.dir if args.dir != DEFAULT_KEY_DIR else DEFAULT_KEY_DIR / "vendor"
+    try:
+        if args.action == "init":
+            public, keyid = vendor_keys.init_vendor_keys(directory, args.vendor or args.name,
+                                                         args.force)
+            print(f"private key: {directory / vendor_keys.PRIVATE_FILE} "
+                  "(mode 0600; keep it secret)")
+        else:
+            public = directory / vendor_keys.PUBLIC_FILE
+            keyid = fingerprint(load_public_key(public))
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"public key:  {public} (give it to the center: shipei db vendor-add NAME --pubkey FILE)")
+    print(f"vendor:      {vendor_keys.vendor_name(public) or '(unknown)'}")
     print(f"fingerprint: {display_fingerprint(keyid)}")
     return 0

@@ -133,7 +133,8 @@ class Lab:
     makes a place of it. :attr:`env` is the environment for processes that use the
     lab (``LG_COORDINATOR``)."""
 
-    def __init__(self, folder: Path, boards: int = 1, exporter: str = "shipei-exp") -> None:
+    def __init__(self, folder: Path, boards: int = 1, exporter: str = "shipei-exp",
+                 sim_args: Mapping[int, list[str]] | None = None) -> None:
         self.folder = folder
         self.exporter = exporter
         self.address = f"127.0.0.1:{free_port()}"
@@ -142,6 +143,7 @@ class Lab:
         self.ptys: list[str] = []
         self.sims: list[subprocess.Popen[bytes]] = []
         self._lab_session: LabSession | None = None
+        self.sim_args = dict(sim_args or {})
         try:
             self._start(boards)
         except BaseException:
@@ -157,8 +159,9 @@ class Lab:
     # -- starting --------------------------------------------------------------------
     def _start(self, boards: int) -> None:
         self._spawn([sys.executable, "-c", _COORDINATOR, "-l", self.address], "coordinator")
-        sims = [self._spawn([sys.executable, "-m", "harness", "sim", "board", "-q"],
-                            f"sim{i}", stdout=subprocess.PIPE) for i in range(boards)]
+        sims = [self._spawn([sys.executable, "-m", "harness", "sim", "board", "-q",
+                             *self.sim_args.get(i, [])], f"sim{i}", stdout=subprocess.PIPE)
+                for i in range(boards)]
         self.sims = sims
         self.ptys = [self._first_line(sim, f"shipei sim board #{i}") for i, sim in
                      enumerate(sims)]
@@ -275,6 +278,12 @@ class Lab:
         session._act(getattr(session.session, command)())
 
     # -- stopping --------------------------------------------------------------------
+    def stop_exporter(self) -> None:
+        """Stop the exporter and its ser2net processes: the lab's network goes away."""
+        for proc in self._procs:
+            if proc.args[2:3] == [_EXPORTER]:
+                _stop(proc)
+
     def close(self) -> None:
         """Stop every process this lab started, with its children (ser2net), newest
         first."""
@@ -302,14 +311,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(boards: int = 1) -> Iterator[Lab]:
-    """A :class:`Lab` for the ``with`` block; skips (naming the missing component)
-    when one cannot run here."""
+def running_lab(boards: int = 1, sim_args: Mapping[int, list[str]] | None = None
+                ) -> Iterator[Lab]:
+    """A :class:`Lab` for the ``with`` block (``sim_args[i]``: more options for board
+    ``i``'s ``shipei sim board``); skips (naming the missing component) when one cannot
+    run here."""
     missing = missing_component()
     if missing:
         pytest.skip(f"labgrid lab: {missing}")
     folder = Path(tempfile.mkdtemp(prefix="shipei-lab-"))
-    lab = Lab(folder, boards=boards)
+    lab = Lab(folder, boards=boards, sim_args=sim_args)
     try:
         yield lab
     finally:

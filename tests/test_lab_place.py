@@ -191,3 +191,66 @@ def test_place_options_are_checked() -> None:
     finally:
         if saved is not None:
             os.environ["LG_COORDINATOR"] = saved
+
+
+@pytest.fixture(scope="module")
+def troubled_lab() -> Iterator[Lab]:
+    """Board 0 hangs after 12 requests; the exporter is stopped by the last test."""
+    with running_lab(boards=2, sim_args={0: ["--mute-after", "12"]}) as started:
+        yield started
+
+
+FAST_GIVE_UP = "timeout=0.5,retries=1,infer_timeout=2,load_timeout=5"
+
+
+@pytest.mark.slow
+def test_a_board_lost_on_a_place_is_power_cycled_once_and_blamed_on_the_lab(
+        troubled_lab: Lab, tmp_path: Path) -> None:
+    lab = troubled_lab
+    place = lab.create_place("lab-lost", board=0)
+    done = _run(lab, tmp_path, f"serial-board,place={place},{FAST_GIVE_UP}",
+                "-k", "test_abs or test_relu")
+    records = _records(tmp_path)
+    statuses = [r["status"] for r in records]
+    assert "infra_error" in statuses, done.stdout[-2000:]
+    first_lost = statuses.index("infra_error")
+    assert set(statuses[first_lost:]) == {"infra_error"}  # never the chip's failure
+    assert not {"fail", "error", "crash"} & set(statuses)
+    cycled = [r for r in records if "power-cycled after the device was declared lost"
+              in json.dumps(r)]
+    assert len(cycled) == 1
+    assert lab.power.switched(0) == ["off", "on", "off", "on"]  # before the run, after loss
+    assert lab.wait_free(place)
+
+
+@pytest.mark.slow
+def test_an_exporter_gone_mid_run_is_infra_error(troubled_lab: Lab, tmp_path: Path) -> None:
+    lab = troubled_lab
+    place = lab.create_place("lab-gone", board=1)
+    argv = [sys.executable, "-m", "harness", "run", "--results-dir",
+            str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports"),
+            "--suite", "operators", "-k", "test_abs or test_relu or test_add",
+            "--target", f"serial-board,place={place},{FAST_GIVE_UP}"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=lab.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            results = tmp_path / "results"
+            runs = [p for p in results.iterdir() if p.is_dir()] if results.exists() else []
+            if runs and (runs[0] / "records.jsonl").exists() and \
+                    len((runs[0] / "records.jsonl").read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.1)
+        lab.stop_exporter()
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    statuses = [r["status"] for r in _records(tmp_path)]
+    assert "infra_error" in statuses, output[-2000:]
+    first_gone = statuses.index("infra_error")
+    assert first_gone >= 3 and set(statuses[:first_gone]) <= {"pass", "xfail"}, output[-2000:]
+    assert set(statuses[first_gone:]) == {"infra_error"}, output[-2000:]
+    assert lab.wait_free(place)

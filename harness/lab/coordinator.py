@@ -259,20 +259,31 @@ def _resources(session: Any, place: Any) -> list[dict[str, Any]]:
     if place.acquired:
         paths = [tuple(p) for p in place.acquired_resources]
     else:
-        paths = [(exporter, group_name, resource.cls, resource_name)
-                 for exporter, groups in sorted(session.resources.items())
-                 for group_name, group in sorted(groups.items())
-                 for resource_name, resource in sorted(group.items())
-                 if place.getmatch((exporter, group_name, resource.cls, resource_name))]
+        paths = []
+        for exporter, groups in sorted(session.resources.items()):
+            for group_name, group in sorted(groups.items()):
+                for resource_name, resource in sorted(group.items()):
+                    seen = _entry(resource)
+                    path = (exporter, group_name, seen[0] if seen else "", resource_name)
+                    if seen is not None and place.getmatch(path):
+                        paths.append(path)
     found = []
     for exporter, group_name, cls, resource_name in paths:
-        resource = session.resources.get(exporter, {}).get(group_name, {}).get(resource_name)
-        found.append({"exporter": exporter, "group": group_name,
-                      "cls": resource.cls if resource is not None else cls,
-                      "name": resource_name,
-                      "params": _plain(resource.params) if resource is not None else {},
-                      "avail": bool(resource is not None and resource.avail)})
+        seen = _entry(session.resources.get(exporter, {}).get(group_name, {})
+                      .get(resource_name))
+        cls, params, avail = seen if seen is not None else (cls, {}, False)
+        found.append({"exporter": exporter, "group": group_name, "cls": cls,
+                      "name": resource_name, "params": params, "avail": avail})
     return found
+
+
+def _entry(resource: Any) -> tuple[str, dict[str, Any], bool] | None:
+    """A resource entry's class, parameters and availability; None for the empty
+    entries an exporter that went away leaves behind."""
+    try:
+        return resource.cls, _plain(resource.params), bool(resource.avail)
+    except (AttributeError, KeyError):
+        return None
 
 
 def _plain(value: Any) -> Any:

@@ -41,6 +41,19 @@ def shipei(root: Path, *args: str, env: dict[str, str] | None = None,
                           check=False)
 
 
+def merge(capsys: pytest.CaptureFixture[str], root: Path, *args: str
+          ) -> subprocess.CompletedProcess[str]:
+    """``shipei merge`` in this process (it starts no pytest: the same code without an
+    interpreter start), answered like :func:`shipei`."""
+    from harness.cli.main import main
+
+    capsys.readouterr()
+    code = main(["merge", *args, "--results-dir", str(root / "results"), "--reports-dir",
+                 str(root / "reports")])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["shipei", "merge", *args], code, out, err)
+
+
 def outcomes(run_dir: Path) -> dict[tuple[str, str], tuple[str, bool]]:
     """(suite, case) -> (status, as_expected) over a run's effective records."""
     _, records = load_run(run_dir)
@@ -128,7 +141,7 @@ def test_selection_usage_errors_are_one_line(shipei_cli, args: list[str], messag
 
 # -- shards and merge --------------------------------------------------------------------------
 def test_four_shards_merged_equal_the_unsharded_run(root: Path, reference: Path,
-                                                     shards: list[str]) -> None:
+                                                     shards: list[str], capsys) -> None:
     recorded = {r["case"]: r["duration_s"] for r in read_records(reference / "records.jsonl")}
     sizes, loads = [], []
     for run_id in shards:
@@ -143,7 +156,7 @@ def test_four_shards_merged_equal_the_unsharded_run(root: Path, reference: Path,
     # balanced by the reference's durations: no shard heavier than another by more
     # than the longest single case
     assert max(loads) - min(loads) <= max(recorded.values()) + 1e-9
-    done = shipei(root, "merge", *shards, "--run-id", "merged")
+    done = merge(capsys, root, *shards, "--run-id", "merged")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "merged shard-3 shard 3/4" in done.stdout
     merged = root / "results" / "merged"
@@ -160,10 +173,11 @@ def test_four_shards_merged_equal_the_unsharded_run(root: Path, reference: Path,
     assert junit_cases(root, "merged") == junit_cases(root, "reference")
 
 
-def test_merge_refuses_incomplete_or_mixed_shards(root: Path, shards: list[str]) -> None:
-    missing = shipei(root, "merge", *shards[:3])
+def test_merge_refuses_incomplete_or_mixed_shards(root: Path, shards: list[str],
+                                                  capsys) -> None:
+    missing = merge(capsys, root, *shards[:3])
     assert missing.returncode == 2 and "shard(s) 4/4 missing" in missing.stderr
-    partial = shipei(root, "merge", *shards[:3], "--allow-partial", "--run-id", "partial")
+    partial = merge(capsys, root, *shards[:3], "--allow-partial", "--run-id", "partial")
     assert partial.returncode == 0, partial.stderr
 
     other = root / "results" / "shard-4-elsewhere"
@@ -171,10 +185,10 @@ def test_merge_refuses_incomplete_or_mixed_shards(root: Path, shards: list[str])
     info = json.loads((other / "run.json").read_text())
     info["environment"]["runtimes"]["onnxruntime"] = "0.0.1"
     (other / "run.json").write_text(json.dumps(info))
-    mixed = shipei(root, "merge", *shards[:3], other.name)
+    mixed = merge(capsys, root, *shards[:3], other.name)
     assert mixed.returncode == 2
     assert "different runtime versions (onnxruntime" in mixed.stderr
-    allowed = shipei(root, "merge", *shards[:3], other.name, "--allow-mixed", "--run-id", "mix")
+    allowed = merge(capsys, root, *shards[:3], other.name, "--allow-mixed", "--run-id", "mix")
     assert allowed.returncode == 0, allowed.stderr
     assert set(json.loads((root / "results" / "mix" / "run.json").read_text())
                ["environments"]) == {*shards[:3], other.name}
@@ -184,16 +198,16 @@ def test_merge_refuses_incomplete_or_mixed_shards(root: Path, shards: list[str])
     info = json.loads((killed / "run.json").read_text())
     info["finished_at"] = None
     (killed / "run.json").write_text(json.dumps(info))
-    unfinished = shipei(root, "merge", *shards[:3], killed.name)
+    unfinished = merge(capsys, root, *shards[:3], killed.name)
     assert unfinished.returncode == 2
     assert "never finished" in unfinished.stderr and "--resume shard-4-killed" in unfinished.stderr
 
-    twice = shipei(root, "merge", shards[0], shards[0])
+    twice = merge(capsys, root, shards[0], shards[0])
     assert twice.returncode == 2 and "given twice" in twice.stderr
 
 
 # -- xdist -------------------------------------------------------------------------------------
-def test_xdist_run_equals_the_serial_run(root: Path, reference: Path) -> None:
+def test_xdist_run_equals_the_serial_run(root: Path, reference: Path, capsys) -> None:
     done = shipei(root, "run", *SELECT, "-n", "2", "--run-id", "xdist")
     assert done.returncode == 0, done.stdout + done.stderr
     run_dir = root / "results" / "xdist"
@@ -204,9 +218,9 @@ def test_xdist_run_equals_the_serial_run(root: Path, reference: Path) -> None:
     assert info["selection"]["collected"] == REPRESENTATIVE_CASES  # reported by the workers
     assert junit_cases(root, "xdist") == REPRESENTATIVE_CASES
 
-    overlap = shipei(root, "merge", "reference", "xdist")
+    overlap = merge(capsys, root, "reference", "xdist")
     assert overlap.returncode == 2 and "is in both reference and xdist" in overlap.stderr
-    kept = shipei(root, "merge", "reference", "xdist", "--allow-overlap", "--run-id", "both")
+    kept = merge(capsys, root, "reference", "xdist", "--allow-overlap", "--run-id", "both")
     assert kept.returncode == 0, kept.stderr
     assert len(raw_keys(root / "results" / "both")) == REPRESENTATIVE_CASES
 

@@ -141,7 +141,10 @@ def test_gate_fails_on_a_significant_latency_regression(shipei_cli, tmp_path: Pa
 
 
 # -- usage errors --------------------------------------------------------------------------------
-def test_gate_usage_errors_are_one_line(shipei_cli, tmp_path: Path) -> None:
+def test_gate_usage_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    """Refused before the gate's run starts: in-process."""
+    from harness.cli.main import main
+
     where = ["--results-dir", str(tmp_path / "results"), "--reports-dir",
              str(tmp_path / "reports")]
     empty = tmp_path / "empty.jsonl"
@@ -152,11 +155,12 @@ def test_gate_usage_errors_are_one_line(shipei_cli, tmp_path: Path) -> None:
         (["--target", "onnxruntime-cpu", "--baseline", str(empty)], "holds no case records"),
         (["--target", "onnxruntime-cpu", "--suite", "nosuch"], "unknown suite 'nosuch'"),
     ]:
-        result = shipei_cli("gate", *args, *where)
-        assert result.returncode == 2, result.stdout + result.stderr
-        errors = [line for line in result.stderr.splitlines() if "error" in line]
-        assert len(errors) == 1 and message in errors[0], result.stderr
-        assert "Traceback" not in result.stderr
+        code = main(["gate", *args, *where])
+        out, err = capsys.readouterr()
+        assert code == 2, out + err
+        errors = [line for line in err.splitlines() if "error" in line]
+        assert len(errors) == 1 and message in errors[0], err
+        assert "Traceback" not in err
 
 
 # -- the verdict on hand-made records ------------------------------------------------------------

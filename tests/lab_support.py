@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -128,13 +128,15 @@ class PowerSwitch:
 
 
 class Lab:
-    """A coordinator, ``boards`` simulated boards and one exporter (``exporter``) on
-    127.0.0.1. Board ``i`` is the exporter's group ``board<i>``; :meth:`create_place`
-    makes a place of it. :attr:`env` is the environment for processes that use the
+    """A coordinator, ``boards`` simulated boards (or the simulated ``devices`` named:
+    ``board``, ``imu``, ``ultrasonic``) and one exporter (``exporter``) on 127.0.0.1.
+    Device ``i`` is the exporter's group ``board<i>``; :meth:`create_place` makes a
+    place of it. :attr:`env` is the environment for processes that use the
     lab (``LG_COORDINATOR``)."""
 
     def __init__(self, folder: Path, boards: int = 1, exporter: str = "shipei-exp",
-                 sim_args: Mapping[int, list[str]] | None = None) -> None:
+                 sim_args: Mapping[int, list[str]] | None = None,
+                 devices: Sequence[str] | None = None) -> None:
         self.folder = folder
         self.exporter = exporter
         self.address = f"127.0.0.1:{free_port()}"
@@ -144,8 +146,10 @@ class Lab:
         self.sims: list[subprocess.Popen[bytes]] = []
         self._lab_session: LabSession | None = None
         self.sim_args = dict(sim_args or {})
+        #: what ``shipei sim`` serves in each group: board (default), imu, ultrasonic
+        self.devices = list(devices or ["board"] * boards)
         try:
-            self._start(boards)
+            self._start(len(self.devices))
         except BaseException:
             self.close()
             raise
@@ -159,7 +163,7 @@ class Lab:
     # -- starting --------------------------------------------------------------------
     def _start(self, boards: int) -> None:
         self._spawn([sys.executable, "-c", _COORDINATOR, "-l", self.address], "coordinator")
-        sims = [self._spawn([sys.executable, "-m", "harness", "sim", "board", "-q",
+        sims = [self._spawn([sys.executable, "-m", "harness", "sim", self.devices[i], "-q",
                              *self.sim_args.get(i, [])], f"sim{i}", stdout=subprocess.PIPE)
                 for i in range(boards)]
         self.sims = sims
@@ -311,8 +315,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(boards: int = 1, sim_args: Mapping[int, list[str]] | None = None
-                ) -> Iterator[Lab]:
+def running_lab(boards: int = 1, sim_args: Mapping[int, list[str]] | None = None,
+                devices: Sequence[str] | None = None) -> Iterator[Lab]:
     """A :class:`Lab` for the ``with`` block (``sim_args[i]``: more options for board
     ``i``'s ``shipei sim board``); skips (naming the missing component) when one cannot
     run here."""
@@ -320,7 +324,7 @@ def running_lab(boards: int = 1, sim_args: Mapping[int, list[str]] | None = None
     if missing:
         pytest.skip(f"labgrid lab: {missing}")
     folder = Path(tempfile.mkdtemp(prefix="shipei-lab-"))
-    lab = Lab(folder, boards=boards, sim_args=sim_args)
+    lab = Lab(folder, boards=boards, sim_args=sim_args, devices=devices)
     try:
         yield lab
     finally:

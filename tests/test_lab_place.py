@@ -23,7 +23,7 @@ from tests.lab_support import REPO, Lab, free_port, running_lab
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with running_lab(boards=2) as started:
+    with running_lab(devices=["board", "board", "imu"]) as started:
         yield started
 
 
@@ -38,10 +38,11 @@ time.sleep(120)
 """
 
 
-def _run(lab: Lab, tmp_path: Path, target: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(lab: Lab, tmp_path: Path, target: str, *args: str, suite: str = "operators"
+         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "harness", "run", "--results-dir", str(tmp_path / "results"),
-         "--reports-dir", str(tmp_path / "reports"), "--suite", "operators", "--target",
+         "--reports-dir", str(tmp_path / "reports"), "--suite", suite, "--target",
          target, *args], cwd=REPO, env=lab.env, capture_output=True, text=True, timeout=300,
         check=False)
 
@@ -92,6 +93,20 @@ def test_a_place_held_by_someone_else_is_refused_naming_them(lab: Lab) -> None:
         assert lab.holder(place).endswith("/alice")  # never taken from her
     finally:
         lab.client("release", place=place, user="alice")
+
+
+def test_a_sensor_on_a_place(lab: Lab, tmp_path: Path) -> None:
+    place = lab.create_place("lab-imu", board=2, tags={"sensor": "imu"})
+    done = _run(lab, tmp_path, f"serial-imu,place={place},capture_s=1,power_cycle=false",
+                "-k", "frame_integrity or timestamps_monotonic", suite="sensors")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    statuses = [r["status"] for r in _records(tmp_path)]
+    assert statuses and set(statuses) == {"pass"}
+    described = next(iter(_run_json(tmp_path)["targets"].values()))
+    assert described["kind"] == "sensor" and described["place"]["place"] == place
+    assert described["place"]["power"]["actions"] == []  # power_cycle=false
+    assert lab.power.switched(2) == []
+    assert lab.wait_free(place)
 
 
 @pytest.mark.slow

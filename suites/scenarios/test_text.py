@@ -1,6 +1,7 @@
 """Text embedding (文本向量): two real MiniLM sentence encoders (all-MiniLM-L6-v2 with int8
-weights, paraphrase-MiniLM-L3-v2 in fp32) on Chinese and English paraphrase pairs; cosine
-against the reference's embeddings, retrieval top-1 against the truth.
+weights, paraphrase-MiniLM-L3-v2 in fp32 and as its weight-only int8 configuration, judged
+against the fp32 model) on Chinese and English paraphrase pairs; cosine against the
+reference's embeddings, retrieval top-1 against the truth.
 
     shipei run --suite scenarios -k text --target onnxruntime-cpu
 """
@@ -20,8 +21,9 @@ SCENARIOS = ("llm", "education")
 pytestmark = pytest.mark.case_timeout(300)
 
 
-def _text_test(task: str, model: str) -> Callable[..., None]:
+def _text_test(task: str, model: str, int8: bool) -> Callable[..., None]:
     case = f"test_{task}"
+    shown = f"{model}, weight-only int8 vs fp32" if int8 else model
 
     def test(target: Any) -> None:
         outcome = check_text_embedding(ZOO, target.host, target.capabilities.precision,
@@ -29,11 +31,11 @@ def _text_test(task: str, model: str) -> Callable[..., None]:
         target.conclude(SUITE, case, outcome,
                         {"task": "text_embedding", "scenarios": list(SCENARIOS),
                          "model": model,
-                         "title": f"Sentence embeddings ({model}): cosine vs reference, "
+                         "title": f"Sentence embeddings ({shown}): cosine vs reference, "
                                   "retrieval top-1"})
 
     test.__name__ = test.__qualname__ = case
-    test.__doc__ = (f"{model}: embeddings of 16 documents and their 16 paraphrasing queries "
+    test.__doc__ = (f"{shown}: embeddings of 16 documents and their 16 paraphrasing queries "
                     "(8 Chinese, 8 English), one run per sentence: cosine with the "
                     "reference's, retrieval top-1")
     marks = [pytest.mark.shipei_case(suite=SUITE, case=case)]
@@ -44,5 +46,5 @@ def _text_test(task: str, model: str) -> Callable[..., None]:
     return test
 
 
-for _task, _model in TEXT_TASKS.items():
-    globals()[f"test_{_task}"] = _text_test(_task, _model)
+for _task, (_model, _int8) in TEXT_TASKS.items():
+    globals()[f"test_{_task}"] = _text_test(_task, _model, _int8)

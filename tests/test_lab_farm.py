@@ -10,9 +10,13 @@ real ``shipei run`` children.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from harness.lab.farm import CHILD_PYTEST_ARGS, Farm, FarmError, FarmPlan, Place
 from harness.lab.farm_merge import join
 from harness.lab.reservations import parse_filter
 from harness.results.record_files import load_run
+from tests.lab_support import Lab, running_lab
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a small slice of the representative operator cases, enough for two shards of several
@@ -221,3 +226,109 @@ def test_cli_without_coordinator(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_max_places_must_be_positive() -> None:
     with pytest.raises(SystemExit):
         _run_args("--places", "board=sim", "--max-places", "0")
+
+
+# -- through labgrid: reservations, acquisition, ser2net, an exporter killed ---------
+class SecondExporter:
+    """A second exporter host on the lab's coordinator: its own simulated board (slowed
+    by ``--fault jitter`` so a run on it lasts long enough to be cut) exported as
+    ``exp-b/boardb``, and place ``p-b`` on it. :meth:`kill` kills the exporter with its
+    ser2net, as a lost exporter host would be."""
+
+    def __init__(self, lab: Lab, tags: dict[str, str]) -> None:
+        self.lab = lab
+        self.sim = subprocess.Popen(
+            [sys.executable, "-m", "harness", "sim", "board", "-q", "--fault", "jitter=0.05"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+            start_new_session=True)
+        assert self.sim.stdout is not None
+        pty = self.sim.stdout.readline().strip()
+        config = lab.folder / "exp-b.yaml"
+        config.write_text(f"boardb:\n  RawSerialPort:\n    port: {pty}\n    speed: 921600\n",
+                          encoding="utf-8")
+        self.exporter = subprocess.Popen(
+            [sys.executable, "-c", "from labgrid.remote.exporter import main; main()",
+             "-c", lab.address, "-n", "exp-b", "--hostname", "127.0.0.1", str(config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=lab.env,
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        while "exp-b/boardb" not in lab.client("resources").stdout:
+            assert time.monotonic() < deadline, "the second exporter's board did not appear"
+            time.sleep(0.5)
+        lab.client("create", place="p-b")
+        lab.client("add-match", "exp-b/boardb/*", place="p-b")
+        lab.client("set-tags", *(f"{k}={v}" for k, v in tags.items()), place="p-b")
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.exporter.pid, signal.SIGKILL)  # the exporter and its ser2net
+        self.exporter.wait(10)
+
+    def close(self) -> None:
+        self.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.sim.pid, signal.SIGKILL)
+        self.sim.wait(10)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with running_lab(boards=1) as started:
+        yield started
+
+
+@pytest.mark.slow  # a lab, two places, a representative run: about a minute, more if loaded
+def test_exporter_killed_mid_run_requeues_on_the_other_place(lab: Lab, tmp_path: Path
+                                                               ) -> None:
+    tags = {"board": "sim_farm"}
+    lab.create_place("p-a", board=0, tags=tags)
+    second = SecondExporter(lab, tags)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", "--places", "board=sim_farm",
+             "--target", "serial-board", "--suite", "operators", "-m", "representative",
+             "--run-id", "lab-farm", "--results-dir", str(tmp_path / "results"),
+             "--reports-dir", str(tmp_path / "reports")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env=lab.env)
+        assert proc.stdout is not None
+        output: list[str] = []
+        for line in proc.stdout:
+            output.append(line)
+            if " on p-b as run " in line:
+                records = tmp_path / "results" / line.split()[-1] / "records.jsonl"
+                deadline = time.monotonic() + 120
+                while not (records.exists() and records.read_text().count("\n") >= 2):
+                    assert time.monotonic() < deadline, "".join(output)
+                    time.sleep(0.05)
+                second.kill()  # mid-run: two cases recorded, the rest to come
+        assert proc.wait(300) == 0, "".join(output)
+    finally:
+        second.close()
+    info, effective = load_run(tmp_path / "results" / "lab-farm")
+    assert {p["name"] for p in info["farm"]["places"]} == {"p-a", "p-b"}
+    assert [p["name"] for p in info["farm"]["places"] if p["lost"]] == ["p-b"]
+    assert [(r["from"], r["to"]) for r in info["farm"]["requeued"]] == [("p-b", "p-a")]
+    assert {r["status"] for r in effective} == {"pass"}  # nothing blamed on the board
+    assert len(effective) == sum(c["finished_cases"] for c in info["farm"]["children"])
+    _, every = load_run(tmp_path / "results" / "lab-farm", all_attempts=True)
+    lost = [r for r in every if r["status"] == "infra_error"]
+    assert lost and {r["place"] for r in lost} == {"p-b"}
+    where = {p["name"]: p["where"] for p in info["farm"]["places"]}
+    assert where["p-b"]["exporter"] == "exp-b" and where["p-a"]["place"] == "p-a"
+    # released on the way out, reservations cancelled
+    assert held(lab) == {"p-a": "None", "p-b": "None"}
+    assert lab.client("reservations").stdout.strip() == ""
+
+
+def held(lab: Lab) -> dict[str, str]:
+    """Who holds each place, as ``labgrid-client -v places`` says (the place reading of
+    harness.lab.coordinator trips over the killed exporter's leftover entries)."""
+    found: dict[str, str] = {}
+    name = ""
+    for line in lab.client("-v", "places").stdout.splitlines():
+        if line.startswith("Place '"):
+            name = line.split("'")[1]
+        elif line.strip().startswith("acquired:") and name:
+            found[name] = line.split(":", 1)[1].strip()
+    return found

@@ -41,12 +41,13 @@ from harness.center.web import security
 from harness.center.web.admin import admin
 from harness.center.web.api import api
 from harness.center.web.context import EXTENSION, WebContext, page
+from harness.center.web.lab import lab
 from harness.center.web.pages import pages
 from harness.center.web.scenarios import scenarios
 from harness.center.web.uploads import uploads
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-BLUEPRINTS = (pages, uploads, admin, api, scenarios)
+BLUEPRINTS = (pages, uploads, admin, api, scenarios, lab)
 
 
 def create_app(store: Store, center_key: Ed25519PrivateKey, admin_token: str | None,

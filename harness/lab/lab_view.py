@@ -1,0 +1,121 @@
+"""The lab as a center's registry shows it: every place at a labgrid coordinator, its
+tags, who holds or has reserved it, and whether its board can be reached.
+
+A place is
+
+- ``lost`` when none of its resources is exported now, or one it holds is no longer
+  available (its exporter is gone, the device unplugged);
+- ``busy`` when someone holds it (``acquired``) or a reservation was allocated it;
+- ``free`` otherwise.
+
+Like :mod:`harness.lab.coordinator`, the reading runs labgrid's client session in a
+subprocess (``python -m harness.lab.lab_view ADDRESS`` prints one JSON line), so a web
+server's threads never host labgrid's event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.lab.coordinator import CLIENT_TIMEOUT_S, LabError, LabUnavailable, labgrid_missing
+
+
+@dataclass(frozen=True)
+class PlaceView:
+    """One place as the coordinator knows it now."""
+
+    name: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    acquired: str | None = None
+    reservation: str | None = None
+    #: its resources: ``{"path": exporter/group/class/name, "avail": bool}``
+    resources: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def status(self) -> str:
+        if not self.resources or not all(r.get("avail") for r in self.resources):
+            return "lost"
+        return "busy" if self.acquired or self.reservation else "free"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "tags": dict(self.tags), "acquired": self.acquired,
+                "reservation": self.reservation, "status": self.status,
+                "resources": [dict(r) for r in self.resources]}
+
+
+def read_lab(address: str, timeout: float = CLIENT_TIMEOUT_S) -> list[PlaceView]:
+    """Every place at ``address``, by name; :class:`LabUnavailable` when labgrid is
+    missing or the coordinator does not answer."""
+    missing = labgrid_missing()
+    if missing:
+        raise LabUnavailable(missing)
+    try:
+        done = subprocess.run([sys.executable, "-m", "harness.lab.lab_view", address],
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        raise LabUnavailable(f"the labgrid coordinator at {address} did not answer within "
+                             f"{timeout:g} s") from None
+    try:
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise LabError(f"reading the lab at {address} failed: "
+                       f"{(done.stderr or 'no answer').strip()[-300:]}") from None
+    if "error" in answer:
+        raise LabUnavailable(answer["error"])
+    return [PlaceView(p["name"], p["tags"], p["acquired"], p["reservation"],
+                      tuple(p["resources"])) for p in answer["places"]]
+
+
+# -- the reading subprocess -------------------------------------------------------------
+def _exported(session: Any) -> dict[tuple[str, str, str, str], bool]:
+    """Every resource exported now: its path and whether it is available. An exporter
+    that went away may leave entries without data behind; they are not exported."""
+    found = {}
+    for exporter, groups in session.resources.items():
+        for group_name, group in groups.items():
+            for name, entry in group.items():
+                data = getattr(entry, "data", None) or {}
+                if "cls" in data:
+                    found[(exporter, group_name, data["cls"], name)] = bool(data.get("avail"))
+    return found
+
+
+def _snapshot(address: str) -> dict[str, Any]:
+    from harness.lab.coordinator import LabSession
+
+    try:
+        session = LabSession(address, "")
+    except LabUnavailable as exc:
+        return {"error": str(exc)}
+    try:
+        exported = _exported(session.session)
+        places = []
+        for name, place in sorted(session.session.places.items()):
+            if place.acquired:
+                paths = [tuple(p) for p in place.acquired_resources]
+            else:
+                paths = [p for p in exported if place.getmatch(p)]
+            places.append({
+                "name": name, "tags": dict(place.tags), "acquired": place.acquired or None,
+                "reservation": place.reservation or None,
+                "resources": [{"path": "/".join(p), "avail": exported.get(p, False)}
+                              for p in paths]})
+        return {"places": places}
+    finally:
+        session.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    (address,) = (argv if argv is not None else sys.argv[1:])[:1]
+    print(json.dumps(_snapshot(address)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -136,7 +136,7 @@ class Lab:
 
     def __init__(self, folder: Path, boards: int = 1, exporter: str = "shipei-exp",
                  sim_args: Mapping[int, list[str]] | None = None,
-                 devices: Sequence[str] | None = None) -> None:
+                 devices: Sequence[str] | None = None, extra_groups: str = "") -> None:
         self.folder = folder
         self.exporter = exporter
         self.address = f"127.0.0.1:{free_port()}"
@@ -148,6 +148,8 @@ class Lab:
         self.sim_args = dict(sim_args or {})
         #: what ``shipei sim`` serves in each group: board (default), imu, ultrasonic
         self.devices = list(devices or ["board"] * boards)
+        #: more exporter groups, as exporter YAML (e.g. a NetworkService)
+        self.extra_groups = extra_groups
         try:
             self._start(len(self.devices))
         except BaseException:
@@ -175,10 +177,12 @@ class Lab:
             f"board{i}:\n"
             f"  RawSerialPort:\n    port: {pty}\n    speed: 921600\n"
             f"  NetworkPowerPort:\n    model: simplerest\n    host: '{self.power.url}'\n"
-            f"    index: {i}\n" for i, pty in enumerate(self.ptys)), encoding="utf-8")
+            f"    index: {i}\n" for i, pty in enumerate(self.ptys)) + self.extra_groups,
+            encoding="utf-8")
         self._spawn([sys.executable, "-c", _EXPORTER, "-c", self.address, "-n",
                      self.exporter, "--hostname", "127.0.0.1", str(config)], "exporter")
-        self._wait_resources(boards)
+        self._wait_resources({line[:-1] for line in config.read_text().splitlines()
+                              if line.endswith(":") and not line.startswith(" ")})
 
     def _spawn(self, argv: list[str], name: str, **kwargs: object
                ) -> subprocess.Popen[bytes]:
@@ -211,9 +215,8 @@ class Lab:
             time.sleep(0.1)
         raise RuntimeError(f"{what} does not listen on {address}")
 
-    def _wait_resources(self, boards: int) -> None:
+    def _wait_resources(self, wanted: set[str]) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        wanted = {f"board{i}" for i in range(boards)}
         session = self._session()
         while time.monotonic() < deadline:
             session.loop.run_until_complete(session.session.sync_with_coordinator())
@@ -244,12 +247,14 @@ class Lab:
         return done
 
     def create_place(self, name: str, board: int = 0,
-                     tags: Mapping[str, str] | None = None) -> str:
-        """A place matching board ``board``'s resources, tagged ``tags``: what
+                     tags: Mapping[str, str] | None = None, group: str | None = None) -> str:
+        """A place matching board ``board``'s resources (or group ``group``'s), tagged
+        ``tags``: what
         ``labgrid-client create``, ``add-match`` and ``set-tags`` do, through the same
         client session methods, without an interpreter start for each."""
         self._command(name, "add_place")
-        self._command(name, "add_match", patterns=[f"{self.exporter}/board{board}/*"])
+        self._command(name, "add_match",
+                      patterns=[f"{self.exporter}/{group or f'board{board}'}/*"])
         if tags:
             self._command(name, "set_tags", tags=[f"{k}={v}" for k, v in tags.items()])
         return name
@@ -316,7 +321,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_lab(boards: int = 1, sim_args: Mapping[int, list[str]] | None = None,
-                devices: Sequence[str] | None = None) -> Iterator[Lab]:
+                devices: Sequence[str] | None = None, extra_groups: str = ""
+                ) -> Iterator[Lab]:
     """A :class:`Lab` for the ``with`` block (``sim_args[i]``: more options for board
     ``i``'s ``shipei sim board``); skips (naming the missing component) when one cannot
     run here."""
@@ -324,10 +330,78 @@ def running_lab(boards: int = 1, sim_args: Mapping[int, list[str]] | None = None
     if missing:
         pytest.skip(f"labgrid lab: {missing}")
     folder = Path(tempfile.mkdtemp(prefix="shipei-lab-"))
-    lab = Lab(folder, boards=boards, sim_args=sim_args, devices=devices)
+    lab = Lab(folder, boards=boards, sim_args=sim_args, devices=devices,
+              extra_groups=extra_groups)
     try:
         yield lab
     finally:
         lab.close()
         shutil.rmtree(folder, ignore_errors=True)
 
+
+
+SSHD = "/usr/sbin/sshd"
+
+
+class SshServer:
+    """``sshd`` on a free port of 127.0.0.1 with keys of its own (a host key, a client
+    key authorized for this user): what a lab's SSH-reachable host is, on loopback.
+    :attr:`client` is the ssh argv prefix that logs in with the client key."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        for name in ("host", "client"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            str(folder / name)], check=True, capture_output=True)
+        (folder / "authorized_keys").write_text((folder / "client.pub").read_text())
+        os.chmod(folder / "authorized_keys", 0o600)
+        config = folder / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host'}\n"
+            f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nStrictModes no\n"
+            f"PidFile {folder / 'sshd.pid'}\nUsePAM no\nPermitRootLogin prohibit-password\n")
+        self.log = folder / "sshd.log"
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),  # noqa: SIM115
+                                     start_new_session=True)
+        self.client = ["ssh", "-i", str(folder / "client"), "-o", "IdentitiesOnly=yes",
+                       "-o", f"UserKnownHostsFile={folder / 'known_hosts'}",
+                       "-o", "StrictHostKeyChecking=accept-new"]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), 1):
+                return
+            time.sleep(0.1)
+        self.close()
+        raise RuntimeError(f"sshd did not start: {self.log.read_text(errors='replace')}")
+
+    def close(self) -> None:
+        _stop(self.proc)  # type: ignore[arg-type]
+
+
+def ssh_missing() -> str | None:
+    """Why an sshd cannot be run here, or None."""
+    if not os.path.isfile(SSHD) or shutil.which("ssh") is None \
+            or shutil.which("ssh-keygen") is None:
+        return "OpenSSH (sshd, ssh, ssh-keygen) is not installed (Debian: openssh-server)"
+    if os.geteuid() == 0 and not os.path.isdir("/run/sshd"):
+        return "sshd as root needs its privilege separation folder /run/sshd"
+    return None
+
+
+@contextlib.contextmanager
+def running_sshd() -> Iterator[SshServer]:
+    """An :class:`SshServer` for the ``with`` block; skips naming what is missing."""
+    missing = ssh_missing()
+    if missing:
+        pytest.skip(f"ssh host: {missing}")
+    folder = Path(tempfile.mkdtemp(prefix="shipei-sshd-"))
+    server = SshServer(folder)
+    try:
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -269,3 +269,58 @@ def test_an_exporter_gone_mid_run_is_infra_error(troubled_lab: Lab, tmp_path: Pa
     assert first_gone >= 3 and set(statuses[:first_gone]) <= {"pass", "xfail"}, output[-2000:]
     assert set(statuses[first_gone:]) == {"infra_error"}, output[-2000:]
     assert lab.wait_free(place)
+
+
+@pytest.mark.slow
+def test_a_framework_worker_runs_on_a_place_s_ssh_host(tmp_path: Path) -> None:
+    import getpass
+
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from harness.driver.registry import discover
+    from harness.isolation.host import ProcessHost
+    from harness.lab.hosts import ssh_host
+    from tests.lab_support import running_sshd
+
+    with running_sshd() as sshd:
+        service = (f"host0:\n  NetworkService:\n    address: 127.0.0.1\n"
+                   f"    username: {getpass.getuser()}\n    port: {sshd.port}\n")
+        with running_lab(boards=0, extra_groups=service) as host_lab:
+            place = host_lab.create_place("lab-host", group="host0", tags={"arch": "x86_64"})
+            with acquire_place(place, host_lab.address) as held:
+                host = ssh_host(held)
+                assert host.identity == {
+                    "place": place, "resource": f"{host_lab.exporter}/host0/NetworkService/"
+                    "NetworkService", "address": "127.0.0.1",
+                    "username": getpass.getuser(), "port": sshd.port}
+                launcher = host.launcher(python=sys.executable, pythonpath=str(REPO),
+                                         ssh=sshd.client)
+                worker = ProcessHost(discover().spec("onnxruntime-cpu"), launcher=launcher)
+                try:
+                    node = helper.make_node("Abs", ["x"], ["y"])
+                    graph = helper.make_graph(
+                        [node], "abs", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [3])],
+                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+                    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+                    worker.compile("abs", model.SerializeToString(), 60)
+                    outputs, _ = worker.run("abs", {"x": np.array([-1, 2, -3], np.float32)},
+                                            60)
+                    assert np.array_equal(next(iter(outputs.values())), [1, 2, 3])
+                    # the worker is the ssh server's child, not this process's
+                    assert "sshd" in _ancestry(worker.worker_info["pid"])
+                finally:
+                    worker.close()
+
+
+def _ancestry(pid: int) -> str:
+    """The command lines of ``pid``'s ancestors, joined."""
+    lines = []
+    while pid > 1:
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines()
+                       if line.startswith("PPid:")))
+        with_args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        lines.append(with_args.decode(errors="replace"))
+    return " | ".join(lines)

@@ -13,7 +13,8 @@ from typing import Any
 import pluggy
 
 from harness import hookspec
-from harness.driver.registry import PLUGINS_ENV, load_object, plugin_references
+from harness.driver.registry import load_object
+from harness.plugin_entries import PLUGINS_ENV, PluginEntryError, entries_for
 from harness.reports.builtin import BuiltinReports
 
 HOOK_NAMES = ("shipei_case_recorded", "shipei_run_finished", "shipei_write_reports")
@@ -23,10 +24,16 @@ def _plugin_objects() -> list[tuple[str, Any]]:
     found: list[tuple[str, Any]] = []
     for ep in sorted(metadata.entry_points(group=hookspec.PLUGINS_GROUP), key=lambda e: e.name):
         found.append((ep.name, ep.load()))
-    for reference in plugin_references():
-        obj = load_object(reference)
-        if any(hasattr(obj, name) for name in HOOK_NAMES):
-            found.append((reference, obj))
+    for entry in entries_for("plugins"):
+        try:
+            obj = load_object(entry.reference)
+        except Exception as exc:
+            if entry.group is None:
+                continue  # without a group: the target registry lists what cannot load
+            raise PluginEntryError(f"{entry.origin}: cannot load the hook plugin: "
+                                   f"{type(exc).__name__}: {exc}", entry.text) from None
+        if entry.group is not None or any(hasattr(obj, name) for name in HOOK_NAMES):
+            found.append((entry.reference, obj))
     return found
 
 

@@ -1,8 +1,9 @@
 """Shipei's own hooks, in pytest's style (pluggy hookspecs).
 
 Plugins implement them with :data:`hookimpl` and register through the
-``shipei.plugins`` entry-point group (or ``SHIPEI_PLUGINS`` naming a plugin module or
-object with hook implementations); :func:`harness.hooks.plugin_manager` loads them. The
+``shipei.plugins`` entry-point group (or a ``SHIPEI_PLUGINS`` entry
+``plugins=module:object`` naming a plugin module or object with hook implementations,
+:mod:`harness.plugin_entries`); :func:`harness.hooks.plugin_manager` loads them. The
 built-in reports are such a plugin (:mod:`harness.reports.builtin`).
 """
 

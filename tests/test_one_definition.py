@@ -168,7 +168,8 @@ def test_certificate_run_times_use_the_one_percentile() -> None:
 
 
 # -- constants and classes declared once -------------------------------------------------------
-ONCE = ("IDENTITY_FIELDS", "STATEMENT_TYPE", "PAYLOAD_TYPE", "HOST_FAILURES", "PERFORMANCE_SUITE")
+ONCE = ("IDENTITY_FIELDS", "STATEMENT_TYPE", "PAYLOAD_TYPE", "HOST_FAILURES", "PERFORMANCE_SUITE",
+        "PLUGINS_ENV")
 
 
 def module_level_names(source: str | ast.Module) -> set[str]:
@@ -233,7 +234,7 @@ def test_the_center_knows_timed_suites_from_the_registry(tmp_path, monkeypatch) 
         "SUITE = SuiteSpec(name='latency', package='latency_suite', title_zh='时延',\n"
         "                  title_en='Latency', certificate_section='performance')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("SHIPEI_PLUGINS", "latency_suite:SUITE")
+    monkeypatch.setenv("SHIPEI_PLUGINS", "suites=latency_suite:SUITE")
     records = [{"suite": "latency", "case": "a", "status": "pass"},
                {"suite": "operators", "case": "b", "status": "pass"}]
     assert [r["case"] for r in timed_records(records)] == ["a"]

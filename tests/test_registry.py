@@ -145,3 +145,83 @@ def test_unknown_names_and_configurations_are_clear_errors() -> None:
         registry.build("a:bf16")
     with pytest.raises(RegistryError, match="registered twice"):
         registry.add(TargetSpec("a", "x:y", origin="other"))
+
+
+# -- SHIPEI_PLUGINS: each entry names its group -------------------------------------------------
+SUITE_PROVIDER = '''
+from harness.cases.suite_registry import SuiteSpec
+
+
+def provide_suites():
+    return [SuiteSpec(name="provided", package="provided_suites", title_zh="提供的",
+                      title_en="Provided")]
+'''
+
+
+@pytest.fixture
+def suite_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "provided_suites.py").write_text(SUITE_PROVIDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "provided_suites:provide_suites"
+
+
+def test_plugin_entries_name_their_group() -> None:
+    from harness.plugin_entries import PluginEntryError, parse_entry, plugin_entries
+
+    assert parse_entry("targets=acme:provide").group == "targets"
+    assert parse_entry(" suites = acme.suite:SUITE ").reference == "acme.suite:SUITE"
+    older = parse_entry("acme:provide_targets")
+    assert older.group is None and older.reference == "acme:provide_targets"
+    with pytest.raises(PluginEntryError, match="unknown group 'suite'; known: targets, "
+                                               "suites, plugins"):
+        parse_entry("suite=acme:SUITE")
+    with pytest.raises(PluginEntryError, match="not GROUP=module:attribute"):
+        parse_entry("targets=")
+    entries = plugin_entries("targets=a:f; suites=b:S,plugins=c")
+    assert [(e.group, e.reference) for e in entries] == [("targets", "a:f"), ("suites", "b:S"),
+                                                         ("plugins", "c")]
+
+
+def test_a_callable_suite_provider_named_as_suites_registers_its_suites(
+        suite_provider: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.cases.suite_registry import discover_suites
+
+    monkeypatch.setenv("SHIPEI_PLUGINS", f"suites={suite_provider}")
+    assert "provided" in discover_suites().suites
+    registry = discover()
+    assert not registry.broken, registry.broken  # not mistaken for a target provider
+
+
+def test_a_callable_without_a_group_is_a_target_provider_and_told_so(
+        suite_provider: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.cases.suite_registry import discover_suites
+
+    monkeypatch.setenv("SHIPEI_PLUGINS", suite_provider)
+    reason = discover().broken[f"SHIPEI_PLUGINS {suite_provider!r}"]
+    assert "must return TargetSpec objects" in reason
+    assert "name its group: targets|suites|plugins=module:attribute" in reason
+    assert "provided" not in discover_suites().suites
+
+
+def test_target_providers_with_and_without_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("targets=targets.testing:provide_targets", "targets.testing:provide_targets"):
+        monkeypatch.setenv("SHIPEI_PLUGINS", value)
+        registry = discover()
+        assert "shipei-faulty" in registry.specs and not registry.broken
+        assert registry.specs["shipei-faulty"].origin == f"SHIPEI_PLUGINS {value!r}"
+
+
+def test_an_unreadable_entry_is_listed_broken_and_the_others_load(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPEI_PLUGINS", "target=targets.testing:provide_targets,"
+                                         "targets=targets.testing:provide_targets")
+    registry = discover()
+    assert "shipei-faulty" in registry.specs
+    assert "unknown group 'target'" in \
+        registry.broken["SHIPEI_PLUGINS 'target=targets.testing:provide_targets'"]
+
+
+def test_a_targets_entry_naming_no_callable_is_broken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPEI_PLUGINS", "targets=targets.testing:FaultyTarget.__doc__")
+    reason = discover().broken["SHIPEI_PLUGINS 'targets=targets.testing:FaultyTarget.__doc__'"]
+    assert "callable returning TargetSpec objects" in reason

@@ -7,9 +7,10 @@ A suite distribution declares, in its ``pyproject.toml``::
     mysuite = "mysuite_pkg:SUITE"
 
 where ``SUITE`` is a :class:`SuiteSpec` (or a callable returning one or several). The
-built-in suites register exactly this way; a ``SHIPEI_PLUGINS`` entry that names a
-``SuiteSpec`` (or a list of them) adds suites during development (entries naming a
-callable are target providers, see :mod:`harness.driver.registry`).
+built-in suites register exactly this way; a ``SHIPEI_PLUGINS`` entry
+``suites=module:SUITE`` adds suites during development, a callable as well as a spec
+(:mod:`harness.plugin_entries`; an entry without a group is taken only when it names a
+``SuiteSpec`` or a list of them).
 
 A spec says everything the core needs to know about a suite, so adding one that appears
 in reports, the gate and certificates touches only the suite's own package and a
@@ -37,8 +38,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.plugin_entries import PLUGINS_ENV, entries_for
+
 SUITES_GROUP = "shipei.suites"
-PLUGINS_ENV = "SHIPEI_PLUGINS"
 SECTIONS = ("conformance", "models", "performance")
 #: the gate runs these cases of a suite that has no opinion
 NOT_IN_GATE = None
@@ -97,24 +99,36 @@ def _as_specs(value: Any) -> list[SuiteSpec]:
     raise SuiteRegistryError(f"expected a SuiteSpec, got {type(value).__name__}")
 
 
-def _sources() -> Iterable[tuple[str, Any]]:
+def _sources(plugins: str) -> Iterable[tuple[str, Any, bool]]:
+    """(origin, loader, named as a suite) for each suite source."""
     for ep in sorted(metadata.entry_points(group=SUITES_GROUP), key=lambda e: e.name):
-        yield f"entry point {ep.name!r} ({ep.value})", ep.load
-    from harness.driver.registry import load_object, plugin_references
+        yield f"entry point {ep.name!r} ({ep.value})", ep.load, True
+    from harness.driver.registry import load_object
 
-    for reference in plugin_references():
-        yield f"{PLUGINS_ENV} {reference!r}", lambda ref=reference: load_object(ref)
+    for entry in entries_for("suites", plugins):
+        yield (entry.origin, lambda ref=entry.reference: load_object(ref),
+               entry.group is not None)
+
+
+def _older_form(load: Any) -> list[SuiteSpec]:
+    """A ``SHIPEI_PLUGINS`` entry without a group counts as suites only when it names a
+    ``SuiteSpec`` or a list of them outright (a callable there is a target provider)."""
+    try:
+        loaded = load()
+    except Exception:  # the target registry lists an entry that cannot be loaded
+        return []
+    if isinstance(loaded, SuiteSpec) or (isinstance(loaded, (list, tuple)) and loaded
+                                         and all(isinstance(s, SuiteSpec) for s in loaded)):
+        return _as_specs(loaded)
+    return []
 
 
 @lru_cache(maxsize=8)
 def _discover(plugins: str) -> SuiteRegistry:
     registry = SuiteRegistry({}, {})
-    for origin, load in _sources():
+    for origin, load, named in _sources(plugins):
         try:
-            loaded = load()
-            if origin.startswith(PLUGINS_ENV) and callable(loaded):
-                continue  # a SHIPEI_PLUGINS entry that provides targets, not suites
-            specs = _as_specs(loaded)
+            specs = _as_specs(load()) if named else _older_form(load)
         except Exception as exc:  # a broken suite package must not break the others
             registry.broken[origin] = f"{type(exc).__name__}: {exc}"
             continue

@@ -6,9 +6,10 @@ A driver distribution declares, in its ``pyproject.toml``::
     myvendor = "myvendor_shipei:provide_targets"
 
 ``provide_targets()`` returns an iterable of :class:`TargetSpec`. The built-in
-drivers register exactly this way. For development, ``SHIPEI_PLUGINS`` (a
-comma-separated list of ``module:callable``) adds providers without installing a
-package, the way ``PYTEST_PLUGINS`` does for pytest.
+drivers register exactly this way. For development, ``SHIPEI_PLUGINS`` entries
+``targets=module:callable`` (or the older ``module:callable``) add providers without
+installing a package, the way ``PYTEST_PLUGINS`` does for pytest
+(:mod:`harness.plugin_entries`).
 
 A target is requested by a string ``NAME[:CONFIGURATION][,key=value...]``, e.g.
 ``openvino-cpu:bf16`` or ``onnxruntime-cpu,intra_op_threads=1``.
@@ -18,18 +19,18 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 from harness.driver.target import Target
+from harness.plugin_entries import NAME_THE_GROUP, PluginEntryError, entries_for, plugin_entries
+from harness.plugin_entries import PLUGINS_ENV as PLUGINS_ENV
 
 ENTRY_POINT_GROUP = "shipei.targets"
 #: the target a run uses when none is requested: the embedded default
 DEFAULT_TARGET = "onnxruntime-cpu"
-PLUGINS_ENV = "SHIPEI_PLUGINS"
 
 
 class RegistryError(Exception):
@@ -132,35 +133,38 @@ class Registry:
         return sorted(self.specs)
 
 
-def _provider_sources() -> Iterable[tuple[str, Callable[[], Any]]]:
+def _provider_sources() -> Iterable[tuple[str, Callable[[], Any], bool]]:
+    """(origin, loader, named as a target provider) for each provider."""
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist = getattr(ep, "dist", None)
         origin = f"{dist.name} {dist.version}" if dist else ep.value
-        yield f"entry point {ep.name!r} ({origin})", ep.load
-    for reference in plugin_references():
-        yield f"{PLUGINS_ENV} {reference!r}", lambda ref=reference: load_object(ref)
-
-
-def plugin_references() -> list[str]:
-    """The ``module:object`` references in ``SHIPEI_PLUGINS`` (comma-separated): target
-    providers here, suite specs for :mod:`harness.cases.suite_registry`, hook plugins for
-    :mod:`harness.hooks`; each loader takes the ones it understands."""
-    return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
+        yield f"entry point {ep.name!r} ({origin})", ep.load, True
+    for entry in entries_for("targets"):
+        yield (entry.origin, lambda ref=entry.reference: load_object(ref),
+               entry.group is not None)
 
 
 def discover() -> Registry:
-    """Load every provider. A provider that fails is listed in ``broken``, not fatal."""
+    """Load every provider. A provider that fails is listed in ``broken``, not fatal, and
+    so is a ``SHIPEI_PLUGINS`` entry that cannot be read."""
     registry = Registry()
-    for origin, load in _provider_sources():
+    for unreadable in plugin_entries():
+        if isinstance(unreadable, PluginEntryError):
+            registry.broken[unreadable.origin] = f"PluginEntryError: {unreadable}"
+    for origin, load, named in _provider_sources():
         try:
             provider = load()
             if not callable(provider):
-                continue  # a SHIPEI_PLUGINS entry naming a suite or hook plugin object
+                if named:
+                    raise RegistryError("a target provider is a callable returning "
+                                        "TargetSpec objects")
+                continue  # an entry without a group naming a suite or hook plugin object
             specs = list(provider())
             if not all(isinstance(spec, TargetSpec) for spec in specs):
                 raise RegistryError("a provider must return TargetSpec objects")
         except Exception as exc:  # a vendor's broken package must not take the harness down
-            registry.broken[origin] = f"{type(exc).__name__}: {exc}"
+            advice = "" if named else f" ({NAME_THE_GROUP})"
+            registry.broken[origin] = f"{type(exc).__name__}: {exc}{advice}"
             continue
         for spec in specs:
             if not spec.origin:

@@ -98,7 +98,7 @@ def test_vendor_driver_passes_the_gate_and_its_broken_variant_fails_naming_each_
         assert (tmp_path / "reports" / "ok" / name).exists()
 
     bad = vendor_shipei(vendor_python, tmp_path, "gate", "--target", BROKEN, "--baseline", "ok",
-                        "--case-timeout", "5", "--run-id", "broken", *where)
+                        "--case-timeout", "10", "--run-id", "broken", *where)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     found = {(f["category"], f["suite"], f["case"]): f["message"]
              for f in gate_json(tmp_path / "reports", "broken")["findings"]}

@@ -106,7 +106,7 @@ def test_wrong_raising_crashing_and_hanging_targets_are_recorded(shipei_cli):
     result = _perf_run(shipei_cli, "faults", "shipei-faulty,fault=wrong",
                        "shipei-faulty,fault=raise", "shipei-faulty,fault=segfault",
                        "shipei-faulty,fault=hang,hang_s=120", "shipei-faulty,fault=none",
-                       extra=("-k", "single_stream", "--case-timeout", "6"))
+                       extra=("-k", "single_stream", "--case-timeout", "10"))
     assert result.returncode == 1, result.stdout + result.stderr
     status = {r["target"].split(",")[1]: r for r in _records(result.results, "faults")}
     assert status["fault=wrong"]["status"] == "fail"

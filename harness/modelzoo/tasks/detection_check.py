@@ -1,0 +1,164 @@
+"""The detection task on a target: rendered scenes -> detector -> mAP.
+
+The target's detections are scored by COCO mAP against the scenes' true boxes
+(``map50``, ``map50_95``) and against the reference target's detections taken as
+ground truth (``map50_vs_reference``). The reference's answer comes from the task
+golden when it was computed from the same pixels and model bytes, otherwise from
+the reference target live (the record says which). A target fails when it agrees
+with the reference below :data:`MIN_MAP50_VS_REFERENCE`, or when its mAP@0.5
+against the truth lies more than :data:`MAX_MAP50_DROP` below the reference's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from harness.cases.case import Outcome, outcome_from_exception
+from harness.isolation.host import Host
+from harness.modelzoo.execute import HOST_FAILURES, Deadline
+from harness.modelzoo.manifest import ManifestError
+from harness.modelzoo.reference import Reference, ReferenceUnavailable
+from harness.modelzoo.sources import SourceError
+from harness.modelzoo.task_checks import (
+    TaskUnavailable,
+    _digest,
+    _entries,
+    _models_digest,
+    _reference_answer,
+    _store_task,
+)
+from harness.modelzoo.tasks import detection, ocr
+from harness.modelzoo.zoo import Zoo, ZooEntry
+
+TASK = "detection_yolo"
+MODELS = {"det": "ddddocr_det"}
+MIN_MAP50_VS_REFERENCE = 0.9
+MAX_MAP50_DROP = 0.05
+TITLE = "Object detection: YOLOX character detector (ddddocr) on rendered scenes, COCO mAP"
+SCENARIOS = ("machine-vision", "smart-transport", "medical")
+
+
+def task_scenes() -> tuple[list[detection.Scene], dict[str, Any]]:
+    """The rendered scenes and what describes them (font, seeds, pixel sha256)."""
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise TaskUnavailable("Pillow is not installed; pip install pillow") from None
+    try:
+        import pycocotools  # noqa: F401
+    except ImportError:
+        raise TaskUnavailable("pycocotools is not installed (the mAP metric); "
+                              "pip install pycocotools") from None
+    font = ocr.find_cjk_font()
+    if font is None:
+        raise TaskUnavailable(f"no CJK font found; {ocr.FONT_HINT}")
+    rendered = detection.scenes(font)
+    pixels = np.stack([np.asarray(scene.image) for scene in rendered])
+    return rendered, {"font": f"{font[0].name}#{font[1]}", "seeds": list(detection.SCENE_SEEDS),
+                      "characters": [scene.characters for scene in rendered],
+                      "true_boxes": [scene.boxes for scene in rendered],
+                      "input_sha256": _digest(pixels)}
+
+
+def answer(host: Host, entry: ZooEntry, rendered: list[detection.Scene], deadline: Deadline
+           ) -> dict[str, Any]:
+    """Every scene's detections on ``host``, with the runs' latencies (ms)."""
+    key = f"scenarios::{TASK}"
+    latencies: list[float] = []
+
+    def run(feeds: Any) -> Any:
+        outputs, seconds = host.run(key, feeds, deadline.left())
+        latencies.append(seconds * 1000.0)
+        return outputs
+
+    try:
+        host.compile(key, entry.model_bytes(), deadline.left())
+        found = [detection.detect(run, scene.image) for scene in rendered]
+    finally:
+        host.release(key)
+    return {"detections": [[[box, score] for box, score in scene] for scene in found],
+            "latencies_ms": [round(v, 3) for v in latencies]}
+
+
+def _pairs(stored: list[list[Any]]) -> list[list[tuple[list[float], float]]]:
+    return [[(list(box), float(score)) for box, score in scene] for scene in stored]
+
+
+def judge(mine: dict[str, Any], reference: dict[str, Any], truth: list[list[list[float]]]
+          ) -> tuple[str, str, dict[str, Any]]:
+    """Status, message and figures of a target's answer."""
+    found, theirs = _pairs(mine["detections"]), _pairs(reference["detections"])
+    against_truth = detection.mean_average_precision(found, truth)
+    reference_truth = detection.mean_average_precision(theirs, truth)
+    agreement = detection.mean_average_precision(
+        found, [[box for box, _ in scene] for scene in theirs])
+    latencies = mine.get("latencies_ms") or []
+    metrics: dict[str, Any] = {
+        **against_truth, "map50_vs_reference": agreement["map50"],
+        "map50_95_vs_reference": agreement["map50_95"],
+        "reference_map50": reference_truth["map50"],
+        "reference_map50_95": reference_truth["map50_95"],
+        "detections": sum(len(scene) for scene in found),
+        "reference_detections": sum(len(scene) for scene in theirs),
+        "true_boxes": sum(len(scene) for scene in truth)}
+    if latencies:
+        metrics["latency_p50_ms"] = round(float(np.percentile(latencies, 50)), 3)
+        metrics["latency_p99_ms"] = round(float(np.percentile(latencies, 99)), 3)
+    if agreement["map50"] < MIN_MAP50_VS_REFERENCE:
+        return "fail", (f"mAP@0.5 against the reference's detections is "
+                        f"{agreement['map50']:.3f} < {MIN_MAP50_VS_REFERENCE} "
+                        f"(mAP@0.5 against the truth {against_truth['map50']:.3f}, "
+                        f"the reference's {reference_truth['map50']:.3f})"), metrics
+    if against_truth["map50"] < reference_truth["map50"] - MAX_MAP50_DROP:
+        return "fail", (f"mAP@0.5 against the truth is {against_truth['map50']:.3f}, "
+                        f"more than {MAX_MAP50_DROP} below the reference's "
+                        f"{reference_truth['map50']:.3f}"), metrics
+    return "pass", "", metrics
+
+
+def check_detection(zoo: Zoo, host: Host, timeout: float) -> Outcome:
+    started = time.perf_counter()
+    try:
+        rendered, described = task_scenes()
+        entry = _entries(zoo, MODELS)["det"]
+        entry.model_bytes()
+        models = _models_digest(zoo, MODELS)
+    except TaskUnavailable as exc:
+        return Outcome("skip", str(exc))
+    except (SourceError, ManifestError) as exc:
+        return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
+    try:
+        mine = answer(host, entry, rendered, Deadline(timeout))
+    except HOST_FAILURES as exc:
+        return outcome_from_exception(exc, started)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        return Outcome("fail", f"the target's outputs cannot be read as detections: "
+                               f"{type(exc).__name__}: {exc}")
+    try:
+        stored, origin = _reference_answer(
+            zoo, TASK, described["input_sha256"], models,
+            lambda ref_host: answer(ref_host, entry, rendered, Deadline(600)))
+    except (ReferenceUnavailable, *HOST_FAILURES) as exc:
+        return Outcome("infra_error", f"the reference could not run: {exc}")
+    status, message, metrics = judge(mine, stored, described["true_boxes"])
+    metrics.update({"reference_origin": origin, "font": described["font"],
+                    "characters": described["characters"],
+                    "boxes": mine["detections"], "latencies_ms": mine["latencies_ms"]})
+    return Outcome(status, message, metrics, {"total_s": time.perf_counter() - started})
+
+
+def refresh(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
+    """Recompute the task golden on the reference (``write``: store it)."""
+    rendered, described = task_scenes()
+    entry = _entries(zoo, MODELS)["det"]
+    result = answer(reference.host, entry, rendered, Deadline(600))
+    stored = {key: value for key, value in result.items() if key != "latencies_ms"}
+    figures = detection.mean_average_precision(_pairs(stored["detections"]),
+                                               described["true_boxes"])
+    data = {**described, "models": _models_digest(zoo, MODELS), "result": stored,
+            "reference_map": figures, "reference": reference.summary()}
+    return _store_task(zoo.golden_dir, TASK, data, write,
+                       f"{sum(len(s) for s in stored['detections'])} detections, {figures}")

@@ -63,6 +63,14 @@ def test_figures_are_computed_not_constant():
     assert generation.limit_for("fp32", "bf16")[0] == "bf16"
 
 
+def test_an_empty_prompt_or_no_new_token_is_refused(model):
+    run, spec = _session(model), generation.cache_spec(model)
+    with pytest.raises(ValueError, match="at least 1"):
+        generation.greedy(run, [], 4, spec)
+    with pytest.raises(ValueError, match="at least 1"):
+        generation.greedy(run, [65], 0, spec)
+
+
 def test_a_model_without_a_cache_is_refused(model):
     del model.graph.input[1:]
     with pytest.raises(ValueError, match="not a decoder with a KV cache"):

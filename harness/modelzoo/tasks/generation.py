@@ -125,6 +125,9 @@ def _feeds(tokens: Sequence[int], past: int, cache: Mapping[str, Any],
 def greedy(run: Any, prompt: Sequence[int], new_tokens: int, spec: Mapping[str, Any]
            ) -> dict[str, Any]:
     """Prefill ``prompt``, then decode ``new_tokens`` greedily with the KV cache."""
+    if new_tokens < 1 or not prompt:
+        raise ValueError(f"a prompt of {len(prompt)} tokens and {new_tokens} new tokens: "
+                         "both must be at least 1")
     feeds = _feeds(prompt, 0, _empty_cache(spec), spec)
     tokens: list[int] = []
     steps: list[float] = []

@@ -95,6 +95,7 @@ def test_a_place_held_by_someone_else_is_refused_naming_them(lab: Lab) -> None:
         lab.client("release", place=place, user="alice")
 
 
+@pytest.mark.slow
 def test_a_sensor_on_a_place(lab: Lab, tmp_path: Path) -> None:
     place = lab.create_place("lab-imu", board=2, tags={"sensor": "imu"})
     done = _run(lab, tmp_path, f"serial-imu,place={place},capture_s=1,power_cycle=false",

@@ -20,6 +20,8 @@ from harness.cli.common import CliError
 
 #: seconds to wait for matching places held by others to be allocated to us
 PLACE_WAIT_S = 60.0
+#: places acquired at once (each acquisition is a holder process and a labgrid session)
+ACQUIRE_THREADS = 16
 #: ``shipei run`` options a farm run sets itself, or that do not apply to one
 REFUSED = {"shard": "--shard", "resume": "--resume", "retry_failed": "--retry-failed",
            "durations_from": "--durations-from", "numprocesses": "-n"}
@@ -123,31 +125,38 @@ def _check_farm_target(target: str) -> None:
 
 
 def _acquire(address: str, names: Sequence[str], acquired: list[Any]) -> list[Any]:
-    """Acquire each place (power-cycling its board when it can); a place that cannot be
-    acquired or cycled is left out with a note. Appends to ``acquired`` as it goes, so
-    the caller releases even what a failure midway left held."""
+    """Acquire the places at once (each a holder process), power-cycling each board that
+    can be; a place that cannot be acquired or cycled is left out with a note. Appends
+    to ``acquired`` as it goes, so the caller releases even what a failure midway left
+    held."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(names), ACQUIRE_THREADS) or 1) as pool:
+        found = list(pool.map(lambda name: _acquire_one(address, name, acquired), names))
+    places = [place for place in found if place is not None]
+    if not places:
+        raise CliError(f"none of the reserved places ({', '.join(names)}) could be used")
+    return places
+
+
+def _acquire_one(address: str, name: str, acquired: list[Any]) -> Any:
     from harness.lab.coordinator import LabError
     from harness.lab.farm import Place
     from harness.lab.place import acquire_place
 
-    places = []
-    for name in names:
-        try:
-            place = acquire_place(name, address)
-        except LabError as exc:
-            print(f"farm: place {name} left out: {exc}")
-            continue
-        acquired.append(place)
-        try:
-            if place.power_port() is not None:
-                place.power_cycle("before the farm's run")
-            places.append(Place(name, place.serial_url, dict(place.state.tags),
-                                place.identity))
-        except LabError as exc:
-            print(f"farm: place {name} left out: {exc}")
-    if not places:
-        raise CliError(f"none of the reserved places ({', '.join(names)}) could be used")
-    return places
+    try:
+        place = acquire_place(name, address)
+    except LabError as exc:
+        print(f"farm: place {name} left out: {exc}")
+        return None
+    acquired.append(place)  # list.append is atomic: the threads share the list
+    try:
+        if place.power_port() is not None:
+            place.power_cycle("before the farm's run")
+        return Place(name, place.serial_url, dict(place.state.tags), place.identity)
+    except LabError as exc:
+        print(f"farm: place {name} left out: {exc}")
+        return None
 
 
 def _run_and_join(args: argparse.Namespace, places: Sequence[Any]) -> int:

@@ -53,3 +53,21 @@ def test_markers_of_the_case_and_its_suite_select_items(collected) -> None:
     assert "test_abs" in names and "test_abs_expanded" not in names
     assert len(representative) == 2 * len(names)
     assert len(names) <= 46  # one per representative op
+
+
+def test_a_plugin_reading_fixture_names_sees_none_on_a_case_item(
+        pytester: pytest.Pytester, tmp_path) -> None:
+    """labgrid's pytest plugin (installed with the lab extra) reads ``item.fixturenames``
+    before every test; a case item has none, rather than an AttributeError per case."""
+    pytester.makepyfile(fixture_reader="""
+        def pytest_runtest_setup(item):
+            assert "strategy" not in item.fixturenames
+    """)
+    pytester.syspathinsert()
+    done = pytester.runpytest_inprocess(
+        "-q", "-p", "no:cacheprovider", "-p", "fixture_reader", "--rootdir", str(REPO),
+        "-c", str(REPO / "pyproject.toml"), "--target", "onnxruntime-cpu",
+        "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports"),
+        str(REPO / SUITE), "-k", "test_abs and not expand")
+    assert done.ret == 0, "\n".join(done.outlines[-30:])
+    done.assert_outcomes(passed=1)

@@ -27,6 +27,10 @@ TargetOpener = Callable[["CaseItem", str], Any]
 class CaseItem(pytest.Item):
     """``case`` on the target labelled ``target_label``."""
 
+    #: a case item requests no fixtures; plugins that read an item's fixture names, as
+    #: pytest's own Function items have them (labgrid's does), see none
+    fixturenames: tuple[str, ...] = ()
+
     def __init__(self, *, case: Case, target_label: str, marks: Iterable[pytest.Mark],
                  opener: TargetOpener, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -37,5 +37,7 @@ def shipei_run_finished(paths: RunPaths, run_info: dict[str, Any],
 
 @hookspec
 def shipei_write_reports(paths: RunPaths, run_info: dict[str, Any],
-                         records: list[dict[str, Any]]) -> list[Path]:
-    """Write reports for a run (its effective records as JSON objects); return the files."""
+                         records: list[CaseRecord]) -> list[Path]:
+    """Write reports for a run from its effective records; return the files. Every hook
+    passes typed records (:class:`~harness.results.case_record.CaseRecord`;
+    ``record.to_dict()`` is the JSON form ``records.jsonl`` holds)."""

@@ -8,17 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.results.case_record import REPORTED_STATUSES
+from harness.results.case_record import REPORTED_STATUSES, CaseRecord
 from harness.results.record_files import RunPaths
 
 
 def write_reports(paths: RunPaths, run_info: dict[str, Any], records: list[dict[str, Any]]
                   ) -> list[Path]:
-    """Every plugin's reports for a run, in registration order."""
+    """Every plugin's reports for a run (from its effective records as JSON objects), in
+    registration order; the plugins get the records typed."""
     from harness.hooks import plugin_manager
 
+    typed = [CaseRecord.from_dict(r) for r in records]
     results = plugin_manager().hook.shipei_write_reports(paths=paths, run_info=run_info,
-                                                         records=records)
+                                                         records=typed)
     return [path for files in reversed(results) for path in files]
 
 

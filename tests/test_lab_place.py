@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.lab.coordinator import LabError, LabUnavailable, PlaceBusy
+from harness.lab.coordinator import Coordinator, LabError, LabUnavailable, PlaceBusy
 from harness.lab.place import acquire_place
 from tests.lab_support import REPO, Lab, free_port, running_lab
 
@@ -80,6 +80,24 @@ def test_a_run_through_a_place_records_it_and_releases_it(lab: Lab, tmp_path: Pa
     assert lab.wait_free(place, timeout=30)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:serial.rfc2217")
+def test_the_certificate_s_target_identity_names_the_place(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.cert.certify import describe_target
+    from harness.lab.place import release_all
+
+    place = lab.create_place("lab-cert", board=0)
+    monkeypatch.setenv("LG_COORDINATOR", lab.address)
+    try:
+        _, described, _ = describe_target(f"serial-board,place={place},power_cycle=false")
+    finally:
+        release_all()
+    assert described["available"], described["reason"]
+    assert described["place"]["place"] == place
+    assert described["place"]["resource"].startswith(f"{lab.exporter}/board0/")
+    assert lab.holder(place) is None  # released at once, not at exit
+
+
 def test_a_place_held_by_someone_else_is_refused_naming_them(lab: Lab) -> None:
     place = lab.create_place("lab-busy", board=1)
     lab.client("acquire", place=place, user="alice")
@@ -90,7 +108,8 @@ def test_a_place_held_by_someone_else_is_refused_naming_them(lab: Lab) -> None:
         assert "alice" in str(refused.value) and "wait=SECONDS" in str(refused.value)
         with pytest.raises(PlaceBusy, match="after waiting 1 s"):
             acquire_place(place, lab.address, wait=1)
-        assert lab.holder(place).endswith("/alice")  # never taken from her
+        # never taken from her (read as a farm would, without holding the place)
+        assert Coordinator(lab.address).place(place).acquired.endswith("/alice")
     finally:
         lab.client("release", place=place, user="alice")
 

@@ -29,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -195,14 +196,20 @@ def acquire_place(name: str, coordinator: str | None = None, wait: float = 0.0,
     if inherited is not None:
         state = _state_from(inherited["state"])
         return AcquiredPlace(name, address, state, borrowed=True, resource=resource)
-    holder = subprocess.Popen(
-        [sys.executable, "-m", "harness.lab.holder", address, name, f"{max(wait, 0.0):g}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, start_new_session=True, env=_holder_env())
-    answer = _first_line(holder, max(wait, 0.0) + ACQUIRE_MARGIN_S)
+    with tempfile.TemporaryFile() as stderr:  # the holder's traceback, should it fail
+        holder = subprocess.Popen(
+            [sys.executable, "-m", "harness.lab.holder", address, name,
+             f"{max(wait, 0.0):g}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=stderr, text=True, start_new_session=True, env=_holder_env())
+        answer = _first_line(holder, max(wait, 0.0) + ACQUIRE_MARGIN_S)
+        if not answer.get("acquired"):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                holder.wait(10)
+            stderr.seek(0)
+            said = stderr.read().decode(errors="replace").strip().splitlines()[-1:]
     if not answer.get("acquired"):
-        holder.wait(10)
-        error = answer.get("error") or f"the place holder for {name!r} said nothing"
+        error = answer.get("error") or (f"the place holder for {name!r} failed: "
+                                        f"{said[0] if said else 'no answer'}")
         if answer.get("holder"):
             raise PlaceBusy(error, answer["holder"])
         raise (LabUnavailable if "cannot reach" in error else LabError)(error)
@@ -313,9 +320,8 @@ def _first_line(holder: subprocess.Popen[str], timeout: float) -> dict[str, Any]
         holder.terminate()
         raise LabUnavailable(f"acquiring the place took longer than {timeout:g} s")
     try:
-        answer = json.loads(result[0])
+        answer = json.loads(result[0]) if result[0].strip() else {}
     except ValueError:
         holder.kill()
-        raise LabError(f"the place holder failed: {result[0].strip() or 'no answer'}") \
-            from None
+        raise LabError(f"the place holder failed: {result[0].strip()}") from None
     return answer if isinstance(answer, dict) else {}

@@ -161,6 +161,22 @@ def test_every_place_lost_leaves_infra_error_not_a_failure(boards: list[SimBoard
     assert any(r["status"] == "infra_error" for r in effective)
 
 
+def test_child_dying_on_an_answering_board_is_retried_then_given_up(boards: list[SimBoard],
+                                                                    tmp_path: Path) -> None:
+    boards += [SimBoard()]
+    lines: list[str] = []
+    plan = FarmPlan("serial-board", SELECTION, tmp_path / "results", tmp_path / "reports",
+                    run_id="dies", pytest_args=("--no-such-option",))  # every child: exit 2
+    farm = Farm(plan, [Place("only", boards[0].url)], log=lines.append)
+    jobs = farm.run()
+    assert farm.lost == {}  # the board answers: the place is not blamed
+    assert [c.run_id for c in jobs[0].runs] == ["dies-s1", "dies-s1-r1"]
+    assert jobs[0].gave_up.startswith("its runs died 2 times")
+    assert any("the board still answers" in line for line in lines)
+    with pytest.raises(FarmError, match="no child run wrote a run folder"):
+        join(farm, jobs)
+
+
 # -- small pieces ------------------------------------------------------------------
 def test_case_list_round_trip_and_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "skip"

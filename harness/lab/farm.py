@@ -2,10 +2,13 @@
 
 Each shard is an ordinary ``shipei run --shard I/N`` child, with its own run folder,
 against one place's board (``--target LABEL,url=PLACE_URL``). Places take shards from
-one queue, so N places run N shards at once. A place whose child records an
-``infra_error`` (the board lost, the exporter gone, the link dropped) or dies is
-*lost*: it takes no more work, and its shard goes back on the queue with the cases it
-finished listed to be left out (:mod:`harness.lab.case_filter`), for another place.
+one queue, so N places run N shards at once. When a child records an ``infra_error``
+or dies, the farm asks the place's board to identify (the target's availability
+probe): a board that does not answer (lost, its exporter gone, the link down) makes
+the place *lost*: it takes no more work, and its shard goes back on the queue with the
+cases it finished listed to be left out (:mod:`harness.lab.case_filter`), for another
+place. A board that answers keeps its place: an ``infra_error`` that was not the
+place's (a link that dropped and came back) stays recorded as it is.
 The lost attempts stay in the records as ``infra_error`` attempts, and the re-run is a
 later attempt, so :func:`~harness.results.case_record.fold_attempts` clears them: the
 board is never blamed for the bench. :mod:`harness.lab.farm_merge` joins the children.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.results.record_files import RecordError, load_run, new_run_id
+from harness.results.record_files import RecordError, load_run, load_run_info, new_run_id
 
 #: pytest arguments every child gets: the farm's case filter; labgrid's own pytest
 #: plugin (installed with labgrid) expects fixtures Shipei's case items do not have
@@ -74,6 +77,7 @@ class ChildRun:
     returncode: int | None = None
     wall_s: float = 0.0
     lost: str = ""  # why the place is lost ("" when it is not)
+    died: bool = False  # exited abnormally, or its run never finished
     finished: set[tuple[str, str]] = field(default_factory=set)
     selected: int | None = None  # the shard's size, as the child selected it
 
@@ -116,10 +120,23 @@ def check_target(target: str) -> None:
                         f"{' or '.join(given)}=: each place's board is used in turn")
 
 
+def board_silent(label: str) -> str:
+    """Why the target ``label`` is not available now (its board does not identify), or
+    "" when it is: the target's own availability probe, through the registry."""
+    from harness.driver.registry import TargetRequest, discover
+
+    try:
+        target = discover().build(TargetRequest.parse(label))
+        availability = target.availability()
+    except Exception as exc:  # a driver's failure to probe is the place's too
+        return f"{type(exc).__name__}: {exc}"
+    return "" if availability.available else availability.reason or "not available"
+
+
 def child_outcome(run_dir: Path) -> tuple[set[tuple[str, str]], int | None, str]:
     """What a child run finished: the (suite, case) pairs whose latest attempt is not
-    ``infra_error``, the shard's size as selected, and why the place counts as lost
-    ("" when nothing points at the place: no infra_error and the run finished)."""
+    ``infra_error``, the shard's size as selected, and what points at the place ("" when
+    nothing does: no infra_error and the run finished)."""
     try:
         info, records = load_run(run_dir)
     except (OSError, RecordError) as exc:
@@ -134,6 +151,13 @@ def child_outcome(run_dir: Path) -> tuple[set[tuple[str, str]], int | None, str]
     if info.get("finished_at") is None:
         return finished, selected, f"its run {run_dir.name} never finished"
     return finished, selected, ""
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        return load_run_info(run_dir).get("finished_at") is not None
+    except (OSError, RecordError):
+        return False
 
 
 class Farm:
@@ -195,6 +219,8 @@ class Farm:
                     self.lost[place.name] = child.lost
                     self._healthy -= 1
                     self._requeue(job, child)
+                elif child.died and not job.complete():
+                    self._retry(job, child)
                 self._lock.notify_all()
                 if child.lost:
                     return
@@ -206,6 +232,16 @@ class Farm:
             job.gave_up = f"place {child.place.name} was lost and no other place is left"
             return
         self.log(f"farm: place {child.place.name} lost ({child.lost}); shard "
+                 f"{job.shard}/{len(self.jobs)} re-queued, {len(job.done())} case(s) kept")
+        self._queue.append(job)
+
+    def _retry(self, job: Job, child: ChildRun) -> None:
+        """A child died on a place whose board still answers: its shard's rest goes back
+        on the queue, for any place, as many times as there are places."""
+        if len(job.runs) > len(self.places):
+            job.gave_up = f"its runs died {len(job.runs)} times (last: {child.run_id})"
+            return
+        self.log(f"farm: run {child.run_id} died on {child.place.name}; shard "
                  f"{job.shard}/{len(self.jobs)} re-queued, {len(job.done())} case(s) kept")
         self._queue.append(job)
 
@@ -234,10 +270,18 @@ class Farm:
         child.returncode = proc.returncode
         self._keep_output(run_id, proc)
         run_dir = self.plan.results_dir / run_id
-        child.finished, child.selected, child.lost = child_outcome(run_dir)
-        if proc.returncode not in (0, 1) and not child.lost:
+        child.finished, child.selected, suspect = child_outcome(run_dir)
+        child.died = proc.returncode not in (0, 1) or not _finished(run_dir)
+        if proc.returncode not in (0, 1) and not suspect:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            child.lost = f"its run exited {proc.returncode}: {tail[0][:200]}"
+            suspect = f"its run exited {proc.returncode}: {tail[0][:200]}"
+        if suspect:
+            silent = board_silent(place_label(self.plan.target, place.url))
+            if silent:
+                child.lost = f"{suspect}; the board does not answer now: {silent[:300]}"
+            else:
+                self.log(f"farm: run {run_id} on {place.name}: {suspect}; the board still "
+                         "answers, so the place is kept")
         return child
 
     def _keep_output(self, run_id: str, proc: subprocess.CompletedProcess[str]) -> None:

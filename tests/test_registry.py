@@ -225,3 +225,28 @@ def test_a_targets_entry_naming_no_callable_is_broken(monkeypatch: pytest.Monkey
     monkeypatch.setenv("SHIPEI_PLUGINS", "targets=targets.testing:FaultyTarget.__doc__")
     reason = discover().broken["SHIPEI_PLUGINS 'targets=targets.testing:FaultyTarget.__doc__'"]
     assert "callable returning TargetSpec objects" in reason
+
+
+# -- certificate measures and sections are the core's on purpose ---------------------------------
+def test_a_measure_from_outside_the_core_is_refused() -> None:
+    """The center evaluates profiles itself: a measure only a vendor has cannot back a level."""
+    from harness.cert.measures import MEASURES, Measure, MeasureError, register
+
+    class VendorsOwn(Measure):
+        name = "vendors_own"
+
+        def passes(self, record: object) -> bool:
+            return True
+
+    with pytest.raises(MeasureError, match="defined in harness.cert only"):
+        register(VendorsOwn)
+    assert "vendors_own" not in MEASURES
+
+
+def test_a_suite_cannot_invent_a_certificate_section() -> None:
+    from harness.cases.suite_registry import SECTIONS, SuiteRegistryError, SuiteSpec
+
+    assert SECTIONS == ("conformance", "models", "performance")
+    with pytest.raises(SuiteRegistryError, match="certificate_section must be one of"):
+        SuiteSpec(name="x", package="x", title_zh="x", title_en="x",
+                  certificate_section="benchmarks")

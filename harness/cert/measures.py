@@ -8,6 +8,11 @@ all of them unless the measure says otherwise), judges each case record
 (:meth:`Measure.render`). A new measure is one class here, decorated
 with :func:`register`; profiles then name it, and nothing else changes.
 
+Measures are the core's on purpose, with no entry-point group: the center's intake
+evaluates the profile on the vendor's records itself, so a measure installed only beside
+a vendor's driver would give a level no center can check. :func:`register` refuses a
+measure defined outside :mod:`harness.cert`.
+
 How a criterion turns passing cases into a pass rate, and what counts as measured, is
 :mod:`harness.cert.evaluate`'s; a measure only says whether one measured case passed.
 """
@@ -58,7 +63,18 @@ class Measure:
 MEASURES: dict[str, type[Measure]] = {}
 
 
+#: the package whose measures a certificate may rest on (see the module docstring)
+CORE_PACKAGE = "harness.cert."
+
+
 def register(cls: type[Measure]) -> type[Measure]:
+    if not cls.__module__.startswith(CORE_PACKAGE):
+        raise MeasureError(f"measure {cls.name!r} ({cls.__module__}.{cls.__qualname__}): "
+                           "certificate measures are defined in harness.cert only, so the "
+                           "center evaluates the same ones as the vendor")
+    if cls.name in MEASURES and MEASURES[cls.name] is not cls:
+        raise MeasureError(f"measure {cls.name!r} is already defined by "
+                           f"{MEASURES[cls.name].__module__}")
     MEASURES[cls.name] = cls
     return cls
 

@@ -239,6 +239,15 @@ def test_cli_without_coordinator(monkeypatch: pytest.MonkeyPatch) -> None:
         run(_run_args("--places", "board=sim", "--target", "serial-board"))
 
 
+def test_cli_with_nothing_listening_at_the_coordinator(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    from harness.cli.cmd_run import run
+
+    monkeypatch.setenv("LG_COORDINATOR", "127.0.0.1:9")
+    with pytest.raises(CliError, match="cannot reach the labgrid coordinator at 127.0.0.1:9"):
+        run(_run_args("--places", "board=sim", "--target", "serial-board"))
+
+
 def test_max_places_must_be_positive() -> None:
     with pytest.raises(SystemExit):
         _run_args("--places", "board=sim", "--max-places", "0")

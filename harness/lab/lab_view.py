@@ -51,9 +51,12 @@ class PlaceView:
 def read_lab(address: str, timeout: float = CLIENT_TIMEOUT_S) -> list[PlaceView]:
     """Every place at ``address``, by name; :class:`LabUnavailable` when labgrid is
     missing or the coordinator does not answer."""
+    from harness.lab.reservations import check_reachable
+
     missing = labgrid_missing()
     if missing:
         raise LabUnavailable(missing)
+    check_reachable(address)
     try:
         done = subprocess.run([sys.executable, "-m", "harness.lab.lab_view", address],
                               capture_output=True, text=True, timeout=timeout,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,19 @@ def parse_filter(text: str) -> dict[str, str]:
     return found
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """:class:`LabUnavailable` at once when nothing listens at ``address`` (labgrid's
+    session would retry for minutes before it says so)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = address, "20408"  # labgrid's default port
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout).close()
+    except OSError as exc:
+        raise LabUnavailable(f"cannot reach the labgrid coordinator at {address}: "
+                             f"{exc.strerror or exc}") from None
+
+
 def reserve_places(address: str, tags: Mapping[str, str], max_places: int = 0,
                    wait_s: float = 60.0, timeout: float = 0.0) -> list[Allocation]:
     """Reserve up to ``max_places`` (0: all) places whose tags include ``tags``; the
@@ -74,6 +88,7 @@ def reserve_places(address: str, tags: Mapping[str, str], max_places: int = 0,
     missing = labgrid_missing()
     if missing:
         raise LabUnavailable(missing)
+    check_reachable(address)
     limit = timeout or wait_s + CLIENT_TIMEOUT_S
     try:
         done = subprocess.run(

@@ -136,11 +136,13 @@ class SdkTarget(Target):
                 attested = envs.attest(self.environment)
             except envs.EnvError as exc:
                 environment["packages_source"] = f"env.json: not attested ({exc})"
+                data["runtime_version_source"] = f"env.json: not attested ({exc})"
             else:
                 environment["packages"] = attested["packages"]
                 environment["packages_source"] = "attested by the environment's interpreter"
                 data["runtime_version"] = envs.find_version(
                     attested["packages"], self.distribution) or "not installed"
+                data["runtime_version_source"] = "attested by the environment's interpreter"
         data["environment"] = environment
         return data
 

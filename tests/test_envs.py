@@ -108,10 +108,14 @@ def _attestation_overrides_env_json(tmp_path: Path) -> None:
     assert described["environment"]["packages"] == attested["packages"]
     assert described["environment"]["packages_source"] == \
         "attested by the environment's interpreter"
+    assert described["runtime_version_source"] == "attested by the environment's interpreter"
     manifest["interpreter"] = str(tmp_path / "gone" / "python")  # cannot be asked
     manifest_path.write_text(json.dumps(manifest))
-    unasked = Tiny().describe()["environment"]
+    unasked_target = Tiny().describe()
+    unasked = unasked_target["environment"]
     assert unasked["packages_source"].startswith("env.json: not attested")
+    # the runtime version then comes from env.json, and the record says so
+    assert unasked_target["runtime_version_source"].startswith("env.json: not attested")
     manifest_path.write_text(kept)
 
 

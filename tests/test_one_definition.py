@@ -239,3 +239,28 @@ def test_the_center_knows_timed_suites_from_the_registry(tmp_path, monkeypatch) 
                {"suite": "operators", "case": "b", "status": "pass"}]
     assert [r["case"] for r in timed_records(records)] == ["a"]
     assert draw_sample([("latency", "a"), ("operators", "b")], 5, 0) == [("operators", "b")]
+
+
+def test_the_center_knows_user_case_suites_from_the_registry(tmp_path, monkeypatch) -> None:
+    """A suite whose cases come from the user's input (SuiteSpec.cases_from_user, like the
+    built-in model_file) has no case universe to check and no operator regressions, whatever
+    its name; every other suite's operator-tagged cases count, not only the operators
+    suite's."""
+    from types import SimpleNamespace
+
+    from harness.center.store import _operator_status
+    from harness.center.universe import check_complete
+
+    (tmp_path / "own_models.py").write_text(
+        "from harness.cases.suite_registry import SuiteSpec\n"
+        "SUITE = SuiteSpec(name='own_models', package='own_models', title_zh='自带模型',\n"
+        "                  title_en='Own models', cases_from_user=True)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SHIPEI_PLUGINS", "suites=own_models:SUITE")
+    check_complete("r1", frozenset(), [{"suite": "own_models", "case": "test_mine"}])
+    records = [SimpleNamespace(suite=suite, op_type=op, status=status)
+               for suite, op, status in (("operators", "Abs", "pass"),
+                                         ("model_file", "Abs", "fail"),
+                                         ("own_models", "Abs", "fail"),
+                                         ("more_operators", "Relu", "fail"))]
+    assert _operator_status(SimpleNamespace(records=records)) == {"Abs": True, "Relu": False}

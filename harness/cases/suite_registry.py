@@ -23,7 +23,10 @@ certification profile:
 - ``certificate_section``: how a certificate shows its records: ``"conformance"`` (pass
   counts), ``"models"`` (the model accuracy table) or ``"performance"`` (latency figures);
 - ``gate_markexpr``: whether the gate runs the suite when a profile requires it (``None``:
-  not in the gate; ``""``: every case; otherwise the marker expression it selects).
+  not in the gate; ``""``: every case; otherwise the marker expression it selects);
+- ``cases_from_user``: its cases come from what the user gives a run (``shipei run
+  --model``), so no list of them is known ahead: the center checks no universe of cases
+  for it and counts none of its records as the operators' regressions.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class SuiteSpec:
     reports: tuple[str, ...] = ()
     certificate_section: str | None = "conformance"
     gate_markexpr: str | None = NOT_IN_GATE
+    cases_from_user: bool = False
     origin: str = ""
 
     def __post_init__(self) -> None:
@@ -166,3 +170,9 @@ def certificate_section(name: str) -> str | None:
     """How a certificate shows a suite's records (``conformance`` for unknown suites)."""
     spec = suite_spec(name)
     return spec.certificate_section if spec else "conformance"
+
+
+def cases_from_user(name: str) -> bool:
+    """Whether a suite's cases come from the user's input (see :class:`SuiteSpec`)."""
+    spec = suite_spec(name)
+    return bool(spec and spec.cases_from_user)

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.cases.suite_registry import cases_from_user
 from harness.center import DEFAULT_URL, URL_ENV
 from harness.center.models import Certificate, Record, Run, Vendor
 
@@ -247,10 +248,11 @@ def regressions_since(session: Session, runtime: str, release: str) -> list[dict
 
 
 def _operator_status(run: Run) -> dict[str, bool]:
-    """Per operator: True when every operator case of it passed in ``run``."""
+    """Per operator: True when every operator case of it passed in ``run`` (the cases
+    tagged with an operator, of suites with a known list of cases)."""
     status: dict[str, bool] = {}
     for record in run.records:
-        if record.suite == "operators" and record.op_type and record.status != "skip":
+        if record.op_type and record.status != "skip" and not cases_from_user(record.suite):
             status[record.op_type] = status.get(record.op_type, True) and record.status == "pass"
     return status
 

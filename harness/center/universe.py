@@ -33,10 +33,10 @@ from typing import Any
 
 from harness import __version__
 from harness.cache import cache_dir, write_atomically
+from harness.cases.suite_registry import cases_from_user
 from harness.results.case_record import RunSelection
 from harness.results.fingerprint import git_commit
 
-MODEL_FILE_SUITE = "model_file"
 COLLECT_TIMEOUT_S = 600
 MAX_SHOWN = 3
 CaseKey = tuple[str, str]  # (suite, case)
@@ -128,7 +128,7 @@ def _memo(suites: tuple[str, ...], label: str, markexpr: str, key: str) -> froze
 def expected_cases(suites: Iterable[str], label: str, markexpr: str | None
                    ) -> frozenset[CaseKey]:
     """The (suite, case) keys ``shipei run`` selects here for these suites and target."""
-    names = tuple(sorted(set(suites) - {MODEL_FILE_SUITE}))
+    names = tuple(sorted(s for s in set(suites) if not cases_from_user(s)))
     if not names:
         return frozenset()
     key = _cache_key(_suite_dirs(names), label, markexpr or "")
@@ -150,7 +150,7 @@ def _shown(keys: list[CaseKey]) -> str:
 def check_complete(run_id: str, universe: frozenset[CaseKey], records: list[dict[str, Any]]
                    ) -> None:
     """Every case of the universe has a record and no record is outside it."""
-    have = {(r["suite"], r["case"]) for r in records if r["suite"] != MODEL_FILE_SUITE}
+    have = {(r["suite"], r["case"]) for r in records if not cases_from_user(r["suite"])}
     missing = sorted(universe - have)
     if missing:
         raise UniverseError(f"run {run_id} has no record for {len(missing)} of the "

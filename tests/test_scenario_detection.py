@@ -1,7 +1,7 @@
 """The detection scenario task: rendered scenes, YOLOX decoding, mAP through pycocotools, and
 a deliberately degraded target that fails with the figure that shows it.
 
-``shipei-degrading`` (defined here, enabled with ``SHIPEI_PLUGINS=tests.
+``shipei-spoiled`` (defined here, enabled with ``SHIPEI_PLUGINS=tests.
 test_scenario_detection:provide_targets``) is onnxruntime on the CPU whose outputs are
 spoiled on purpose: ``degrade=shift`` moves every detector anchor's centre by ``amount``
 grid cells (boxes land beside the objects), ``degrade=drop`` blanks every second spoken
@@ -33,8 +33,8 @@ PLUGINS = {"SHIPEI_PLUGINS": "suites.scenarios:SUITE,"
 
 # -- the degraded target ------------------------------------------------------------------
 def provide_targets() -> Iterable[TargetSpec]:
-    yield TargetSpec(name="shipei-degrading",
-                     factory="tests.test_scenario_detection:DegradingTarget",
+    yield TargetSpec(name="shipei-spoiled",
+                     factory="tests.test_scenario_detection:SpoilingTarget",
                      summary="test-only: onnxruntime CPU whose task outputs are spoiled")
 
 
@@ -54,7 +54,7 @@ def drop_tokens(posteriors: np.ndarray) -> np.ndarray:
     return dropped
 
 
-class DegradingExecutable(Executable):
+class SpoilingExecutable(Executable):
     def __init__(self, inner: Executable, degrade: str, amount: float) -> None:
         self.inner, self.degrade, self.amount = inner, degrade, amount
 
@@ -75,7 +75,7 @@ class DegradingExecutable(Executable):
         self.inner.close()
 
 
-class DegradingTarget(FaultyTarget):
+class SpoilingTarget(FaultyTarget):
     def __init__(self, configuration: str = "default", degrade: str = "shift",
                  amount: float = 1.5) -> None:
         super().__init__(configuration)
@@ -87,14 +87,14 @@ class DegradingTarget(FaultyTarget):
     def identity(self) -> TargetIdentity:
         inner = self.inner.identity
         return TargetIdentity(
-            name="shipei-degrading", kind="framework", vendor="Shipei test fixtures",
+            name="shipei-spoiled", kind="framework", vendor="Shipei test fixtures",
             driver_version=inner.driver_version, runtime=inner.runtime,
             runtime_version=inner.runtime_version, device="cpu",
             configuration=f"degrade={self.degrade},amount={self.amount}",
             driver_distribution="shipei")
 
     def compile(self, model: bytes) -> Executable:
-        return DegradingExecutable(self.inner.compile(model), self.degrade, self.amount)
+        return SpoilingExecutable(self.inner.compile(model), self.degrade, self.amount)
 
 
 # -- fast checks ----------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_judging_shifted_detections_fails_naming_the_figure() -> None:
         in message and metrics["map50_vs_reference"] < detection_check.MIN_MAP50_VS_REFERENCE
 
 
-def _check(target: DegradingTarget | FaultyTarget) -> Any:
+def _check(target: SpoilingTarget | FaultyTarget) -> Any:
     _font()
     outcome = detection_check.check_detection(Zoo(), InlineHost(target), 120)
     if outcome.status == "skip":
@@ -172,7 +172,7 @@ def test_the_real_detector_passes_and_a_degraded_one_fails_with_its_figure() -> 
     assert good.status == "pass", good.message
     assert good.metrics["map50_vs_reference"] == 1.0
     assert good.metrics["map50"] > 0.5 and good.metrics["reference_origin"] == "golden"
-    bad = _check(DegradingTarget(degrade="shift", amount=1.5))
+    bad = _check(SpoilingTarget(degrade="shift", amount=1.5))
     assert bad.status == "fail"
     assert "mAP@0.5 against the reference's detections is" in bad.message
     assert bad.metrics["map50_vs_reference"] < 0.9
@@ -182,11 +182,11 @@ def test_the_real_detector_passes_and_a_degraded_one_fails_with_its_figure() -> 
 @pytest.mark.slow
 def test_the_suite_fails_a_degraded_target_beside_a_passing_one(shipei_cli) -> None:
     result = shipei_cli("run", "--suite", "scenarios", "-k", "detection", "--target",
-                        "onnxruntime-cpu", "--target", "shipei-degrading,degrade=shift",
+                        "onnxruntime-cpu", "--target", "shipei-spoiled,degrade=shift",
                         env=PLUGINS)
     records = {r["target"].split(",")[0]: r for r in result.records()}
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    good, bad = records["onnxruntime-cpu"], records["shipei-degrading"]
+    good, bad = records["onnxruntime-cpu"], records["shipei-spoiled"]
     assert good["status"] == "pass" and good["metrics"]["map50_vs_reference"] == 1.0
     assert bad["status"] == "fail" and "mAP@0.5" in bad["message"]
     assert good["tags"]["task"] == "detection" and good["tags"]["model"] == "ddddocr_det"

@@ -1,0 +1,155 @@
+"""The speech recognition task on a target: espeak-ng speech -> recogniser -> CER/WER.
+
+For each language the target transcribes the task's utterances; the transcripts are
+scored with jiwer against the known text (``cer`` for Chinese, ``wer`` for English)
+and against the reference target's transcripts taken as the truth
+(``cer_vs_reference`` / ``wer_vs_reference``). The reference's transcripts come from
+the task golden when it was computed from the same samples and model bytes,
+otherwise from the reference target live (the record says which). A target fails
+when it departs from the reference by more than :data:`MAX_VS_REFERENCE`, or when
+its error against the text exceeds the reference's by more than :data:`MAX_RISE`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+
+from harness.cases.case import Outcome, outcome_from_exception
+from harness.isolation.host import Host
+from harness.modelzoo.execute import HOST_FAILURES, Deadline
+from harness.modelzoo.manifest import ManifestError
+from harness.modelzoo.reference import Reference, ReferenceUnavailable
+from harness.modelzoo.sources import SourceError
+from harness.modelzoo.task_checks import (
+    TaskUnavailable,
+    _entries,
+    _models_digest,
+    _reference_answer,
+    _store_task,
+)
+from harness.modelzoo.tasks import speech
+from harness.modelzoo.zoo import Zoo, ZooEntry
+
+MODELS = {"asr": "speech_ctc_zh_en"}
+TASKS = {"zh": "asr_zh", "en": "asr_en"}
+MEASURE = {"zh": "cer", "en": "wer"}
+MAX_VS_REFERENCE = 0.05
+MAX_RISE = 0.05
+SCENARIOS = ("speech-interaction", "smart-transport", "education")
+TITLES = {"zh": "Speech recognition, Mandarin (CER): generated recogniser on espeak-ng speech",
+          "en": "Speech recognition, English (WER): generated recogniser on espeak-ng speech"}
+
+
+def task_utterances(language: str) -> tuple[list[speech.Utterance], dict[str, Any]]:
+    """The synthesised utterances and what describes them (espeak-ng, text, sha256)."""
+    try:
+        import jiwer  # noqa: F401
+    except ImportError:
+        raise TaskUnavailable("jiwer is not installed (the CER/WER metric); "
+                              "pip install jiwer") from None
+    try:
+        spoken = speech.utterances(language)
+        version = speech.espeak_version()
+    except speech.SpeechUnavailable as exc:
+        raise TaskUnavailable(f"no synthesised speech: {exc}") from None
+    digest = hashlib.sha256()
+    for utterance in spoken:
+        digest.update(utterance.samples.tobytes())
+    return spoken, {"espeak": version, "voice": dict(speech.TASK_VOICE),
+                    "texts": [u.text for u in spoken], "input_sha256": digest.hexdigest(),
+                    "seconds": [round(u.samples.size / speech.SAMPLE_RATE, 3)
+                                for u in spoken]}
+
+
+def answer(host: Host, entry: ZooEntry, spoken: list[speech.Utterance], deadline: Deadline
+           ) -> dict[str, Any]:
+    """Every utterance's transcript on ``host``, with the runs' latencies (ms)."""
+    key = f"scenarios::asr::{spoken[0].language}"
+    latencies: list[float] = []
+
+    def run(feeds: Any) -> Any:
+        outputs, seconds = host.run(key, feeds, deadline.left())
+        latencies.append(seconds * 1000.0)
+        return outputs
+
+    try:
+        host.compile(key, entry.model_bytes(), deadline.left())
+        transcripts = [speech.recognize(run, utterance) for utterance in spoken]
+    finally:
+        host.release(key)
+    return {"transcripts": transcripts, "latencies_ms": [round(v, 3) for v in latencies]}
+
+
+def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],
+          texts: list[str]) -> tuple[str, str, dict[str, Any]]:
+    """Status, message and figures of a target's transcripts."""
+    name = MEASURE[language]
+    against_text = speech.error_rate(language, texts, mine["transcripts"])
+    reference_error = speech.error_rate(language, texts, reference["transcripts"])
+    against_reference = speech.error_rate(language, reference["transcripts"],
+                                          mine["transcripts"])
+    latencies = mine.get("latencies_ms") or []
+    metrics: dict[str, Any] = {name: against_text, f"{name}_vs_reference": against_reference,
+                               f"reference_{name}": reference_error}
+    if latencies:
+        metrics["latency_p50_ms"] = round(float(np.percentile(latencies, 50)), 3)
+        metrics["latency_p99_ms"] = round(float(np.percentile(latencies, 99)), 3)
+    if against_reference > MAX_VS_REFERENCE:
+        return "fail", (f"{name.upper()} against the reference's transcripts is "
+                        f"{against_reference:.3f} > {MAX_VS_REFERENCE} ({name.upper()} against "
+                        f"the text {against_text:.3f}, the reference's {reference_error:.3f})"
+                        ), metrics
+    if against_text > reference_error + MAX_RISE:
+        return "fail", (f"{name.upper()} against the text is {against_text:.3f}, more than "
+                        f"{MAX_RISE} above the reference's {reference_error:.3f}"), metrics
+    return "pass", "", metrics
+
+
+def check_asr(zoo: Zoo, host: Host, timeout: float, language: str) -> Outcome:
+    started = time.perf_counter()
+    try:
+        spoken, described = task_utterances(language)
+        entry = _entries(zoo, MODELS)["asr"]
+        entry.model_bytes()
+        models = _models_digest(zoo, MODELS)
+    except TaskUnavailable as exc:
+        return Outcome("skip", str(exc))
+    except (SourceError, ManifestError) as exc:
+        return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
+    try:
+        mine = answer(host, entry, spoken, Deadline(timeout))
+    except HOST_FAILURES as exc:
+        return outcome_from_exception(exc, started)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        return Outcome("fail", f"the target's outputs cannot be read as token posteriors: "
+                               f"{type(exc).__name__}: {exc}")
+    try:
+        stored, origin = _reference_answer(
+            zoo, TASKS[language], described["input_sha256"], models,
+            lambda ref_host: answer(ref_host, entry, spoken, Deadline(600)))
+    except (ReferenceUnavailable, *HOST_FAILURES) as exc:
+        return Outcome("infra_error", f"the reference could not run: {exc}")
+    status, message, metrics = judge(language, mine, stored, described["texts"])
+    metrics.update({"transcripts": mine["transcripts"],
+                    "reference_transcripts": stored["transcripts"],
+                    "ground_truth": described["texts"], "reference_origin": origin,
+                    "espeak": described["espeak"], "model_generated": True,
+                    "latencies_ms": mine["latencies_ms"]})
+    return Outcome(status, message, metrics, {"total_s": time.perf_counter() - started})
+
+
+def refresh(zoo: Zoo, reference: Reference, write: bool, language: str) -> list[str]:
+    """Recompute one language's task golden on the reference (``write``: store it)."""
+    spoken, described = task_utterances(language)
+    entry = _entries(zoo, MODELS)["asr"]
+    result = answer(reference.host, entry, spoken, Deadline(600))
+    stored = {"transcripts": result["transcripts"]}
+    error = speech.error_rate(language, described["texts"], stored["transcripts"])
+    data = {**described, "models": _models_digest(zoo, MODELS), "result": stored,
+            f"reference_{MEASURE[language]}": error, "reference": reference.summary()}
+    return _store_task(zoo.golden_dir, TASKS[language], data, write,
+                       f"{stored['transcripts']} ({MEASURE[language]} {error})")

@@ -1,0 +1,41 @@
+"""Speech recognition (语音识别): Mandarin and English speech synthesised with espeak-ng from
+known text, transcribed on the target, CER/WER (jiwer) against the text and the reference.
+
+The recogniser is GENERATED in this repository (no wheel was found to ship a Chinese and
+English ASR model as an ONNX file; docs/scenarios.md): ``models/manifests/speech_ctc_zh_en.toml``.
+
+    shipei run --suite scenarios -k asr --target onnxruntime-cpu
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harness.modelzoo.tasks.speech_check import MODELS, SCENARIOS, TASKS, TITLES, check_asr
+from harness.modelzoo.zoo import Zoo
+
+SUITE = "scenarios"
+ZOO = Zoo()
+
+pytestmark = pytest.mark.case_timeout(300)
+
+
+def _asr_test(language: str) -> Callable[..., None]:
+    case = f"test_{TASKS[language]}"
+
+    @pytest.mark.shipei_case(suite=SUITE, case=case)
+    def test(target: Any) -> None:
+        outcome = check_asr(ZOO, target.host, target.timeout(), language)
+        target.conclude(SUITE, case, outcome,
+                        {"task": "speech", "scenarios": list(SCENARIOS),
+                         "model": MODELS["asr"], "title": TITLES[language],
+                         "generated_model": True})
+
+    test.__name__ = test.__qualname__ = case
+    test.__doc__ = TITLES[language]
+    return test
+
+
+for _language in TASKS:
+    globals()[f"test_{TASKS[_language]}"] = _asr_test(_language)

@@ -247,14 +247,15 @@ class Lab:
         return done
 
     def create_place(self, name: str, board: int = 0,
-                     tags: Mapping[str, str] | None = None, group: str | None = None) -> str:
-        """A place matching board ``board``'s resources (or group ``group``'s), tagged
-        ``tags``: what
+                     tags: Mapping[str, str] | None = None, group: str | None = None,
+                     match: str | None = None) -> str:
+        """A place matching board ``board``'s resources (or group ``group``'s, or the
+        labgrid pattern ``match``), tagged ``tags``: what
         ``labgrid-client create``, ``add-match`` and ``set-tags`` do, through the same
         client session methods, without an interpreter start for each."""
         self._command(name, "add_place")
-        self._command(name, "add_match",
-                      patterns=[f"{self.exporter}/{group or f'board{board}'}/*"])
+        pattern = match or f"{self.exporter}/{group or f'board{board}'}/*"
+        self._command(name, "add_match", patterns=[pattern])
         if tags:
             self._command(name, "set_tags", tags=[f"{k}={v}" for k, v in tags.items()])
         return name

@@ -210,6 +210,18 @@ def test_an_unknown_place_and_an_absent_coordinator_are_named(lab: Lab) -> None:
         acquire_place("lab-run", nobody)
 
 
+def test_a_place_without_a_serial_port_is_refused_and_released(lab: Lab) -> None:
+    from harness.driver.registry import discover
+
+    place = lab.create_place("lab-no-port", match=f"{lab.exporter}/board1/NetworkPowerPort")
+    target = discover().build(f"serial-board,place={place},coordinator={lab.address},"
+                              "power_cycle=false")
+    reason = target.availability().reason
+    assert not target.availability().available
+    assert f"labgrid place {place!r}" in reason and "exactly one serial port" in reason
+    assert lab.holder(place) is None  # not kept for the rest of the run
+
+
 def test_place_options_are_checked() -> None:
     from harness.driver.registry import discover
 

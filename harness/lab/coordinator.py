@@ -18,6 +18,7 @@ and login name; a place acquired as ``host/user`` is ours only when both match.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import socket
@@ -195,7 +196,10 @@ class LabSession:
         # what labgrid-client's acquire and release read: never --kick, no unmatched
         args = argparse.Namespace(place=place, allow_unmatched=False, kick=False)
         try:
-            self.session = start_session(address, loop=self.loop, extra={"args": args})
+            # in a context of its own: labgrid stashes "the" event loop in a context
+            # variable and refuses a second one, and each session here has its own
+            self.session = contextvars.Context().run(
+                start_session, address, loop=self.loop, extra={"args": args})
         except Exception as exc:  # gRPC's and labgrid's errors alike: nobody answered
             self.loop.close()
             raise LabUnavailable(f"cannot reach the labgrid coordinator at {address}: "

@@ -164,6 +164,9 @@ class AcquiredPlace:
         if holder is None:
             return {"released": False, "why": "borrowed" if self.borrowed else "released"}
         _forget(self)
+        with _HELD_LOCK:  # a place released by hand is acquired afresh next time
+            if _HELD.get(_key(self.coordinator, self.name)) is self:
+                del _HELD[_key(self.coordinator, self.name)]
         try:
             assert holder.stdin is not None and holder.stdout is not None
             with contextlib.suppress(BrokenPipeError, OSError):
@@ -221,7 +224,7 @@ def acquire_place(name: str, coordinator: str | None = None, wait: float = 0.0,
 
 # -- one acquisition per place for the whole process -----------------------------------
 _HELD: dict[str, AcquiredPlace] = {}
-_HELD_LOCK = threading.Lock()
+_HELD_LOCK = threading.RLock()
 
 
 def hold_place(name: str, coordinator: str | None = None, wait: float = 0.0,
@@ -240,7 +243,6 @@ def hold_place(name: str, coordinator: str | None = None, wait: float = 0.0,
                     place.power_cycle("before the run")
                 except LabError:
                     place.release()
-                    _HELD.pop(_key(address, name), None)
                     raise
         return place
 

@@ -97,6 +97,9 @@ class OnPlace:
             return self.lab_place.serial_url
         except LabError as exc:
             self.lab_error = f"labgrid place {self.place_name!r}: {exc}"
+            if self.lab_place is not None:  # held, but without a usable serial port
+                self.lab_place.release()
+                self.lab_place = None
             return ""
 
     def availability(self) -> Availability:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from harness.modelzoo.tasks.text import precision_class
+from harness.perf.stats import percentile_of
 
 WORKER_FUNCTION = "harness.modelzoo.tasks.generation:run_in_worker"
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values.", "present."
@@ -210,14 +211,14 @@ def latency_figures(answers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     tokens = sum(len(a["tokens"]) for a in answers)
     seconds = sum(float(a["total_s"]) for a in answers)
     figures: dict[str, Any] = {
-        "ttft_ms": round(1e3 * float(np.median(ttft)), 4),
+        "ttft_ms": round(1e3 * float(percentile_of(ttft, 50)), 4),
         "tokens_per_s": round(tokens / seconds, 3) if seconds > 0 else 0.0,
-        "details": {"ttft_p99_ms": round(1e3 * float(np.percentile(ttft, 99)), 4),
+        "details": {"ttft_p99_ms": round(1e3 * float(percentile_of(ttft, 99)), 4),
                     "generated_tokens": tokens}}
     if steps:
         figures.update(tpot_ms=round(1e3 * float(np.mean(steps)), 4),
-                       latency_p50_ms=round(1e3 * float(np.percentile(steps, 50)), 4),
-                       latency_p99_ms=round(1e3 * float(np.percentile(steps, 99)), 4))
+                       latency_p50_ms=round(1e3 * float(percentile_of(steps, 50)), 4),
+                       latency_p99_ms=round(1e3 * float(percentile_of(steps, 99)), 4))
     return figures
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.perf.stats import percentile_of
+
 WORKER_FUNCTION = "harness.modelzoo.tasks.text:embed_in_worker"
 MAX_TOKENS = 128
 
@@ -145,8 +147,8 @@ def retrieval(embeddings: np.ndarray, languages: Sequence[str]) -> dict[str, Any
 def latency_figures(seconds: Sequence[float]) -> dict[str, float]:
     """Single-stream latency over the sentences (one run each)."""
     values = 1e3 * np.asarray(seconds, dtype=np.float64)
-    return {"latency_p50_ms": round(float(np.percentile(values, 50)), 4),
-            "latency_p99_ms": round(float(np.percentile(values, 99)), 4)}
+    return {"latency_p50_ms": round(float(percentile_of(values, 50)), 4),
+            "latency_p99_ms": round(float(percentile_of(values, 99)), 4)}
 
 
 def precision_class(model_precision: str, target_precision: str) -> str:

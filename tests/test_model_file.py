@@ -97,7 +97,7 @@ def test_hostile_models_cost_one_case_each(shipei_cli, tmp_path: Path) -> None:
             for a in ("--model", str(_save(model, tmp_path / f"{name}.onnx")))]
     started = time.monotonic()
     result = shipei_cli("run", *args, "--target", "onnxruntime-cpu", "--target", DOC_TARGET,
-                        "--case-timeout", "3", env=install_doc_driver(tmp_path / "driver"))
+                        "--case-timeout", "8", env=install_doc_driver(tmp_path / "driver"))
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
     records = {(r["target"], r["case"]): r for r in result.records()}
@@ -107,7 +107,7 @@ def test_hostile_models_cost_one_case_each(shipei_cli, tmp_path: Path) -> None:
 
     # the hang: the reference timed out, the target was tried and timed out too
     for record in (ort["looping"], ref["looping"]):
-        assert record["tags"]["reference_error"] == "the reference timed out after 3 s"
+        assert record["tags"]["reference_error"] == "the reference timed out after 8 s"
         assert record["status"] == "timeout"
     assert ort["zero_dim"]["status"] == "pass" and "reference_error" not in ort["zero_dim"]["tags"]
     assert ref["zero_dim"]["status"] == "pass"
@@ -127,5 +127,5 @@ def test_hostile_models_cost_one_case_each(shipei_cli, tmp_path: Path) -> None:
         assert target["opset999"]["status"] == "skip"
         assert "opset 999 outside" in target["opset999"]["message"]
         assert "refused the model" in target["opset999"]["tags"]["reference_error"]
-    # two 3 s timeouts per target plus worker starts, never the 1e15-step loop
-    assert elapsed < 120
+    # two 8 s timeouts per target plus worker starts, never the 1e15-step loop
+    assert elapsed < 300

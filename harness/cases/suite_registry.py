@@ -166,12 +166,6 @@ def suite_spec(name: str) -> SuiteSpec | None:
     return discover_suites().suites.get(name)
 
 
-def certificate_section(name: str) -> str | None:
-    """How a certificate shows a suite's records (``conformance`` for unknown suites)."""
-    spec = suite_spec(name)
-    return spec.certificate_section if spec else "conformance"
-
-
 def cases_from_user(name: str) -> bool:
     """Whether a suite's cases come from the user's input (see :class:`SuiteSpec`)."""
     spec = suite_spec(name)

@@ -114,6 +114,13 @@ def test_reports_label_statuses_as_status_does() -> None:
     assert Status.INFRA_ERROR.zh in _badge("infra_error", True)
 
 
+def test_the_certificate_page_heads_status_counts_in_both_languages() -> None:
+    from harness.cert.page import _suites
+
+    table = _suites({"suites": {"operators": {"cases": 1, "counts": {"pass": 1}}}})
+    assert all(f"<th>{s.zh}<br>{s.value}</th>" in table for s in Status)
+
+
 @pytest.mark.parametrize("name", ["STATUSES", "REPORTED_STATUSES", "INFRA_STATUSES"])
 def test_cases_module_keeps_no_status_list_of_its_own(name: str) -> None:
     import harness.cases.case as case

@@ -180,7 +180,7 @@ def _criteria(predicate: dict[str, Any]) -> str:
 
 
 def _suites(predicate: dict[str, Any]) -> str:
-    head = "".join(f"<th>{s}</th>" for s in STATUS_ORDER)
+    head = "".join(f"<th>{s.zh}<br>{s.value}</th>" for s in REPORTED_STATUSES)
     rows = []
     for name, summary in predicate["suites"].items():
         counts = summary["counts"]

@@ -143,6 +143,19 @@ def test_a_run_on_a_place_held_by_someone_else_stops_before_its_first_case(
         lab.client("release", place=place, user="carol")
 
 
+def test_a_place_reserved_for_someone_else_is_refused(lab: Lab) -> None:
+    place = lab.create_place("lab-reserved", board=1, tags={"pool": "reserved"})
+    reserved = lab.client("reserve", "--wait", "--shell", "pool=reserved", user="dave")
+    token = next(line.split("=", 1)[1].strip("'\"") for line in reserved.stdout.splitlines()
+                 if "LG_TOKEN=" in line)  # export LG_TOKEN=...
+    try:
+        with pytest.raises(PlaceBusy, match="reservation") as refused:
+            acquire_place(place, lab.address)
+        assert token in str(refused.value) and lab.holder(place) is None
+    finally:
+        lab.client("cancel-reservation", token, user="dave")
+
+
 def test_a_bounded_wait_gets_the_place_when_its_holder_lets_go(lab: Lab) -> None:
     place = lab.create_place("lab-wait", board=1)
     lab.client("acquire", place=place, user="bob")

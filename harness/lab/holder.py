@@ -45,8 +45,8 @@ def acquire(address: str, name: str, wait_s: float) -> dict[str, Any]:
                     session.acquire()
                     return session.state()
                 except LabError:
-                    state = session.state()  # taken meanwhile, or refused for a reason
-                    if not state["acquired"]:
+                    state = session.state()  # taken meanwhile, reserved, or refused
+                    if not state["acquired"] and not state["reservation"]:
                         raise
             if state["acquired"] == me() and wait_s < OWN_GRACE_S:
                 deadline = max(deadline, started + OWN_GRACE_S)
@@ -58,7 +58,8 @@ def acquire(address: str, name: str, wait_s: float) -> dict[str, Any]:
 
 
 def busy(state: dict[str, Any], address: str, waited_s: float) -> PlaceBusy:
-    holder = state["acquired"] or "?"
+    """The refusal of a place acquired, or reserved, by someone else."""
+    holder = state["acquired"] or f"a reservation ({state['reservation']}) of someone else"
     ours = " (that is this user on this host: another run?)" if holder == me() else ""
     waited = f" after waiting {waited_s:.0f} s" if waited_s >= 0.5 else \
         "; add wait=SECONDS to wait for it"

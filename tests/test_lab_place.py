@@ -171,17 +171,20 @@ def test_a_bounded_wait_gets_the_place_when_its_holder_lets_go(lab: Lab) -> None
     assert lab.wait_free(place)
 
 
-@pytest.mark.parametrize("ending", ["sigterm", "sigkill", "crash"])
+@pytest.mark.parametrize("ending", ["ctrl-c", "sigterm", "sigkill", "crash"])
 def test_the_place_is_released_however_the_process_ends(lab: Lab, ending: str) -> None:
     place = lab.create_place(f"lab-{ending}", board=1)
     proc = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, place,
                              "crash" if ending == "crash" else "hold"],
                             cwd=REPO, env=lab.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("rfc2217://")
-        if ending != "crash":  # a crash may have released it already
+        if ending == "ctrl-c":  # a terminal's Ctrl-C: SIGINT to the foreground group
+            assert lab.holder(place) is not None
+            os.killpg(proc.pid, signal.SIGINT)
+        elif ending != "crash":  # a crash may have released it already
             assert lab.holder(place) is not None
             proc.send_signal(signal.SIGTERM if ending == "sigterm" else signal.SIGKILL)
         proc.wait(60)

@@ -22,7 +22,7 @@ from harness.driver.registry import TargetSpec
 from harness.driver.target import Executable, TargetIdentity
 from harness.isolation.host import InlineHost
 from harness.modelzoo.manifest import load_manifest
-from harness.modelzoo.tasks import detection, detection_check, ocr, speech
+from harness.modelzoo.tasks import detection, detection_check, detection_int8, ocr, speech
 from harness.modelzoo.zoo import Zoo, default_models_dir
 from targets.testing import FaultyTarget
 
@@ -179,14 +179,48 @@ def test_the_real_detector_passes_and_a_degraded_one_fails_with_its_figure() -> 
     assert bad.metrics["map50"] < good.metrics["map50"]
 
 
+def test_an_int8_detector_losing_map_fails_naming_its_drop() -> None:
+    golden = json.loads((MODELS / "golden" / "tasks" / "detection_yolo.json").read_text())
+    reference, truth = golden["result"], golden["true_boxes"]
+    status, _, metrics = detection_check.judge(reference, reference, truth, "int8")
+    assert status == "pass" and metrics["accuracy_drop"] == 0.0
+    halved = {"detections": [scene[::2] for scene in reference["detections"]]}
+    status, message, metrics = detection_check.judge(halved, reference, truth, "int8")
+    assert status == "fail" and metrics["accuracy_drop"] > detection_check.MAX_INT8_DROP
+    assert f"int8 loses {metrics['accuracy_drop']:.4f} mAP@0.5" in message
+
+
+def test_the_int8_derivative_is_deterministic_and_held_to_its_drop() -> None:
+    entry = Zoo().entry("ddddocr_det")
+    if not entry.status().available:
+        pytest.skip(entry.status().reason)
+    first = detection_int8.conv_weight_only_int8(entry.model_bytes())
+    assert first == detection_int8.conv_weight_only_int8(entry.model_bytes())
+    import onnx
+
+    model = onnx.load_from_string(first)
+    int8 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8) == sum(n.op_type == "Conv" for n in model.graph.node) == 83
+    _font()
+    outcome = detection_check.check_detection(Zoo(), InlineHost(FaultyTarget()), 120, "int8")
+    assert outcome.status == "pass", outcome.message
+    assert outcome.metrics["precision_class"] == "int8"
+    assert outcome.metrics["accuracy_drop"] <= detection_check.MAX_INT8_DROP
+    assert outcome.metrics["int8_model_sha256"] == detection_int8.digest(first)
+
+
 @pytest.mark.slow
 def test_the_suite_fails_a_degraded_target_beside_a_passing_one(shipei_cli) -> None:
     result = shipei_cli("run", "--suite", "scenarios", "-k", "detection", "--target",
                         "onnxruntime-cpu", "--target", "shipei-spoiled,degrade=shift",
                         env=PLUGINS)
-    records = {r["target"].split(",")[0]: r for r in result.records()}
+    records = {(r["target"].split(",")[0], r["case"]): r for r in result.records()}
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    good, bad = records["onnxruntime-cpu"], records["shipei-spoiled"]
+    good = records["onnxruntime-cpu", "test_detection_yolo"]
+    bad = records["shipei-spoiled", "test_detection_yolo"]
     assert good["status"] == "pass" and good["metrics"]["map50_vs_reference"] == 1.0
     assert bad["status"] == "fail" and "mAP@0.5" in bad["message"]
     assert good["tags"]["task"] == "detection" and good["tags"]["model"] == "ddddocr_det"
+    int8 = records["onnxruntime-cpu", "test_detection_yolo_int8"]
+    assert int8["status"] == "pass" and "accuracy_drop" in int8["metrics"]
+    assert records["shipei-spoiled", "test_detection_yolo_int8"]["status"] == "fail"

@@ -24,3 +24,14 @@ def test_detection_yolo(target: Any) -> None:
     target.conclude(SUITE, "test_detection_yolo", outcome,
                     {"task": "detection", "scenarios": list(SCENARIOS),
                      "model": MODELS["det"], "title": TITLE})
+
+
+@pytest.mark.shipei_case(suite=SUITE, case="test_detection_yolo_int8")
+def test_detection_yolo_int8(target: Any) -> None:
+    """The detector's weight-only int8 derivative against the fp32 reference: the mAP it
+    loses (accuracy_drop) is held to 1 %."""
+    outcome = check_detection(ZOO, target.host, target.timeout(), "int8")
+    target.conclude(SUITE, "test_detection_yolo_int8", outcome,
+                    {"task": "detection", "scenarios": list(SCENARIOS),
+                     "model": MODELS["det"], "precision": "int8",
+                     "title": f"{TITLE}; int8 weights (derived here) vs the fp32 reference"})

@@ -7,6 +7,12 @@ golden when it was computed from the same pixels and model bytes, otherwise from
 the reference target live (the record says which). A target fails when it agrees
 with the reference below :data:`MIN_MAP50_VS_REFERENCE`, or when its mAP@0.5
 against the truth lies more than :data:`MAX_MAP50_DROP` below the reference's.
+
+The int8 configuration (``test_detection_yolo_int8``) runs the detector's weight-only
+int8 derivative (:mod:`~harness.modelzoo.tasks.detection_int8`) on the target against
+the fp32 reference and records ``accuracy_drop`` (the reference's mAP@0.5 minus the
+target's; negative where int8 scored higher): it fails above :data:`MAX_INT8_DROP`
+(AIIA's 1 %) or below :data:`MIN_INT8_VS_REFERENCE` agreement.
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ from harness.modelzoo.task_checks import (
     _reference_answer,
     _store_task,
 )
-from harness.modelzoo.tasks import detection, ocr
+from harness.modelzoo.tasks import detection, detection_int8, ocr
 from harness.modelzoo.zoo import Zoo, ZooEntry
 
 TASK = "detection_yolo"
 MODELS = {"det": "ddddocr_det"}
 MIN_MAP50_VS_REFERENCE = 0.9
 MAX_MAP50_DROP = 0.05
+MAX_INT8_DROP, MIN_INT8_VS_REFERENCE = 0.01, 0.8
+PRECISIONS = ("fp32", "int8")
 TITLE = "Object detection: YOLOX character detector (ddddocr) on rendered scenes, COCO mAP"
 SCENARIOS = ("machine-vision", "smart-transport", "medical")
 
@@ -63,10 +71,16 @@ def task_scenes() -> tuple[list[detection.Scene], dict[str, Any]]:
                       "input_sha256": _digest(pixels)}
 
 
-def answer(host: Host, entry: ZooEntry, rendered: list[detection.Scene], deadline: Deadline
-           ) -> dict[str, Any]:
+def model_bytes(entry: ZooEntry, precision: str) -> bytes:
+    """The pinned fp32 detector, or its weight-only int8 derivative."""
+    data = entry.model_bytes()
+    return detection_int8.conv_weight_only_int8(data) if precision == "int8" else data
+
+
+def answer(host: Host, entry: ZooEntry, rendered: list[detection.Scene], deadline: Deadline,
+           precision: str = "fp32") -> dict[str, Any]:
     """Every scene's detections on ``host``, with the runs' latencies (ms)."""
-    key = f"scenarios::{TASK}"
+    key = f"scenarios::{TASK}::{precision}"
     latencies: list[float] = []
 
     def run(feeds: Any) -> Any:
@@ -75,7 +89,7 @@ def answer(host: Host, entry: ZooEntry, rendered: list[detection.Scene], deadlin
         return outputs
 
     try:
-        host.compile(key, entry.model_bytes(), deadline.left())
+        host.compile(key, model_bytes(entry, precision), deadline.left())
         found = [detection.detect(run, scene.image) for scene in rendered]
     finally:
         host.release(key)
@@ -87,8 +101,8 @@ def _pairs(stored: list[list[Any]]) -> list[list[tuple[list[float], float]]]:
     return [[(list(box), float(score)) for box, score in scene] for scene in stored]
 
 
-def judge(mine: dict[str, Any], reference: dict[str, Any], truth: list[list[list[float]]]
-          ) -> tuple[str, str, dict[str, Any]]:
+def judge(mine: dict[str, Any], reference: dict[str, Any], truth: list[list[list[float]]],
+          precision: str = "fp32") -> tuple[str, str, dict[str, Any]]:
     """Status, message and figures of a target's answer."""
     found, theirs = _pairs(mine["detections"]), _pairs(reference["detections"])
     against_truth = detection.mean_average_precision(found, truth)
@@ -107,6 +121,8 @@ def judge(mine: dict[str, Any], reference: dict[str, Any], truth: list[list[list
     if latencies:
         metrics["latency_p50_ms"] = round(float(np.percentile(latencies, 50)), 3)
         metrics["latency_p99_ms"] = round(float(np.percentile(latencies, 99)), 3)
+    if precision == "int8":
+        return _judge_int8(metrics)
     if agreement["map50"] < MIN_MAP50_VS_REFERENCE:
         return "fail", (f"mAP@0.5 against the reference's detections is "
                         f"{agreement['map50']:.3f} < {MIN_MAP50_VS_REFERENCE} "
@@ -119,7 +135,20 @@ def judge(mine: dict[str, Any], reference: dict[str, Any], truth: list[list[list
     return "pass", "", metrics
 
 
-def check_detection(zoo: Zoo, host: Host, timeout: float) -> Outcome:
+def _judge_int8(metrics: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    drop = round(metrics["reference_map50"] - metrics["map50"], 4)
+    metrics.update({"accuracy_drop": drop, "precision_class": "int8"})
+    if drop > MAX_INT8_DROP:
+        return "fail", (f"int8 loses {drop:.4f} mAP@0.5 against the truth "
+                        f"({metrics['map50']:.4f}, fp32 {metrics['reference_map50']:.4f}), "
+                        f"more than {MAX_INT8_DROP}"), metrics
+    if metrics["map50_vs_reference"] < MIN_INT8_VS_REFERENCE:
+        return "fail", (f"mAP@0.5 of int8 against the fp32 reference's detections is "
+                        f"{metrics['map50_vs_reference']:.3f} < {MIN_INT8_VS_REFERENCE}"), metrics
+    return "pass", "", metrics
+
+
+def check_detection(zoo: Zoo, host: Host, timeout: float, precision: str = "fp32") -> Outcome:
     started = time.perf_counter()
     try:
         rendered, described = task_scenes()
@@ -131,7 +160,7 @@ def check_detection(zoo: Zoo, host: Host, timeout: float) -> Outcome:
     except (SourceError, ManifestError) as exc:
         return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
     try:
-        mine = answer(host, entry, rendered, Deadline(timeout))
+        mine = answer(host, entry, rendered, Deadline(timeout), precision)
     except HOST_FAILURES as exc:
         return outcome_from_exception(exc, started)
     except (ValueError, IndexError, KeyError, TypeError) as exc:
@@ -143,10 +172,12 @@ def check_detection(zoo: Zoo, host: Host, timeout: float) -> Outcome:
             lambda ref_host: answer(ref_host, entry, rendered, Deadline(600)))
     except (ReferenceUnavailable, *HOST_FAILURES) as exc:
         return Outcome("infra_error", f"the reference could not run: {exc}")
-    status, message, metrics = judge(mine, stored, described["true_boxes"])
+    status, message, metrics = judge(mine, stored, described["true_boxes"], precision)
     metrics.update({"reference_origin": origin, "font": described["font"],
                     "characters": described["characters"],
                     "boxes": mine["detections"], "latencies_ms": mine["latencies_ms"]})
+    if precision == "int8":
+        metrics["int8_model_sha256"] = detection_int8.digest(model_bytes(entry, precision))
     return Outcome(status, message, metrics, {"total_s": time.perf_counter() - started})
 
 

@@ -69,6 +69,8 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "map50_vs_reference": (AT_LEAST, "mAP@0.5（对参考）", "mAP@0.5 vs reference"),
     "cer": (AT_MOST, "字错率 CER", "character error rate"),
     "wer": (AT_MOST, "词错率 WER", "word error rate"),
+    "cer_vs_reference": (AT_MOST, "字错率（对参考）", "CER vs reference"),
+    "wer_vs_reference": (AT_MOST, "词错率（对参考）", "WER vs reference"),
     "cosine_min": (AT_LEAST, "最小余弦（对参考）", "least cosine vs reference"),
     "retrieval_top1": (AT_LEAST, "检索 top-1", "retrieval top-1"),
     "token_agreement": (AT_LEAST, "逐词一致率", "token agreement"),

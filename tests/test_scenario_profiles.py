@@ -28,8 +28,10 @@ NAMES = [s.profile for s in SCENARIOS.values()]
 TASKS: dict[str, dict[str, Any]] = {
     "test_detection_yolo": {"map50": 0.82, "map50_95": 0.61, "map50_vs_reference": 1.0,
                             "latency_p50_ms": 21.0, "latency_p99_ms": 30.5},
-    "test_asr_zh": {"cer": 0.08, "cer_vs_reference": 0.0, "latency_p50_ms": 120.0, "latency_p99_ms": 150.0},
-    "test_asr_en": {"wer": 0.1, "wer_vs_reference": 0.0, "latency_p50_ms": 110.0, "latency_p99_ms": 140.0},
+    "test_asr_zh": {"cer": 0.08, "cer_vs_reference": 0.0, "latency_p50_ms": 120.0,
+                    "latency_p99_ms": 150.0},
+    "test_asr_en": {"wer": 0.1, "wer_vs_reference": 0.0, "latency_p50_ms": 110.0,
+                    "latency_p99_ms": 140.0},
     "test_text_embedding": {"cosine_min": 0.9995, "retrieval_top1": 1.0,
                             "latency_p50_ms": 4.0, "latency_p99_ms": 6.0},
     "test_generation_greedy": {"token_agreement": 1.0, "perplexity": 12.3,

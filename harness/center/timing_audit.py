@@ -23,7 +23,7 @@ and LoadGen's logs. The checks here use that evidence and nothing else:
   of the same case; decides what the two checks above leave open when both ran on
   the same hardware and the center's run was alone on its machine.
 
-Each returns a :class:`Verdict`: ``consistent``, ``refused`` (evidence of samples no
+Each returns a :class:`TimingVerdict`: ``consistent``, ``refused`` (evidence of samples no
 real run of this case made) or ``inconclusive`` (with what would decide it).
 """
 
@@ -88,7 +88,7 @@ LOADGEN_ORDER_STATISTICS = (("min_latency_ns", 0.0), ("50.00_percentile_latency_
 
 
 @dataclass(frozen=True)
-class Verdict:
+class TimingVerdict:
     status: str
     reason: str
 
@@ -204,7 +204,7 @@ def _idle_ns(case: TimedCase) -> np.ndarray | None:
 
 # -- are these samples from a real timed run? ---------------------------------------------
 
-def check_samples(case: TimedCase) -> Verdict:
+def check_samples(case: TimedCase) -> TimingVerdict:
     """Plausibility, timeline, summary and LoadGen agreement of one case's samples."""
     verdicts = [check(case) for check in (_check_shape, _check_timeline, _check_summary,
                                           _check_loadgen)]
@@ -212,71 +212,72 @@ def check_samples(case: TimedCase) -> Verdict:
         found = [v for v in verdicts if v.status == status]
         if found:
             return found[0]
-    return Verdict(CONSISTENT, f"{case.latency_ns.size} samples agree with the summary, "
-                               "their timeline and LoadGen")
+    return TimingVerdict(CONSISTENT, f"{case.latency_ns.size} samples agree with the summary, "
+                                     "their timeline and LoadGen")
 
 
-def _check_shape(case: TimedCase) -> Verdict:
+def _check_shape(case: TimedCase) -> TimingVerdict:
     latency = case.latency_ns
     n = latency.size
     if n == 0:
-        return Verdict(REFUSED, "no stored samples")
+        return TimingVerdict(REFUSED, "no stored samples")
     if int(latency.min()) <= 0:
-        return Verdict(REFUSED, "a stored sample is zero or negative")
+        return TimingVerdict(REFUSED, "a stored sample is zero or negative")
     if n >= 2 and np.unique(latency).size == 1:
-        return Verdict(REFUSED, f"all {n} samples are {int(latency[0])} ns: no real run "
-                                "times every query alike")
+        return TimingVerdict(REFUSED, f"all {n} samples are {int(latency[0])} ns: no real run "
+                                      "times every query alike")
     if n < MIN_SAMPLES_FOR_SHAPE:
-        return Verdict(CONSISTENT, "")
+        return TimingVerdict(CONSISTENT, "")
     quantum = int(np.gcd.reduce(latency))
     if quantum >= MAX_TIMER_QUANTUM_NS:
-        return Verdict(REFUSED, f"every sample is a multiple of {quantum} ns: the harness "
-                                "times with perf_counter_ns, these came from elsewhere")
+        return TimingVerdict(REFUSED, f"every sample is a multiple of {quantum} ns: the harness "
+                                      "times with perf_counter_ns, these came from elsewhere")
     p50 = int(percentile_of(latency, 50))
     spread_ns = int(latency.max() - latency.min())
     if spread_ns < MIN_SPREAD_NS:
-        return Verdict(REFUSED, f"all {n} samples lie within {spread_ns} ns of each other "
-                                f"(p50 {_ms(p50)}): no real machine times a driver call that "
-                                "evenly")
+        return TimingVerdict(REFUSED, f"all {n} samples lie within {spread_ns} ns of each other "
+                                      f"(p50 {_ms(p50)}): no real machine times a driver call that "
+                                      "evenly")
     if spread_ns < MIN_RELATIVE_SPREAD * p50:
-        return Verdict(INCONCLUSIVE, f"all {n} samples lie within {spread_ns / p50:.3%} of "
-                                     f"the p50 ({_ms(p50)}), narrower than real machines "
-                                     f"usually time; {CENTER_RETIME}")
-    return Verdict(CONSISTENT, "")
+        return TimingVerdict(INCONCLUSIVE, f"all {n} samples lie within {spread_ns / p50:.3%} of "
+                                           f"the p50 ({_ms(p50)}), narrower than real machines "
+                                           f"usually time; {CENTER_RETIME}")
+    return TimingVerdict(CONSISTENT, "")
 
 
-def _check_timeline(case: TimedCase) -> Verdict:
+def _check_timeline(case: TimedCase) -> TimingVerdict:
     start, latency = case.start_ns, case.latency_ns
     if start is None:
-        return Verdict(CONSISTENT, "")
+        return TimingVerdict(CONSISTENT, "")
     if start.size != latency.size:
-        return Verdict(REFUSED, f"{latency.size} service times but {start.size} start times")
+        return TimingVerdict(REFUSED, f"{latency.size} service times but {start.size} start times")
     if start[0] != 0 or bool(np.any(np.diff(start) < 0)):
-        return Verdict(REFUSED, "the start times do not run forward from 0")
+        return TimingVerdict(REFUSED, "the start times do not run forward from 0")
     idle = _idle_ns(case)
     if idle is None:
-        return Verdict(CONSISTENT, "")
+        return TimingVerdict(CONSISTENT, "")
     if bool(np.any(idle < 0)):
         first = int(np.argmax(idle < 0))
-        return Verdict(REFUSED, f"query {first + 1} starts before query {first} ends: the "
-                                "harness runs queries one after another")
+        return TimingVerdict(REFUSED, f"query {first + 1} starts before query {first} ends: the "
+                                      "harness runs queries one after another")
     p50 = int(percentile_of(latency, 50))
     allowed = max(IDLE_ALLOWANCE_NS, 2 * p50)
     median_idle = int(percentile_of(idle, 50))
     if median_idle <= allowed:
-        return Verdict(CONSISTENT, "")
+        return TimingVerdict(CONSISTENT, "")
     text = (f"between queries the worker sat idle {_ms(median_idle)} (median), longer than "
             f"the queries themselves (p50 {_ms(p50)}): the stored service times are shorter "
             "than the time each query took")
     busy = busy_machine(case)
     if busy is None:
-        return Verdict(REFUSED, text)
+        return TimingVerdict(REFUSED, text)
     # contention delays some of the bookkeeping between queries, not nearly all of it
     low_idle = int(percentile_of(idle, BOOKKEEPING_PERCENTILE))
     if low_idle > allowed:
-        return Verdict(REFUSED, f"{text}; even {100 - BOOKKEEPING_PERCENTILE:g}% of the idle "
-                                f"times exceed {_ms(low_idle)}, more than a busy machine adds")
-    return Verdict(INCONCLUSIVE, f"{text}, or {busy}; {QUIET_MACHINE}")
+        return TimingVerdict(REFUSED, f"{text}; even {100 - BOOKKEEPING_PERCENTILE:g}% of the idle "
+                                      f"times exceed {_ms(low_idle)}, more than a busy machine "
+                                      "adds")
+    return TimingVerdict(INCONCLUSIVE, f"{text}, or {busy}; {QUIET_MACHINE}")
 
 
 def _span_s(case: TimedCase) -> float | None:
@@ -285,12 +286,12 @@ def _span_s(case: TimedCase) -> float | None:
     return float(case.start_ns[-1] + case.latency_ns[-1]) / 1e9
 
 
-def _check_summary(case: TimedCase) -> Verdict:
+def _check_summary(case: TimedCase) -> TimingVerdict:
     """The record's summary is what :func:`summarize` gives for the stored samples."""
     claimed = case.metrics.get("summary") or {}
     if claimed.get("count") != case.latency_ns.size:
-        return Verdict(REFUSED, f"{case.latency_ns.size} stored samples, the summary counts "
-                                f"{claimed.get('count')}")
+        return TimingVerdict(REFUSED, f"{case.latency_ns.size} stored samples, the summary counts "
+                                      f"{claimed.get('count')}")
     span = _span_s(case)
     served = claimed.get("samples")
     found = summarize(case.latency_ns, case.samples_per_query, span,
@@ -302,12 +303,12 @@ def _check_summary(case: TimedCase) -> Verdict:
         if not isinstance(theirs, (int, float)) or isinstance(theirs, bool) or not math.isclose(
                 float(theirs), float(ours), rel_tol=SUMMARY_RELATIVE_TOLERANCE, abs_tol=1e-12):
             name = key.removesuffix("_ms")
-            return Verdict(REFUSED, f"the stored samples give {name} {ours:.6g}, the record "
-                                    f"claims {name} {theirs}")
-    return Verdict(CONSISTENT, "")
+            return TimingVerdict(REFUSED, f"the stored samples give {name} {ours:.6g}, the record "
+                                          f"claims {name} {theirs}")
+    return TimingVerdict(CONSISTENT, "")
 
 
-def _check_loadgen(case: TimedCase) -> Verdict:
+def _check_loadgen(case: TimedCase) -> TimingVerdict:
     """The record's LoadGen figures are its log's, and LoadGen's account of the run (it
     times each query from issue to completion, around our timing) fits the samples."""
     recorded = case.metrics.get("loadgen") or {}
@@ -315,10 +316,11 @@ def _check_loadgen(case: TimedCase) -> Verdict:
         logged = loadgen_log.results(loadgen_log.parse_detail(case.loadgen_detail))
         for key in sorted(set(recorded) | set(logged)):
             if key != "version" and recorded.get(key) != logged.get(key):
-                return Verdict(REFUSED, f"the record's LoadGen {key} is {recorded.get(key)!r}, "
-                                        f"LoadGen's log says {logged.get(key)!r}")
+                return TimingVerdict(REFUSED, f"the record's LoadGen {key} is "
+                                              f"{recorded.get(key)!r}, LoadGen's log says "
+                                              f"{logged.get(key)!r}")
     if not recorded:
-        return Verdict(CONSISTENT, "")
+        return TimingVerdict(CONSISTENT, "")
     if case.metrics.get("scenario") == OFFLINE:
         return _check_loadgen_offline(case, recorded)
     return _check_loadgen_single_stream(case, recorded)
@@ -334,42 +336,42 @@ def _duration_disagrees(ours_ns: float, loadgen_ns: float) -> bool:
     return abs(ours_ns - loadgen_ns) > allowed
 
 
-def _check_loadgen_single_stream(case: TimedCase, lg: dict[str, Any]) -> Verdict:
+def _check_loadgen_single_stream(case: TimedCase, lg: dict[str, Any]) -> TimingVerdict:
     latency = case.latency_ns
     count = _number(lg.get("query_count"))
     if count is not None and int(count) != latency.size:
-        return Verdict(REFUSED, f"LoadGen counted {int(count)} queries, {latency.size} samples "
-                                "are stored")
+        return TimingVerdict(REFUSED, f"LoadGen counted {int(count)} queries, {latency.size} "
+                                      "samples are stored")
     for key, pct in LOADGEN_ORDER_STATISTICS:
         theirs = _number(lg.get(key))
         ours = float(latency.max()) if pct == 100.0 else float(percentile_of(latency, pct))
         if theirs is not None and theirs < ours:
-            return Verdict(REFUSED, f"LoadGen timed {key.removesuffix('_ns')} {_ms(theirs)} "
-                                    f"around a query whose stored time is {_ms(ours)}")
+            return TimingVerdict(REFUSED, f"LoadGen timed {key.removesuffix('_ns')} {_ms(theirs)} "
+                                          f"around a query whose stored time is {_ms(ours)}")
     qps = _number(lg.get("qps_with_loadgen_overhead"))
     span = _span_s(case)
     if qps and count and span is not None and _duration_disagrees(span * 1e9, count / qps * 1e9):
-        return Verdict(REFUSED, f"the stored queries span {span:.4g} s, LoadGen ran them in "
-                                f"{count / qps:.4g} s")
-    return Verdict(CONSISTENT, "")
+        return TimingVerdict(REFUSED, f"the stored queries span {span:.4g} s, LoadGen ran them in "
+                                      f"{count / qps:.4g} s")
+    return TimingVerdict(CONSISTENT, "")
 
 
-def _check_loadgen_offline(case: TimedCase, lg: dict[str, Any]) -> Verdict:
+def _check_loadgen_offline(case: TimedCase, lg: dict[str, Any]) -> TimingVerdict:
     served = (case.metrics.get("summary") or {}).get("samples")
     issued = _number(lg.get("effective_samples_per_query"))
     if issued is not None and served != int(issued):
-        return Verdict(REFUSED, f"LoadGen issued {int(issued)} samples, the record served "
-                                f"{served}")
+        return TimingVerdict(REFUSED, f"LoadGen issued {int(issued)} samples, the record served "
+                                      f"{served}")
     first, last = _number(lg.get("min_latency_ns")), _number(lg.get("max_latency_ns"))
     span = _span_s(case)
     if first is None or last is None or span is None:
-        return Verdict(CONSISTENT, "")
+        return TimingVerdict(CONSISTENT, "")
     # LoadGen's first sample completes with our first batch, its last with our last
     ours = span * 1e9 - float(case.latency_ns[0])
     if last < span * 1e9 or _duration_disagrees(ours, last - first):
-        return Verdict(REFUSED, f"the stored batches span {span:.4g} s, LoadGen saw its "
-                                f"samples complete over {(last - first) / 1e9:.4g} s")
-    return Verdict(CONSISTENT, "")
+        return TimingVerdict(REFUSED, f"the stored batches span {span:.4g} s, LoadGen saw its "
+                                      f"samples complete over {(last - first) / 1e9:.4g} s")
+    return TimingVerdict(CONSISTENT, "")
 
 
 # -- TEST04: answers from a cache ----------------------------------------------------------
@@ -379,30 +381,30 @@ def fast_share(latency_ns: np.ndarray) -> float:
     return float(np.mean(latency_ns < FAST_FRACTION_OF_P50 * percentile_of(latency_ns, 50)))
 
 
-def check_fast_cluster(case: TimedCase) -> Verdict:
+def check_fast_cluster(case: TimedCase) -> TimingVerdict:
     """No cluster of implausibly fast answers; inconclusive where load explains one."""
     latency = case.latency_ns
     p50 = int(percentile_of(latency, 50))
     fast = latency[latency < FAST_FRACTION_OF_P50 * p50]
     share = fast_share(latency)
     if share <= MAX_FAST_SHARE:
-        return Verdict(CONSISTENT, f"{share:.2%} of the queries faster than a quarter of the "
-                                   "p50")
+        return TimingVerdict(CONSISTENT, f"{share:.2%} of the queries faster than a quarter of the "
+                                         "p50")
     text = f"{share:.1%} of the queries took less than a quarter of the p50 ({_ms(p50)})"
     idle = _idle_ns(case)
     fast_p50 = int(percentile_of(fast, 50))
     if idle is not None and idle.size:
         bookkeeping = float(percentile_of(idle, BOOKKEEPING_PERCENTILE))
         if fast_p50 < BOOKKEEPING_FRACTION * bookkeeping:
-            return Verdict(REFUSED, f"{text}, at {_ms(fast_p50)}, a tenth of the harness's own "
-                                    f"time between two queries ({_ms(bookkeeping)}): answers "
-                                    "look cached")
+            return TimingVerdict(REFUSED, f"{text}, at {_ms(fast_p50)}, a tenth of the harness's "
+                                          f"own time between two queries ({_ms(bookkeeping)}): "
+                                          "answers look cached")
     busy = busy_machine(case)
     if busy is None:
-        return Verdict(REFUSED, f"{text} on a quiet machine: answers look cached")
-    return Verdict(INCONCLUSIVE, f"{text}, but {busy}: contention makes service times "
-                                 f"bimodal, so this is no evidence of a cache; {QUIET_MACHINE} "
-                                 f"or {CENTER_RETIME}")
+        return TimingVerdict(REFUSED, f"{text} on a quiet machine: answers look cached")
+    return TimingVerdict(INCONCLUSIVE, f"{text}, but {busy}: contention makes service times "
+                                       "bimodal, so this is no evidence of a cache; "
+                                       f"{QUIET_MACHINE} or {CENTER_RETIME}")
 
 
 # -- the center's own re-timing --------------------------------------------------------------
@@ -432,7 +434,7 @@ def _comparable(vendor: TimedCase, center: TimedCase) -> str | None:
     return None
 
 
-def compare_timings(vendor: TimedCase, center: TimedCase) -> Verdict:
+def compare_timings(vendor: TimedCase, center: TimedCase) -> TimingVerdict:
     """The vendor's samples of a case against the center's own re-timing of it.
 
     The vendor may be slower (a busy machine, slower hardware); it may not be more than
@@ -442,10 +444,10 @@ def compare_timings(vendor: TimedCase, center: TimedCase) -> Verdict:
     """
     differs = _comparable(vendor, center)
     if differs:
-        return Verdict(INCONCLUSIVE, f"not the same measurement ({differs}); "
-                                     "center re-time with the vendor's settings needed")
+        return TimingVerdict(INCONCLUSIVE, f"not the same measurement ({differs}); "
+                                           "center re-time with the vendor's settings needed")
     if center.latency_ns.size == 0 or vendor.latency_ns.size == 0:
-        return Verdict(INCONCLUSIVE, f"no samples to compare; {CENTER_RETIME}")
+        return TimingVerdict(INCONCLUSIVE, f"no samples to compare; {CENTER_RETIME}")
     figures = []
     speedup = 0.0
     for pct in COMPARED_PERCENTILES:
@@ -455,18 +457,18 @@ def compare_timings(vendor: TimedCase, center: TimedCase) -> Verdict:
         speedup = max(speedup, ours / theirs)
     said = "; ".join(figures)
     if speedup <= MAX_SPEEDUP:
-        return Verdict(CONSISTENT, f"{said}: within the center's own timing")
+        return TimingVerdict(CONSISTENT, f"{said}: within the center's own timing")
     text = f"{said}: the vendor's queries ran {speedup:.1f}x faster than the center's"
     hardware = same_hardware(vendor, center)
     if hardware:
-        return Verdict(INCONCLUSIVE, f"{text}, on other hardware ({hardware}); center re-time "
-                                     "on the vendor's hardware needed")
+        return TimingVerdict(INCONCLUSIVE, f"{text}, on other hardware ({hardware}); center "
+                                           "re-time on the vendor's hardware needed")
     busy = busy_machine(center)
     if busy:
-        return Verdict(INCONCLUSIVE, f"{text}, but in the center's run {busy}; "
-                                     f"{QUIET_MACHINE}")
-    return Verdict(REFUSED, f"{text} on the same hardware, alone: no real run of this case "
-                            "made the vendor's samples (cached or forged)")
+        return TimingVerdict(INCONCLUSIVE, f"{text}, but in the center's run {busy}; "
+                                           f"{QUIET_MACHINE}")
+    return TimingVerdict(REFUSED, f"{text} on the same hardware, alone: no real run of this case "
+                                  "made the vendor's samples (cached or forged)")
 
 
 def perf_run_arguments(record: dict[str, Any]) -> list[str]:

@@ -44,7 +44,7 @@ ASSUMED = frozenset({"float32"})
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ProbeVerdict:
     verdict: str
     message: str = ""
     via: str = ""  # the probe model that decided it: "Identity" or "Cast"
@@ -124,23 +124,23 @@ def probe_models(name: str, caps: Capabilities) -> list[tuple[str, bytes]]:
     return models
 
 
-def run_probe(host: Host, name: str, caps: Capabilities, timeout: float) -> Verdict | None:
+def run_probe(host: Host, name: str, caps: Capabilities, timeout: float) -> ProbeVerdict | None:
     """The verdict for ``name`` on ``host``, or None when the probe could not tell."""
     models = probe_models(name, caps)
     if not models:
-        return Verdict(UNDEFINED, f"no ONNX opset <= {caps.opset_max} defines "
-                                  f"{', '.join(PROBE_OPS)} for {name}")
+        return ProbeVerdict(UNDEFINED, f"no ONNX opset <= {caps.opset_max} defines "
+                                       f"{', '.join(PROBE_OPS)} for {name}")
     values = probe_values(name)
     refusals = []
     for op, model in models:
         try:
             result = host.run_case(f"probe::{name}::{op}", model, [{"x": values}], timeout)
         except TensorCodecError as exc:
-            return Verdict(HARNESS_GAP, str(exc), op)
+            return ProbeVerdict(HARNESS_GAP, str(exc), op)
         except RemoteError as exc:
             if exc.exc_type == "InputMismatchError":  # the probe's own input is well formed:
-                return Verdict(HARNESS_GAP, f"{op}: the driver cannot take the type: "
-                                            f"{_first_line(exc.message)}", op)
+                return ProbeVerdict(HARNESS_GAP, f"{op}: the driver cannot take the type: "
+                                                 f"{_first_line(exc.message)}", op)
             refusals.append(f"{op}: {exc.exc_type}: {_first_line(exc.message)}")
             continue
         except WorkerCrash as exc:
@@ -154,7 +154,7 @@ def run_probe(host: Host, name: str, caps: Capabilities, timeout: float) -> Verd
                                   0.0, 0.0)
         # a runtime that takes the type but computes it wrong still accepts it: its cases
         # run and fail on their own merits
-        return Verdict(ACCEPTED, "" if verdict.passed else verdict.message, op)
+        return ProbeVerdict(ACCEPTED, "" if verdict.passed else verdict.message, op)
     said = {refused_by_of(refusal) for refusal in refusals} - {""}
     # the driver's or the converter's word when every refusal gave the same; a bare
     # error came from the runtime
@@ -162,7 +162,7 @@ def run_probe(host: Host, name: str, caps: Capabilities, timeout: float) -> Verd
     message = "; ".join(refusals)
     if who not in said:  # the skip reason built from this message must name the refuser
         message = f"[refused by: {who}] {message}"
-    return Verdict(REFUSED, message, models[0][0], who)
+    return ProbeVerdict(REFUSED, message, models[0][0], who)
 
 
 def _driver_digest(host: Host) -> str:
@@ -195,11 +195,11 @@ class DtypeProbe:
     def __init__(self, host: Host, caps: Capabilities) -> None:
         self.host = host
         self.caps = caps
-        self._verdicts: dict[str, Verdict] | None = None
+        self._verdicts: dict[str, ProbeVerdict] | None = None
         self._path = cache_dir("probes") / "unkeyed.json"
         self._who: dict[str, Any] = {}
 
-    def _load(self, timeout: float) -> dict[str, Verdict]:
+    def _load(self, timeout: float) -> dict[str, ProbeVerdict]:
         if self._verdicts is None:
             who = {"identity": self.host.identity(timeout),
                    "driver_source": _driver_digest(self.host),
@@ -211,13 +211,13 @@ class DtypeProbe:
             self._path = cache_dir("probes") / f"{digest}.json"
             try:
                 stored = json.loads(self._path.read_text())["verdicts"]
-                self._verdicts = {k: Verdict(**v) for k, v in stored.items()}
+                self._verdicts = {k: ProbeVerdict(**v) for k, v in stored.items()}
             except (OSError, ValueError, KeyError, TypeError):
                 self._verdicts = {}
             self._who = who
         return self._verdicts
 
-    def verdict(self, name: str, timeout: float) -> Verdict | None:
+    def verdict(self, name: str, timeout: float) -> ProbeVerdict | None:
         verdicts = self._load(timeout)
         if name not in verdicts:
             found = run_probe(self.host, name, self.caps, timeout)
@@ -240,7 +240,7 @@ def probe_for(host: Host, caps: Capabilities) -> DtypeProbe:
 
 
 def gating_verdict(host: Host, caps: Capabilities, dtypes: set[str], timeout: float
-                   ) -> tuple[str, Verdict] | None:
+                   ) -> tuple[str, ProbeVerdict] | None:
     """The first needed element type the probe says cannot run (refused, undefined or a
     harness gap), or None when every one is accepted or could not be told."""
     probe = probe_for(host, caps)

@@ -71,3 +71,31 @@ def test_a_plugin_reading_fixture_names_sees_none_on_a_case_item(
         str(REPO / SUITE), "-k", "test_abs and not expand")
     assert done.ret == 0, "\n".join(done.outlines[-30:])
     done.assert_outcomes(passed=1)
+
+
+def test_labgrid_pytest_plugin_is_refused_naming_the_way_out(pytester: pytest.Pytester) -> None:
+    """labgrid's plugin brings a `target` fixture of its own: with it loaded, Shipei's cases
+    were skipped unrecorded ("missing environment config (use --lg-env)"), so a run with
+    targets refuses to start while it is loaded."""
+    pytest.importorskip("labgrid.pytestplugin", reason="labgrid (the lab extra) not installed")
+    bare_ini = pytester.makeini("[pytest]\n")  # not the repository's, which keeps it out
+    done = pytester.runpytest_inprocess(
+        "--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", str(REPO),
+        "-c", str(bare_ini), "--target", "onnxruntime-cpu", str(REPO / SUITE), "-k", "test_abs")
+    assert done.ret == pytest.ExitCode.USAGE_ERROR
+    assert "-p no:labgrid" in "\n".join(done.errlines)
+    blocked = pytester.runpytest_inprocess(
+        "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "no:labgrid",
+        "--rootdir", str(REPO), "-c", str(bare_ini), "--target", "onnxruntime-cpu",
+        str(REPO / SUITE),
+        "-k", "test_abs")
+    assert blocked.ret == 0
+
+
+def test_shipei_run_keeps_labgrid_pytest_plugin_out() -> None:
+    from harness.cli.cmd_run import RunOptions, pytest_argv
+    from harness.results.case_record import RunSelection
+
+    argv = pytest_argv(RunSelection(suites=("operators",), targets=("onnxruntime-cpu",)),
+                       RunOptions())
+    assert "no:labgrid" in argv

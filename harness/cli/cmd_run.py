@@ -20,6 +20,7 @@ from harness.cli.option_files import check_option_file
 from harness.cli.run_farm import add_farm_options
 from harness.results.case_record import RunSelection
 from harness.run.parallelism import default_numprocesses
+from harness.run.plugin import LABGRID_PYTEST_PLUGIN
 
 DEFAULT_SUITE = "operators"
 MODEL_FILE_SUITE = "model_file"
@@ -156,7 +157,7 @@ def pytest_argv(selection: RunSelection, options: RunOptions) -> list[str]:
             raise CliError(f"model file {path} does not exist" if not path.exists()
                            else f"model path {path} is not a file")
     argv = [str(resolve_suite(name)) for name in selection.suites]
-    argv += ["-p", "no:cacheprovider", "-rfE", "--tb=short",
+    argv += ["-p", "no:cacheprovider", "-p", f"no:{LABGRID_PYTEST_PLUGIN}", "-rfE", "--tb=short",
              # this command imported the harness and the suites package before pytest
              # could mark them for assertion rewriting, which they do not need
              "-W", "ignore:Module already imported so cannot be rewritten"

@@ -97,6 +97,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     selection.add_options(group)
 
 
+#: the name labgrid registers its pytest plugin under (entry point ``pytest11``)
+LABGRID_PYTEST_PLUGIN = "labgrid"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "case_timeout(seconds): a suite's per-case timeout")
     config.addinivalue_line("markers", "shipei_case(suite, case): a Shipei conformance case")
@@ -119,6 +123,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def _check_options(config: pytest.Config) -> None:
     """Bad option values are a usage error before any case runs."""
     opt = config.getoption
+    if opt("shipei_targets") and config.pluginmanager.has_plugin(LABGRID_PYTEST_PLUGIN):
+        raise pytest.UsageError(
+            "labgrid's pytest plugin is loaded and defines its own `target` fixture, which "
+            "would take the place of Shipei's: add -p no:labgrid (shipei run does; Shipei "
+            "reaches labgrid places through the coordinator, not this plugin)")
     timeout = opt("shipei_case_timeout")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise pytest.UsageError(f"--case-timeout must be a positive number of seconds, "

@@ -90,15 +90,25 @@ def test_judging_dropped_tokens_fails_naming_the_figure() -> None:
         in message
 
 
+def test_an_int8_recogniser_that_errs_more_fails_naming_its_drop() -> None:
+    golden = json.loads((MODELS / "golden" / "tasks" / "asr_zh.json").read_text())
+    reference = golden["result"]
+    worse = {"transcripts": [t[:-1] for t in reference["transcripts"]]}
+    status, message, metrics = speech_check.judge("zh", worse, reference, golden["texts"],
+                                                  "int8")
+    assert status == "fail" and metrics["accuracy_drop"] > speech_check.MAX_INT8_DROP
+    assert f"int8 raises CER against the text by {metrics['accuracy_drop']:.4f}" in message
+
+
 def test_dropping_tokens_blanks_every_second_segment() -> None:
     a, b, c = (speech.TOKENS.index(w) for w in ("speech", "test", "chip"))
     path = [0] * 3 + [a] * 5 + [0] * 20 + [b] * 5 + [0] * 20 + [c] * 5 + [0] * 3
     assert speech.decode(drop_tokens(_posteriors(path)), "en") == ["speech", "chip"]
 
 
-def _check(target: Any, language: str) -> Any:
+def _check(target: Any, language: str, precision: str = "fp32") -> Any:
     _need_espeak()
-    outcome = speech_check.check_asr(Zoo(), InlineHost(target), 120, language)
+    outcome = speech_check.check_asr(Zoo(), InlineHost(target), 120, language, precision)
     if outcome.status == "skip":
         pytest.skip(outcome.message)
     return outcome
@@ -115,6 +125,14 @@ def test_the_recogniser_passes_and_a_degraded_one_fails_with_its_figure(language
     assert bad.status == "fail"
     assert f"{name.upper()} against the reference's transcripts is" in bad.message
     assert bad.metrics[name] > good.metrics[name]
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_the_int8_recogniser_is_held_to_its_drop(language) -> None:
+    outcome = _check(FaultyTarget(), language, "int8")
+    assert outcome.metrics["precision_class"] == "int8"
+    drop = outcome.metrics["accuracy_drop"]
+    assert (outcome.status == "pass") == (drop <= speech_check.MAX_INT8_DROP), outcome.message
 
 
 @pytest.mark.slow

@@ -8,6 +8,13 @@ the task golden when it was computed from the same samples and model bytes,
 otherwise from the reference target live (the record says which). A target fails
 when it departs from the reference by more than :data:`MAX_VS_REFERENCE`, or when
 its error against the text exceeds the reference's by more than :data:`MAX_RISE`.
+
+The int8 configuration (``test_asr_int8_zh``, ``test_asr_int8_en``) runs the recogniser's
+weight-only int8 derivative (every Conv weight int8 per output channel, as the detector's:
+:func:`~harness.modelzoo.tasks.detection_int8.conv_weight_only_int8`) against the fp32
+reference. Its transcripts may differ from the reference's; what is judged is the
+accuracy it loses: ``accuracy_drop`` (its error against the text minus the reference's;
+negative where int8 erred less) must not exceed :data:`MAX_INT8_DROP` (AIIA's 1 %).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from harness.modelzoo.task_checks import (
     _reference_answer,
     _store_task,
 )
-from harness.modelzoo.tasks import speech
+from harness.modelzoo.tasks import detection_int8, speech
 from harness.modelzoo.zoo import Zoo, ZooEntry
 
 MODELS = {"asr": "speech_ctc_zh_en"}
@@ -39,6 +46,7 @@ TASKS = {"zh": "asr_zh", "en": "asr_en"}
 MEASURE = {"zh": "cer", "en": "wer"}
 MAX_VS_REFERENCE = 0.05
 MAX_RISE = 0.05
+MAX_INT8_DROP = 0.01
 SCENARIOS = ("speech-interaction", "smart-transport", "education")
 TITLES = {"zh": "Speech recognition, Mandarin (CER): generated recogniser on espeak-ng speech",
           "en": "Speech recognition, English (WER): generated recogniser on espeak-ng speech"}
@@ -65,10 +73,16 @@ def task_utterances(language: str) -> tuple[list[speech.Utterance], dict[str, An
                                 for u in spoken]}
 
 
-def answer(host: Host, entry: ZooEntry, spoken: list[speech.Utterance], deadline: Deadline
-           ) -> dict[str, Any]:
+def model_bytes(entry: ZooEntry, precision: str) -> bytes:
+    """The pinned fp32 recogniser, or its weight-only int8 derivative."""
+    data = entry.model_bytes()
+    return detection_int8.conv_weight_only_int8(data) if precision == "int8" else data
+
+
+def answer(host: Host, entry: ZooEntry, spoken: list[speech.Utterance], deadline: Deadline,
+           precision: str = "fp32") -> dict[str, Any]:
     """Every utterance's transcript on ``host``, with the runs' latencies (ms)."""
-    key = f"scenarios::asr::{spoken[0].language}"
+    key = f"scenarios::asr::{spoken[0].language}::{precision}"
     latencies: list[float] = []
 
     def run(feeds: Any) -> Any:
@@ -77,7 +91,7 @@ def answer(host: Host, entry: ZooEntry, spoken: list[speech.Utterance], deadline
         return outputs
 
     try:
-        host.compile(key, entry.model_bytes(), deadline.left())
+        host.compile(key, model_bytes(entry, precision), deadline.left())
         transcripts = [speech.recognize(run, utterance) for utterance in spoken]
     finally:
         host.release(key)
@@ -85,7 +99,7 @@ def answer(host: Host, entry: ZooEntry, spoken: list[speech.Utterance], deadline
 
 
 def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],
-          texts: list[str]) -> tuple[str, str, dict[str, Any]]:
+          texts: list[str], precision: str = "fp32") -> tuple[str, str, dict[str, Any]]:
     """Status, message and figures of a target's transcripts."""
     name = MEASURE[language]
     against_text = speech.error_rate(language, texts, mine["transcripts"])
@@ -98,6 +112,14 @@ def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],
     if latencies:
         metrics["latency_p50_ms"] = round(float(np.percentile(latencies, 50)), 3)
         metrics["latency_p99_ms"] = round(float(np.percentile(latencies, 99)), 3)
+    if precision == "int8":
+        drop = round(against_text - reference_error, 4)
+        metrics.update({"accuracy_drop": drop, "precision_class": "int8"})
+        if drop > MAX_INT8_DROP:
+            return "fail", (f"int8 raises {name.upper()} against the text by {drop:.4f} "
+                            f"({against_text:.4f}, fp32 {reference_error:.4f}), more than "
+                            f"{MAX_INT8_DROP}"), metrics
+        return "pass", "", metrics
     if against_reference > MAX_VS_REFERENCE:
         return "fail", (f"{name.upper()} against the reference's transcripts is "
                         f"{against_reference:.3f} > {MAX_VS_REFERENCE} ({name.upper()} against "
@@ -109,7 +131,8 @@ def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],
     return "pass", "", metrics
 
 
-def check_asr(zoo: Zoo, host: Host, timeout: float, language: str) -> Outcome:
+def check_asr(zoo: Zoo, host: Host, timeout: float, language: str, precision: str = "fp32"
+              ) -> Outcome:
     started = time.perf_counter()
     try:
         spoken, described = task_utterances(language)
@@ -121,7 +144,7 @@ def check_asr(zoo: Zoo, host: Host, timeout: float, language: str) -> Outcome:
     except (SourceError, ManifestError) as exc:
         return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
     try:
-        mine = answer(host, entry, spoken, Deadline(timeout))
+        mine = answer(host, entry, spoken, Deadline(timeout), precision)
     except HOST_FAILURES as exc:
         return outcome_from_exception(exc, started)
     except (ValueError, IndexError, KeyError, TypeError) as exc:
@@ -133,7 +156,7 @@ def check_asr(zoo: Zoo, host: Host, timeout: float, language: str) -> Outcome:
             lambda ref_host: answer(ref_host, entry, spoken, Deadline(600)))
     except (ReferenceUnavailable, *HOST_FAILURES) as exc:
         return Outcome("infra_error", f"the reference could not run: {exc}")
-    status, message, metrics = judge(language, mine, stored, described["texts"])
+    status, message, metrics = judge(language, mine, stored, described["texts"], precision)
     metrics.update({"transcripts": mine["transcripts"],
                     "reference_transcripts": stored["transcripts"],
                     "ground_truth": described["texts"], "reference_origin": origin,

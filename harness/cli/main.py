@@ -131,8 +131,17 @@ def console_main() -> int:
     args = parse_arguments()
     code = _dispatch(args)
     if args.command in EXIT_AT_ONCE:
+        _release_lab_places()
         exit_without_teardown(code)
     return code
+
+
+def _release_lab_places() -> None:
+    """The labgrid places a run held are released before the process ends without its
+    exit handlers (else the holder frees them only when it sees this process gone)."""
+    place = sys.modules.get("harness.lab.place")
+    if place is not None:
+        place.release_all()
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -171,7 +171,8 @@ def test_the_real_detector_passes_and_a_degraded_one_fails_with_its_figure() -> 
     good = _check(FaultyTarget())
     assert good.status == "pass", good.message
     assert good.metrics["map50_vs_reference"] == 1.0
-    assert good.metrics["map50"] > 0.5 and good.metrics["reference_origin"] == "golden"
+    assert good.metrics["map50"] > 0.5  # the reference's answer: the golden, or live where
+    # another font or Pillow renders other pixels (reference_origin says which)
     bad = _check(SpoilingTarget(degrade="shift", amount=1.5))
     assert bad.status == "fail"
     assert "mAP@0.5 against the reference's detections is" in bad.message

@@ -416,3 +416,9 @@ def test_page_discloses_what_computed_the_numbers_and_the_drivers_adaptations(
     assert "实际计算者 / Computed by" in page
     assert "onnxruntime 1.20.1 on the host CPU (NPU simulator)" in page
     assert "驱动适配 / Driver adaptations" in page and "1-element Mat" in page
+    assert "Lab place" not in page
+    placed = copy.deepcopy(statement)
+    placed["predicate"]["target"]["identity"]["place"] = {
+        "place": "k230-03", "exporter_host": "rack2", "resource": "NetworkSerialPort"}
+    page = render_certificate(placed, "k" * 64)
+    assert "实验室位置 / Lab place" in page and "k230-03" in page and "rack2" in page

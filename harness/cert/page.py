@@ -91,8 +91,18 @@ def _target(predicate: dict[str, Any]) -> str:
         ("设备 / Device", ident.get("device")),
         ("配置 / Configuration", ident.get("configuration")),
         ("目标标识 / Target label", predicate["target"]["label"]),
+        *_lab_place(ident.get("place")),
         *_disclosures(predicate["target"].get("capabilities")),
     ])
+
+
+def _lab_place(place: Any) -> list[tuple[str, Any]]:
+    """The labgrid place the board was reached through (``docs/lab.md``), when it was."""
+    if not isinstance(place, dict) or not place.get("place"):
+        return []
+    where = ", ".join(f"{key}: {place[key]}" for key in sorted(place)
+                      if key != "place" and isinstance(place[key], str | int | float))
+    return [("实验室位置 / Lab place", f"{place['place']}" + (f" ({where})" if where else ""))]
 
 
 def _disclosures(capabilities: Any) -> list[tuple[str, Any]]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +134,28 @@ def test_the_int8_recogniser_is_held_to_its_drop(language) -> None:
     assert outcome.metrics["precision_class"] == "int8"
     drop = outcome.metrics["accuracy_drop"]
     assert (outcome.status == "pass") == (drop <= speech_check.MAX_INT8_DROP), outcome.message
+
+
+def _zoo_with_stale_golden(tmp_path: Path) -> Zoo:
+    """A zoo holding the recogniser whose English task golden is of other samples."""
+    for folder in ("manifests", "artifacts", "golden/tasks"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copy(MODELS / "manifests" / "speech_ctc_zh_en.toml", tmp_path / "manifests")
+    shutil.copy(MODELS / "artifacts" / "speech_ctc_zh_en.onnx", tmp_path / "artifacts")
+    golden = json.loads((MODELS / "golden" / "tasks" / "asr_en.json").read_text())
+    stale = {**golden, "input_sha256": "0" * 64,
+             "result": {"transcripts": ["chip"] * len(golden["texts"])}}
+    (tmp_path / "golden" / "tasks" / "asr_en.json").write_text(json.dumps(stale))
+    return Zoo(tmp_path)
+
+
+def test_a_stale_golden_sends_the_check_to_the_live_reference(tmp_path) -> None:
+    _need_espeak()
+    outcome = speech_check.check_asr(_zoo_with_stale_golden(tmp_path),
+                                     InlineHost(FaultyTarget()), 120, "en")
+    assert outcome.status == "pass", outcome.message
+    assert outcome.metrics["reference_origin"].startswith("live reference")
+    assert outcome.metrics["wer_vs_reference"] == 0.0  # not the stale golden's "chip"s
 
 
 @pytest.mark.slow

@@ -37,6 +37,12 @@ TASKS: dict[str, dict[str, Any]] = {
     "test_generation_greedy": {"token_agreement": 1.0, "perplexity": 12.3,
                                "perplexity_ratio": 1.0, "ttft_ms": 40.0, "tpot_ms": 12.0,
                                "tokens_per_s": 80.0},
+    # reduced-precision configurations, each against the fp32 reference
+    "test_detection_yolo_int8": {"map50": 0.81, "accuracy_drop": 0.004},
+    "test_asr_int8_zh": {"cer": 0.07, "accuracy_drop": -0.01},
+    "test_asr_int8_en": {"wer": 0.1, "accuracy_drop": 0.0},
+    "test_text_embedding_l3_int8": {"cosine_min": 0.9997, "accuracy_drop": 0.0},
+    "test_generation_greedy_fp16": {"token_agreement": 1.0, "accuracy_drop": 0.0},
 }
 
 
@@ -118,6 +124,19 @@ def test_dropped_tokens_and_a_quantized_loss_are_shortfalls() -> None:
                      records({"test_asr_zh": {"accuracy_drop": 0.03}}))
     assert lossy.level == "none"
     assert any("accuracy_drop = 0.03 > ceiling 0.01" in r for r in lossy.blockers["limited"])
+
+
+def test_a_lossy_int8_configuration_bars_a_full_fit_only() -> None:
+    """The fp32 cases decide whether a target fits; its int8 and fp16 configurations, held
+    to the stated accuracy drop, whether it fits fully."""
+    evaluation = evaluate(load_profile("scenario-medical"), "full",
+                          records({"test_detection_yolo_int8": {"accuracy_drop": 0.008}}))
+    assert evaluation.level == "limited"
+    assert any("reduced_precision: 0/1" in r and "test_detection_yolo_int8: accuracy_drop = "
+               "0.008 > ceiling 0.005" in r for r in evaluation.blockers["full"])
+    # the same drop is within inspection's 1 %
+    assert evaluate(load_profile("scenario-inspection"), "full", records(
+        {"test_detection_yolo_int8": {"accuracy_drop": 0.008}})).level == "full"
 
 
 def test_an_unrecorded_figure_or_a_failed_case_is_named() -> None:

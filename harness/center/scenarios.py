@@ -52,8 +52,10 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "detection": Task("目标检测", "Object detection", ("test_detection_*",)),
-    "asr_zh": Task("中文语音识别", "Chinese speech recognition", ("test_asr_zh*",)),
-    "asr_en": Task("英文语音识别", "English speech recognition", ("test_asr_en*",)),
+    "asr_zh": Task("中文语音识别", "Chinese speech recognition",
+                   ("test_asr_zh*", "test_asr_*_zh")),
+    "asr_en": Task("英文语音识别", "English speech recognition",
+                   ("test_asr_en*", "test_asr_*_en")),
     "text": Task("文本向量与检索", "Text embedding and retrieval", ("test_text_*",)),
     "generation": Task("自回归生成（大模型）", "Autoregressive generation (LLM)",
                        ("test_generation_*",)),

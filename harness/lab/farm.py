@@ -31,8 +31,9 @@ from typing import Any
 
 from harness.results.record_files import RecordError, load_run, load_run_info, new_run_id
 
-#: pytest arguments every child gets: the farm's case filter; labgrid's own pytest
-#: plugin (installed with labgrid) expects fixtures Shipei's case items do not have
+#: pytest arguments every child gets: the farm's case filter, and not labgrid's own
+#: pytest plugin (installed with labgrid: the child reaches its board by URL, not by
+#: labgrid's environment files and strategies)
 CHILD_PYTEST_ARGS = ("-p", "no:labgrid", "-p", "harness.lab.case_filter")
 #: target options a place sets itself; the farm's --target must not give them
 PLACE_OPTIONS = ("url", "place")

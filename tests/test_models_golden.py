@@ -155,3 +155,11 @@ def test_golden_refresh_usage_errors(shipei_cli, tmp_path):
     result = shipei_cli("models", "--models-dir", str(tmp_path))
     assert result.returncode == 2 and "no manifests/ folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_stored_task_golden_can_be_refreshed() -> None:
+    """A task golden that `shipei models golden --refresh` cannot name goes stale for good."""
+    from harness.modelzoo.refresh import task_refreshers
+
+    stored = {p.stem for p in (default_models_dir() / "golden" / "tasks").glob("*.json")}
+    assert stored <= set(task_refreshers()), sorted(stored - set(task_refreshers()))

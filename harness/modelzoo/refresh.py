@@ -22,6 +22,7 @@ from harness.modelzoo.execute import HOST_FAILURES, Deadline, run_outputs
 from harness.modelzoo.manifest import ManifestError
 from harness.modelzoo.reference import Reference
 from harness.modelzoo.sources import SourceError, package_file
+from harness.modelzoo.tasks import detection_check, speech_check
 from harness.modelzoo.zoo import Zoo, ZooEntry
 from harness.verdicts.judge import compare_outputs
 
@@ -108,14 +109,23 @@ def _task(name: str, run: Callable[[Zoo, Reference, bool], list[str]], zoo: Zoo,
     return RefreshResult(name, {"new golden": "new"}.get(state, state), lines)
 
 
-def refresh(zoo: Zoo, names: Iterable[str] = (), write: bool = True,
-            progress: Callable[[RefreshResult], None] | None = None) -> list[RefreshResult]:
-    """Refresh the named models' goldens (all when none), then the task goldens."""
-    wanted = list(names)
+def task_refreshers() -> dict[str, Callable[[Zoo, Reference, bool], list[str]]]:
+    """Every task golden ``shipei models golden --refresh`` knows, by task name."""
     tasks: dict[str, Callable[[Zoo, Reference, bool], list[str]]] = {
         task_checks.OCR_TASK: task_checks.refresh_ocr}
     for task in task_checks.VAD_TASKS:
         tasks[task] = functools.partial(task_checks.refresh_vad, task=task)
+    tasks[detection_check.TASK] = detection_check.refresh
+    for language, task in speech_check.TASKS.items():
+        tasks[task] = functools.partial(speech_check.refresh, language=language)
+    return tasks
+
+
+def refresh(zoo: Zoo, names: Iterable[str] = (), write: bool = True,
+            progress: Callable[[RefreshResult], None] | None = None) -> list[RefreshResult]:
+    """Refresh the named models' goldens (all when none), then the task goldens."""
+    wanted = list(names)
+    tasks = task_refreshers()
     entries = [zoo.entry(n) for n in wanted if n not in tasks] if wanted else zoo.entries
     chosen_tasks = [t for t in tasks if not wanted or t in wanted]
     results = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from harness.modelzoo.sources import SourceError
 from harness.modelzoo.streaming import WORKER_FUNCTION, worker_payload
 from harness.modelzoo.tasks import ocr, vad
 from harness.modelzoo.zoo import Zoo, ZooEntry
+from harness.perf.stats import percentile_of
 
 OCR_TASK = "ocr_pipeline"
 OCR_MODELS = {"det": "ppocrv4_det", "cls": "ppocr_mobile_cls", "rec": "ppocrv4_rec"}
@@ -44,7 +45,7 @@ class TaskUnavailable(Exception):
     """The check cannot run here (a package, font or library missing): a skip."""
 
 
-def _entries(zoo: Zoo, names: Mapping[str, str]) -> dict[str, ZooEntry]:
+def task_entries(zoo: Zoo, names: Mapping[str, str]) -> dict[str, ZooEntry]:
     entries = {role: zoo.entry(name) for role, name in names.items()}
     for entry in entries.values():
         state = entry.status()
@@ -53,7 +54,7 @@ def _entries(zoo: Zoo, names: Mapping[str, str]) -> dict[str, ZooEntry]:
     return entries
 
 
-def _digest(array: np.ndarray) -> str:
+def array_digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
@@ -69,12 +70,12 @@ def ocr_image() -> tuple[Any, dict[str, Any]]:
         raise TaskUnavailable(f"no CJK font found; {ocr.FONT_HINT}")
     image = ocr.render_text(font)
     return image, {"font": f"{font[0].name}#{font[1]}", "lines": list(ocr.LINES),
-                   "input_sha256": _digest(np.asarray(image))}
+                   "input_sha256": array_digest(np.asarray(image))}
 
 
 def ocr_models(zoo: Zoo) -> tuple[dict[str, ZooEntry], list[str]]:
     """The three OCR models (bytes checked) and the recognizer's dictionary."""
-    entries = _entries(zoo, OCR_MODELS)
+    entries = task_entries(zoo, OCR_MODELS)
     return entries, ocr.character_list(entries["rec"].model_bytes())
 
 
@@ -91,11 +92,11 @@ def ocr_answer(host: Host, entries: Mapping[str, ZooEntry], characters: list[str
             host.release(key)
 
 
-def _models_digest(zoo: Zoo, names: Mapping[str, str]) -> dict[str, str]:
+def models_digest(zoo: Zoo, names: Mapping[str, str]) -> dict[str, str]:
     return {name: zoo.entry(name).manifest.sha256 for name in names.values()}
 
 
-def _reference_answer(zoo: Zoo, task: str, input_sha256: str, models: Mapping[str, str],
+def reference_task_answer(zoo: Zoo, task: str, input_sha256: str, models: Mapping[str, str],
                       compute: Any) -> tuple[Any, str]:
     """The stored golden's answer if it matches this input, else the reference live."""
     try:
@@ -115,7 +116,7 @@ def check_ocr(zoo: Zoo, host: Host, timeout: float) -> Outcome:
     try:
         image, described = ocr_image()
         entries, characters = ocr_models(zoo)
-        models = _models_digest(zoo, OCR_MODELS)
+        models = models_digest(zoo, OCR_MODELS)
     except TaskUnavailable as exc:
         return Outcome("skip", str(exc))
     except (SourceError, ManifestError, ValueError) as exc:
@@ -128,7 +129,7 @@ def check_ocr(zoo: Zoo, host: Host, timeout: float) -> Outcome:
         return Outcome("fail", f"the target's outputs cannot be read as OCR results: "
                                f"{type(exc).__name__}: {exc}")
     try:
-        stored, origin = _reference_answer(
+        stored, origin = reference_task_answer(
             zoo, OCR_TASK, described["input_sha256"], models,
             lambda ref_host: ocr_answer(ref_host, entries, characters, image,
                                         Deadline(600)).to_dict())
@@ -149,10 +150,10 @@ def refresh_ocr(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
     image, described = ocr_image()
     entries, characters = ocr_models(zoo)
     result = ocr_answer(reference.host, entries, characters, image, Deadline(600))
-    data = {**described, "models": _models_digest(zoo, OCR_MODELS), "result": result.to_dict(),
+    data = {**described, "models": models_digest(zoo, OCR_MODELS), "result": result.to_dict(),
             "char_accuracy": round(ocr.char_accuracy(result.texts, described["lines"]), 4),
             "reference": reference.summary()}
-    return _store_task(zoo.golden_dir, OCR_TASK, data, write,
+    return store_task_golden(zoo.golden_dir, OCR_TASK, data, write,
                        f"read {result.texts} (rendered {described['lines']})")
 
 
@@ -162,7 +163,7 @@ def vad_signal() -> np.ndarray:
 
 
 def vad_model(zoo: Zoo, task: str) -> ZooEntry:
-    entry = _entries(zoo, {"vad": VAD_TASKS[task]})["vad"]
+    entry = task_entries(zoo, {"vad": VAD_TASKS[task]})["vad"]
     if entry.manifest.streaming is None:
         raise ManifestError(f"{entry.manifest.path.name}: a VAD model needs a [streaming] table")
     entry.model_bytes()
@@ -194,7 +195,7 @@ def check_vad(zoo: Zoo, host: Host, timeout: float, task: str = "vad_segments") 
     signal = vad_signal()
     try:
         entry = vad_model(zoo, task)
-        models = _models_digest(zoo, {"vad": VAD_TASKS[task]})
+        models = models_digest(zoo, {"vad": VAD_TASKS[task]})
     except TaskUnavailable as exc:
         return Outcome("skip", str(exc))
     except (SourceError, ManifestError) as exc:
@@ -207,8 +208,8 @@ def check_vad(zoo: Zoo, host: Host, timeout: float, task: str = "vad_segments") 
         return Outcome("fail", f"the target's outputs cannot be read as speech "
                                f"probabilities: {type(exc).__name__}: {exc}")
     try:
-        stored, origin = _reference_answer(
-            zoo, task, _digest(signal), models,
+        stored, origin = reference_task_answer(
+            zoo, task, array_digest(signal), models,
             lambda ref_host: vad_answer(ref_host, entry, signal, Deadline(600)))
     except (ReferenceUnavailable, *HOST_FAILURES) as exc:
         return Outcome("infra_error", f"the reference could not run: {exc}")
@@ -230,17 +231,17 @@ def refresh_vad(zoo: Zoo, reference: Reference, write: bool, task: str = "vad_se
                 ) -> list[str]:
     signal = vad_signal()
     answer = vad_answer(reference.host, vad_model(zoo, task), signal, Deadline(600))
-    data = {"input_sha256": _digest(signal), "durations": list(VAD_DURATIONS),
+    data = {"input_sha256": array_digest(signal), "durations": list(VAD_DURATIONS),
             "seed": VAD_SEED, "sample_rate": VAD_RATE,
-            "models": _models_digest(zoo, {"vad": VAD_TASKS[task]}), "result": answer,
+            "models": models_digest(zoo, {"vad": VAD_TASKS[task]}), "result": answer,
             "true_segments": vad.true_segments(VAD_DURATIONS),
             "reference": reference.summary()}
-    return _store_task(zoo.golden_dir, task, data, write,
+    return store_task_golden(zoo.golden_dir, task, data, write,
                        f"segments {answer['segments']} "
                        f"(speech put at {vad.true_segments(VAD_DURATIONS)})")
 
 
-def _store_task(golden_dir: Path, task: str, data: dict[str, Any], write: bool,
+def store_task_golden(golden_dir: Path, task: str, data: dict[str, Any], write: bool,
                 summary: str) -> list[str]:
     try:
         old = golden_store.load_task(golden_dir, task)
@@ -255,3 +256,13 @@ def _store_task(golden_dir: Path, task: str, data: dict[str, Any], write: bool,
         return ["new golden", summary]
     changed = [k for k in comparable if old.get(k) != data[k]]
     return [f"changed: {', '.join(changed)}", summary]
+
+
+def latency_metrics(milliseconds: Sequence[float]) -> dict[str, float]:
+    """A task's single-stream latency figures over its runs, with the one percentile rule
+    (:func:`harness.perf.stats.percentile_of`); none when nothing was timed."""
+    if not len(milliseconds):
+        return {}
+    values = np.asarray(milliseconds, dtype=np.float64)
+    return {"latency_p50_ms": round(float(percentile_of(values, 50)), 3),
+            "latency_p99_ms": round(float(percentile_of(values, 99)), 3)}

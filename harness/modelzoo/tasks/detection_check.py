@@ -30,11 +30,12 @@ from harness.modelzoo.reference import Reference, ReferenceUnavailable
 from harness.modelzoo.sources import SourceError
 from harness.modelzoo.task_checks import (
     TaskUnavailable,
-    _digest,
-    _entries,
-    _models_digest,
-    _reference_answer,
-    _store_task,
+    array_digest,
+    latency_metrics,
+    models_digest,
+    reference_task_answer,
+    store_task_golden,
+    task_entries,
 )
 from harness.modelzoo.tasks import detection, detection_int8, ocr
 from harness.modelzoo.zoo import Zoo, ZooEntry
@@ -68,7 +69,7 @@ def task_scenes() -> tuple[list[detection.Scene], dict[str, Any]]:
     return rendered, {"font": f"{font[0].name}#{font[1]}", "seeds": list(detection.SCENE_SEEDS),
                       "characters": [scene.characters for scene in rendered],
                       "true_boxes": [scene.boxes for scene in rendered],
-                      "input_sha256": _digest(pixels)}
+                      "input_sha256": array_digest(pixels)}
 
 
 def model_bytes(entry: ZooEntry, precision: str) -> bytes:
@@ -118,9 +119,7 @@ def judge(mine: dict[str, Any], reference: dict[str, Any], truth: list[list[list
         "detections": sum(len(scene) for scene in found),
         "reference_detections": sum(len(scene) for scene in theirs),
         "true_boxes": sum(len(scene) for scene in truth)}
-    if latencies:
-        metrics["latency_p50_ms"] = round(float(np.percentile(latencies, 50)), 3)
-        metrics["latency_p99_ms"] = round(float(np.percentile(latencies, 99)), 3)
+    metrics.update(latency_metrics(latencies))
     if precision == "int8":
         return _judge_int8(metrics)
     if agreement["map50"] < MIN_MAP50_VS_REFERENCE:
@@ -152,9 +151,9 @@ def check_detection(zoo: Zoo, host: Host, timeout: float, precision: str = "fp32
     started = time.perf_counter()
     try:
         rendered, described = task_scenes()
-        entry = _entries(zoo, MODELS)["det"]
+        entry = task_entries(zoo, MODELS)["det"]
         entry.model_bytes()
-        models = _models_digest(zoo, MODELS)
+        models = models_digest(zoo, MODELS)
     except TaskUnavailable as exc:
         return Outcome("skip", str(exc))
     except (SourceError, ManifestError) as exc:
@@ -167,7 +166,7 @@ def check_detection(zoo: Zoo, host: Host, timeout: float, precision: str = "fp32
         return Outcome("fail", f"the target's outputs cannot be read as detections: "
                                f"{type(exc).__name__}: {exc}")
     try:
-        stored, origin = _reference_answer(
+        stored, origin = reference_task_answer(
             zoo, TASK, described["input_sha256"], models,
             lambda ref_host: answer(ref_host, entry, rendered, Deadline(600)))
     except (ReferenceUnavailable, *HOST_FAILURES) as exc:
@@ -184,12 +183,12 @@ def check_detection(zoo: Zoo, host: Host, timeout: float, precision: str = "fp32
 def refresh(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
     """Recompute the task golden on the reference (``write``: store it)."""
     rendered, described = task_scenes()
-    entry = _entries(zoo, MODELS)["det"]
+    entry = task_entries(zoo, MODELS)["det"]
     result = answer(reference.host, entry, rendered, Deadline(600))
     stored = {key: value for key, value in result.items() if key != "latencies_ms"}
     figures = detection.mean_average_precision(_pairs(stored["detections"]),
                                                described["true_boxes"])
-    data = {**described, "models": _models_digest(zoo, MODELS), "result": stored,
+    data = {**described, "models": models_digest(zoo, MODELS), "result": stored,
             "reference_map": figures, "reference": reference.summary()}
-    return _store_task(zoo.golden_dir, TASK, data, write,
+    return store_task_golden(zoo.golden_dir, TASK, data, write,
                        f"{sum(len(s) for s in stored['detections'])} detections, {figures}")

@@ -23,8 +23,6 @@ import hashlib
 import time
 from typing import Any
 
-import numpy as np
-
 from harness.cases.case import Outcome, outcome_from_exception
 from harness.isolation.host import Host
 from harness.modelzoo.execute import HOST_FAILURES, Deadline
@@ -33,10 +31,11 @@ from harness.modelzoo.reference import Reference, ReferenceUnavailable
 from harness.modelzoo.sources import SourceError
 from harness.modelzoo.task_checks import (
     TaskUnavailable,
-    _entries,
-    _models_digest,
-    _reference_answer,
-    _store_task,
+    latency_metrics,
+    models_digest,
+    reference_task_answer,
+    store_task_golden,
+    task_entries,
 )
 from harness.modelzoo.tasks import detection_int8, speech
 from harness.modelzoo.zoo import Zoo, ZooEntry
@@ -109,9 +108,7 @@ def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],
     latencies = mine.get("latencies_ms") or []
     metrics: dict[str, Any] = {name: against_text, f"{name}_vs_reference": against_reference,
                                f"reference_{name}": reference_error}
-    if latencies:
-        metrics["latency_p50_ms"] = round(float(np.percentile(latencies, 50)), 3)
-        metrics["latency_p99_ms"] = round(float(np.percentile(latencies, 99)), 3)
+    metrics.update(latency_metrics(latencies))
     if precision == "int8":
         drop = round(against_text - reference_error, 4)
         metrics.update({"accuracy_drop": drop, "precision_class": "int8"})
@@ -136,9 +133,9 @@ def check_asr(zoo: Zoo, host: Host, timeout: float, language: str, precision: st
     started = time.perf_counter()
     try:
         spoken, described = task_utterances(language)
-        entry = _entries(zoo, MODELS)["asr"]
+        entry = task_entries(zoo, MODELS)["asr"]
         entry.model_bytes()
-        models = _models_digest(zoo, MODELS)
+        models = models_digest(zoo, MODELS)
     except TaskUnavailable as exc:
         return Outcome("skip", str(exc))
     except (SourceError, ManifestError) as exc:
@@ -151,7 +148,7 @@ def check_asr(zoo: Zoo, host: Host, timeout: float, language: str, precision: st
         return Outcome("fail", f"the target's outputs cannot be read as token posteriors: "
                                f"{type(exc).__name__}: {exc}")
     try:
-        stored, origin = _reference_answer(
+        stored, origin = reference_task_answer(
             zoo, TASKS[language], described["input_sha256"], models,
             lambda ref_host: answer(ref_host, entry, spoken, Deadline(600)))
     except (ReferenceUnavailable, *HOST_FAILURES) as exc:
@@ -168,11 +165,11 @@ def check_asr(zoo: Zoo, host: Host, timeout: float, language: str, precision: st
 def refresh(zoo: Zoo, reference: Reference, write: bool, language: str) -> list[str]:
     """Recompute one language's task golden on the reference (``write``: store it)."""
     spoken, described = task_utterances(language)
-    entry = _entries(zoo, MODELS)["asr"]
+    entry = task_entries(zoo, MODELS)["asr"]
     result = answer(reference.host, entry, spoken, Deadline(600))
     stored = {"transcripts": result["transcripts"]}
     error = speech.error_rate(language, described["texts"], stored["transcripts"])
-    data = {**described, "models": _models_digest(zoo, MODELS), "result": stored,
+    data = {**described, "models": models_digest(zoo, MODELS), "result": stored,
             f"reference_{MEASURE[language]}": error, "reference": reference.summary()}
-    return _store_task(zoo.golden_dir, TASKS[language], data, write,
+    return store_task_golden(zoo.golden_dir, TASKS[language], data, write,
                        f"{stored['transcripts']} ({MEASURE[language]} {error})")

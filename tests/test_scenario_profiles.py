@@ -220,3 +220,15 @@ def test_other_certificates_have_no_scenario_box(tmp_path: Path) -> None:
     center = Center(tmp_path / "center")
     page = render_certificate(center.statement(), center.keyid)
     assert "场景适配等级" not in page
+
+
+def test_every_scenario_tag_of_the_task_tests_is_a_scenario_profile() -> None:
+    """A task test's ``scenarios`` metadata names the profiles that measure it, in their
+    own ids (one vocabulary: the registry and the profiles read the same names)."""
+    from harness.cert.profile import PROFILES_DIR
+    from harness.modelzoo.tasks import detection_check, speech_check
+    from suites.scenarios import test_generation, test_text
+
+    profiles = {p.stem.removeprefix("scenario-") for p in PROFILES_DIR.glob("scenario-*.toml")}
+    for module in (detection_check, speech_check, test_generation, test_text):
+        assert set(module.SCENARIOS) <= profiles, (module.__name__, module.SCENARIOS)

@@ -47,7 +47,7 @@ MAX_MAP50_DROP = 0.05
 MAX_INT8_DROP, MIN_INT8_VS_REFERENCE = 0.01, 0.8
 PRECISIONS = ("fp32", "int8")
 TITLE = "Object detection: YOLOX character detector (ddddocr) on rendered scenes, COCO mAP"
-SCENARIOS = ("machine-vision", "smart-transport", "medical")
+SCENARIOS = ("inspection", "vehicles", "medical")
 
 
 def task_scenes() -> tuple[list[detection.Scene], dict[str, Any]]:

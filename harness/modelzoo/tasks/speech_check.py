@@ -46,7 +46,7 @@ MEASURE = {"zh": "cer", "en": "wer"}
 MAX_VS_REFERENCE = 0.05
 MAX_RISE = 0.05
 MAX_INT8_DROP = 0.01
-SCENARIOS = ("speech-interaction", "smart-transport", "education")
+SCENARIOS = ("speech", "education")
 TITLES = {"zh": "Speech recognition, Mandarin (CER): generated recogniser on espeak-ng speech",
           "en": "Speech recognition, English (WER): generated recogniser on espeak-ng speech"}
 

@@ -232,3 +232,24 @@ def test_every_scenario_tag_of_the_task_tests_is_a_scenario_profile() -> None:
     profiles = {p.stem.removeprefix("scenario-") for p in PROFILES_DIR.glob("scenario-*.toml")}
     for module in (detection_check, speech_check, test_generation, test_text):
         assert set(module.SCENARIOS) <= profiles, (module.__name__, module.SCENARIOS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_scenario_profile_certifies_chips_and_frameworks_alike(name: str) -> None:
+    """The plan asks which local chips and frameworks can carry a scenario: an NPU board
+    (kind chip) is certified for a scenario as a framework is; a sensor is not."""
+    profile = load_profile(name)
+    assert profile.certifies("chip") and profile.certifies("framework")
+    assert not profile.certifies("sensor")
+    assert profile.kinds_text == "framework or chip"
+
+
+def test_also_kinds_must_name_other_known_kinds(tmp_path: Path) -> None:
+    from harness.cert.profile import PROFILES_DIR, ProfileError
+
+    text = (PROFILES_DIR / "scenario-llm.toml").read_text()
+    for bad in ('["framework"]', '["robot"]', '"chip"'):
+        path = tmp_path / "custom.toml"
+        path.write_text(text.replace('also_kinds = ["chip"]', f"also_kinds = {bad}"))
+        with pytest.raises(ProfileError, match="also_kinds"):
+            load_profile(str(path))

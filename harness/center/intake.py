@@ -185,9 +185,10 @@ def _check_completeness(request: IntakeRequest, root: Path, run_ids: list[str], 
     except Exception as exc:  # the center cannot build the target: no audit possible
         raise _Refused("completeness", f"the center cannot describe target {target!r}: "
                                        f"{exc}") from None
-    if center["identity"].get("kind") != profile.kind:
-        raise _Refused("completeness", f"profile {profile.name!r} certifies {profile.kind} "
-                                       f"targets; {target} is a {center['identity'].get('kind')}")
+    if not profile.certifies(center["identity"].get("kind")):
+        raise _Refused("completeness", f"profile {profile.name!r} certifies "
+                                       f"{profile.kinds_text} targets; {target} is a "
+                                       f"{center['identity'].get('kind')}")
     scope = profile.scope(request.scope)
     try:
         runs = [load_evidence(root / r, target) for r in run_ids]

@@ -74,9 +74,10 @@ def collect(request: CertifyRequest, run_dirs: list[Path],
             provenance: dict[str, Any] | None = None) -> tuple[list[RunEvidence], Evaluation]:
     """Load and check the runs and compute the level; raise :class:`EvidenceError`.
     Runs from a vendor's lab (``provenance``) need not come from this machine."""
-    if request.identity.get("kind") != request.profile.kind:
-        raise EvidenceError(f"profile {request.profile.name!r} certifies {request.profile.kind} "
-                            f"targets; {request.label} is a {request.identity.get('kind')}")
+    if not request.profile.certifies(request.identity.get("kind")):
+        raise EvidenceError(f"profile {request.profile.name!r} certifies "
+                            f"{request.profile.kinds_text} targets; {request.label} is a "
+                            f"{request.identity.get('kind')}")
     scope = request.profile.scope(request.scope)
     runs = [load_evidence(d, request.label) for d in run_dirs]
     for run in runs:

@@ -36,8 +36,8 @@ GRADED_LEVELS = ("full", "limited")
 SKIP_POLICIES = ("not_pass", "unmeasured")
 
 
-PROFILE_KEYS = {"name", "version", "kind", "title_zh", "title_en", "validity_days", "sets",
-                "scopes", "criteria", "performance"}
+PROFILE_KEYS = {"name", "version", "kind", "also_kinds", "title_zh", "title_en", "validity_days",
+                "sets", "scopes", "criteria", "performance"}
 SCOPE_KEYS = {"title_zh", "title_en", "markexpr", "complete", "max_level"}
 #: keys every criterion may have; each measure adds its own (harness.cert.measures)
 COMMON_CRITERION_KEYS = {"id", "title_zh", "title_en", "suite", "measure", "thresholds",
@@ -111,6 +111,20 @@ class Profile:
     definition: dict[str, Any]
     #: the least a performance case must have measured (``[performance]``): name -> value
     performance: dict[str, float] = field(default_factory=dict)
+    #: further target kinds it certifies (a scenario asks chips and frameworks alike)
+    also_kinds: tuple[str, ...] = ()
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Every target kind this profile certifies, its own ``kind`` first."""
+        return (self.kind, *self.also_kinds)
+
+    def certifies(self, kind: Any) -> bool:
+        return kind in self.kinds
+
+    @property
+    def kinds_text(self) -> str:
+        return " or ".join(self.kinds)
 
     @property
     def sha256(self) -> str:
@@ -341,6 +355,10 @@ def _parse(data: dict[str, Any], origin: str) -> Profile:
     kind = data.get("kind")
     if kind not in TARGET_KINDS:
         raise ProfileError(f"{where}: kind must be one of {TARGET_KINDS}")
+    also_kinds = data.get("also_kinds", [])
+    if not isinstance(also_kinds, list) or any(k not in TARGET_KINDS or k == kind
+                                               for k in also_kinds):
+        raise ProfileError(f"{where}: also_kinds must list other kinds of {TARGET_KINDS}")
     raw_sets = data.get("sets", {})
     if not isinstance(raw_sets, dict):
         raise ProfileError(f"{where}: [sets] must be a table of lists")
@@ -372,7 +390,8 @@ def _parse(data: dict[str, Any], origin: str) -> Profile:
         name=_text(data, "name", where), version=version, kind=kind,
         title_zh=_text(data, "title_zh", where), title_en=_text(data, "title_en", where),
         validity_days=validity, suites=suites, scopes=scopes, criteria=criteria, sets=sets,
-        definition=data, performance=_parse_performance(data.get("performance", {}), where))
+        definition=data, performance=_parse_performance(data.get("performance", {}), where),
+        also_kinds=tuple(also_kinds))
 
 
 def _parse_performance(data: Any, where: str) -> dict[str, float]:

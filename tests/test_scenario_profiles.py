@@ -253,3 +253,19 @@ def test_also_kinds_must_name_other_known_kinds(tmp_path: Path) -> None:
         path.write_text(text.replace('also_kinds = ["chip"]', f"also_kinds = {bad}"))
         with pytest.raises(ProfileError, match="also_kinds"):
             load_profile(str(path))
+
+
+def test_a_certificate_model_row_keeps_the_scenario_figures() -> None:
+    """A generation record carries more numbers than a certificate row keeps: the row keeps
+    the figures the scenario profiles judge, not the first ones alphabetically."""
+    from harness.cert.statement import model_rows
+
+    metrics = {"aaa_extra": 1.0, "abc_other": 2.0, "acc_more": 3.0, "add_more": 4.0,
+               "token_agreement": 1.0, "perplexity_ratio": 1.0, "ttft_ms": 5.0,
+               "tpot_ms": 2.0, "tokens_per_s": 400.0, "latency_p99_ms": 3.0,
+               "accuracy_drop": 0.0, "latency_p50_ms": 2.0, "perplexity": 21.9}
+    row, = model_rows([{"suite": "scenarios", "case": "test_generation_greedy",
+                        "status": "pass", "tags": {}, "metrics": metrics}])
+    assert set(row["metrics"]) == {"token_agreement", "perplexity_ratio", "ttft_ms", "tpot_ms",
+                                   "tokens_per_s", "accuracy_drop", "latency_p50_ms",
+                                   "latency_p99_ms"}

@@ -76,19 +76,6 @@ def read_lab(address: str, timeout: float = CLIENT_TIMEOUT_S) -> list[PlaceView]
 
 
 # -- the reading subprocess -------------------------------------------------------------
-def _exported(session: Any) -> dict[tuple[str, str, str, str], bool]:
-    """Every resource exported now: its path and whether it is available. An exporter
-    that went away may leave entries without data behind; they are not exported."""
-    found = {}
-    for exporter, groups in session.resources.items():
-        for group_name, group in groups.items():
-            for name, entry in group.items():
-                data = getattr(entry, "data", None) or {}
-                if "cls" in data:
-                    found[(exporter, group_name, data["cls"], name)] = bool(data.get("avail"))
-    return found
-
-
 def _snapshot(address: str) -> dict[str, Any]:
     from harness.lab.coordinator import LabSession
 
@@ -97,18 +84,15 @@ def _snapshot(address: str) -> dict[str, Any]:
     except LabUnavailable as exc:
         return {"error": str(exc)}
     try:
-        exported = _exported(session.session)
         places = []
-        for name, place in sorted(session.session.places.items()):
-            if place.acquired:
-                paths = [tuple(p) for p in place.acquired_resources]
-            else:
-                paths = [p for p in exported if place.getmatch(p)]
+        for name in sorted(session.session.places):
+            session.name = name
+            state = session.state()  # resources of an exporter gone: avail false
             places.append({
-                "name": name, "tags": dict(place.tags), "acquired": place.acquired or None,
-                "reservation": place.reservation or None,
-                "resources": [{"path": "/".join(p), "avail": exported.get(p, False)}
-                              for p in paths]})
+                "name": name, "tags": state["tags"], "acquired": state["acquired"],
+                "reservation": state["reservation"],
+                "resources": [{"path": f"{r['exporter']}/{r['group']}/{r['cls']}/{r['name']}",
+                               "avail": r["avail"]} for r in state["resources"]]})
         return {"places": places}
     finally:
         session.close()

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from harness.modelzoo.streaming import WORKER_FUNCTION, worker_payload
 from harness.modelzoo.tasks import ocr, vad
 from harness.modelzoo.zoo import Zoo, ZooEntry
 from harness.perf.stats import percentile_of
+
+T = TypeVar("T")
 
 OCR_TASK = "ocr_pipeline"
 OCR_MODELS = {"det": "ppocrv4_det", "cls": "ppocr_mobile_cls", "rec": "ppocrv4_rec"}
@@ -266,3 +268,23 @@ def latency_metrics(milliseconds: Sequence[float]) -> dict[str, float]:
     values = np.asarray(milliseconds, dtype=np.float64)
     return {"latency_p50_ms": round(float(percentile_of(values, 50)), 3),
             "latency_p99_ms": round(float(percentile_of(values, 99)), 3)}
+
+
+def timed_task_run(host: Host, key: str, model: bytes, deadline: Deadline,
+                   work: Callable[[Callable[[Any], Any]], T]) -> tuple[T, list[float]]:
+    """Compile ``model`` on ``host`` under ``key``, do ``work`` with a runner that times
+    each run (ms), and release the model whatever happens: the task's answer and the
+    latencies of its runs."""
+    latencies: list[float] = []
+
+    def run(feeds: Any) -> Any:
+        outputs, seconds = host.run(key, feeds, deadline.left())
+        latencies.append(seconds * 1000.0)
+        return outputs
+
+    try:
+        host.compile(key, model, deadline.left())
+        result = work(run)
+    finally:
+        host.release(key)
+    return result, [round(v, 3) for v in latencies]

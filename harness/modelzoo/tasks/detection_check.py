@@ -36,6 +36,7 @@ from harness.modelzoo.task_checks import (
     reference_task_answer,
     store_task_golden,
     task_entries,
+    timed_task_run,
 )
 from harness.modelzoo.tasks import detection, detection_int8, ocr
 from harness.modelzoo.zoo import Zoo, ZooEntry
@@ -82,20 +83,11 @@ def answer(host: Host, entry: ZooEntry, rendered: list[detection.Scene], deadlin
            precision: str = "fp32") -> dict[str, Any]:
     """Every scene's detections on ``host``, with the runs' latencies (ms)."""
     key = f"scenarios::{TASK}::{precision}"
-    latencies: list[float] = []
-
-    def run(feeds: Any) -> Any:
-        outputs, seconds = host.run(key, feeds, deadline.left())
-        latencies.append(seconds * 1000.0)
-        return outputs
-
-    try:
-        host.compile(key, model_bytes(entry, precision), deadline.left())
-        found = [detection.detect(run, scene.image) for scene in rendered]
-    finally:
-        host.release(key)
+    found, latencies = timed_task_run(
+        host, key, model_bytes(entry, precision), deadline,
+        lambda run: [detection.detect(run, scene.image) for scene in rendered])
     return {"detections": [[[box, score] for box, score in scene] for scene in found],
-            "latencies_ms": [round(v, 3) for v in latencies]}
+            "latencies_ms": latencies}
 
 
 def _pairs(stored: list[list[Any]]) -> list[list[tuple[list[float], float]]]:

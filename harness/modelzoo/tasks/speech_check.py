@@ -36,6 +36,7 @@ from harness.modelzoo.task_checks import (
     reference_task_answer,
     store_task_golden,
     task_entries,
+    timed_task_run,
 )
 from harness.modelzoo.tasks import detection_int8, speech
 from harness.modelzoo.zoo import Zoo, ZooEntry
@@ -82,19 +83,10 @@ def answer(host: Host, entry: ZooEntry, spoken: list[speech.Utterance], deadline
            precision: str = "fp32") -> dict[str, Any]:
     """Every utterance's transcript on ``host``, with the runs' latencies (ms)."""
     key = f"scenarios::asr::{spoken[0].language}::{precision}"
-    latencies: list[float] = []
-
-    def run(feeds: Any) -> Any:
-        outputs, seconds = host.run(key, feeds, deadline.left())
-        latencies.append(seconds * 1000.0)
-        return outputs
-
-    try:
-        host.compile(key, model_bytes(entry, precision), deadline.left())
-        transcripts = [speech.recognize(run, utterance) for utterance in spoken]
-    finally:
-        host.release(key)
-    return {"transcripts": transcripts, "latencies_ms": [round(v, 3) for v in latencies]}
+    transcripts, latencies = timed_task_run(
+        host, key, model_bytes(entry, precision), deadline,
+        lambda run: [speech.recognize(run, utterance) for utterance in spoken])
+    return {"transcripts": transcripts, "latencies_ms": latencies}
 
 
 def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],

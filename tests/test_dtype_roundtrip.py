@@ -45,11 +45,17 @@ RUNTIME_LOSSY = {("openvino-cpu", "int64"): "OpenVINO's CPU plugin computes int6
                                             "(bare OpenVINO: Identity([2**40 + 5]) -> [5])"}
 
 
+#: the element types every default run crosses on each driver (a float, an integer, bool,
+#: string, a type numpy lacks and a sub-byte one); the rest of the sweep runs with
+#: --run-slow (each type is one more model compiled by every runtime)
+DEFAULT_RUN = frozenset({"float32", "int64", "bool", "string", "bfloat16", "int4"})
+
+
 def _params() -> list:
     params = []
     for driver, (_, dtypes) in DRIVERS.items():
         for name in dtypes:
-            marks = []
+            marks = [] if name in DEFAULT_RUN else [pytest.mark.slow]
             if (driver, name) in RUNTIME_LOSSY:
                 marks.append(pytest.mark.xfail(reason=RUNTIME_LOSSY[driver, name], strict=True))
             params.append(pytest.param(driver, name, id=f"{driver}-{name}", marks=marks))

@@ -130,7 +130,7 @@ def test_gate_fails_on_a_significant_latency_regression(shipei_cli, tmp_path: Pa
     base = shipei_cli("gate", "--target", "shipei-faulty,fault=slow,delay_ms=2", "--run-id",
                       "fast", *where, "--", *PERF_QUICK, env=PLUGINS)
     assert base.returncode == 0, base.stdout + base.stderr
-    slow = shipei_cli("gate", "--target", "shipei-faulty,fault=slow,delay_ms=2.4",
+    slow = shipei_cli("gate", "--target", "shipei-faulty,fault=slow,delay_ms=4",
                       "--baseline", "fast", "--run-id", "slow", *where, "--", *PERF_QUICK,
                       env=PLUGINS)
     assert slow.returncode == 1, slow.stdout + slow.stderr

@@ -351,7 +351,16 @@ def bare(sdk: str, cases: Path, out: Path, timeout: float) -> None:
         names = [name for name in names if name not in done]
     context = multiprocessing.get_context("fork")
     scratch = tempfile.mkdtemp(prefix="shipei-bare-run-")
-    tempfile.tempdir = scratch  # every child's files, removed at the end
+    before, tempfile.tempdir = tempfile.tempdir, scratch  # every child's files, removed
+    try:
+        _judge_each(sdk, cases, names, out, timeout, context)
+    finally:  # this process's temporary folder is its own again
+        tempfile.tempdir = before
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _judge_each(sdk: str, cases: Path, names: list[str], out: Path, timeout: float,
+                context: Any) -> None:
     with out.open("a") as sink:
         for name in names:
             parent, child = context.Pipe(duplex=False)
@@ -369,7 +378,6 @@ def bare(sdk: str, cases: Path, out: Path, timeout: float) -> None:
             process.join()
             sink.write(json.dumps({"case": name, "bare": verdict, "why": why}) + "\n")
             sink.flush()
-    shutil.rmtree(scratch, ignore_errors=True)
 
 
 # -- 3. compare ----------------------------------------------------------------------

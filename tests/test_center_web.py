@@ -332,13 +332,14 @@ def test_cert_verify_checks_the_vendor_chain_from_the_command_line(
 
 def test_the_application_is_in_blueprints_by_concern(registry: Registry) -> None:
     app = registry.client.application
-    assert set(app.blueprints) == {"pages", "uploads", "admin", "api", "scenarios"}
+    assert set(app.blueprints) == {"pages", "uploads", "admin", "api", "scenarios", "lab"}
     endpoint = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
     assert endpoint["/"] == "pages.search"
     assert endpoint["/api/bundles"] == "uploads.upload"
     assert endpoint["/api/certificates/<cid>/revoke"] == "admin.revoke"
     assert endpoint["/api/certificates/<cid>/verify"] == "api.verify"
     assert endpoint["/api/scenarios/<int:demand_id>"] == "scenarios.matching"
+    assert endpoint["/api/lab"].startswith("lab.")
 
 
 def test_every_answer_carries_the_security_headers(registry: Registry) -> None:

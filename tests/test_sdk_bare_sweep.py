@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import ml_dtypes
@@ -62,7 +63,11 @@ def test_the_bare_sweep_on_onnxruntime_is_compared_with_shipei_per_sdk(
     exported = json.loads((cases / "index.json").read_text())["exported"]
     assert sorted(exported) == sorted(CASES)  # the types numpy lacks are exported too
     bare = tmp_path / "onnxruntime.jsonl"
+    tempdir = tempfile.gettempdir()
     sweep.bare("onnxruntime", cases, bare, timeout=120)
+    # the sweep's scratch folder is gone, and this process's temporary folder is its own
+    # again (it once stayed the removed scratch: every later mkdtemp here failed)
+    assert tempfile.gettempdir() == tempdir and Path(tempdir).is_dir()
     verdicts = {row["case"]: row for row in map(json.loads, bare.read_text().splitlines())}
     assert set(verdicts) == set(CASES)
     for case in ("test_clip_default_min", "test_if_seq", "test_loop16_seq_none",

@@ -269,3 +269,21 @@ def test_a_certificate_model_row_keeps_the_scenario_figures() -> None:
     assert set(row["metrics"]) == {"token_agreement", "perplexity_ratio", "ttft_ms", "tpot_ms",
                                    "tokens_per_s", "accuracy_drop", "latency_p50_ms",
                                    "latency_p99_ms"}
+
+
+def test_certify_says_the_scenario_fit_in_the_scenarios_words() -> None:
+    """`shipei certify` printed only 基本兼容 for a scenario profile; it now also prints the
+    fit the certificate page shows (基本适配 / Fits with limitations)."""
+    from types import SimpleNamespace
+
+    from harness.cli.cmd_certify import _summary
+
+    def issued(profile: str) -> SimpleNamespace:
+        predicate = {"level": {"id": "limited"}, "scope": {"name": "full"},
+                     "profile": {"name": profile}, "certificate_id": "c",
+                     "expires_at": "2027-12-06T00:00:00Z"}
+        return SimpleNamespace(evaluation=SimpleNamespace(criteria=[]), certificate="c.json",
+                               page="c.html", statement={"predicate": predicate})
+
+    assert "scenario:    基本适配 / Fits with limitations" in _summary(issued("scenario-llm"))
+    assert not any(line.startswith("scenario:") for line in _summary(issued("framework")))

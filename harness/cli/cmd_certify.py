@@ -24,6 +24,7 @@ from harness.cert.profile import (
 )
 from harness.cert.profile import load_profile as read_profile
 from harness.cert.revocation import REVOCATIONS_FILE, ensure_list
+from harness.cert.scenario_fit import fit_label, scenario_of
 from harness.cli.cmd_db import certifies_dir
 from harness.cli.common import (
     CliError,
@@ -202,8 +203,10 @@ def _summary(issued: Issued) -> list[str]:
                  else f"not measured: {result.reason}")
         lines.append(f"  {c.id:<18} {c.suite:<12} {shown}")
     p = issued.statement["predicate"]
-    lines += [f"level:       {level_label(p['level']['id'])} (scope {p['scope']['name']})",
-              f"certificate: {issued.certificate}",
+    lines += [f"level:       {level_label(p['level']['id'])} (scope {p['scope']['name']})"]
+    if scenario_of(p["profile"]["name"]) is not None:  # a scenario's words for the level
+        lines.append(f"scenario:    {fit_label(p['level']['id'])}")
+    lines += [f"certificate: {issued.certificate}",
               f"page:        {issued.page}",
               f"id:          {p['certificate_id']}, valid until {p['expires_at']}"]
     return lines

@@ -60,6 +60,13 @@ DEFAULT_POLICIES: dict[str, Policy] = {
 }
 
 
+def precision_class(model_precision: str, target_precision: str) -> str:
+    """The coarser of a model's and a target configuration's precision classes (an unknown
+    one counts as fp32)."""
+    known = [p if p in PRECISION_ORDER else "fp32" for p in (model_precision, target_precision)]
+    return max(known, key=PRECISION_ORDER.index)
+
+
 def _looser(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else max(a, b)
 

@@ -38,6 +38,16 @@ def percentile_of(values: ArrayLike, pct: float, axis: int = -1) -> Any:
     return np.take(ordered, rank(ordered.shape[axis], pct), axis=axis)
 
 
+def latency_percentiles_ms(milliseconds: ArrayLike) -> dict[str, float]:
+    """A task's single-stream latency figures over its runs (ms), by the one percentile rule:
+    ``latency_p50_ms`` and ``latency_p99_ms``; none when nothing was timed."""
+    values = np.asarray(milliseconds, dtype=np.float64).ravel()
+    if not values.size:
+        return {}
+    return {"latency_p50_ms": round(float(percentile_of(values, 50)), 4),
+            "latency_p99_ms": round(float(percentile_of(values, 99)), 4)}
+
+
 def summarize(latency_ns: np.ndarray, samples_per_query: int = 1,
               wall_s: float | None = None, sample_count: int | None = None
               ) -> dict[str, Any]:

@@ -17,29 +17,28 @@ target's; negative where int8 scored higher): it fails above :data:`MAX_INT8_DRO
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
-from harness.cases.case import Outcome, outcome_from_exception
+from harness.cases.case import Outcome
 from harness.isolation.host import Host
-from harness.modelzoo.execute import HOST_FAILURES, Deadline
-from harness.modelzoo.manifest import ManifestError
-from harness.modelzoo.reference import Reference, ReferenceUnavailable
-from harness.modelzoo.sources import SourceError
+from harness.modelzoo.execute import Deadline
+from harness.modelzoo.reference import Reference
 from harness.modelzoo.task_checks import (
+    REFERENCE_SECONDS,
     TaskUnavailable,
     array_digest,
-    latency_metrics,
     models_digest,
     reference_task_answer,
+    run_task_check,
     store_task_golden,
     task_entries,
     timed_task_run,
 )
 from harness.modelzoo.tasks import detection, detection_int8, ocr
 from harness.modelzoo.zoo import Zoo, ZooEntry
+from harness.perf.stats import latency_percentiles_ms
 
 TASK = "detection_yolo"
 MODELS = {"det": "ddddocr_det"}
@@ -111,7 +110,7 @@ def judge(mine: dict[str, Any], reference: dict[str, Any], truth: list[list[list
         "detections": sum(len(scene) for scene in found),
         "reference_detections": sum(len(scene) for scene in theirs),
         "true_boxes": sum(len(scene) for scene in truth)}
-    metrics.update(latency_metrics(latencies))
+    metrics.update(latency_percentiles_ms(latencies))
     if precision == "int8":
         return _judge_int8(metrics)
     if agreement["map50"] < MIN_MAP50_VS_REFERENCE:
@@ -140,43 +139,39 @@ def _judge_int8(metrics: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 
 def check_detection(zoo: Zoo, host: Host, timeout: float, precision: str = "fp32") -> Outcome:
-    started = time.perf_counter()
-    try:
+    def prepare() -> tuple[list[detection.Scene], dict[str, Any], ZooEntry, dict[str, str]]:
         rendered, described = task_scenes()
-        entry = task_entries(zoo, MODELS)["det"]
-        entry.model_bytes()
-        models = models_digest(zoo, MODELS)
-    except TaskUnavailable as exc:
-        return Outcome("skip", str(exc))
-    except (SourceError, ManifestError) as exc:
-        return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
-    try:
-        mine = answer(host, entry, rendered, Deadline(timeout), precision)
-    except HOST_FAILURES as exc:
-        return outcome_from_exception(exc, started)
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
-        return Outcome("fail", f"the target's outputs cannot be read as detections: "
-                               f"{type(exc).__name__}: {exc}")
-    try:
-        stored, origin = reference_task_answer(
+        return rendered, described, task_entries(zoo, MODELS)["det"], models_digest(zoo, MODELS)
+
+    def on_reference(prepared: Any) -> tuple[Any, str]:
+        rendered, described, entry, models = prepared
+        return reference_task_answer(
             zoo, TASK, described["input_sha256"], models,
-            lambda ref_host: answer(ref_host, entry, rendered, Deadline(600)))
-    except (ReferenceUnavailable, *HOST_FAILURES) as exc:
-        return Outcome("infra_error", f"the reference could not run: {exc}")
-    status, message, metrics = judge(mine, stored, described["true_boxes"], precision)
-    metrics.update({"reference_origin": origin, "font": described["font"],
-                    "characters": described["characters"],
-                    "boxes": mine["detections"], "latencies_ms": mine["latencies_ms"]})
-    if precision == "int8":
-        metrics["int8_model_sha256"] = detection_int8.digest(model_bytes(entry, precision))
-    return Outcome(status, message, metrics, {"total_s": time.perf_counter() - started})
+            lambda ref: answer(ref, entry, rendered, Deadline(REFERENCE_SECONDS)))
+
+    def judged(prepared: Any, mine: dict[str, Any], expected: tuple[Any, str]) -> Outcome:
+        _, described, entry, _ = prepared
+        stored, origin = expected
+        status, message, metrics = judge(mine, stored, described["true_boxes"], precision)
+        metrics.update({"reference_origin": origin, "font": described["font"],
+                        "characters": described["characters"],
+                        "boxes": mine["detections"], "latencies_ms": mine["latencies_ms"]})
+        if precision == "int8":
+            metrics["int8_model_sha256"] = detection_int8.digest(model_bytes(entry, precision))
+        return Outcome(status, message, metrics)
+
+    return run_task_check(
+        host, timeout, prepare,
+        lambda prepared, where, deadline: answer(where, prepared[2], prepared[0], deadline,
+                                                 precision),
+        on_reference, judged, "detections")
 
 
 def refresh(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
     """Recompute the task golden on the reference (``write``: store it)."""
     rendered, described = task_scenes()
     entry = task_entries(zoo, MODELS)["det"]
-    result = answer(reference.host, entry, rendered, Deadline(600))
+    result = answer(reference.host, entry, rendered, Deadline(REFERENCE_SECONDS))
     stored = {key: value for key, value in result.items() if key != "latencies_ms"}
     figures = detection.mean_average_precision(_pairs(stored["detections"]),
                                                described["true_boxes"])

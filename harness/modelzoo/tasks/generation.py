@@ -11,7 +11,7 @@ byte-level), so Chinese and English prompts need no tokenizer file.
 
 Judged against the reference target's answer (fp32 ONNX Runtime): token agreement of the
 greedy continuations, the perplexity ratio, and the accuracy drop held to a stated limit
-per precision class (:data:`LIMITS`).
+per precision class (:data:`GENERATION_LIMITS`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.modelzoo.tasks.text import precision_class
-from harness.perf.stats import percentile_of
+from harness.modelzoo.metrics import precision_class
+from harness.perf.stats import latency_percentiles_ms, percentile_of
 
 WORKER_FUNCTION = "harness.modelzoo.tasks.generation:run_in_worker"
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values.", "present."
@@ -41,7 +41,7 @@ PASSAGES = ("The time to the first token measures the prefill.",
 
 
 @dataclass(frozen=True)
-class Limit:
+class GenerationLimit:
     """What a precision class may lose against the fp32 reference."""
 
     min_token_agreement: float
@@ -55,18 +55,18 @@ class Limit:
 #: by precision class (the model's, or the target configuration's when coarser); the
 #: accuracy drop is the share of the reference's greedy tokens the target does not
 #: reproduce (MLPerf holds LLMs to 99% of the fp32 reference's score)
-LIMITS: dict[str, Limit] = {
-    "fp32": Limit(0.99, 1.01),
-    "fp16": Limit(0.90, 1.02),
-    "bf16": Limit(0.80, 1.05),
-    "int8": Limit(0.80, 1.10),
+GENERATION_LIMITS: dict[str, GenerationLimit] = {
+    "fp32": GenerationLimit(0.99, 1.01),
+    "fp16": GenerationLimit(0.90, 1.02),
+    "bf16": GenerationLimit(0.80, 1.05),
+    "int8": GenerationLimit(0.80, 1.10),
 }
 
 
-def limit_for(model_precision: str, target_precision: str) -> tuple[str, Limit]:
+def limit_for(model_precision: str, target_precision: str) -> tuple[str, GenerationLimit]:
     """The coarser of the model's and the target's precision classes, and its limit."""
     coarse = precision_class(model_precision, target_precision)
-    return coarse, LIMITS[coarse]
+    return coarse, GENERATION_LIMITS[coarse]
 
 
 def encode(text: str) -> list[int]:
@@ -217,8 +217,7 @@ def latency_figures(answers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     "generated_tokens": tokens}}
     if steps:
         figures.update(tpot_ms=round(1e3 * float(np.mean(steps)), 4),
-                       latency_p50_ms=round(1e3 * float(percentile_of(steps, 50)), 4),
-                       latency_p99_ms=round(1e3 * float(percentile_of(steps, 99)), 4))
+                       **latency_percentiles_ms(1e3 * np.asarray(steps)))
     return figures
 
 

@@ -9,7 +9,6 @@ per output token, tokens per second) are measured inside the target's worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import onnx
@@ -17,8 +16,15 @@ import onnx
 from harness.cases.case import Outcome
 from harness.isolation.host import Host
 from harness.modelzoo.execute import Deadline
+from harness.modelzoo.task_checks import (
+    REFERENCE_SECONDS,
+    call_task,
+    need_libraries,
+    reference_answer,
+    run_task_check,
+    task_entries,
+)
 from harness.modelzoo.tasks import generation
-from harness.modelzoo.tasks.text_check import available_entry, call_task, need_libraries, run_task
 from harness.modelzoo.zoo import Zoo
 
 #: task -> (model, the fp32 model its reference runs)
@@ -35,8 +41,7 @@ def check_generation(zoo: Zoo, host: Host, precision: str, timeout: float,
 
     def prepare() -> dict[str, Any]:
         need_libraries("scipy")
-        entries = {"target": available_entry(zoo, model),
-                   "reference": available_entry(zoo, reference_model)}
+        entries = task_entries(zoo, {"target": model, "reference": reference_model})
         payloads = {role: generation.worker_payload(generation.cache_spec(
             onnx.load_from_string(entry.model_bytes()))) for role, entry in entries.items()}
         return {"entries": entries, "payloads": payloads}
@@ -46,10 +51,11 @@ def check_generation(zoo: Zoo, host: Host, precision: str, timeout: float,
         return call_task(where, f"scenarios::generation::{entry.name}", entry.model_bytes(),
                          generation.WORKER_FUNCTION, prepared["payloads"][role], deadline)
 
-    def on_reference(prepared: dict[str, Any]) -> tuple[str, Callable[[Host], Any]]:
+    def on_reference(prepared: dict[str, Any]) -> Any:
         entry = prepared["entries"]["reference"]
-        return (f"{entry.manifest.sha256}|{generation.WORKER_FUNCTION}",
-                lambda ref: on(prepared, "reference", ref, Deadline(600)))
+        return reference_answer(f"{entry.manifest.sha256}|{generation.WORKER_FUNCTION}",
+                                lambda ref: on(prepared, "reference", ref,
+                                               Deadline(REFERENCE_SECONDS)))
 
     def judge(prepared: dict[str, Any], answer: Any, expected: Any) -> Outcome:
         mine, theirs = generation.summarize(answer), generation.summarize(expected)
@@ -64,6 +70,7 @@ def check_generation(zoo: Zoo, host: Host, precision: str, timeout: float,
                        generated_model=entry.manifest.source.kind == "generator")
         return Outcome("pass" if passed else "fail", message, metrics)
 
-    return run_task(host, timeout, prepare,
-                    lambda prepared, where, deadline: on(prepared, "target", where, deadline),
-                    on_reference, judge)
+    return run_task_check(host, timeout, prepare,
+                          lambda prepared, where, deadline: on(prepared, "target", where,
+                                                               deadline),
+                          on_reference, judge, "generated tokens and passage logits")

@@ -20,26 +20,25 @@ negative where int8 erred less) must not exceed :data:`MAX_INT8_DROP` (AIIA's 1 
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
-from harness.cases.case import Outcome, outcome_from_exception
+from harness.cases.case import Outcome
 from harness.isolation.host import Host
-from harness.modelzoo.execute import HOST_FAILURES, Deadline
-from harness.modelzoo.manifest import ManifestError
-from harness.modelzoo.reference import Reference, ReferenceUnavailable
-from harness.modelzoo.sources import SourceError
+from harness.modelzoo.execute import Deadline
+from harness.modelzoo.reference import Reference
 from harness.modelzoo.task_checks import (
+    REFERENCE_SECONDS,
     TaskUnavailable,
-    latency_metrics,
     models_digest,
     reference_task_answer,
+    run_task_check,
     store_task_golden,
     task_entries,
     timed_task_run,
 )
 from harness.modelzoo.tasks import detection_int8, speech
 from harness.modelzoo.zoo import Zoo, ZooEntry
+from harness.perf.stats import latency_percentiles_ms
 
 MODELS = {"asr": "speech_ctc_zh_en"}
 TASKS = {"zh": "asr_zh", "en": "asr_en"}
@@ -100,7 +99,7 @@ def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],
     latencies = mine.get("latencies_ms") or []
     metrics: dict[str, Any] = {name: against_text, f"{name}_vs_reference": against_reference,
                                f"reference_{name}": reference_error}
-    metrics.update(latency_metrics(latencies))
+    metrics.update(latency_percentiles_ms(latencies))
     if precision == "int8":
         drop = round(against_text - reference_error, 4)
         metrics.update({"accuracy_drop": drop, "precision_class": "int8"})
@@ -122,43 +121,40 @@ def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],
 
 def check_asr(zoo: Zoo, host: Host, timeout: float, language: str, precision: str = "fp32"
               ) -> Outcome:
-    started = time.perf_counter()
-    try:
+    def prepare() -> tuple[list[speech.Utterance], dict[str, Any], ZooEntry, dict[str, str]]:
         spoken, described = task_utterances(language)
-        entry = task_entries(zoo, MODELS)["asr"]
-        entry.model_bytes()
-        models = models_digest(zoo, MODELS)
-    except TaskUnavailable as exc:
-        return Outcome("skip", str(exc))
-    except (SourceError, ManifestError) as exc:
-        return Outcome("infra_error", f"{type(exc).__name__}: {exc}")
-    try:
-        mine = answer(host, entry, spoken, Deadline(timeout), precision)
-    except HOST_FAILURES as exc:
-        return outcome_from_exception(exc, started)
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
-        return Outcome("fail", f"the target's outputs cannot be read as token posteriors: "
-                               f"{type(exc).__name__}: {exc}")
-    try:
-        stored, origin = reference_task_answer(
+        return spoken, described, task_entries(zoo, MODELS)["asr"], models_digest(zoo, MODELS)
+
+    def on_reference(prepared: Any) -> tuple[Any, str]:
+        spoken, described, entry, models = prepared
+        return reference_task_answer(
             zoo, TASKS[language], described["input_sha256"], models,
-            lambda ref_host: answer(ref_host, entry, spoken, Deadline(600)))
-    except (ReferenceUnavailable, *HOST_FAILURES) as exc:
-        return Outcome("infra_error", f"the reference could not run: {exc}")
-    status, message, metrics = judge(language, mine, stored, described["texts"], precision)
-    metrics.update({"transcripts": mine["transcripts"],
-                    "reference_transcripts": stored["transcripts"],
-                    "ground_truth": described["texts"], "reference_origin": origin,
-                    "espeak": described["espeak"], "model_generated": True,
-                    "latencies_ms": mine["latencies_ms"]})
-    return Outcome(status, message, metrics, {"total_s": time.perf_counter() - started})
+            lambda ref: answer(ref, entry, spoken, Deadline(REFERENCE_SECONDS)))
+
+    def judged(prepared: Any, mine: dict[str, Any], expected: tuple[Any, str]) -> Outcome:
+        described = prepared[1]
+        stored, origin = expected
+        status, message, metrics = judge(language, mine, stored, described["texts"],
+                                         precision)
+        metrics.update({"transcripts": mine["transcripts"],
+                        "reference_transcripts": stored["transcripts"],
+                        "ground_truth": described["texts"], "reference_origin": origin,
+                        "espeak": described["espeak"], "model_generated": True,
+                        "latencies_ms": mine["latencies_ms"]})
+        return Outcome(status, message, metrics)
+
+    return run_task_check(
+        host, timeout, prepare,
+        lambda prepared, where, deadline: answer(where, prepared[2], prepared[0], deadline,
+                                                 precision),
+        on_reference, judged, "token posteriors")
 
 
 def refresh(zoo: Zoo, reference: Reference, write: bool, language: str) -> list[str]:
     """Recompute one language's task golden on the reference (``write``: store it)."""
     spoken, described = task_utterances(language)
     entry = task_entries(zoo, MODELS)["asr"]
-    result = answer(reference.host, entry, spoken, Deadline(600))
+    result = answer(reference.host, entry, spoken, Deadline(REFERENCE_SECONDS))
     stored = {"transcripts": result["transcripts"]}
     error = speech.error_rate(language, described["texts"], stored["transcripts"])
     data = {**described, "models": models_digest(zoo, MODELS), "result": stored,

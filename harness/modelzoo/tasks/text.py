@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.perf.stats import percentile_of
+from harness.modelzoo.metrics import precision_class
 
 WORKER_FUNCTION = "harness.modelzoo.tasks.text:embed_in_worker"
 MAX_TOKENS = 128
@@ -58,7 +58,7 @@ RETRIEVAL: tuple[tuple[str, str, str], ...] = (
 
 
 @dataclass(frozen=True)
-class Limit:
+class EmbeddingLimit:
     """What a precision class may lose: each embedding's cosine with the reference's, and
     retrieval top-1 accuracy against the reference's (AIIA: int8 may lose at most 1%)."""
 
@@ -66,9 +66,10 @@ class Limit:
     max_accuracy_drop: float = 0.01
 
 
-PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
-LIMITS: dict[str, Limit] = {"fp32": Limit(0.999), "fp16": Limit(0.995), "bf16": Limit(0.99),
-                            "int8": Limit(0.98)}
+#: by precision class (:func:`~harness.modelzoo.metrics.precision_class`)
+EMBEDDING_LIMITS: dict[str, EmbeddingLimit] = {
+    "fp32": EmbeddingLimit(0.999), "fp16": EmbeddingLimit(0.995), "bf16": EmbeddingLimit(0.99),
+    "int8": EmbeddingLimit(0.98)}
 
 
 def sentences() -> tuple[list[str], list[str], list[str]]:
@@ -144,19 +145,6 @@ def retrieval(embeddings: np.ndarray, languages: Sequence[str]) -> dict[str, Any
     return figures
 
 
-def latency_figures(seconds: Sequence[float]) -> dict[str, float]:
-    """Single-stream latency over the sentences (one run each)."""
-    values = 1e3 * np.asarray(seconds, dtype=np.float64)
-    return {"latency_p50_ms": round(float(percentile_of(values, 50)), 4),
-            "latency_p99_ms": round(float(percentile_of(values, 99)), 4)}
-
-
-def precision_class(model_precision: str, target_precision: str) -> str:
-    """The coarser of a model's and a target configuration's precision classes."""
-    known = [p if p in PRECISION_ORDER else "fp32" for p in (model_precision, target_precision)]
-    return max(known, key=PRECISION_ORDER.index)
-
-
 def compare(embeddings: np.ndarray, reference: np.ndarray, languages: Sequence[str],
             target_precision: str, model_precision: str = "fp32"
             ) -> tuple[bool, str, dict[str, Any]]:
@@ -170,7 +158,7 @@ def compare(embeddings: np.ndarray, reference: np.ndarray, languages: Sequence[s
                        f"{bool(np.isfinite(mine).all())}); the reference's are "
                        f"{list(theirs.shape)}"), {"cosine_min": 0.0}
     precision = precision_class(model_precision, target_precision)
-    limit = LIMITS[precision]
+    limit = EMBEDDING_LIMITS[precision]
     cosines = 1.0 - paired_cosine_distances(mine, theirs)
     found, expected = retrieval(normalized(mine), languages), retrieval(normalized(theirs),
                                                                          languages)

@@ -6,42 +6,31 @@ token agreement and perplexity against the fp32 reference, and MLPerf's LLM late
     shipei run --suite scenarios -k generation --target onnxruntime-cpu
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from harness.cases.case import Outcome
 from harness.modelzoo.tasks.generation_check import GENERATION_TASKS, check_generation
-from harness.modelzoo.zoo import Zoo
+from suites.scenarios.cases import ZOO, define, task_test
 
-SUITE = "scenarios"
-ZOO = Zoo()
 SCENARIOS = ("llm",)
 
 pytestmark = pytest.mark.case_timeout(300)
 
 
-def _generation_test(task: str, model: str) -> Callable[..., None]:
-    case = f"test_{task}"
-
-    def test(target: Any) -> None:
-        outcome = check_generation(ZOO, target.host, target.capabilities.precision,
-                                   target.timeout(), task)
-        target.conclude(SUITE, case, outcome,
-                        {"task": "generation", "scenarios": list(SCENARIOS), "model": model,
-                         "title": f"Greedy generation with a KV cache, {model} (GENERATED)"})
-
-    test.__name__ = test.__qualname__ = case
-    test.__doc__ = (f"{model} (GENERATED): greedy continuations of 6 prompts with the KV "
-                    "cache and passage perplexity against the fp32 reference; TTFT, TPOT, "
-                    "tokens/s")
-    marks = [pytest.mark.shipei_case(suite=SUITE, case=case)]
-    if task == "generation_greedy":
-        marks.append(pytest.mark.representative)
-    for mark in marks:
-        test = mark(test)
-    return test
+def _check(task: str) -> Any:
+    def check(target: Any) -> Outcome:
+        return check_generation(ZOO, target.host, target.capabilities.precision,
+                                target.timeout(), task)
+    return check
 
 
 for _task, (_model, _reference) in GENERATION_TASKS.items():
-    globals()[f"test_{_task}"] = _generation_test(_task, _model)
+    define(globals(), task_test(
+        f"test_{_task}", _check(_task),
+        {"task": "generation", "scenarios": list(SCENARIOS), "model": _model,
+         "title": f"Greedy generation with a KV cache, {_model} (GENERATED)"},
+        f"{_model} (GENERATED): greedy continuations of 6 prompts with the KV cache and "
+        "passage perplexity against the fp32 reference; TTFT, TPOT, tokens/s",
+        representative=_task == "generation_greedy"))

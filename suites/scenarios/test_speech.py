@@ -7,41 +7,32 @@ English ASR model as an ONNX file; docs/scenarios.md): ``models/manifests/speech
     shipei run --suite scenarios -k asr --target onnxruntime-cpu
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from harness.cases.case import Outcome
 from harness.modelzoo.tasks.speech_check import MODELS, SCENARIOS, TASKS, TITLES, check_asr
-from harness.modelzoo.zoo import Zoo
-
-SUITE = "scenarios"
-ZOO = Zoo()
+from suites.scenarios.cases import ZOO, define, task_test
 
 pytestmark = pytest.mark.case_timeout(300)
 
 
-def _asr_test(language: str, precision: str) -> Callable[..., None]:
-    # the int8 cases are test_asr_int8_<language>: judged by their accuracy_drop against
-    # the fp32 reference, they are not the fp32 cases' test_asr_zh* / test_asr_en*
-    case = f"test_asr_int8_{language}" if precision == "int8" else f"test_{TASKS[language]}"
-    title = TITLES[language] + ("; int8 weights (derived here) vs the fp32 reference"
-                               if precision == "int8" else "")
-
-    @pytest.mark.shipei_case(suite=SUITE, case=case)
-    def test(target: Any) -> None:
-        outcome = check_asr(ZOO, target.host, target.timeout(), language, precision)
-        target.conclude(SUITE, case, outcome,
-                        {"task": "speech", "scenarios": list(SCENARIOS),
-                         "model": MODELS["asr"], "title": title, "precision": precision,
-                         "generated_model": True})
-
-    test.__name__ = test.__qualname__ = case
-    test.__doc__ = title
-    return test
+def _check(language: str, precision: str) -> Any:
+    def check(target: Any) -> Outcome:
+        return check_asr(ZOO, target.host, target.timeout(), language, precision)
+    return check
 
 
 for _language in TASKS:
     for _precision in ("fp32", "int8"):
-        _test = _asr_test(_language, _precision)
-        globals()[_test.__name__] = _test
+        # the int8 cases are test_asr_int8_<language>: judged by their accuracy_drop against
+        # the fp32 reference, they are not the fp32 cases' test_asr_zh* / test_asr_en*
+        _title = TITLES[_language] + ("; int8 weights (derived here) vs the fp32 reference"
+                                      if _precision == "int8" else "")
+        define(globals(), task_test(
+            f"test_asr_int8_{_language}" if _precision == "int8"
+            else f"test_{TASKS[_language]}", _check(_language, _precision),
+            {"task": "speech", "scenarios": list(SCENARIOS), "model": MODELS["asr"],
+             "title": _title, "precision": _precision, "generated_model": True},
+            _title))

@@ -372,3 +372,36 @@ def _ancestry(pid: int) -> str:
         with_args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         lines.append(with_args.decode(errors="replace"))
     return " | ".join(lines)
+
+
+# -- one way to ask a labgrid child (harness.lab.coordinator.child_answer) -------------
+def test_a_child_s_last_json_line_is_its_answer(tmp_path: Path) -> None:
+    from harness.lab.coordinator import child_answer
+
+    answer = tmp_path / "answer.json"
+    answer.write_text('{"places": []}', encoding="utf-8")
+    assert child_answer(["json.tool", "--compact", str(answer)], "reading") == {"places": []}
+
+
+@pytest.mark.parametrize(("said", "kind"), [
+    ('{"error": "no such place", "unreachable": false}', LabError),
+    ('{"error": "cannot reach it", "unreachable": true}', LabUnavailable),
+])
+def test_a_child_s_error_answer_is_raised(tmp_path: Path, said: str, kind: type) -> None:
+    from harness.lab.coordinator import child_answer
+
+    answer = tmp_path / "answer.json"
+    answer.write_text(said, encoding="utf-8")
+    with pytest.raises(kind, match=json.loads(said)["error"]) as caught:
+        child_answer(["json.tool", "--compact", str(answer)], "reading")
+    assert kind is LabUnavailable or not isinstance(caught.value, LabUnavailable)
+
+
+def test_a_child_that_says_nothing_readable_or_hangs_is_named() -> None:
+    from harness.lab.coordinator import child_answer
+
+    with pytest.raises(LabUnavailable, match="reading the lab at x:1 failed: .*No module"):
+        child_answer(["harness.lab.no_such_child"], "reading the lab at x:1")
+    with pytest.raises(LabUnavailable, match=r"reserving places at x:1: no answer within 0.5 s"):
+        child_answer(["timeit", "-n", "1", "import time; time.sleep(30)"],
+                     "reserving places at x:1", timeout=0.5)

@@ -139,16 +139,8 @@ class Coordinator:
 
     def place(self, name: str) -> PlaceState:
         """The place ``name`` as the coordinator knows it now."""
-        done = self._run([sys.executable, "-m", "harness.lab.coordinator", self.address,
-                          name])
-        try:
-            data = json.loads(done.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise LabUnavailable(f"cannot read place {name!r} from the labgrid coordinator "
-                                 f"at {self.address}: {_last_words(done)}") from None
-        if "error" in data:
-            kind = LabUnavailable if data.get("unreachable") else LabError
-            raise kind(data["error"])
+        data = child_answer(["harness.lab.coordinator", self.address, name],
+                            f"reading place {name!r} at {self.address}", self.timeout)
         return PlaceState(
             name=data["name"], acquired=data.get("acquired"), tags=data.get("tags", {}),
             resources=tuple(Resource(**r) for r in data.get("resources", [])),
@@ -164,6 +156,34 @@ class Coordinator:
         except subprocess.TimeoutExpired:
             raise LabUnavailable(f"the labgrid coordinator at {self.address} did not answer "
                                  f"within {self.timeout:g} s") from None
+
+
+def child_answer(module_args: Sequence[str], what: str,
+                 timeout: float = CLIENT_TIMEOUT_S) -> dict[str, Any]:
+    """Run ``python -m MODULE ARGS...`` (one of harness.lab's labgrid children: it prints
+    one JSON line last) and return that line as a dict. :class:`LabUnavailable` when
+    labgrid is missing, the child takes longer than ``timeout`` seconds or says nothing
+    readable (``what``, e.g. "reading the lab at HOST:PORT", names the attempt); an answer
+    ``{"error": ...}`` is raised as :class:`LabUnavailable` when it also says
+    ``"unreachable": true``, else as :class:`LabError`."""
+    missing = labgrid_missing()
+    if missing:
+        raise LabUnavailable(missing)
+    try:
+        done = subprocess.run([sys.executable, "-m", *module_args], capture_output=True,
+                              text=True, timeout=timeout, env=_client_env(),
+                              stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        raise LabUnavailable(f"{what}: no answer within {timeout:g} s") from None
+    try:
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        answer = None
+    if not isinstance(answer, dict):
+        raise LabUnavailable(f"{what} failed: {_last_words(done)}")
+    if "error" in answer:
+        raise (LabUnavailable if answer.get("unreachable") else LabError)(str(answer["error"]))
+    return answer
 
 
 def _client_env() -> dict[str, str]:

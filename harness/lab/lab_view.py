@@ -16,13 +16,12 @@ server's threads never host labgrid's event loop.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.lab.coordinator import CLIENT_TIMEOUT_S, LabError, LabUnavailable, labgrid_missing
+from harness.lab.coordinator import CLIENT_TIMEOUT_S, LabUnavailable, child_answer
 
 
 @dataclass(frozen=True)
@@ -53,24 +52,9 @@ def read_lab(address: str, timeout: float = CLIENT_TIMEOUT_S) -> list[PlaceView]
     missing or the coordinator does not answer."""
     from harness.lab.reservations import check_reachable
 
-    missing = labgrid_missing()
-    if missing:
-        raise LabUnavailable(missing)
     check_reachable(address)
-    try:
-        done = subprocess.run([sys.executable, "-m", "harness.lab.lab_view", address],
-                              capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired:
-        raise LabUnavailable(f"the labgrid coordinator at {address} did not answer within "
-                             f"{timeout:g} s") from None
-    try:
-        answer = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise LabError(f"reading the lab at {address} failed: "
-                       f"{(done.stderr or 'no answer').strip()[-300:]}") from None
-    if "error" in answer:
-        raise LabUnavailable(answer["error"])
+    answer = child_answer(["harness.lab.lab_view", address], f"reading the lab at {address}",
+                          timeout)
     return [PlaceView(p["name"], p["tags"], p["acquired"], p["reservation"],
                       tuple(p["resources"])) for p in answer["places"]]
 
@@ -82,7 +66,7 @@ def _snapshot(address: str) -> dict[str, Any]:
     try:
         session = LabSession(address, "")
     except LabUnavailable as exc:
-        return {"error": str(exc)}
+        return {"error": str(exc), "unreachable": True}
     try:
         places = []
         for name in sorted(session.session.places):

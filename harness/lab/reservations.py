@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,7 @@ from harness.lab.coordinator import (
     Coordinator,
     LabError,
     LabUnavailable,
-    labgrid_missing,
+    child_answer,
 )
 
 #: labgrid's rule for tag keys (labgrid.remote.common.TAG_KEY); values: no separators
@@ -85,27 +84,11 @@ def reserve_places(address: str, tags: Mapping[str, str], max_places: int = 0,
     """Reserve up to ``max_places`` (0: all) places whose tags include ``tags``; the
     allocated ones, in place-name order. A :class:`LabError` when none matches or none
     was allocated within ``wait_s`` (every reservation is cancelled then)."""
-    missing = labgrid_missing()
-    if missing:
-        raise LabUnavailable(missing)
     check_reachable(address)
-    limit = timeout or wait_s + CLIENT_TIMEOUT_S
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "harness.lab.reservations", address, f"{wait_s:g}",
-             str(max_places), *(f"{k}={v}" for k, v in tags.items())],
-            capture_output=True, text=True, timeout=limit, stdin=subprocess.DEVNULL,
-            check=False)
-    except subprocess.TimeoutExpired:
-        raise LabUnavailable(f"reserving places at {address} took longer than "
-                             f"{limit:g} s") from None
-    try:
-        answer = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise LabUnavailable(f"reserving places at {address} failed: "
-                             f"{(done.stderr or 'no answer').strip()[-300:]}") from None
-    if "error" in answer:
-        raise (LabUnavailable if answer.get("unreachable") else LabError)(answer["error"])
+    answer = child_answer(
+        ["harness.lab.reservations", address, f"{wait_s:g}", str(max_places),
+         *(f"{k}={v}" for k, v in tags.items())],
+        f"reserving places at {address}", timeout or wait_s + CLIENT_TIMEOUT_S)
     return [Allocation(a["token"], a["place"], a.get("tags") or {})
             for a in answer["allocated"]]
 

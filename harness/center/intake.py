@@ -330,6 +330,7 @@ def _store_bundle(session: Session, bundle: OpenedBundle, vendor: Vendor | None,
 
 def store_run(session: Session, run_dir: Path, bundle_id: int | None) -> list[Run]:
     """One ``Run`` row per target of the run, with its effective records."""
+    from harness.center.lab_runs import store_places
     from harness.results.record_files import load_run
 
     info, records = load_run(run_dir)
@@ -348,6 +349,7 @@ def store_run(session: Session, run_dir: Path, bundle_id: int | None) -> list[Ru
                   finished_at=str(info.get("finished_at") or ""))
         session.add(run)
         session.flush()
+        store_places(session, run, info)
         for r in records:
             if r.get("target") != label:
                 continue

@@ -103,6 +103,21 @@ class Record(Base):
     run: Mapped[Run] = relationship(back_populates="records")
 
 
+class RunPlace(Base):
+    """Where a run's target stood in a labgrid lab (run.json ``targets.<label>.place``, or
+    each place of a farm run): the lab page's history per place
+    (:mod:`harness.center.lab_runs`)."""
+
+    __tablename__ = "run_places"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    place: Mapped[str] = mapped_column(String(200), index=True)
+    coordinator: Mapped[str] = mapped_column(String(300))
+    exporter: Mapped[str] = mapped_column(String(200))
+    resource: Mapped[str] = mapped_column(String(400))
+    run: Mapped[Run] = relationship()
+
+
 class ContentDigest(Base):
     """What an accepted bundle measured, per case (:mod:`harness.center.replay`): a later
     bundle whose measurements are already here is a replay, whoever signed it."""

@@ -1,7 +1,8 @@
 """The center's lab: every labgrid place at the coordinator ``LG_COORDINATOR`` (of the
 process serving the registry), whether it is free, busy or lost, who holds it, and
-what the registry knows of its board: the runs of that board and its certificates, or
-that it was never certified (``/lab``, JSON twin ``/api/lab``).
+what the registry knows of it: the runs recorded at that place (its history), the runs of
+its board and its certificates, or that it was never certified (``/lab``, JSON twin
+``/api/lab``).
 
 A place names its board with the tag ``device=MODEL``, the model the board gives in
 its IDENTIFY (a run's ``device``, a certificate's chip): that tag joins the lab to the
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.center import revocations
+from harness.center.lab_runs import runs_at
 from harness.center.models import Certificate, Run
 from harness.center.web.context import context, page, principal, summary, visible_run
 from harness.lab.coordinator import COORDINATOR_ENV, LabError
@@ -48,6 +50,22 @@ def _places(address: str) -> list[PlaceView]:
     with _cache_lock:
         _cache[address] = (time.monotonic(), places)
     return places
+
+
+def _history(session: Session, place: str) -> list[dict[str, Any]]:
+    """The newest visible runs recorded at ``place`` (:mod:`harness.center.lab_runs`)."""
+    who = principal(session)
+    runs = []
+    for row, where in runs_at(session, place):
+        run = {"run_id": row.run_id, "target": row.target, "device": row.device,
+               "finished_at": row.finished_at, "coordinator": where.coordinator,
+               "exporter": where.exporter, "resource": where.resource,
+               "bundle": row.bundle.digest if row.bundle else None}
+        if visible_run(session, run, who):
+            runs.append(run)
+        if len(runs) == RUNS_SHOWN:
+            break
+    return runs
 
 
 def _board(session: Session, device: str, revoked: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +108,7 @@ def lab_page() -> Any:
             row = place.to_dict()
             device = place.tags.get(DEVICE_TAG)
             row["device"] = device
+            row["history"] = _history(session, place.name)
             row.update(_board(session, device, revoked) if device else
                        {"runs": [], "certificates": [], "certified": None})
             data["places"].append(row)

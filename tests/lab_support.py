@@ -370,6 +370,12 @@ class SshServer:
         self.client = ["ssh", "-i", str(folder / "client"), "-o", "IdentitiesOnly=yes",
                        "-o", f"UserKnownHostsFile={folder / 'known_hosts'}",
                        "-o", "StrictHostKeyChecking=accept-new"]
+        #: the same as an ssh client configuration file (``ssh -F``, ``ssh_config=``)
+        self.config = folder / "ssh_config"
+        self.config.write_text(
+            f"Host *\n  IdentityFile {folder / 'client'}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {folder / 'known_hosts'}\n"
+            "  StrictHostKeyChecking accept-new\n", encoding="utf-8")
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline and self.proc.poll() is None:
             with contextlib.suppress(OSError), socket.create_connection(

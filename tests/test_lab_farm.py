@@ -84,17 +84,19 @@ def one_board(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str],
     return found
 
 
-def run_farm(boards: list[SimBoard], tmp_path: Path) -> tuple[Farm, dict]:
+def run_farm(boards: list[SimBoard], tmp_path: Path, shards_per_place: int = 1
+             ) -> tuple[Farm, dict]:
     lines: list[str] = []
     plan = FarmPlan("serial-board", SELECTION, tmp_path / "results", tmp_path / "reports",
-                    run_id="farm")
+                    run_id="farm", shards_per_place=shards_per_place)
     farm = Farm(plan, [Place(f"sim-{i}", b.url, {"board": "sim"})
                        for i, b in enumerate(boards)], log=lines.append)
     result = join(farm, farm.run())
     return farm, result.info
 
 
-def check_equal_to_one(tmp_path: Path, one: dict[tuple[str, str], str], places: int) -> None:
+def check_equal_to_one(tmp_path: Path, one: dict[tuple[str, str], str], places: int,
+                       shards: int | None = None) -> None:
     info, records = load_run(tmp_path / "results" / "farm")
     assert {(r["suite"], r["case"]): r["status"] for r in records} == one
     assert {r["target"] for r in records} == {"serial-board"}
@@ -102,7 +104,7 @@ def check_equal_to_one(tmp_path: Path, one: dict[tuple[str, str], str], places: 
     assert "url" not in info["targets"]["serial-board"]["request"]["options"]
     used = {r["place"] for r in records}
     assert len(used) == places  # every place ran a shard
-    assert len(info["farm"]["children"]) == places
+    assert len(info["farm"]["children"]) == info["farm"]["shards"] == (shards or places)
     assert info["farm"]["requeued"] == []
 
 
@@ -118,6 +120,17 @@ def test_two_places_equal_one_board(boards: list[SimBoard], tmp_path: Path,
     assert {r["target"] for r in raw} == {f"serial-board,url={boards[0].url}"}
     assert json.loads(json.dumps(info["farm"]))["places"][0]["runs"] == ["farm-s1"]
     assert info["farm"]["wall_time_s"] == info["wall_time_s"] == round(farm.wall_s, 3)
+
+
+@pytest.mark.slow  # four children on two boards: about 20 s
+def test_more_shards_than_places_equal_one_board(boards: list[SimBoard], tmp_path: Path,
+                                                 one_board: dict[tuple[str, str], str]
+                                                 ) -> None:
+    boards += [SimBoard(), SimBoard()]
+    farm, info = run_farm(boards, tmp_path, shards_per_place=2)
+    check_equal_to_one(tmp_path, one_board, 2, shards=4)
+    assert sorted(c["shard"] for c in info["farm"]["children"]) == [1, 2, 3, 4]
+    assert info["farm"]["requeued"] == []
 
 
 @pytest.mark.slow
@@ -198,6 +211,31 @@ def test_no_places_is_refused(tmp_path: Path) -> None:
         Farm(FarmPlan("serial-board", (), tmp_path, tmp_path), [])
 
 
+def test_shards_per_place_makes_that_many_shards_for_each_place(tmp_path: Path) -> None:
+    places = [Place("a", "socket://127.0.0.1:9"), Place("b", "socket://127.0.0.1:9")]
+    farm = Farm(FarmPlan("serial-board", (), tmp_path, tmp_path, shards_per_place=3), places)
+    assert [job.shard for job in farm.jobs] == [1, 2, 3, 4, 5, 6]
+    assert farm.summary()["shards"] == 6
+    assert len(Farm(FarmPlan("serial-board", (), tmp_path, tmp_path), places).jobs) == 2
+
+
+@pytest.mark.parametrize("per_place", [0, -1])
+def test_fewer_than_one_shard_per_place_is_refused(tmp_path: Path, per_place: int) -> None:
+    with pytest.raises(FarmError, match="at least one shard per place"):
+        Farm(FarmPlan("serial-board", (), tmp_path, tmp_path, shards_per_place=per_place),
+             [Place("a", "socket://127.0.0.1:9")])
+
+
+def test_shards_per_place_reaches_the_farm_s_plan() -> None:
+    from harness.cli.run_farm import farm_plan
+
+    args = _run_args("--places", "board=sim", "--shards-per-place", "3",
+                     "--target", "serial-board")
+    assert farm_plan(args).shards_per_place == 3
+    plan = farm_plan(_run_args("--places", "board=sim", "--target", "serial-board"))
+    assert plan.shards_per_place == 1
+
+
 @pytest.mark.parametrize("text", ["board", "Board=x", "board=a b", ""])
 def test_bad_places_filter(text: str) -> None:
     with pytest.raises(ValueError, match="--places"):
@@ -219,6 +257,8 @@ def _run_args(*argv: str) -> argparse.Namespace:
     (("--places", "board=sim", "--target", "a", "--target", "b"), "exactly one --target"),
     (("--places", "board=sim"), "exactly one --target"),
     (("--max-places", "2", "--target", "serial-board"), "--max-places needs --places"),
+    (("--shards-per-place", "2", "--target", "serial-board"),
+     "--shards-per-place needs --places"),
     (("--places", "board=sim", "--target", "serial-board,url=/dev/x"), "must not give"),
     (("--places", "nonsense", "--target", "serial-board"), "TAG=VALUE"),
 ])
@@ -248,9 +288,10 @@ def test_cli_with_nothing_listening_at_the_coordinator(monkeypatch: pytest.Monke
         run(_run_args("--places", "board=sim", "--target", "serial-board"))
 
 
-def test_max_places_must_be_positive() -> None:
+@pytest.mark.parametrize("option", ["--max-places", "--shards-per-place"])
+def test_place_counts_must_be_positive(option: str) -> None:
     with pytest.raises(SystemExit):
-        _run_args("--places", "board=sim", "--max-places", "0")
+        _run_args("--places", "board=sim", option, "0")
 
 
 # -- through labgrid: reservations, acquisition, ser2net, an exporter killed ---------

@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "is reported as flaky)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     add_run_location_options(parser)
+    parser.add_argument("--lg-coordinator", metavar="HOST:PORT", type=coordinator_address,
+                        help="the labgrid coordinator of place= targets and --places "
+                             "(default: LG_COORDINATOR; the name labgrid's pytest plugin uses)")
     add_farm_options(parser)
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     parser.set_defaults(handler=run)
@@ -89,6 +92,15 @@ def bounded_worker_count(text: str) -> str:
     if count.isdigit() and int(count) > max_workers():
         raise argparse.ArgumentTypeError(f"at most {max_workers()} workers, not {text}")
     return count
+
+
+def coordinator_address(text: str) -> str:
+    """argparse type for ``--lg-coordinator``: ``HOST[:PORT]``, no spaces or commas."""
+    address = text.strip()
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+    if not host or any(c in address for c in " ,/") or (port and not port.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a coordinator address HOST[:PORT]: {text!r}")
+    return address
 
 
 def memory_size(text: str) -> str:
@@ -114,12 +126,13 @@ def check_targets(labels: list[str]) -> None:
     from harness.cli.target_options import describe_option_error
     from harness.driver.registry import RegistryError, TargetRequest, discover
     from harness.driver.target import TargetError
+    from harness.run.target_pool import build_target
 
     registry = discover()
     for label in labels:
         try:
             request = TargetRequest.parse(label)
-            target = registry.build(request)
+            target = build_target(registry, request)
         except RegistryError as exc:
             raise CliError(str(exc)) from None
         except (TypeError, ValueError, TargetError) as exc:
@@ -213,7 +226,10 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.run.selection import SelectionError, continuation_argv, finalize, resolve_run
 
-    if args.places or args.max_places:  # many boards at once: harness/cli/run_farm.py
+    if args.lg_coordinator:  # for this process, its workers and a farm's children
+        from harness.lab.coordinator import COORDINATOR_ENV
+        os.environ[COORDINATOR_ENV] = args.lg_coordinator
+    if args.places or args.max_places or args.shards_per_place != 1:  # many boards at once
         from harness.cli.run_farm import run_farm
         return run_farm(args)
     if args.resume and args.retry_failed:

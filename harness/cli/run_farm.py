@@ -34,6 +34,10 @@ def add_farm_options(parser: argparse.ArgumentParser) -> None:
                              "mid-run has its remaining cases re-run on another")
     parser.add_argument("--max-places", type=_positive_int, default=0, metavar="N",
                         help="with --places: use at most N places (default: all matching)")
+    parser.add_argument("--shards-per-place", type=_positive_int, default=1, metavar="K",
+                        help="with --places: split the selection into K shards per place "
+                             "(default 1); the places take them from one queue, so a faster "
+                             "board runs more of them and a lost board's shard is smaller")
 
 
 def _positive_int(text: str) -> int:
@@ -70,6 +74,8 @@ def check_request(args: argparse.Namespace) -> None:
     """Refuse, in one line, what a farm run cannot do."""
     if args.max_places and not args.places:
         raise CliError("--max-places needs --places")
+    if args.shards_per_place != 1 and not args.places:
+        raise CliError("--shards-per-place needs --places")
     given = [flag for attr, flag in REFUSED.items() if getattr(args, attr, None)]
     if given:
         raise CliError(f"--places runs its own shards: {', '.join(given)} cannot be combined "
@@ -159,16 +165,23 @@ def _acquire_one(address: str, name: str, acquired: list[Any]) -> Any:
         return None
 
 
+def farm_plan(args: argparse.Namespace) -> Any:
+    """The :class:`~harness.lab.farm.FarmPlan` of ``shipei run --places`` arguments."""
+    from harness.lab.farm import FarmPlan
+
+    return FarmPlan(target=args.target[0], run_args=child_run_args(args),
+                    results_dir=Path(args.results_dir), reports_dir=Path(args.reports_dir),
+                    run_id=args.run_id or "", pytest_args=tuple(args.pytest_args),
+                    shards_per_place=args.shards_per_place)
+
+
 def _run_and_join(args: argparse.Namespace, places: Sequence[Any]) -> int:
-    from harness.lab.farm import Farm, FarmPlan
+    from harness.lab.farm import Farm
     from harness.lab.farm_merge import join
     from harness.reports.writing import terminal_summary
     from harness.results.record_files import latest_attempts
 
-    plan = FarmPlan(target=args.target[0], run_args=child_run_args(args),
-                    results_dir=Path(args.results_dir), reports_dir=Path(args.reports_dir),
-                    run_id=args.run_id or "", pytest_args=tuple(args.pytest_args))
-    farm = Farm(plan, places)
+    farm = Farm(farm_plan(args), places)
     result = join(farm, farm.run())
     for child in result.info["farm"]["children"]:
         lost = f", place lost: {child['lost']}" if child["lost"] else ""

@@ -65,7 +65,10 @@ class FarmPlan:
     reports_dir: Path
     run_id: str = ""
     pytest_args: tuple[str, ...] = ()
-    shards: int = 0  # 0: one per place
+    shards: int = 0  # 0: shards_per_place for each place
+    #: shards per place when ``shards`` is 0: more, smaller shards than places, so a
+    #: faster board takes more of them and a lost board's shard is a smaller part
+    shards_per_place: int = 1
 
 
 @dataclass
@@ -178,7 +181,10 @@ class Farm:
         self.env = dict(env) if env is not None else None
         self.log = log
         self.run_id = plan.run_id or new_run_id()
-        count = plan.shards or len(self.places)
+        if plan.shards < 0 or plan.shards_per_place < 1:
+            raise FarmError(f"a farm needs at least one shard per place, not "
+                            f"shards={plan.shards}, shards_per_place={plan.shards_per_place}")
+        count = plan.shards or len(self.places) * plan.shards_per_place
         self.jobs = [Job(i) for i in range(1, count + 1)]
         self._queue: collections.deque[Job] = collections.deque(self.jobs)
         self._busy = 0

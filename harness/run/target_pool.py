@@ -4,8 +4,10 @@ availability, capabilities, worker hosts and expectations."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from harness.driver.registry import Registry, RegistryError, TargetRequest, discover
 from harness.driver.target import Availability, Capabilities, InfraError, Target
@@ -44,7 +46,7 @@ class TargetPool:
         """Build (once) the target a request names; :class:`RegistryError` if it cannot."""
         if request.label not in self._targets:
             try:
-                self._targets[request.label] = self.registry.build(request)
+                self._targets[request.label] = build_target(self.registry, request)
             except TypeError as exc:
                 raise RegistryError(f"bad options for target {request.label!r}: {exc}") from None
         return self._targets[request.label]
@@ -61,17 +63,24 @@ class TargetPool:
 
     def host(self, request: TargetRequest) -> Host:
         if request.label not in self._hosts:
-            self._hosts[request.label] = (InlineHost(self.target(request))
-                                          if self.isolation == "inline"
+            target = self.target(request)
+            inline = self.isolation == "inline" and _place_host(target) is None
+            self._hosts[request.label] = (InlineHost(target) if inline
                                           else self.fresh_process_host(request))
         return self._hosts[request.label]
 
     def fresh_process_host(self, request: TargetRequest) -> ProcessHost:
         """A new worker host for ``request``, launched as the shared one is (the target's
-        own environment, the memory ceiling), for a check that must kill or close its own."""
-        launcher, env = worker_launch(self.target(request))
+        own environment, or a labgrid place's SSH host; the memory ceiling), for a check
+        that must kill or close its own."""
+        target = self.target(request)
+        launcher, env = worker_launch(target)
+        options = request.options
+        on_host = _place_host(target)
+        if on_host is not None:  # on a labgrid place's SSH host (harness.lab.host_place)
+            launcher, env, options = on_host.launcher(), {}, on_host.target_options
         return ProcessHost(self.registry.spec(request.name), request.configuration,
-                           request.options, launcher=launcher, env=env,
+                           options, launcher=launcher, env=env,
                            memory_limit=self.memory_limit)
 
     def worker_restarts(self, label: str) -> int:
@@ -98,6 +107,25 @@ class TargetPool:
         for host in self._hosts.values():
             host.close()
         self._hosts.clear()
+
+
+def build_target(registry: Registry, request: TargetRequest) -> Target:
+    """The target ``request`` names. With ``place=`` a driver does not take itself (a
+    framework target), it is the target on that labgrid place's SSH host
+    (:mod:`harness.lab.host_place`), its worker launched there over ssh."""
+    if "place" in request.options:
+        from harness.lab.host_place import build_on_host, on_host_request
+
+        spec = registry.spec(request.name)
+        if on_host_request(spec, request):
+            return build_on_host(spec, request)
+    return registry.build(request)
+
+
+def _place_host(target: Target) -> Any:
+    """The labgrid place's SSH host ``target`` runs on, or None (most targets: here)."""
+    module = sys.modules.get("harness.lab.host_place")  # not imported: no such target
+    return module.host_of(target) if module is not None else None
 
 
 def set_up(host: Host) -> float:

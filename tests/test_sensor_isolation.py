@@ -86,17 +86,20 @@ def test_exchanges_run_through_the_host(tmp_path):
 def test_a_sensor_exchange_past_the_case_timeout_is_a_timeout_and_costs_one_capture(
         shipei_cli, tmp_path):
     """The declared case timeout is enforced: a capture longer than it is cut off by
-    the worker being killed, recorded as ``timeout``, and the run goes on."""
+    the worker being killed, recorded as ``timeout``, and the run goes on. The timeout is
+    generous (a busy machine still answers the short exchanges within it) and the capture
+    ten times longer than the whole run may take."""
     with SimProcess("imu", "--link", str(tmp_path / "imu"), log=tmp_path / "imu.log",
-                    lifetime=120) as sim:
+                    lifetime=400) as sim:
         started = time.monotonic()
-        result = shipei_cli("run", "--suite", "sensors", "--case-timeout", "4",
+        result = shipei_cli("run", "--suite", "sensors", "--case-timeout", "15",
                             "-k", "frame_integrity or dropped_frames or protocol_conformance",
-                            "--target", f"serial-imu,url={sim.url},capture_s=60", timeout=240)
+                            "--target", f"serial-imu,url={sim.url},capture_s=3000",
+                            timeout=300)
         elapsed = time.monotonic() - started
     records = {r["case"]: r for r in result.records()}
     assert records["test_protocol_conformance"]["status"] == "pass"
     assert records["test_frame_integrity"]["status"] == "timeout"
     assert "timeout" in records["test_frame_integrity"]["message"]
     assert records["test_dropped_frames"]["status"] == "timeout"  # the same capture
-    assert result.returncode == 1 and elapsed < 60
+    assert result.returncode == 1 and elapsed < 300  # the capture was cut off

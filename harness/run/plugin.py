@@ -19,6 +19,7 @@ import gc
 import math
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,9 @@ class TargetHandle:
         self.request = request
         self.label = request.label
         self.item = item
+        #: when the test got its target: a test that concludes an outcome it timed
+        #: itself without ``total_s`` (the sensor checks) is recorded as taking this long
+        self.opened = time.perf_counter()
         self.target: Target = session.target(request)
 
     @property
@@ -252,7 +256,8 @@ class TargetHandle:
         expectation = self.session.expectations(self.request).lookup(suite, case)
         as_expected, explanation = judge(outcome.status, expectation)
         record = build_record(self.label, suite, case, outcome, expectation, as_expected,
-                              tags or {}, duration_s=outcome.timings.get("total_s", 0.0),
+                              tags or {}, duration_s=outcome.timings.get(
+                                  "total_s", time.perf_counter() - self.opened),
                               worker_restarts=self.session.pool.worker_restarts(self.label))
         if self.label in self.session.setup_unrecorded:
             self.session.setup_unrecorded.discard(self.label)

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -150,17 +151,17 @@ def ocr_image() -> tuple[Any, dict[str, Any]]:
                    "input_sha256": array_digest(np.asarray(image))}
 
 
-def ocr_models(zoo: Zoo) -> tuple[dict[str, ZooEntry], list[str]]:
-    """The three OCR models (bytes checked) and the recognizer's dictionary."""
-    entries = task_entries(zoo, OCR_MODELS)
-    return entries, ocr.character_list(entries["rec"].model_bytes())
+def ocr_inputs(entries: Mapping[str, ZooEntry]) -> tuple[tuple[Any, list[str]], dict[str, Any]]:
+    """The rendered image with the recognizer's dictionary, and what describes the image."""
+    image, described = ocr_image()
+    return (image, ocr.character_list(entries["rec"].model_bytes())), described
 
 
-def ocr_answer(host: Host, entries: Mapping[str, ZooEntry], characters: list[str], image: Any,
-               deadline: Deadline) -> ocr.OcrResult:
-    keys = {role: f"models::{OCR_TASK}::{role}" for role in entries}
+def ocr_answer(host: Host, prepared: GoldenInputs, deadline: Deadline) -> ocr.OcrResult:
+    image, characters = prepared.given
+    keys = {role: f"models::{OCR_TASK}::{role}" for role in prepared.entries}
     try:
-        for role, entry in entries.items():
+        for role, entry in prepared.entries.items():
             host.compile(keys[role], entry.model_bytes(), deadline.left())
         return ocr.run_pipeline(lambda key, feeds: host.run(key, feeds, deadline.left())[0],
                                 keys, image, characters)
@@ -199,50 +200,81 @@ def reference_task_answer(zoo: Zoo, task: str, input_sha256: str, models: Mappin
         return compute(reference.host), "live reference (the stored golden is of another input)"
 
 
-def check_ocr(zoo: Zoo, host: Host, timeout: float) -> Outcome:
-    def prepare() -> dict[str, Any]:
-        image, described = ocr_image()
-        entries, characters = ocr_models(zoo)
-        return {"image": image, "described": described, "entries": entries,
-                "characters": characters, "models": models_digest(zoo, OCR_MODELS)}
+@dataclass(frozen=True)
+class GoldenInputs:
+    """A task ready to run whose reference's answer is stored as a task golden: what its
+    answers take (``given``), what describes that (with its ``input_sha256``, stored with the
+    golden), its models by role (bytes checked) and their sha256 by name."""
 
-    def on(prepared: dict[str, Any], where: Host, deadline: Deadline) -> ocr.OcrResult:
-        return ocr_answer(where, prepared["entries"], prepared["characters"],
-                          prepared["image"], deadline)
+    given: Any
+    described: dict[str, Any]
+    entries: dict[str, ZooEntry]
+    models: dict[str, str]
 
-    def on_reference(prepared: dict[str, Any]) -> tuple[Any, str]:
+
+def prepare_golden(zoo: Zoo, models: Mapping[str, str],
+                   inputs: Callable[[dict[str, ZooEntry]], tuple[Any, dict[str, Any]]]
+                   ) -> GoldenInputs:
+    """The task's models (:func:`task_entries`), then its ``inputs`` for them."""
+    entries = task_entries(zoo, models)
+    given, described = inputs(entries)
+    return GoldenInputs(given, described, entries, models_digest(zoo, models))
+
+
+def check_against_golden(zoo: Zoo, host: Host, timeout: float, task: str,
+                         models: Mapping[str, str],
+                         inputs: Callable[[dict[str, ZooEntry]], tuple[Any, dict[str, Any]]],
+                         on_target: Callable[[Host, GoldenInputs, Deadline], A],
+                         on_reference: Callable[[Host, GoldenInputs, Deadline], Any],
+                         judge: Callable[[GoldenInputs, A, Any], Outcome], reads_as: str
+                         ) -> Outcome:
+    """:func:`run_task_check` of a task whose reference's answer (``on_reference``) is the
+    stored task golden when that was computed from the same input and model bytes, else
+    the reference live; ``judge`` gets the target's answer and the reference's, and the
+    record's ``reference_origin`` says which it was."""
+    def reference(prepared: GoldenInputs) -> tuple[Any, str]:
         return reference_task_answer(
-            zoo, OCR_TASK, prepared["described"]["input_sha256"], prepared["models"],
-            lambda ref: on(prepared, ref, Deadline(REFERENCE_SECONDS)).to_dict())
+            zoo, task, prepared.described["input_sha256"], prepared.models,
+            lambda ref: on_reference(ref, prepared, Deadline(REFERENCE_SECONDS)))
 
-    def judge(prepared: dict[str, Any], result: ocr.OcrResult, expected: tuple[Any, str]
-              ) -> Outcome:
+    def judged(prepared: GoldenInputs, answer: A, expected: tuple[Any, str]) -> Outcome:
         stored, origin = expected
-        described = prepared["described"]
+        outcome = judge(prepared, answer, stored)
+        outcome.metrics["reference_origin"] = origin
+        return outcome
+
+    return run_task_check(host, timeout, lambda: prepare_golden(zoo, models, inputs),
+                          lambda prepared, where, deadline: on_target(where, prepared, deadline),
+                          reference, judged, reads_as)
+
+
+def check_ocr(zoo: Zoo, host: Host, timeout: float) -> Outcome:
+    def judge(prepared: GoldenInputs, result: ocr.OcrResult, stored: Any) -> Outcome:
+        lines = prepared.described["lines"]
         reference = ocr.OcrResult.from_dict(stored)
         agrees, message, figures = ocr.compare(result, reference)
         metrics = {**figures, "texts": result.texts, "boxes": result.boxes,
                    "angles": result.angles, "text_scores": result.text_scores,
-                   "reference_texts": reference.texts, "ground_truth": described["lines"],
-                   "reference_origin": origin,
-                   "char_accuracy": round(ocr.char_accuracy(result.texts, described["lines"]),
-                                          4),
-                   "font": described["font"]}
+                   "reference_texts": reference.texts, "ground_truth": lines,
+                   "char_accuracy": round(ocr.char_accuracy(result.texts, lines), 4),
+                   "font": prepared.described["font"]}
         return Outcome("pass" if agrees else "fail", message, metrics)
 
-    return run_task_check(host, timeout, prepare, on, on_reference, judge, "OCR results")
+    return check_against_golden(
+        zoo, host, timeout, OCR_TASK, OCR_MODELS, ocr_inputs, ocr_answer,
+        lambda prepared, ref, deadline: ocr_answer(ref, prepared, deadline).to_dict(),
+        judge, "OCR results")
 
 
 def refresh_ocr(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
-    image, described = ocr_image()
-    entries, characters = ocr_models(zoo)
-    result = ocr_answer(reference.host, entries, characters, image,
-                        Deadline(REFERENCE_SECONDS))
-    data = {**described, "models": models_digest(zoo, OCR_MODELS), "result": result.to_dict(),
-            "char_accuracy": round(ocr.char_accuracy(result.texts, described["lines"]), 4),
+    prepared = prepare_golden(zoo, OCR_MODELS, ocr_inputs)
+    lines = prepared.described["lines"]
+    result = ocr_answer(reference.host, prepared, Deadline(REFERENCE_SECONDS))
+    data = {**prepared.described, "models": prepared.models, "result": result.to_dict(),
+            "char_accuracy": round(ocr.char_accuracy(result.texts, lines), 4),
             "reference": reference.summary()}
     return store_task_golden(zoo.golden_dir, OCR_TASK, data, write,
-                       f"read {result.texts} (rendered {described['lines']})")
+                             f"read {result.texts} (rendered {lines})")
 
 
 # -- VAD ----------------------------------------------------------------------------
@@ -250,17 +282,19 @@ def vad_signal() -> np.ndarray:
     return vad.speech_like(VAD_DURATIONS, VAD_RATE, VAD_SEED)
 
 
-def vad_model(zoo: Zoo, task: str) -> ZooEntry:
-    entry = task_entries(zoo, {"vad": VAD_TASKS[task]})["vad"]
-    if entry.manifest.streaming is None:
-        raise ManifestError(f"{entry.manifest.path.name}: a VAD model needs a [streaming] table")
-    return entry
+def vad_inputs(entries: Mapping[str, ZooEntry]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The synthetic speech signal and its sha256; ManifestError unless the model streams."""
+    manifest = entries["vad"].manifest
+    if manifest.streaming is None:
+        raise ManifestError(f"{manifest.path.name}: a VAD model needs a [streaming] table")
+    signal = vad_signal()
+    return signal, {"input_sha256": array_digest(signal)}
 
 
-def vad_answer(host: Host, entry: ZooEntry, signal: np.ndarray, deadline: Deadline
-               ) -> dict[str, Any]:
+def vad_answer(host: Host, prepared: GoldenInputs, deadline: Deadline) -> dict[str, Any]:
+    entry, signal = prepared.entries["vad"], prepared.given
     streaming = entry.manifest.streaming
-    assert streaming is not None  # checked by vad_model
+    assert streaming is not None  # checked by vad_inputs
     feeds = dict(entry.data_sets()[0])
     feeds[streaming.chunk_input] = signal
     outputs = call_task(host, f"models::vad::{entry.name}", entry.model_bytes(),
@@ -273,22 +307,7 @@ def vad_answer(host: Host, entry: ZooEntry, signal: np.ndarray, deadline: Deadli
 
 
 def check_vad(zoo: Zoo, host: Host, timeout: float, task: str = "vad_segments") -> Outcome:
-    signal = vad_signal()
-
-    def prepare() -> tuple[ZooEntry, dict[str, str]]:
-        return vad_model(zoo, task), models_digest(zoo, {"vad": VAD_TASKS[task]})
-
-    def on(prepared: tuple[ZooEntry, dict[str, str]], where: Host, deadline: Deadline
-           ) -> dict[str, Any]:
-        return vad_answer(where, prepared[0], signal, deadline)
-
-    def on_reference(prepared: tuple[ZooEntry, dict[str, str]]) -> tuple[Any, str]:
-        return reference_task_answer(
-            zoo, task, array_digest(signal), prepared[1],
-            lambda ref: on(prepared, ref, Deadline(REFERENCE_SECONDS)))
-
-    def judge(prepared: Any, answer: dict[str, Any], expected: tuple[Any, str]) -> Outcome:
-        stored, origin = expected
+    def judge(prepared: GoldenInputs, answer: dict[str, Any], stored: Any) -> Outcome:
         agrees, message, figures = vad.compare(answer["segments"], stored["segments"])
         truth = vad.true_segments(VAD_DURATIONS)
         mine, theirs = answer["probabilities"], stored["probabilities"]
@@ -297,31 +316,27 @@ def check_vad(zoo: Zoo, host: Host, timeout: float, task: str = "vad_segments") 
                    "speech_coverage": vad.overlap_with_truth(answer["segments"], truth),
                    "max_probability_diff": float(np.abs(np.subtract(mine, theirs)).max())
                    if len(mine) == len(theirs) and mine else None,
-                   "chunks": len(mine), "reference_origin": origin,
-                   "probabilities": [round(p, 4) for p in mine]}
+                   "chunks": len(mine), "probabilities": [round(p, 4) for p in mine]}
         return Outcome("pass" if agrees else "fail", message, metrics)
 
-    return run_task_check(host, timeout, prepare, on, on_reference, judge,
-                          "speech probabilities")
+    return check_against_golden(zoo, host, timeout, task, {"vad": VAD_TASKS[task]}, vad_inputs,
+                                vad_answer, vad_answer, judge, "speech probabilities")
 
 
 def refresh_vad(zoo: Zoo, reference: Reference, write: bool, task: str = "vad_segments"
                 ) -> list[str]:
-    signal = vad_signal()
-    answer = vad_answer(reference.host, vad_model(zoo, task), signal,
-                        Deadline(REFERENCE_SECONDS))
-    data = {"input_sha256": array_digest(signal), "durations": list(VAD_DURATIONS),
-            "seed": VAD_SEED, "sample_rate": VAD_RATE,
-            "models": models_digest(zoo, {"vad": VAD_TASKS[task]}), "result": answer,
-            "true_segments": vad.true_segments(VAD_DURATIONS),
-            "reference": reference.summary()}
+    prepared = prepare_golden(zoo, {"vad": VAD_TASKS[task]}, vad_inputs)
+    answer = vad_answer(reference.host, prepared, Deadline(REFERENCE_SECONDS))
+    truth = vad.true_segments(VAD_DURATIONS)
+    data = {**prepared.described, "durations": list(VAD_DURATIONS),
+            "seed": VAD_SEED, "sample_rate": VAD_RATE, "models": prepared.models,
+            "result": answer, "true_segments": truth, "reference": reference.summary()}
     return store_task_golden(zoo.golden_dir, task, data, write,
-                       f"segments {answer['segments']} "
-                       f"(speech put at {vad.true_segments(VAD_DURATIONS)})")
+                             f"segments {answer['segments']} (speech put at {truth})")
 
 
 def store_task_golden(golden_dir: Path, task: str, data: dict[str, Any], write: bool,
-                summary: str) -> list[str]:
+                      summary: str) -> list[str]:
     try:
         old = golden_store.load_task(golden_dir, task)
     except golden_store.GoldenError:

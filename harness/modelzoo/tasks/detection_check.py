@@ -27,13 +27,12 @@ from harness.modelzoo.execute import Deadline
 from harness.modelzoo.reference import Reference
 from harness.modelzoo.task_checks import (
     REFERENCE_SECONDS,
+    GoldenInputs,
     TaskUnavailable,
     array_digest,
-    models_digest,
-    reference_task_answer,
-    run_task_check,
+    check_against_golden,
+    prepare_golden,
     store_task_golden,
-    task_entries,
     timed_task_run,
 )
 from harness.modelzoo.tasks import detection, detection_int8, ocr
@@ -78,13 +77,13 @@ def model_bytes(entry: ZooEntry, precision: str) -> bytes:
     return detection_int8.conv_weight_only_int8(data) if precision == "int8" else data
 
 
-def answer(host: Host, entry: ZooEntry, rendered: list[detection.Scene], deadline: Deadline,
-           precision: str = "fp32") -> dict[str, Any]:
+def answer(host: Host, prepared: GoldenInputs, deadline: Deadline, precision: str = "fp32"
+           ) -> dict[str, Any]:
     """Every scene's detections on ``host``, with the runs' latencies (ms)."""
     key = f"scenarios::{TASK}::{precision}"
     found, latencies = timed_task_run(
-        host, key, model_bytes(entry, precision), deadline,
-        lambda run: [detection.detect(run, scene.image) for scene in rendered])
+        host, key, model_bytes(prepared.entries["det"], precision), deadline,
+        lambda run: [detection.detect(run, scene.image) for scene in prepared.given])
     return {"detections": [[[box, score] for box, score in scene] for scene in found],
             "latencies_ms": latencies}
 
@@ -139,43 +138,30 @@ def _judge_int8(metrics: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 
 def check_detection(zoo: Zoo, host: Host, timeout: float, precision: str = "fp32") -> Outcome:
-    def prepare() -> tuple[list[detection.Scene], dict[str, Any], ZooEntry, dict[str, str]]:
-        rendered, described = task_scenes()
-        return rendered, described, task_entries(zoo, MODELS)["det"], models_digest(zoo, MODELS)
-
-    def on_reference(prepared: Any) -> tuple[Any, str]:
-        rendered, described, entry, models = prepared
-        return reference_task_answer(
-            zoo, TASK, described["input_sha256"], models,
-            lambda ref: answer(ref, entry, rendered, Deadline(REFERENCE_SECONDS)))
-
-    def judged(prepared: Any, mine: dict[str, Any], expected: tuple[Any, str]) -> Outcome:
-        _, described, entry, _ = prepared
-        stored, origin = expected
+    def judged(prepared: GoldenInputs, mine: dict[str, Any], stored: Any) -> Outcome:
+        described = prepared.described
         status, message, metrics = judge(mine, stored, described["true_boxes"], precision)
-        metrics.update({"reference_origin": origin, "font": described["font"],
-                        "characters": described["characters"],
+        metrics.update({"font": described["font"], "characters": described["characters"],
                         "boxes": mine["detections"], "latencies_ms": mine["latencies_ms"]})
         if precision == "int8":
-            metrics["int8_model_sha256"] = detection_int8.digest(model_bytes(entry, precision))
+            metrics["int8_model_sha256"] = detection_int8.digest(
+                model_bytes(prepared.entries["det"], precision))
         return Outcome(status, message, metrics)
 
-    return run_task_check(
-        host, timeout, prepare,
-        lambda prepared, where, deadline: answer(where, prepared[2], prepared[0], deadline,
-                                                 precision),
-        on_reference, judged, "detections")
+    return check_against_golden(
+        zoo, host, timeout, TASK, MODELS, lambda _: task_scenes(),
+        lambda where, prepared, deadline: answer(where, prepared, deadline, precision),
+        answer, judged, "detections")
 
 
 def refresh(zoo: Zoo, reference: Reference, write: bool) -> list[str]:
     """Recompute the task golden on the reference (``write``: store it)."""
-    rendered, described = task_scenes()
-    entry = task_entries(zoo, MODELS)["det"]
-    result = answer(reference.host, entry, rendered, Deadline(REFERENCE_SECONDS))
+    prepared = prepare_golden(zoo, MODELS, lambda _: task_scenes())
+    result = answer(reference.host, prepared, Deadline(REFERENCE_SECONDS))
     stored = {key: value for key, value in result.items() if key != "latencies_ms"}
     figures = detection.mean_average_precision(_pairs(stored["detections"]),
-                                               described["true_boxes"])
-    data = {**described, "models": models_digest(zoo, MODELS), "result": stored,
+                                               prepared.described["true_boxes"])
+    data = {**prepared.described, "models": prepared.models, "result": stored,
             "reference_map": figures, "reference": reference.summary()}
     return store_task_golden(zoo.golden_dir, TASK, data, write,
-                       f"{sum(len(s) for s in stored['detections'])} detections, {figures}")
+                             f"{sum(len(s) for s in stored['detections'])} detections, {figures}")

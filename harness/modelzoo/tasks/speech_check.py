@@ -28,12 +28,11 @@ from harness.modelzoo.execute import Deadline
 from harness.modelzoo.reference import Reference
 from harness.modelzoo.task_checks import (
     REFERENCE_SECONDS,
+    GoldenInputs,
     TaskUnavailable,
-    models_digest,
-    reference_task_answer,
-    run_task_check,
+    check_against_golden,
+    prepare_golden,
     store_task_golden,
-    task_entries,
     timed_task_run,
 )
 from harness.modelzoo.tasks import detection_int8, speech
@@ -78,12 +77,13 @@ def model_bytes(entry: ZooEntry, precision: str) -> bytes:
     return detection_int8.conv_weight_only_int8(data) if precision == "int8" else data
 
 
-def answer(host: Host, entry: ZooEntry, spoken: list[speech.Utterance], deadline: Deadline,
-           precision: str = "fp32") -> dict[str, Any]:
+def answer(host: Host, prepared: GoldenInputs, deadline: Deadline, precision: str = "fp32"
+           ) -> dict[str, Any]:
     """Every utterance's transcript on ``host``, with the runs' latencies (ms)."""
+    spoken = prepared.given
     key = f"scenarios::asr::{spoken[0].language}::{precision}"
     transcripts, latencies = timed_task_run(
-        host, key, model_bytes(entry, precision), deadline,
+        host, key, model_bytes(prepared.entries["asr"], precision), deadline,
         lambda run: [speech.recognize(run, utterance) for utterance in spoken])
     return {"transcripts": transcripts, "latencies_ms": latencies}
 
@@ -121,43 +121,29 @@ def judge(language: str, mine: dict[str, Any], reference: dict[str, Any],
 
 def check_asr(zoo: Zoo, host: Host, timeout: float, language: str, precision: str = "fp32"
               ) -> Outcome:
-    def prepare() -> tuple[list[speech.Utterance], dict[str, Any], ZooEntry, dict[str, str]]:
-        spoken, described = task_utterances(language)
-        return spoken, described, task_entries(zoo, MODELS)["asr"], models_digest(zoo, MODELS)
-
-    def on_reference(prepared: Any) -> tuple[Any, str]:
-        spoken, described, entry, models = prepared
-        return reference_task_answer(
-            zoo, TASKS[language], described["input_sha256"], models,
-            lambda ref: answer(ref, entry, spoken, Deadline(REFERENCE_SECONDS)))
-
-    def judged(prepared: Any, mine: dict[str, Any], expected: tuple[Any, str]) -> Outcome:
-        described = prepared[1]
-        stored, origin = expected
+    def judged(prepared: GoldenInputs, mine: dict[str, Any], stored: Any) -> Outcome:
+        described = prepared.described
         status, message, metrics = judge(language, mine, stored, described["texts"],
                                          precision)
         metrics.update({"transcripts": mine["transcripts"],
                         "reference_transcripts": stored["transcripts"],
-                        "ground_truth": described["texts"], "reference_origin": origin,
-                        "espeak": described["espeak"], "model_generated": True,
-                        "latencies_ms": mine["latencies_ms"]})
+                        "ground_truth": described["texts"], "espeak": described["espeak"],
+                        "model_generated": True, "latencies_ms": mine["latencies_ms"]})
         return Outcome(status, message, metrics)
 
-    return run_task_check(
-        host, timeout, prepare,
-        lambda prepared, where, deadline: answer(where, prepared[2], prepared[0], deadline,
-                                                 precision),
-        on_reference, judged, "token posteriors")
+    return check_against_golden(
+        zoo, host, timeout, TASKS[language], MODELS, lambda _: task_utterances(language),
+        lambda where, prepared, deadline: answer(where, prepared, deadline, precision),
+        answer, judged, "token posteriors")
 
 
 def refresh(zoo: Zoo, reference: Reference, write: bool, language: str) -> list[str]:
     """Recompute one language's task golden on the reference (``write``: store it)."""
-    spoken, described = task_utterances(language)
-    entry = task_entries(zoo, MODELS)["asr"]
-    result = answer(reference.host, entry, spoken, Deadline(REFERENCE_SECONDS))
+    prepared = prepare_golden(zoo, MODELS, lambda _: task_utterances(language))
+    result = answer(reference.host, prepared, Deadline(REFERENCE_SECONDS))
     stored = {"transcripts": result["transcripts"]}
-    error = speech.error_rate(language, described["texts"], stored["transcripts"])
-    data = {**described, "models": models_digest(zoo, MODELS), "result": stored,
+    error = speech.error_rate(language, prepared.described["texts"], stored["transcripts"])
+    data = {**prepared.described, "models": prepared.models, "result": stored,
             f"reference_{MEASURE[language]}": error, "reference": reference.summary()}
     return store_task_golden(zoo.golden_dir, TASKS[language], data, write,
-                       f"{stored['transcripts']} ({MEASURE[language]} {error})")
+                             f"{stored['transcripts']} ({MEASURE[language]} {error})")

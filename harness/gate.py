@@ -57,10 +57,17 @@ def required_suites(kind: str, profile: str | None = None) -> list[tuple[str, st
         if profile:
             raise GateError(str(exc)) from None
         measured = ()
+    return with_contract([(name, suites[name].gate_markexpr or "") for name in measured
+                          if name in suites and suites[name].gate_markexpr is not None])
+
+
+def with_contract(suites: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The gate's ``(suite, marker expression)`` list: the whole contract first, then
+    ``suites`` without it, each once."""
     chosen = [(CONTRACT_SUITE, "")]
-    chosen += [(name, suites[name].gate_markexpr or "") for name in measured
-               if name != CONTRACT_SUITE and name in suites
-               and suites[name].gate_markexpr is not None]
+    for name, mark in suites:
+        if all(name != seen for seen, _ in chosen):
+            chosen.append((name, mark))
     return chosen
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from harness.center.bundle import REPORTS_DIR, statement_result
+from harness.center.universe import MAX_SHOWN
 from harness.results.build import count_statuses
 from harness.results.record_files import latest_attempts
 from harness.run.selection import retry_wanted
@@ -37,7 +38,6 @@ EARLIEST = datetime(2025, 1, 1, tzinfo=UTC)
 #: how far ahead of the center's clock a vendor's clock may run
 CLOCK_SKEW = timedelta(days=1)
 JUNIT_FILE = "junit.xml"
-MAX_SHOWN = 3
 
 
 class ConsistencyError(Exception):

@@ -38,6 +38,7 @@ from harness.results.case_record import RunSelection
 from harness.results.fingerprint import git_commit
 
 COLLECT_TIMEOUT_S = 600
+#: how many case names or run ids a refusal lists before "and N more"
 MAX_SHOWN = 3
 CaseKey = tuple[str, str]  # (suite, case)
 #: one collection at a time per process (the web registry reviews uploads in threads)

@@ -21,7 +21,6 @@ from harness.results.record_files import sha256_file  # noqa: F401 - re-exported
 
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}
-CHUNK = 1 << 20
 
 
 def sha256_bytes(data: bytes) -> str:

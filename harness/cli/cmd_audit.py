@@ -10,7 +10,7 @@ from harness.cli.cmd_db import add_db_option, open_store
 from harness.cli.common import CliError, add_run_location_options
 from harness.cli.option_files import read_option_file
 
-DEFAULT_REPORT_DIR = Path("reports") / "audit"
+AUDIT_REPORT_DIR = Path("reports") / "audit"
 #: a re-timing's verdict as a report row's state
 TIMING_STATES = {"consistent": "pass", "refused": "fail", "inconclusive": "inconclusive"}
 
@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "settings and compare (default 1; 0: none). A vendor more than "
                              "2x faster than this machine's quiet run on the same hardware "
                              "fails the audit; what cannot be compared fairly is inconclusive")
-    parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR,
-                        help=f"where audit reports go (default {DEFAULT_REPORT_DIR}/)")
+    parser.add_argument("--report-dir", type=Path, default=AUDIT_REPORT_DIR,
+                        help=f"where audit reports go (default {AUDIT_REPORT_DIR}/)")
     add_run_location_options(parser)
     add_db_option(parser)
     parser.set_defaults(handler=run)

@@ -22,6 +22,7 @@ from harness.gate import (
     gate_markexpr,
     load_baseline,
     required_suites,
+    with_contract,
     write_outputs,
 )
 from harness.results.case_record import RunSelection
@@ -88,8 +89,7 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], str | None]:
         raise CliError(str(exc)) from None
     if args.suite:
         mark = args.markexpr if args.markexpr not in (None, "", "all") else ""
-        chosen = [(CONTRACT_SUITE, "")] + [(s, mark) for s in dict.fromkeys(args.suite)
-                                             if s != CONTRACT_SUITE]
+        chosen = with_contract((name, mark) for name in args.suite)
     elif args.markexpr is not None:
         mark = "" if args.markexpr in ("", "all") else args.markexpr
         chosen = [(name, "" if name == CONTRACT_SUITE else mark) for name, _ in defaults]

@@ -8,7 +8,7 @@ from pathlib import Path
 from harness.cli.cmd_db import add_db_option, open_store
 from harness.cli.option_files import read_option_file
 
-DEFAULT_REPORT_DIR = Path("reports") / "intake"
+INTAKE_REPORT_DIR = Path("reports") / "intake"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scope", default="full", help="profile scope (default full)")
     parser.add_argument("--max-bytes", type=int, default=MAX_BUNDLE_BYTES,
                         help=f"largest bundle accepted (default {MAX_BUNDLE_BYTES})")
-    parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR,
-                        help=f"where intake reports go (default {DEFAULT_REPORT_DIR}/)")
+    parser.add_argument("--report-dir", type=Path, default=INTAKE_REPORT_DIR,
+                        help=f"where intake reports go (default {INTAKE_REPORT_DIR}/)")
     add_db_option(parser)
     parser.set_defaults(handler=run)
 

@@ -175,7 +175,8 @@ def test_certificate_run_times_use_the_one_percentile() -> None:
 
 # -- constants and classes declared once -------------------------------------------------------
 ONCE = ("IDENTITY_FIELDS", "STATEMENT_TYPE", "PAYLOAD_TYPE", "HOST_FAILURES", "PERFORMANCE_SUITE",
-        "PLUGINS_ENV")
+        "PLUGINS_ENV", "PRECISION_ORDER", "LIMITS", "MAX_SHOWN", "CHUNK", "DEFAULT_REPORT_DIR",
+        "CONTRACT_SUITE", "REFERENCE_SECONDS")
 
 
 def module_level_names(source: str | ast.Module) -> set[str]:
@@ -203,9 +204,12 @@ def _definers(name: str) -> list[str]:
 
 #: class names that meant two things (now distinct names) or one thing twice (now merged)
 CLASSES_ONCE = ("AuditError", "RegistryError", "InputSpec", "CaseComparison", "SensorSession",
-                "GroundTruth", "Verdict")
-#: functions that answered one question twice, differently
-FUNCTIONS_ONCE = ("certificate_section",)
+                "GroundTruth", "Verdict", "TaskUnavailable", "Limit", "GoldenInputs")
+#: functions that answered one question twice, differently, or were written out twice
+FUNCTIONS_ONCE = ("certificate_section", "run_task_check", "run_task", "check_against_golden",
+                  "prepare_golden", "task_entries", "available_entry", "call_task",
+                  "need_libraries", "reference_answer", "reference_task_answer",
+                  "precision_class", "latency_percentiles_ms", "latency_metrics", "with_contract")
 
 
 @pytest.mark.parametrize("name", ONCE + CLASSES_ONCE + FUNCTIONS_ONCE)
@@ -273,3 +277,63 @@ def test_the_center_knows_user_case_suites_from_the_registry(tmp_path, monkeypat
                                          ("own_models", "Abs", "fail"),
                                          ("more_operators", "Relu", "fail"))]
     assert _operator_status(SimpleNamespace(records=records)) == {"Abs": True, "Relu": False}
+
+
+def test_the_gate_contract_is_the_contract_suite() -> None:
+    from harness.gate import CONTRACT_SUITE, with_contract
+    from suites.contract import SUITE
+
+    assert SUITE.name == CONTRACT_SUITE
+    assert with_contract([("operators", "gate"), (CONTRACT_SUITE, "x"), ("operators", "y")]) \
+        == [(CONTRACT_SUITE, ""), ("operators", "gate")]
+
+
+# -- one task-check skeleton, one scenario test factory --------------------------------------
+def task_check_skeletons(source: str | ast.Module) -> list[str]:
+    """Functions that turn a ``TaskUnavailable`` into an ``Outcome`` themselves (``line:
+    name``): the steps of :func:`harness.modelzoo.task_checks.run_task_check` written out."""
+    found = []
+    for function in ast.walk(_parsed(source)):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for handler in ast.walk(function):
+            if isinstance(handler, ast.ExceptHandler) and handler.type is not None \
+                    and any(isinstance(n, (ast.Name, ast.Attribute))
+                            and "TaskUnavailable" in (getattr(n, "id", None),
+                                                      getattr(n, "attr", None))
+                            for n in ast.walk(handler.type)) \
+                    and any(isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+                            and c.func.id == "Outcome" for c in ast.walk(handler)):
+                found.append(f"{function.lineno}: {function.name}")
+                break
+    return found
+
+
+def test_the_skeleton_finder_finds_one() -> None:
+    source = ("def check(zoo):\n    try:\n        prepare()\n"
+              "    except tasks.TaskUnavailable as exc:\n        return Outcome('skip', str(exc))\n"
+              "def refresh(zoo):\n    try:\n        prepare()\n"
+              "    except TaskUnavailable as exc:\n        return ['skipped', str(exc)]\n")
+    assert task_check_skeletons(source) == ["1: check"]
+
+
+def test_one_task_check_skeleton() -> None:
+    found = {str(p.relative_to(ROOT)): [hit.split(": ")[1] for hit in hits] for p in SOURCES
+             if (hits := task_check_skeletons(_tree(p)))}
+    assert found == {"harness/modelzoo/task_checks.py": ["run_task_check"]}, \
+        f"run a task check through harness.modelzoo.task_checks.run_task_check: {found}"
+
+
+def concluders(source: str | ast.Module) -> list[int]:
+    """Lines that call ``<something>.conclude(...)``."""
+    return [node.lineno for node in ast.walk(_parsed(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "conclude"]
+
+
+def test_scenario_cases_are_made_by_one_factory() -> None:
+    """Only suites/scenarios/cases.py concludes a scenario case; a task module names its
+    cases and hands them to :func:`suites.scenarios.cases.task_test`."""
+    folder = ROOT / "suites" / "scenarios"
+    found = {p.name: lines for p in sorted(folder.glob("*.py")) if (lines := concluders(_tree(p)))}
+    assert set(found) == {"cases.py"}, f"make scenario tests with cases.task_test: {found}"

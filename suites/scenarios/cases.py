@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from harness.cases.case import Outcome
+from harness.isolation.host import Host
 from harness.modelzoo.zoo import Zoo
 from suites.scenarios import SUITE as SPEC
 
@@ -35,6 +36,15 @@ def task_test(case: str, check: Callable[[Any], Outcome], about: Mapping[str, An
     if representative:
         test = pytest.mark.representative(test)
     return test
+
+
+def at_target_precision(check: Callable[[Zoo, Host, str, float, str], Outcome], task: str
+                        ) -> Callable[[Any], Outcome]:
+    """``check(ZOO, host, precision, timeout, task)`` on a target, at the precision its
+    configuration declares (the text embedding and generation checks)."""
+    def run(target: Any) -> Outcome:
+        return check(ZOO, target.host, target.capabilities.precision, target.timeout(), task)
+    return run
 
 
 def define(namespace: MutableMapping[str, Any], *tests: Callable[..., None]) -> None:

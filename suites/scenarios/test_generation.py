@@ -6,29 +6,19 @@ token agreement and perplexity against the fp32 reference, and MLPerf's LLM late
     shipei run --suite scenarios -k generation --target onnxruntime-cpu
 """
 
-from typing import Any
-
 import pytest
 
-from harness.cases.case import Outcome
 from harness.modelzoo.tasks.generation_check import GENERATION_TASKS, check_generation
-from suites.scenarios.cases import ZOO, define, task_test
+from suites.scenarios.cases import at_target_precision, define, task_test
 
 SCENARIOS = ("llm",)
 
 pytestmark = pytest.mark.case_timeout(300)
 
 
-def _check(task: str) -> Any:
-    def check(target: Any) -> Outcome:
-        return check_generation(ZOO, target.host, target.capabilities.precision,
-                                target.timeout(), task)
-    return check
-
-
 for _task, (_model, _reference) in GENERATION_TASKS.items():
     define(globals(), task_test(
-        f"test_{_task}", _check(_task),
+        f"test_{_task}", at_target_precision(check_generation, _task),
         {"task": "generation", "scenarios": list(SCENARIOS), "model": _model,
          "title": f"Greedy generation with a KV cache, {_model} (GENERATED)"},
         f"{_model} (GENERATED): greedy continuations of 6 prompts with the KV cache and "

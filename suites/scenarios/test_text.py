@@ -6,30 +6,20 @@ reference's embeddings, retrieval top-1 against the truth.
     shipei run --suite scenarios -k text --target onnxruntime-cpu
 """
 
-from typing import Any
-
 import pytest
 
-from harness.cases.case import Outcome
 from harness.modelzoo.tasks.text_check import TEXT_TASKS, check_text_embedding
-from suites.scenarios.cases import ZOO, define, task_test
+from suites.scenarios.cases import at_target_precision, define, task_test
 
 SCENARIOS = ("llm", "education")
 
 pytestmark = pytest.mark.case_timeout(300)
 
 
-def _check(task: str) -> Any:
-    def check(target: Any) -> Outcome:
-        return check_text_embedding(ZOO, target.host, target.capabilities.precision,
-                                    target.timeout(), task)
-    return check
-
-
 for _task, (_model, _int8) in TEXT_TASKS.items():
     _shown = f"{_model}, weight-only int8 vs fp32" if _int8 else _model
     define(globals(), task_test(
-        f"test_{_task}", _check(_task),
+        f"test_{_task}", at_target_precision(check_text_embedding, _task),
         {"task": "text_embedding", "scenarios": list(SCENARIOS), "model": _model,
          "title": f"Sentence embeddings ({_shown}): cosine vs reference, retrieval top-1"},
         f"{_shown}: embeddings of 16 documents and their 16 paraphrasing queries (8 Chinese, "

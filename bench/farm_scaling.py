@@ -23,7 +23,7 @@ board, instead of the host's CPU running the simulated chip: on a host with few 
 unpaced figures measure the host, not the farm.
 
     python bench/farm_scaling.py [--boards 1,2,4,8] [--selection representative|full]
-        [--line-baud 0] [--repeat 1] [--json out.json]
+        [--line-baud 0] [--repeat 1] [--shards-per-place 1] [--json out.json]
 
 Everything runs on this machine: the boards, the children and the join share its
 cores (say how many next to the figures; ``cpu_count`` is in the output).
@@ -69,15 +69,16 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(count: int, selection: str, line_baud: int, workdir: Path, rep: int) -> dict:
+def measure(count: int, selection: str, line_baud: int, workdir: Path, rep: int,
+            shards_per_place: int = 1) -> dict:
     cpu_before = cpu_seconds()
     boards = [start_board(line_baud) for _ in range(count)]
     try:
         urls = [b.stdout.readline().strip() for b in boards]  # type: ignore[union-attr]
         target = "serial-board" + (f",pace_baud={line_baud}" if line_baud else "")
-        run_id = f"farm{count}-{selection}-{rep}"
+        run_id = f"farm{count}x{shards_per_place}-{selection}-{rep}"
         plan = FarmPlan(target, SELECTIONS[selection], workdir / "results",
-                        workdir / "reports", run_id=run_id)
+                        workdir / "reports", run_id=run_id, shards_per_place=shards_per_place)
         farm = Farm(plan, [Place(f"sim-{i}", url) for i, url in enumerate(urls)],
                     log=lambda line: None)
         started = time.monotonic()
@@ -95,7 +96,7 @@ def measure(count: int, selection: str, line_baud: int, workdir: Path, rep: int)
     for record in records:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
     children = [c.wall_s for job in jobs for c in job.runs]
-    return {"boards": count, "cases": len(records), "statuses": counts,
+    return {"boards": count, "shards": len(jobs), "cases": len(records), "statuses": counts,
             "wall_s": round(ended - started, 2), "join_s": round(ended - joined_at, 2),
             "cpu_s": round(cpu_seconds() - cpu_before, 2),
             "load_average": round(os.getloadavg()[0], 1),
@@ -123,6 +124,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds over the board counts, interleaved; each figure is "
                              "the median over the rounds (default 1)")
+    parser.add_argument("--shards-per-place", type=int, default=1, metavar="K",
+                        help="shards per board, from one queue (shipei run "
+                             "--shards-per-place; default 1)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     counts = [int(c) for c in args.boards.split(",")]
@@ -130,7 +134,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="farm-scaling-") as tmp:
         for rep in range(args.repeat):
             for count in counts:
-                row = measure(count, args.selection, args.line_baud, Path(tmp), rep)
+                row = measure(count, args.selection, args.line_baud, Path(tmp), rep,
+                              args.shards_per_place)
                 measured[count].append(row)
                 print(json.dumps(row), flush=True)
     rows = [median_row(measured[count]) for count in counts]

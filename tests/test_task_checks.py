@@ -4,6 +4,7 @@ zoo and the scenario suite running through it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -130,11 +131,28 @@ def test_task_entries_checks_every_model_s_bytes() -> None:
         task_checks.task_entries(zoo, {"target": "no_such_model"})
 
 
-def test_need_libraries_names_what_to_install() -> None:
+def test_need_libraries_names_what_to_install_and_why() -> None:
     task_checks.need_libraries("numpy", "onnx")
-    with pytest.raises(TaskUnavailable, match="shipei_no_such_module is not installed; "
-                                              "pip install shipei_no_such_module"):
+    with pytest.raises(TaskUnavailable, match=r"^shipei_no_such_module is not installed; "
+                                              r"pip install shipei_no_such_module$"):
         task_checks.need_libraries("numpy", "shipei_no_such_module")
+    with pytest.raises(TaskUnavailable, match=r"^shipei_no_such_module is not installed \(the "
+                                              r"metric\); pip install shipei_no_such_module$"):
+        task_checks.need_libraries("shipei_no_such_module", why="the metric")
+
+
+def test_a_missing_cjk_font_is_a_skip_with_the_hint(tmp_path, monkeypatch) -> None:
+    """No font named by SHIPEI's font variable, none of the known paths, no fc-list on the
+    PATH: every check that renders text (OCR, detection) skips with the install hint."""
+    from harness.modelzoo.tasks import ocr
+
+    monkeypatch.delenv(ocr.FONT_ENV, raising=False)
+    monkeypatch.setattr(ocr, "CJK_FONT_CANDIDATES", [])
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(TaskUnavailable, match=re.escape(f"no CJK font found; {ocr.FONT_HINT}")):
+        task_checks.cjk_font()
+    outcome = task_checks.check_ocr(Zoo(), InlineHost(FaultyTarget()), 60.0)
+    assert outcome.status == "skip" and ocr.FONT_HINT in outcome.message
 
 
 # -- every task check runs through the skeleton -----------------------------------------------

@@ -51,7 +51,7 @@ UNREADABLE = (ValueError, IndexError, KeyError, TypeError)
 #: seconds the reference target gets for a task
 REFERENCE_SECONDS = 600.0
 #: the pip package of each library a task needs, where its import name differs
-LIBRARIES = {"sklearn": "scikit-learn"}
+LIBRARIES = {"sklearn": "scikit-learn", "PIL": "pillow"}
 
 
 class TaskUnavailable(Exception):
@@ -114,12 +114,23 @@ def task_entries(zoo: Zoo, names: Mapping[str, str]) -> dict[str, ZooEntry]:
     return entries
 
 
-def need_libraries(*modules: str) -> None:
-    """:class:`TaskUnavailable`, with the install hint, unless every module is importable."""
+def need_libraries(*modules: str, why: str = "") -> None:
+    """:class:`TaskUnavailable`, with the install hint (and ``why`` the task needs it),
+    unless every module is importable."""
     for module in modules:
         if importlib.util.find_spec(module) is None:
-            raise TaskUnavailable(f"{module} is not installed; pip install "
-                                  f"{LIBRARIES.get(module, module)}")
+            raise TaskUnavailable(f"{module} is not installed{f' ({why})' if why else ''}; "
+                                  f"pip install {LIBRARIES.get(module, module)}")
+
+
+def cjk_font() -> tuple[Path, int]:
+    """A font with Chinese glyphs (and its face index) to render a task's text with, and
+    Pillow to render it; :class:`TaskUnavailable` with the install hint otherwise."""
+    need_libraries("PIL")
+    font = ocr.find_cjk_font()
+    if font is None:
+        raise TaskUnavailable(f"no CJK font found; {ocr.FONT_HINT}")
+    return font
 
 
 def call_task(host: Host, key: str, model: bytes, function: str, payload: Any,
@@ -139,13 +150,7 @@ def array_digest(array: np.ndarray) -> str:
 # -- OCR ----------------------------------------------------------------------------
 def ocr_image() -> tuple[Any, dict[str, Any]]:
     """The rendered test image and what describes it (font, lines, pixel sha256)."""
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        raise TaskUnavailable("Pillow is not installed; pip install pillow") from None
-    font = ocr.find_cjk_font()
-    if font is None:
-        raise TaskUnavailable(f"no CJK font found; {ocr.FONT_HINT}")
+    font = cjk_font()
     image = ocr.render_text(font)
     return image, {"font": f"{font[0].name}#{font[1]}", "lines": list(ocr.LINES),
                    "input_sha256": array_digest(np.asarray(image))}

@@ -28,14 +28,15 @@ from harness.modelzoo.reference import Reference
 from harness.modelzoo.task_checks import (
     REFERENCE_SECONDS,
     GoldenInputs,
-    TaskUnavailable,
     array_digest,
     check_against_golden,
+    cjk_font,
+    need_libraries,
     prepare_golden,
     store_task_golden,
     timed_task_run,
 )
-from harness.modelzoo.tasks import detection, detection_int8, ocr
+from harness.modelzoo.tasks import detection, detection_int8
 from harness.modelzoo.zoo import Zoo, ZooEntry
 from harness.perf.stats import latency_percentiles_ms
 
@@ -51,18 +52,8 @@ SCENARIOS = ("inspection", "vehicles", "medical")
 
 def task_scenes() -> tuple[list[detection.Scene], dict[str, Any]]:
     """The rendered scenes and what describes them (font, seeds, pixel sha256)."""
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        raise TaskUnavailable("Pillow is not installed; pip install pillow") from None
-    try:
-        import pycocotools  # noqa: F401
-    except ImportError:
-        raise TaskUnavailable("pycocotools is not installed (the mAP metric); "
-                              "pip install pycocotools") from None
-    font = ocr.find_cjk_font()
-    if font is None:
-        raise TaskUnavailable(f"no CJK font found; {ocr.FONT_HINT}")
+    need_libraries("pycocotools", why="the mAP metric")
+    font = cjk_font()
     rendered = detection.scenes(font)
     pixels = np.stack([np.asarray(scene.image) for scene in rendered])
     return rendered, {"font": f"{font[0].name}#{font[1]}", "seeds": list(detection.SCENE_SEEDS),

@@ -31,6 +31,7 @@ from harness.modelzoo.task_checks import (
     GoldenInputs,
     TaskUnavailable,
     check_against_golden,
+    need_libraries,
     prepare_golden,
     store_task_golden,
     timed_task_run,
@@ -52,11 +53,7 @@ TITLES = {"zh": "Speech recognition, Mandarin (CER): generated recogniser on esp
 
 def task_utterances(language: str) -> tuple[list[speech.Utterance], dict[str, Any]]:
     """The synthesised utterances and what describes them (espeak-ng, text, sha256)."""
-    try:
-        import jiwer  # noqa: F401
-    except ImportError:
-        raise TaskUnavailable("jiwer is not installed (the CER/WER metric); "
-                              "pip install jiwer") from None
+    need_libraries("jiwer", why="the CER/WER metric")
     try:
         spoken = speech.utterances(language)
         version = speech.espeak_version()

@@ -16,6 +16,7 @@ from harness.driver.target import Capabilities
 from harness.isolation.host import ProcessHost
 from harness.results.build import build_record
 from harness.results.case_record import CaseRecord, fold_attempts
+from harness.run.live_output import STILL_RUNNING_ENV
 from tests.test_isolation import ABS, FAULTY, NEG
 
 CAPS = Capabilities()
@@ -145,6 +146,15 @@ def test_a_crash_that_passes_alone_is_charged_to_the_case_before_it(shipei_cli):
     assert effective[victim].status == "pass"
     run_info = json.loads((result.run_dirs()[0] / "run.json").read_text())
     assert run_info["counts"]["shipei-corrupting"]["crash"] == 1
+    # what the workers printed is kept in the run's folder, named by target, and counted
+    # in the summary; pytest's progress line holds only results
+    kept = (result.run_dirs()[0] / "worker-stderr.log").read_text().splitlines()
+    assert "[shipei-corrupting] error: Abs left the heap in a state (a warning)" in kept
+    assert "[shipei-corrupting] free(): corrupted heap state detected" in kept
+    assert f"worker stderr: shipei-corrupting {len(kept)} line(s) in " in result.stdout
+    assert "heap" not in result.stdout + result.stderr
+    progress = [line for line in result.stdout.splitlines() if line.rstrip().endswith("%]")]
+    assert progress and all(set(line.split()[0]) <= set(".FEsxX") for line in progress)
 
 
 def test_a_crash_that_recurs_alone_is_the_case_own(shipei_cli):
@@ -221,8 +231,11 @@ def test_a_slow_worker_start_is_the_targets_set_up_not_the_first_cases(shipei_cl
          str(tmp_path / "tiny.onnx"))
     label = "shipei-corrupting,corrupt_op=Relu,start_delay_s=8"
     result = shipei_cli("run", "--model", str(tmp_path / "tiny.onnx"), "--target", label,
-                        env=PLUGINS)
+                        env={**PLUGINS, STILL_RUNNING_ENV: "1"})
     assert result.returncode == 0, result.stderr[-2000:]
+    # the wait is noted while it lasts, on a line of its own before the test's result
+    notes = [line for line in result.stdout.splitlines() if line.startswith("still running")]
+    assert notes and "test_model" in notes[0] and notes[0].endswith("s so far)")
     (first,) = result.records()
     info = json.loads((result.run_dirs()[0] / "run.json").read_text())
     setup_s = info["targets"][label]["setup_s"]

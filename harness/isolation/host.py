@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,12 +164,39 @@ class _Requests:
         return self._request("identity", (), timeout)
 
 
-class _StderrTail:
-    """Forwards a worker's stderr to ours and keeps its last lines for error messages: all
-    of them, and those since the request the worker last started (after its
-    :data:`~harness.isolation.worker_main.REQUEST_MARK`, which is not forwarded)."""
+def _to_our_stderr(source: str, line: bytes) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, line)
 
-    def __init__(self, stream: Any, keep: int = 40) -> None:
+
+#: where the lines workers write on their stderr go: ``(target name, raw line)``. Ours
+#: by default; the pytest plugin points it at the terminal reporter for a session, so a
+#: runtime's warnings land on lines of their own, named by target, never inside the
+#: progress line (:func:`set_worker_stderr_sink`).
+_STDERR_SINK: list[Callable[[str, bytes], None]] = [_to_our_stderr]
+
+
+def worker_stderr_sink() -> Callable[[str, bytes], None]:
+    """Where worker stderr lines go now."""
+    return _STDERR_SINK[0]
+
+
+def set_worker_stderr_sink(sink: Callable[[str, bytes], None] | None
+                           ) -> Callable[[str, bytes], None]:
+    """Send every worker's stderr lines to ``sink(target name, line)`` (None: to our
+    stderr, the default); returns the sink it replaces."""
+    previous, _STDERR_SINK[0] = _STDERR_SINK[0], sink or _to_our_stderr
+    return previous
+
+
+class _StderrTail:
+    """Forwards a worker's stderr (to the sink of :func:`set_worker_stderr_sink`) and keeps
+    its last lines for error messages: all of them, and those since the request the worker
+    last started (after its :data:`~harness.isolation.worker_main.REQUEST_MARK`, which is
+    not forwarded)."""
+
+    def __init__(self, stream: Any, keep: int = 40, source: str = "") -> None:
+        self.source = source
         self.lines: deque[str] = deque(maxlen=keep)
         self.request_lines: deque[str] = deque(maxlen=keep)
         self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True,
@@ -189,14 +216,14 @@ class _StderrTail:
             stream.close()
 
     def _keep(self, line: bytes) -> None:
-        """Keep a line (forwarded to our stderr as it came)."""
+        """Keep a line (and forward it as it came)."""
         if not line:
             return
         text = line.decode("utf-8", "replace").rstrip()
         self.lines.append(text)
         self.request_lines.append(text)
-        with contextlib.suppress(OSError):
-            os.write(2, line)
+        with contextlib.suppress(Exception):  # a broken sink never stops the pump
+            _STDERR_SINK[0](self.source, line)
 
     def text(self, lines: int = 8) -> str:
         return "\n".join(list(self.lines)[-lines:])
@@ -303,7 +330,7 @@ class ProcessHost(_Requests):
                              f"({' '.join(self.argv)}): {exc}") from exc
         assert process.stdin and process.stdout and process.stderr
         worker = _Worker(process, DeadlineEnd(process.stdout.fileno(), process.stdin.fileno()),
-                         _StderrTail(process.stderr), oom.snapshot())
+                         _StderrTail(process.stderr, source=self.spec.name), oom.snapshot())
         try:
             worker.end.send(self._hello(), time.monotonic() + self.startup_timeout)
         except WireError as exc:

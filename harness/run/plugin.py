@@ -39,6 +39,7 @@ from harness.results.case_record import CaseRecord
 from harness.results.record_files import RunPaths, StorageError, check_run_id, check_writable
 from harness.run import selection
 from harness.run.case_item import CaseItem, case_items, item_target_label
+from harness.run.live_output import live_output_for
 from harness.run.look_ahead import CasePrefetcher
 from harness.run.target_pool import TargetPool, set_up
 from harness.run.writer import RunWriter
@@ -117,6 +118,10 @@ def pytest_configure(config: pytest.Config) -> None:
         session.validate_requests()
     config.pluginmanager.register(session, PLUGIN_NAME)
     config.pluginmanager.register(session.prefetch, "shipei-prefetch")
+    live = live_output_for(
+        config, lambda: session.run.paths.run_dir if session.run.paths is not None else None)
+    if live is not None:
+        config.pluginmanager.register(live, "shipei-live-output")
     if not _is_xdist_worker(config):
         _finish_on_sigterm(config)
 

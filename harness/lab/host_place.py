@@ -120,7 +120,7 @@ class HostPlace:
 
         try:
             # a server is not power-cycled: it would not be back before the first case
-            self.place = hold_place(self.name, self.coordinator, self.wait, self.resource,
+            self.place = hold_place(self.name, self.coordinator, self.wait,
                                     cycle_power=False)
             self.host = ssh_host(self.place, self.resource)
         except LabError as exc:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from harness.center.models import Run, RunPlace
 
 #: the longest text each column holds (the models' String lengths)
-LIMITS = {"place": 200, "coordinator": 300, "exporter": 200, "resource": 400}
+COLUMN_LENGTHS = {"place": 200, "coordinator": 300, "exporter": 200, "resource": 400}
 
 
 def places_of(info: Mapping[str, Any], label: str) -> list[dict[str, str]]:
@@ -39,7 +39,7 @@ def places_of(info: Mapping[str, Any], label: str) -> list[dict[str, str]]:
         name = where.get("place")
         if isinstance(name, str) and name and "error" not in where and name not in rows:
             rows[name] = {key: str(where.get(key) or "")[:limit]
-                          for key, limit in LIMITS.items()}
+                          for key, limit in COLUMN_LENGTHS.items()}
     return list(rows.values())
 
 

@@ -8,7 +8,9 @@ not the harness's):
    any numpy can read: ``model.onnx``, one ``.npy`` per tensor and ``case.json`` (names,
    rtol, atol, and what each value is). A type numpy lacks (bfloat16, float8, int4 ...)
    is saved as its bits in an unsigned integer of its width and read back with
-   ``ml_dtypes`` (a case stays *not run* in an environment without it); a string tensor
+   ``ml_dtypes`` (in an environment without it, a case with such an input stays *not
+   run*, and such an expected output is not matched by anything the SDK gives back, as
+   that numpy cannot hold the type); a string tensor
    as numpy's unicode type, read back as Python strings; a sequence as its tensors; an
    absent optional as nothing.
 2. ``bare --sdk S`` (run *inside* the environment, e.g. through ``shipei env``'s launch
@@ -101,12 +103,22 @@ def save_value(folder: Path, stem: str, value: Any) -> dict[str, Any]:
     return {"kind": "tensor", "file": f"{stem}.npy", "dtype": dtype}
 
 
-def load_value(folder: Path, spec: dict[str, Any]) -> Any:
-    """A value :func:`save_value` wrote, as the SDK is given it (or compared with)."""
+class Unholdable:
+    """An expected output of a type this environment's numpy cannot hold (no ml_dtypes):
+    the SDK still runs, and nothing it gives back here can be that type, so it does not
+    match (an input of such a type is :class:`NotRunnable` instead: it cannot be fed)."""
+
+    def __init__(self, dtype: str, why: str) -> None:
+        self.dtype, self.why = dtype, why
+
+
+def load_value(folder: Path, spec: dict[str, Any], expected: bool = False) -> Any:
+    """A value :func:`save_value` wrote, as the SDK is given it or, with ``expected``, as
+    its output is compared with."""
     if spec["kind"] == "none":
         return None
     if spec["kind"] == "sequence":
-        return [load_value(folder, item) for item in spec["items"]]
+        return [load_value(folder, item, expected) for item in spec["items"]]
     stored = np.load(folder / spec["file"], allow_pickle=False)
     dtype = spec["dtype"]
     if dtype == "string":
@@ -116,12 +128,14 @@ def load_value(folder: Path, spec: dict[str, Any]) -> Any:
     try:
         import ml_dtypes
     except ImportError:
-        raise NotRunnable(f"numpy holds no {dtype} and this environment has no "
-                          "ml_dtypes") from None
-    if not hasattr(ml_dtypes, dtype):
-        raise NotRunnable(f"this environment's ml_dtypes {ml_dtypes.__version__} has no "
-                          f"{dtype}")
-    return stored.view(getattr(ml_dtypes, dtype))
+        why = f"numpy holds no {dtype} and this environment has no ml_dtypes"
+    else:
+        if hasattr(ml_dtypes, dtype):
+            return stored.view(getattr(ml_dtypes, dtype))
+        why = f"this environment's ml_dtypes {ml_dtypes.__version__} has no {dtype}"
+    if expected:
+        return Unholdable(dtype, why)
+    raise NotRunnable(why)
 
 
 def export(out: Path, only: set[str] | None = None) -> list[str]:
@@ -293,6 +307,8 @@ SDKS = {"nncase": run_nncase, "mnn": run_mnn, "ncnn": run_ncnn, "paddle": run_pa
 def matches(want: Any, got: Any, rtol: float, atol: float) -> bool:
     """Whether ``got`` is ``want`` within tolerance: shape and element type included, a
     sequence item by item, an absent optional only by an absent one."""
+    if isinstance(want, Unholdable):
+        return False
     if want is None or isinstance(want, list):
         if want is None or not isinstance(got, (list, tuple)) or len(got) != len(want):
             return want is None and got is None
@@ -324,7 +340,7 @@ def _child(sdk: str, folder: str, conn: Any) -> None:
     model = (path / "model.onnx").read_bytes()
     try:
         sets = [([load_value(path, spec) for spec in data["inputs"]],
-                 [load_value(path, spec) for spec in data["outputs"]])
+                 [load_value(path, spec, expected=True) for spec in data["outputs"]])
                 for data in meta["sets"]]
     except NotRunnable as exc:
         conn.send(("not_run", str(exc)))

@@ -51,6 +51,24 @@ def test_values_numpy_lacks_travel_as_their_bits_and_come_back_equal(sweep, tmp_
     assert not sweep.matches(np.array("a", dtype=object), np.array("b", dtype=object), 0, 0)
 
 
+def test_without_ml_dtypes_an_exotic_input_is_not_run_and_an_exotic_output_never_matches(
+        sweep, tmp_path, monkeypatch):
+    """An SDK environment without ml_dtypes (rknn's) cannot feed a float8 input, so the
+    case is not run; an expected float8 output is still judged, and nothing its numpy
+    holds can match it."""
+    spec = json.loads(json.dumps(sweep.save_value(
+        tmp_path, "f8", np.array(0.5, dtype=ml_dtypes.float8_e4m3fn))))
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes: ImportError
+    with pytest.raises(sweep.NotRunnable, match="no ml_dtypes"):
+        sweep.load_value(tmp_path, spec)
+    want = sweep.load_value(tmp_path, spec, expected=True)
+    assert isinstance(want, sweep.Unholdable) and want.dtype == "float8_e4m3fn"
+    bits = np.load(tmp_path / spec["file"])
+    assert not sweep.matches(want, bits, 1.0, 1.0)  # not even its own bits as uint8
+    [item] = sweep.load_value(tmp_path, {"kind": "sequence", "items": [spec]}, expected=True)
+    assert isinstance(item, sweep.Unholdable)
+
+
 CASES = ["test_clip_default_min", "test_if_seq", "test_loop16_seq_none",
          "test_string_concat_zero_dimensional", "test_range_bfloat16_type_positive_delta",
          "test_dequantizelinear_int4"]

@@ -6,9 +6,10 @@ not JSON (``badjson``) or not an object (``arrjson``), a records.jsonl with a
 non-object line (``nonobj``), an empty folder (``emptydir``). The folder's files are
 hashed before and after: a refused command changes none of them.
 
-Commands that do not start pytest run in this process (``harness.cli.main.main``:
-the same code, without an interpreter start per row); ``run`` and ``gate`` run as
-subprocesses, several at a time.
+Every row runs in this process (``harness.cli.main.main``: the same code, without an
+interpreter start per row); ``run`` and ``gate`` refuse these inputs before any case
+runs, in their own argument checks or in pytest's configuration (a nested pytest
+session, as pytester runs one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +33,11 @@ from harness.cli.main import main
 class Row:
     args: tuple[str, ...]
     message: str  # what the one stderr line must contain
-    subprocess: bool = False
 
 
-def row(*args: str, message: str, marks: pytest.MarkDecorator | tuple = (), id: str,
-        sub: bool = False) -> object:
-    return pytest.param(Row(args, message, sub), marks=marks, id=id)
+def row(*args: str, message: str, marks: pytest.MarkDecorator | tuple = (), id: str
+        ) -> object:
+    return pytest.param(Row(args, message), marks=marks, id=id)
 
 
 EXPECT = ("expectations", "update")
@@ -124,54 +123,54 @@ ROWS = [
         id="models-unknown"),
     row("no-such-command", message="invalid choice", id="unknown-command"),
     # shipei run and gate: options validated before any case runs
-    row(*RUN, "--case-timeout", "0", message="--case-timeout: must be a positive", sub=True,
+    row(*RUN, "--case-timeout", "0", message="--case-timeout: must be a positive",
         id="run-case-timeout-0"),
-    row(*RUN, "--case-timeout", "-1", message="--case-timeout: must be a positive", sub=True,
+    row(*RUN, "--case-timeout", "-1", message="--case-timeout: must be a positive",
         id="run-case-timeout-negative"),
-    row(*RUN, "--case-timeout", "nan", message="--case-timeout: must be a positive", sub=True,
+    row(*RUN, "--case-timeout", "nan", message="--case-timeout: must be a positive",
         id="run-case-timeout-nan"),
-    row(*RUN, "--results-dir", "{dir}/afile", message="--results-dir", sub=True,
+    row(*RUN, "--results-dir", "{dir}/afile", message="--results-dir",
         id="run-results-dir-is-file"),
-    row(*RUN, "--expectations", "{dir}/malformed.toml", message="malformed.toml", sub=True,
+    row(*RUN, "--expectations", "{dir}/malformed.toml", message="malformed.toml",
         id="run-expectations-malformed"),
-    row(*RUN, "--expectations", "{dir}/invalid.toml", message="status must be one of", sub=True,
+    row(*RUN, "--expectations", "{dir}/invalid.toml", message="status must be one of",
         id="run-expectations-invalid"),
-    row(*RUN, "--expectations", "{dir}/missing.toml", message="missing.toml", sub=True,
+    row(*RUN, "--expectations", "{dir}/missing.toml", message="missing.toml",
         id="run-expectations-missing"),
-    row("run", "--resume", "badjson", message="run.json is not valid JSON", sub=True,
+    row("run", "--resume", "badjson", message="run.json is not valid JSON",
         id="run-resume-runjson-garbled"),
-    row("run", "--resume", "nonobj", message="line 2 is not a JSON object", sub=True,
+    row("run", "--resume", "nonobj", message="line 2 is not a JSON object",
         id="run-resume-records-nonobject"),
-    row(*RUN, "--run-id", "../x", message="run id '../x'", sub=True, id="run-run-id-escapes"),
+    row(*RUN, "--run-id", "../x", message="run id '../x'", id="run-run-id-escapes"),
     # issue 27 item 12: run's bad inputs that gave a traceback, a hang or a wrong exit code
-    row(*RUN, "-n", "99999999999999999999", message="argument -n: at most", sub=True,
+    row(*RUN, "-n", "99999999999999999999", message="argument -n: at most",
         id="run-n-huge"),
     row(*RUN, "--results-dir", "/proc/self", message="--results-dir /proc/self cannot be "
-        "written to", sub=True, id="run-results-dir-proc"),
+        "written to", id="run-results-dir-proc"),
     row(*RUN, "--reports-dir", "/proc/self", message="--reports-dir /proc/self cannot be "
-        "written to", sub=True, id="run-reports-dir-proc"),
+        "written to", id="run-reports-dir-proc"),
     row(*RUN, "--results-dir", "{dir}/readonly/results", message="cannot be written to",
-        sub=True, marks=AS_ROOT, id="run-results-dir-read-only"),
+        marks=AS_ROOT, id="run-results-dir-read-only"),
     row(*RUN, "--reports-dir", "{dir}/readonly", message="cannot be written to",
-        sub=True, marks=AS_ROOT, id="run-reports-dir-read-only"),
-    row(*RUN, "--shard", "1/99999999999999", message="at most 10000 shards", sub=True,
+        marks=AS_ROOT, id="run-reports-dir-read-only"),
+    row(*RUN, "--shard", "1/99999999999999", message="at most 10000 shards",
         id="run-shard-huge"),
     row(*RUN, "--worker-memory-limit", "0.0000001K", message="less than the smallest ceiling",
-        sub=True, id="run-worker-memory-limit-zero"),
+        id="run-worker-memory-limit-zero"),
     row(*RUN, "--target", "onnxruntime-cpu,intra_op_threads=-4",
-        message="intra_op_threads must be 0", sub=True, id="run-intra-op-threads-negative"),
+        message="intra_op_threads must be 0", id="run-intra-op-threads-negative"),
     row("run", "--resume", "good", "--retry-failed", "good", message="cannot be combined",
-        sub=True, id="run-resume-and-retry-failed"),
+        id="run-resume-and-retry-failed"),
     row("gate", *TARGET, "--drift-factor", "-1", message="--drift-factor must be a positive",
-        sub=True, id="gate-drift-factor-negative"),
+        id="gate-drift-factor-negative"),
     row("gate", *TARGET, "--drift-factor", "nan", message="--drift-factor must be a positive",
-        sub=True, id="gate-drift-factor-nan"),
+        id="gate-drift-factor-nan"),
     row("gate", *TARGET, "--latency-threshold", "-0.5",
-        message="--latency-threshold must be a positive", sub=True,
+        message="--latency-threshold must be a positive",
         id="gate-latency-threshold-negative"),
     row("gate", *TARGET, "--baseline", "nonobj", message="line 2 is not a JSON object",
-        sub=True, id="gate-baseline-records-nonobject"),
-    row("gate", *TARGET, "--case-timeout", "nan", message="--case-timeout", sub=True,
+        id="gate-baseline-records-nonobject"),
+    row("gate", *TARGET, "--case-timeout", "nan", message="--case-timeout",
         id="gate-case-timeout-nan"),
 ]
 
@@ -237,13 +236,6 @@ def _in_process(argv: list[str]) -> Outcome:
     return Outcome(code, stderr.getvalue())
 
 
-def _subprocess(argv: list[str], cwd: Path) -> Outcome:
-    proc = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, check=False,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    return Outcome(proc.returncode, proc.stderr)
-
-
 def _argv(spec: Row, directory: Path) -> list[str]:
     """The row's arguments, with results/ and reports/ in ``directory`` unless it names
     its own (before any '--' of ``run``, after the positional run ids elsewhere)."""
@@ -267,35 +259,16 @@ def digest(folder: Path) -> str:
 def _run_row(spec: Row, directory: Path) -> tuple[Outcome, str, str]:
     before = digest(directory / "results")
     argv = _argv(spec, directory)
-    outcome = _subprocess(argv, directory) if spec.subprocess else _in_process(argv)
+    outcome = _in_process(argv)
     return outcome, before, digest(directory / "results")
-
-
-@pytest.fixture(scope="module")
-def subprocess_outcomes(base: Path, tmp_path_factory: pytest.TempPathFactory
-                        ) -> dict[Row, tuple[Outcome, str, str]]:
-    """The subprocess rows, run a few at a time, each on its own copy of ``base``."""
-    specs = [p.values[0] for p in ROWS if p.values[0].subprocess]
-    copies = []
-    for number, spec in enumerate(specs):
-        copy = tmp_path_factory.mktemp(f"row{number}") / "work"
-        shutil.copytree(base, copy)
-        copies.append((spec, copy))
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        done = pool.map(lambda item: (item[0], _run_row(*item)), copies)
-        return dict(done)
 
 
 @pytest.mark.parametrize("spec", ROWS)
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(
-        spec: Row, base: Path, tmp_path: Path,
-        subprocess_outcomes: dict[Row, tuple[Outcome, str, str]]) -> None:
-    if spec.subprocess:
-        outcome, before, after = subprocess_outcomes[spec]
-    else:
-        directory = tmp_path / "work"
-        shutil.copytree(base, directory)
-        outcome, before, after = _run_row(spec, directory)
+        spec: Row, base: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "work"
+    shutil.copytree(base, directory)
+    outcome, before, after = _run_row(spec, directory)
     lines = [line for line in outcome.stderr.splitlines() if line.strip()]
     assert "Traceback" not in outcome.stderr, outcome.stderr
     assert outcome.code == 2, outcome.stderr

@@ -46,10 +46,18 @@ def _loaded(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, bytes], dict
 
 
 def test_honest_timed_run_passes_both_audits(perf_run: Path) -> None:
+    """Passed on a quiet machine. Measured while others used the CPUs (the records say
+    so), the cache audit may be undecided, saying that; it never refuses an honest run."""
     records, files, run_of = _loaded(perf_run)
     assert len([r for r in records if r["status"] == "pass"]) == 2
     assert "2 timed case(s)" in anti_gaming.check_accuracy_in_performance(records)[0]
-    assert "2 timed case(s)" in anti_gaming.check_caching(records, files, run_of)[0]
+    try:
+        said = anti_gaming.check_caching(records, files, run_of)
+    except anti_gaming.AuditInconclusive as exc:
+        assert not all((r["metrics"].get("machine") or {}).get("alone") for r in records), exc
+        assert "other processes used" in str(exc) or "cannot say whether" in str(exc)
+    else:
+        assert "2 timed case(s)" in said[0]
 
 
 @pytest.mark.parametrize(("edit", "words"), [

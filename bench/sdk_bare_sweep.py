@@ -432,7 +432,9 @@ def agreement(bare_file: Path, run: Path, target: str) -> dict[str, Any]:
         else:
             found["disagree"].append({
                 "case": row["case"], "bare": row["bare"], "bare_why": row["why"][:200],
-                "shipei": record["status"], "shipei_message": record.get("message", "")[:200]})
+                "shipei": record["status"], "shipei_message": record.get("message", "")[:200],
+                # what Shipei's driver did differently, as its record says (the likely why)
+                "shipei_adaptations": (record.get("placement") or {}).get("adaptations", [])})
     return found
 
 
@@ -444,6 +446,8 @@ def compare(pairs: list[tuple[Path, str]], run: Path, json_out: Path | None = No
             print(f"DISAGREE {found['target']} {row['case']}: bare {row['bare']} "
                   f"({row['bare_why'][:100]}), shipei {row['shipei']} "
                   f"({row['shipei_message'][:100]})")
+            for adaptation in row["shipei_adaptations"]:
+                print(f"  shipei's adaptation: {adaptation}")
         for row in found["not_run"]:
             print(f"NOT RUN {found['target']} {row['case']}: {row['why']}")
         for case in found["missing"]:

@@ -55,7 +55,8 @@ class Aarch64Target(SdkTarget):
     def capabilities(self) -> Capabilities:
         base = super().capabilities()
         extra = {**base.extra, "architecture": "aarch64", "emulated": True,
-                 "timing": "emulated: not a performance figure"}
+                 "timing": "emulated: not a performance figure",
+                 "adaptations": [RAW_IO_ADAPTATION]}
         return Capabilities(opset_min=1, opset_max=base.opset_max, dtypes=base.dtypes,
                             devices=base.devices, precision=base.precision, extra=extra)
 
@@ -82,11 +83,22 @@ class _EmulatedExecutable(OnnxRuntimeExecutable):
         super().__init__(session, profile_placement=False)
 
     def placement(self) -> dict[str, Any]:
-        return {"architecture": platform.machine(), "emulated": True,
-                "emulator": os.environ.get(EMULATED_ENV, "qemu-user"),
-                "computed_by": Aarch64Target.computed_by,
-                "cpu_hwcap": hardware_capabilities(),
-                "timing": "emulated: not a performance figure"}
+        placement = {"architecture": platform.machine(), "emulated": True,
+                     "emulator": os.environ.get(EMULATED_ENV, "qemu-user"),
+                     "computed_by": Aarch64Target.computed_by,
+                     "cpu_hwcap": hardware_capabilities(),
+                     "timing": "emulated: not a performance figure"}
+        if self._raw_io:
+            placement["adaptations"] = [RAW_IO_ADAPTATION]
+        return placement
+
+
+#: what the driver does where onnxruntime's numpy API refuses a type (a user calling
+#: ``InferenceSession.run`` with a bfloat16 array gets "Numpy_type 256 can't be converted
+#: to MLDataType", and ``OrtValue.numpy()`` has no bfloat16 either)
+RAW_IO_ADAPTATION = ("inputs and outputs of types onnxruntime's numpy API does not exchange "
+                     "(bfloat16, float8, 4- and 2-bit integers) travel as OrtValues built from "
+                     "and read back as their raw bits")
 
 
 #: getauxval(3) keys of the hardware capability words

@@ -110,3 +110,23 @@ def test_the_bare_sweep_on_onnxruntime_is_compared_with_shipei_per_sdk(
     table = capsys.readouterr().out
     assert "DISAGREE onnxruntime-cpu test_range_bfloat16_type_positive_delta" in table
     assert "onnxruntime.jsonl" in table and f"{len(CASES) - 1:>5}" in table
+
+
+def test_a_disagreement_shows_the_adaptation_shipeis_record_names(sweep, tmp_path, capsys):
+    """The likely why of a disagreement is what Shipei's driver did differently: compare
+    prints the record's adaptations under it (and writes them in --json)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    adaptation = "inputs ... travel as OrtValues built from and read back as their raw bits"
+    records = [{"case": "test_a", "target": "t", "status": "pass",
+                "placement": {"adaptations": [adaptation]}},
+               {"case": "test_b", "target": "t", "status": "error", "message": "no"}]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    bare = tmp_path / "sdk.jsonl"
+    bare.write_text(json.dumps({"case": "test_a", "bare": "error", "why": "refused"}) + "\n"
+                    + json.dumps({"case": "test_b", "bare": "error", "why": "x"}) + "\n")
+    figures = tmp_path / "figures.json"
+    assert sweep.compare([(bare, "t")], run, figures) == 1
+    [row] = json.loads(figures.read_text())["sdks"][0]["disagree"]
+    assert row["case"] == "test_a" and row["shipei_adaptations"] == [adaptation]
+    assert f"shipei's adaptation: {adaptation}" in capsys.readouterr().out

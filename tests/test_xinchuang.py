@@ -18,7 +18,7 @@ from harness.driver.registry import TargetSpec
 from harness.driver.target import InfraError
 from harness.environments import target_envs as envs
 from harness.isolation.host import ProcessHost
-from targets.aarch64_target import Aarch64Target
+from targets.aarch64_target import RAW_IO_ADAPTATION, Aarch64Target
 from targets.mnn_target import MnnTarget
 from targets.ncnn_target import NcnnTarget
 from targets.nncase_target import NncaseTarget
@@ -208,3 +208,37 @@ def test_the_adaptations_a_driver_may_make_reach_the_capabilities():
     the way to its SDK declares how there (and each record says when it happened)."""
     assert any("1-element Mats" in a for a in NcnnTarget().capabilities().extra["adaptations"])
     assert any("bool" in a for a in MnnTarget().capabilities().extra["adaptations"])
+    assert any("raw bits" in a for a in Aarch64Target().capabilities().extra["adaptations"])
+
+
+@pytest.mark.slow
+def test_a_bfloat16_run_on_aarch64_records_that_it_bypassed_the_numpy_api():
+    """Issue 27: onnxruntime's numpy API refuses bfloat16 (the bare sweep's two Range
+    disagreements); the driver feeds and reads raw bits, and the run's placement says so,
+    while a float32 run's does not."""
+    import ml_dtypes
+
+    ready, reason = envs.status("aarch64", envs.known_specs().get("aarch64"))
+    if not ready:
+        pytest.skip(reason)
+    spec = TargetSpec(name=Aarch64Target.name,
+                      factory=f"{Aarch64Target.__module__}:{Aarch64Target.__name__}")
+    launcher, env = envs.worker_launch(Aarch64Target())
+    host = ProcessHost(spec, "default", {}, launcher=launcher, env=env)
+    try:
+        for kind, value, adapted in (
+                (TensorProto.BFLOAT16, np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16), True),
+                (TensorProto.FLOAT, np.array([1.5, -2.0], dtype=np.float32), False)):
+            graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "same",
+                                      [helper.make_tensor_value_info("x", kind, [2])],
+                                      [helper.make_tensor_value_info("y", kind, [2])])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+            model.ir_version = 8
+            result = host.run_case(f"same{kind}", model.SerializeToString(), [{"x": value}],
+                                   timeout=300)
+            assert result["outputs"][0]["y"].dtype == value.dtype
+            assert np.array_equal(result["outputs"][0]["y"], value)
+            adaptations = result["placement"].get("adaptations", [])
+            assert (adaptations == [RAW_IO_ADAPTATION]) is adapted, adaptations
+    finally:
+        host.close()

@@ -87,15 +87,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+#: the tiers left out of the default test run: marker -> (option, what they are)
+TIERS = {
+    "extended": ("--run-extended", "long end-to-end runs that CI runs after the default "
+                                   "run (tox -e extended)"),
+    "slow": ("--run-slow", "long sweeps, run deliberately"),
+}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--run-slow", action="store_true", default=False,
-                     help="also run tests marked slow (long sweeps)")
+    for marker, (option, what) in TIERS.items():
+        parser.addoption(option, action="store_true", default=False,
+                         help=f"also run tests marked {marker} ({what})")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-slow"):
-        return
-    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    """Tests of a tier are skipped, saying which option runs them, unless it was given."""
+    skips = {marker: pytest.mark.skip(reason=f"{marker}: run with {option}")
+             for marker, (option, _) in TIERS.items() if not config.getoption(option)}
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip_slow)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
+                break

@@ -136,6 +136,7 @@ def test_comparison_names_status_and_figure_disagreements() -> None:
     assert found["test_m"].agrees
 
 
+@pytest.mark.extended
 def test_audit_rerun_agrees_on_an_honest_bundle_and_blocks_a_doctored_one(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     """shipei audit re-runs the sample here through shipei run -k: the honest bundle

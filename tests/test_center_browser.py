@@ -85,6 +85,7 @@ def upload_in_browser(browser, server: Server, center: Center, bundle: Path) -> 
     return browser.find_element(By.ID, "verdict").text
 
 
+@pytest.mark.extended
 def test_vendor_to_certificate_in_a_real_browser(browser, tmp_path_factory,  # type: ignore[no-untyped-def]
                                                  tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By

@@ -313,6 +313,7 @@ def _issued_id(out: subprocess.CompletedProcess) -> str:
     return found.group(1)
 
 
+@pytest.mark.extended
 def test_certify_bundle_writes_the_list_refuses_twice_and_shares_one_revocation_list(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     """The bundle path: the certificate verifies as the docs say (its revocation list is
@@ -414,6 +415,7 @@ def test_certify_bundle_of_a_not_compatible_target_exits_1(
     assert "level none" in out.stdout and "不兼容" in out.stdout
 
 
+@pytest.mark.extended
 def test_certify_bundle_on_a_busy_database_leaves_nothing_signed(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     """Another writer holds the SQLite database for longer than the busy timeout: the

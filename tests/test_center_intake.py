@@ -177,6 +177,7 @@ def test_oversized_and_garbage_uploads_are_refused(center: Center) -> None:
     assert big.failed.id == "archive" and "over the limit" in big.failed.detail
 
 
+@pytest.mark.extended
 def test_cli_bundle_intake_and_refusals(run_dir: Path, center: Center) -> None:
     """The CLI paths: shipei bundle (the same bytes as the API makes), shipei intake
     (accepted, then the replay refused with exit 1 and the check named), one-line usage

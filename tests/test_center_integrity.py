@@ -158,6 +158,7 @@ def test_bundles_accepted_before_content_digests_are_protected_too(
     _own_copy_is_a_replay(run_dir, center, tmp_path)
 
 
+@pytest.mark.extended
 def test_an_honest_second_run_by_another_lab_is_no_replay(
         run_dir: Path, second_lab_run: Path, center: Center) -> None:
     accept(center, build([run_dir], center.vendor_key))

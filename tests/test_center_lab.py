@@ -63,6 +63,7 @@ def exporter_of(lab: Lab) -> subprocess.Popen[bytes]:
     return lab._procs[-1]
 
 
+@pytest.mark.extended
 def test_places_free_busy_lost_with_their_boards_history(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:

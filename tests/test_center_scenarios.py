@@ -249,6 +249,7 @@ def test_the_api_enters_and_matches_demands_for_the_admin_only(registry: Supply)
 @pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
                     reason="needs Debian's chromium and chromium-driver (apt-get install "
                            "chromium chromium-driver)")
+@pytest.mark.extended
 def test_the_admin_enters_a_demand_and_reads_the_match_in_a_real_browser(
         registry: Supply, tmp_path: Path) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")

@@ -93,6 +93,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.mark.extended
 def test_unpublished_certificates_are_hidden_until_the_admin_publishes(registry: Registry
                                                                         ) -> None:
     client, first, second = registry.client, *registry.certificates
@@ -244,6 +245,7 @@ def _kill_loses_nothing(center: Center, run_dir: Path, tmp_path: Path) -> None:
         again.kill()
 
 
+@pytest.mark.extended
 def test_killed_server_loses_no_committed_submission(tmp_path_factory: pytest.TempPathFactory,
                                                      tmp_path: Path) -> None:
     _kill_loses_nothing(make_center(tmp_path / "c"), shared_run(tmp_path_factory), tmp_path)

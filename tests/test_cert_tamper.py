@@ -110,6 +110,7 @@ def test_untouched_certificate_verifies_with_records_and_files(work, issued: Iss
     assert any(line.startswith("level: recomputed") for line in lines)
 
 
+@pytest.mark.extended
 def test_flipping_any_byte_of_the_envelope_is_detected(issued: Issued) -> None:
     """Every byte, lowest bit flipped (and every 97th byte's highest bit too); in memory,
     through the same check verify runs first."""

@@ -136,6 +136,7 @@ def test_the_dtype_names_listed_are_those_the_skip_rule_compares() -> None:
     assert listed == set(ELEMENT_TYPES)  # and the ones the probe knows
 
 
+@pytest.mark.extended
 def test_a_driver_written_from_the_page_passes_the_gate(shipei_cli, tmp_path: Path) -> None:
     env = install_doc_driver(tmp_path / "driver")
     listed = shipei_cli("targets", "--json", env=env)

@@ -53,6 +53,7 @@ def _decoy_checkout(folder: Path) -> Path:
     return egg.parent
 
 
+@pytest.mark.extended
 def test_create_records_versions_and_list_show_remove(tmp_path, capsys, monkeypatch):
     wheel = _tiny_wheel(tmp_path)
     spec = _spec_file(tmp_path, "tiny", [str(wheel)], ["--no-index", "--no-deps"])
@@ -119,6 +120,7 @@ def _attestation_overrides_env_json(tmp_path: Path) -> None:
     manifest_path.write_text(kept)
 
 
+@pytest.mark.extended
 def test_failed_install_names_the_package(tmp_path, capsys):
     spec = _spec_file(tmp_path, "broken", ["no-such-package-shipei==9.9.9"], ["--no-index"])
     assert main(["env", "create", "--spec", str(spec)]) == 2

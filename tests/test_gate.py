@@ -123,6 +123,7 @@ PERF_QUICK = ["--perf-model", "tiny", "--perf-min-duration", "0.5", "--perf-warm
               "--perf-min-queries", "100"]
 
 
+@pytest.mark.extended
 def test_gate_fails_on_a_significant_latency_regression(shipei_cli, tmp_path: Path) -> None:
     pytest.importorskip("mlperf_loadgen")
     where = ["--results-dir", str(tmp_path / "results"), "--reports-dir",

@@ -120,6 +120,7 @@ def test_worker_that_fails_to_start_is_infra_error(spec):
     assert "failed to start" in outcome.message
 
 
+@pytest.mark.extended
 def test_shipei_run_records_crashes_and_timeouts_and_keeps_going(shipei_cli):
     """Three misbehaving targets in one ``shipei run``: abort on Abs, segfault on Neg,
     hang on Floor. Exactly the cases with the trigger op are lost; every other case

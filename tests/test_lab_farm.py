@@ -108,6 +108,7 @@ def check_equal_to_one(tmp_path: Path, one: dict[tuple[str, str], str], places: 
     assert info["farm"]["requeued"] == []
 
 
+@pytest.mark.extended
 def test_two_places_equal_one_board(boards: list[SimBoard], tmp_path: Path,
                                     one_board: dict[tuple[str, str], str]) -> None:
     boards += [SimBoard(), SimBoard()]
@@ -141,6 +142,7 @@ def test_four_places_equal_one_board(boards: list[SimBoard], tmp_path: Path,
     check_equal_to_one(tmp_path, one_board, 4)
 
 
+@pytest.mark.extended
 def test_board_lost_mid_run_is_requeued_not_blamed(boards: list[SimBoard], tmp_path: Path,
                                                    one_board: dict[tuple[str, str], str]
                                                    ) -> None:
@@ -164,6 +166,7 @@ def test_board_lost_mid_run_is_requeued_not_blamed(boards: list[SimBoard], tmp_p
     assert all(p["status"] == "infra_error" for r in requeued for p in r["previous_attempts"])
 
 
+@pytest.mark.extended
 def test_every_place_lost_leaves_infra_error_not_a_failure(boards: list[SimBoard],
                                                            tmp_path: Path) -> None:
     boards += [SimBoard("--exit-after", "12")]

@@ -142,6 +142,7 @@ def test_cli_matrix_errors_are_one_line(shipei_cli, tmp_path, args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.extended
 def test_representative_subset_on_openvino_and_tvm_then_matrix(shipei_cli, tmp_path):
     """What CI runs per new target: one canonical case per operator, judged against
     the targets' expectations files; then the matrix of that run."""

@@ -85,6 +85,7 @@ def test_reference_is_isolated_and_bounded() -> None:
         assert out.tolist() == [3.0]
 
 
+@pytest.mark.extended
 def test_hostile_models_cost_one_case_each(shipei_cli, tmp_path: Path) -> None:
     models = {
         "looping": looping_model(),

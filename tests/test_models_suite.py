@@ -75,6 +75,7 @@ def _cases_of(result: CliResult, target: str) -> dict[str, dict]:
     return _by_case([r for r in result.records() if r["target"] == target])
 
 
+@pytest.mark.extended
 def test_a_crashing_target_costs_only_its_cases(faulty_run: CliResult):
     # only the main Silero VAD export has a top-level Identity node
     assert faulty_run.returncode == 1

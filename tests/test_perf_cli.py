@@ -41,6 +41,7 @@ def _records(results: Path, run_id: str) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+@pytest.mark.extended
 def test_samples_statistics_report_and_regression_check(shipei_cli):
     base = _perf_run(shipei_cli, "base", "shipei-faulty,fault=slow,delay_ms=2")
     assert base.returncode == 0, base.stdout + base.stderr
@@ -102,6 +103,7 @@ def test_samples_statistics_report_and_regression_check(shipei_cli):
     assert lenient.returncode == 0 and "slower" in lenient.stdout
 
 
+@pytest.mark.extended
 def test_wrong_raising_crashing_and_hanging_targets_are_recorded(shipei_cli):
     result = _perf_run(shipei_cli, "faults", "shipei-faulty,fault=wrong",
                        "shipei-faulty,fault=raise", "shipei-faulty,fault=segfault",

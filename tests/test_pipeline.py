@@ -115,6 +115,7 @@ def test_window_setting(monkeypatch):
 SELECTION = "test_abs or test_neg or test_sign or test_floor or test_ceil"
 
 
+@pytest.mark.extended
 def test_shipei_run_records_in_collection_order_with_a_crash_in_the_window(shipei_cli):
     label = "shipei-faulty,fault=abort,trigger_op=Neg"
     result = shipei_cli("run", "--suite", "operators", "-k", SELECTION, "--target", label,

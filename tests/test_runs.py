@@ -61,6 +61,7 @@ def test_real_cases_pass_with_valid_records_and_junit(shipei_cli) -> None:
     assert not junit.findall(".//failure") and not junit.findall(".//error")
 
 
+@pytest.mark.extended
 def test_wrong_output_target_fails_with_the_right_figures(shipei_cli) -> None:
     result = shipei_cli("run", "--target", "shipei-faulty,fault=wrong,offset=0.25",
                         "-k", "test_abs", env=FAULTY)

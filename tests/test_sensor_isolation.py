@@ -83,6 +83,7 @@ def test_exchanges_run_through_the_host(tmp_path):
         assert client.reconnect_trial().after
 
 
+@pytest.mark.extended
 def test_a_sensor_exchange_past_the_case_timeout_is_a_timeout_and_costs_one_capture(
         shipei_cli, tmp_path):
     """The declared case timeout is enforced: a capture longer than it is cut off by

@@ -7,7 +7,8 @@ One ``shipei run`` covers a whole matrix of simulators (one target each), so the
 suite's startup is paid once. The default matrix has the IMU with every fault
 and the ranger clean and with noise (its own accuracy check); the rest of the ranger's
 faults run with ``--run-slow`` (the fault code is shared with the IMU's; only the
-payload differs).
+payload differs). The matrix's run takes most of a minute, so the module is in the
+``extended`` tier: CI runs it after the default run (``--run-extended``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from targets.serial.groundtruth import FigureEight, write_csv
 from targets.serial.sim.launch import SimProcess
 
 pytest.importorskip("serial")
+pytestmark = pytest.mark.extended
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = ("test_protocol_conformance", "test_frame_integrity", "test_dropped_frames",

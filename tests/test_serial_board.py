@@ -165,6 +165,7 @@ def test_sim_help_and_targets_listing(capsys):
         assert "no device given" in line
 
 
+@pytest.mark.extended
 def test_a_board_silent_past_the_case_timeout_is_infra_error_for_the_rest(board, shipei_cli,
                                                                            tmp_path):
     """The board hangs during a long wait (INFER, 30 s budget) and the case timeout

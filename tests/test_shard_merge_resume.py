@@ -140,6 +140,7 @@ def test_selection_usage_errors_are_one_line(shipei_cli, args: list[str], messag
 
 
 # -- shards and merge --------------------------------------------------------------------------
+@pytest.mark.extended
 def test_four_shards_merged_equal_the_unsharded_run(root: Path, reference: Path,
                                                      shards: list[str], capsys) -> None:
     recorded = {r["case"]: r["duration_s"] for r in read_records(reference / "records.jsonl")}
@@ -207,6 +208,7 @@ def test_merge_refuses_incomplete_or_mixed_shards(root: Path, shards: list[str],
 
 
 # -- xdist -------------------------------------------------------------------------------------
+@pytest.mark.extended
 def test_xdist_run_equals_the_serial_run(root: Path, reference: Path, capsys) -> None:
     done = shipei(root, "run", *SELECT, "-n", "2", "--run-id", "xdist")
     assert done.returncode == 0, done.stdout + done.stderr

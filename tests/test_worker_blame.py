@@ -215,6 +215,7 @@ def test_a_crash_that_does_not_recur_after_the_case_before_it_charges_nobody(shi
 
 
 # -- a worker's start-up is the target's set-up (issue 27 item 8) --------------------------
+@pytest.mark.extended
 def test_a_slow_worker_start_is_the_targets_set_up_not_the_first_cases(shipei_cli, tmp_path):
     """The worker takes 8 s to start (as an emulator does); a model file is the one case
     (its suite collects at once, so the start-up outlasts collection): run.json charges

@@ -168,6 +168,7 @@ def test_an_honest_second_run_by_another_lab_is_no_replay(
     assert "none measured before" in next(c for c in second.checks if c.id == "replay").detail
 
 
+@pytest.mark.extended
 def test_a_resubmitted_multi_target_run_is_refused_not_a_traceback(
         second_lab_run: Path, center: Center) -> None:
     accept(center, build([second_lab_run], center.vendor_key))

@@ -145,6 +145,7 @@ def _screenshot(chromium: str, page: Path, png: Path, profile: Path, size: str) 
     assert png.exists(), f"chromium wrote no screenshot of {page}"
 
 
+@pytest.mark.extended
 def test_page_renders_in_headless_chromium_with_chinese(center: Center, tmp_path: Path) -> None:
     from PIL import Image, ImageChops
 
@@ -174,6 +175,7 @@ def test_page_renders_in_headless_chromium_with_chinese(center: Center, tmp_path
     assert ImageChops.difference(*shots).getbbox() is not None
 
 
+@pytest.mark.extended
 def test_pdf_of_the_page(center: Center, tmp_path: Path) -> None:
     weasyprint = pytest.importorskip("weasyprint",
                                      reason="PDF output needs weasyprint (shipei[pdf])")

@@ -89,6 +89,7 @@ def faults_run(tmp_path_factory: pytest.TempPathFactory) -> CliResult:
                       "contract", *args, "-k", selected, "--case-timeout", "10", env=PLUGINS)
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("fault, case, status, words", FAULTS)
 def test_contract_names_an_injected_fault(faults_run: CliResult, fault: str, case: str,
                                           status: str, words: str) -> None:

@@ -143,6 +143,7 @@ def test_a_run_on_a_place_held_by_someone_else_stops_before_its_first_case(
         lab.client("release", place=place, user="carol")
 
 
+@pytest.mark.extended
 def test_a_place_reserved_for_someone_else_is_refused(lab: Lab) -> None:
     place = lab.create_place("lab-reserved", board=1, tags={"pool": "reserved"})
     reserved = lab.client("reserve", "--wait", "--shell", "pool=reserved", user="dave")
@@ -156,6 +157,7 @@ def test_a_place_reserved_for_someone_else_is_refused(lab: Lab) -> None:
         lab.client("cancel-reservation", token, user="dave")
 
 
+@pytest.mark.extended
 def test_a_bounded_wait_gets_the_place_when_its_holder_lets_go(lab: Lab) -> None:
     place = lab.create_place("lab-wait", board=1)
     lab.client("acquire", place=place, user="bob")

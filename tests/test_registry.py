@@ -98,6 +98,7 @@ def test_builtin_targets_register_through_the_entry_point_group() -> None:
     assert registry.build("onnxruntime-cpu").availability().available
 
 
+@pytest.mark.extended
 def test_third_party_driver_is_discovered_and_runs(shipei_cli, throwaway_site: Path) -> None:
     env = {"PYTHONPATH": str(throwaway_site)}
     listed = shipei_cli("targets", "--json", env=env)

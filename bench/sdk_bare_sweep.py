@@ -204,9 +204,15 @@ def run_mnn(model: bytes, inputs: list[np.ndarray], names: list[str]) -> list[np
     kinds = {"float32": F.float, "float64": F.double, "int32": F.int, "int8": F.int8,
              "uint8": F.uint8}
     values = []
-    for value in inputs:
+    for name, value in zip(names, inputs, strict=True):
+        if not isinstance(value, np.ndarray):  # a sequence, an absent optional
+            raise TypeError(f"MNN's module API takes tensors; input {name!r} is a "
+                            f"{type(value).__name__}")
         if value.dtype in (np.int64, np.bool_):  # the converter declares both int32
             value = value.astype(np.int32)
+        if value.dtype.name not in kinds:  # MNN.expr has no such type: the user cannot
+            raise TypeError(f"MNN.expr has no {value.dtype.name} type for input {name!r} "
+                            f"(it has {', '.join(sorted(kinds))})")
         values.append(F.const(value, list(value.shape), F.NCHW, kinds[value.dtype.name]))
     return [np.array(F.convert(v, F.NCHW).read()) for v in module.onForward(values)]
 
@@ -386,7 +392,8 @@ def _judge_each(sdk: str, cases: Path, names: list[str], out: Path, timeout: flo
             if parent.poll(timeout):
                 try:
                     verdict, why = parent.recv()
-                except EOFError:
+                except EOFError:  # the child died: its exit status once it is reaped
+                    process.join()
                     verdict, why = "crash", f"exit {process.exitcode}"
             else:
                 process.kill()

@@ -130,3 +130,30 @@ def test_a_disagreement_shows_the_adaptation_shipeis_record_names(sweep, tmp_pat
     [row] = json.loads(figures.read_text())["sdks"][0]["disagree"]
     assert row["case"] == "test_a" and row["shipei_adaptations"] == [adaptation]
     assert f"shipei's adaptation: {adaptation}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_type_mnns_api_lacks_is_mnns_refusal_named_not_the_scripts_keyerror(sweep, tmp_path):
+    """In MNN's own environment: a bfloat16 input is refused by naming what MNN.expr
+    has (it was the script's KeyError), and a sequence input as not a tensor."""
+    import os
+    import subprocess
+
+    from harness.environments import target_envs as envs
+
+    ready, reason = envs.status("mnn", envs.known_specs().get("mnn"))
+    if not ready:
+        pytest.skip(reason)
+    cases = tmp_path / "cases"
+    sweep.export(cases, {"test_range_bfloat16_type_positive_delta", "test_loop13_seq"})
+    launch = envs.launch("mnn")
+    out = tmp_path / "mnn.jsonl"
+    subprocess.run([*launch.argv, str(ROOT / "bench" / "sdk_bare_sweep.py"), "bare", "--sdk",
+                    "mnn", "--cases", str(cases), "--out", str(out)],
+                   env={**os.environ, **launch.env}, check=True, timeout=600,
+                   capture_output=True)
+    rows = {row["case"]: row for row in map(json.loads, out.read_text().splitlines())}
+    bf16 = rows["test_range_bfloat16_type_positive_delta"]
+    assert bf16["bare"] == "error" and "MNN.expr has no bfloat16 type" in bf16["why"], bf16
+    sequence = rows["test_loop13_seq"]
+    assert sequence["bare"] == "error" and "takes tensors" in sequence["why"], sequence

@@ -267,7 +267,7 @@ class Lab:
         session.name = place
         return session.state()["acquired"]
 
-    def wait_free(self, place: str, timeout: float = 30.0) -> bool:
+    def wait_free(self, place: str, timeout: float = 180.0) -> bool:
         """Whether ``place`` is free within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

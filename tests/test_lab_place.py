@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.lab.coordinator import Coordinator, LabError, LabUnavailable, PlaceBusy
-from harness.lab.place import acquire_place
+from harness.lab.place import RELEASE_TIMEOUT_S, acquire_place
 from tests.lab_support import REPO, Lab, free_port, running_lab
 
 
@@ -189,7 +189,8 @@ def test_the_place_is_released_however_the_process_ends(lab: Lab, ending: str) -
         elif ending != "crash":  # a crash may have released it already
             assert lab.holder(place) is not None
             proc.send_signal(signal.SIGTERM if ending == "sigterm" else signal.SIGKILL)
-        proc.wait(60)
+        # the release may wait up to its own timeout for a starved coordinator
+        proc.wait(RELEASE_TIMEOUT_S + 120)
         assert lab.wait_free(place), f"{place} still held after {ending}"
     finally:
         if proc.poll() is None:

@@ -77,7 +77,7 @@ def test_a_run_through_a_place_records_it_and_releases_it(lab: Lab, tmp_path: Pa
     # the serial link went through the exporter's ser2net (RFC 2217)
     assert described["capabilities"]["extra"]["url"].startswith("rfc2217://127.0.0.1:")
     # released as the run ended (by its holder, which sees the run's process go)
-    assert lab.wait_free(place, timeout=30)
+    assert lab.wait_free(place)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:serial.rfc2217")

@@ -26,6 +26,7 @@ from typing import Any
 from harness.driver.registry import TargetSpec
 from harness.driver.target import Capabilities, Executable
 from targets.onnxruntime_target import ORT_DTYPES, OnnxRuntimeExecutable
+from targets.ort_values import RAW_IO_ADAPTATION
 from targets.sdk_target import SdkTarget
 
 EMULATED_ENV = "SHIPEI_EMULATED"
@@ -91,14 +92,6 @@ class _EmulatedExecutable(OnnxRuntimeExecutable):
         if self._raw_io:
             placement["adaptations"] = [RAW_IO_ADAPTATION]
         return placement
-
-
-#: what the driver does where onnxruntime's numpy API refuses a type (a user calling
-#: ``InferenceSession.run`` with a bfloat16 array gets "Numpy_type 256 can't be converted
-#: to MLDataType", and ``OrtValue.numpy()`` has no bfloat16 either)
-RAW_IO_ADAPTATION = ("inputs and outputs of types onnxruntime's numpy API does not exchange "
-                     "(bfloat16, float8, 4- and 2-bit integers) travel as OrtValues built from "
-                     "and read back as their raw bits")
 
 
 #: getauxval(3) keys of the hardware capability words

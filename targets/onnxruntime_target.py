@@ -36,7 +36,13 @@ from harness.driver.target import (
     check_feeds,
 )
 from targets.common import EXPECTATIONS_DIR, driver_version
-from targets.ort_values import ORT_DTYPES, needs_raw_io, ort_type_name, run_raw
+from targets.ort_values import (
+    ORT_DTYPES,
+    RAW_IO_ADAPTATION,
+    needs_raw_io,
+    ort_type_name,
+    run_raw,
+)
 
 #: target suffix -> (execution provider, device, vendor of the device stack)
 PROVIDERS: dict[str, tuple[str, str, str]] = {
@@ -108,7 +114,10 @@ class OnnxRuntimeExecutable(Executable):
         return dict(zip(self._output_names, values, strict=True))
 
     def placement(self) -> dict[str, Any]:
-        return dict(self._placement)
+        placement = dict(self._placement)
+        if self._raw_io:
+            placement["adaptations"] = [RAW_IO_ADAPTATION]
+        return placement
 
     def close(self) -> None:
         self._session = None
@@ -216,6 +225,7 @@ class OnnxRuntimeTarget(Target):
                 "intra_op_threads": self.intra_op_threads,
                 "inter_op_threads": self.inter_op_threads,
                 "graph_optimization_level": self.graph_optimization_level,
+                "adaptations": [RAW_IO_ADAPTATION],
             },
         )
 

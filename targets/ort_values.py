@@ -37,6 +37,14 @@ ORT_TYPES = {f"tensor({PROTO_NAMES[kind.onnx].lower()})": kind.name
              for kind in ELEMENT_TYPES.values()}
 
 
+#: what the driver does where onnxruntime's numpy API refuses a type (a user calling
+#: ``InferenceSession.run`` with a bfloat16 array gets "Numpy_type 256 can't be converted
+#: to MLDataType", and ``OrtValue.numpy()`` has no bfloat16 either)
+RAW_IO_ADAPTATION = ("inputs and outputs of types onnxruntime's numpy API does not exchange "
+                     "(bfloat16, float8, 4- and 2-bit integers) travel as OrtValues built from "
+                     "and read back as their raw bits")
+
+
 def ort_type_name(dtype: np.dtype) -> str:
     """onnxruntime's name of an element type: ``float``, ``bfloat16``, ``float8e4m3fn``."""
     return PROTO_NAMES[element_type(dtype).onnx].lower()

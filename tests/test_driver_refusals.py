@@ -118,3 +118,29 @@ def test_a_bare_runtime_error_in_the_probe_is_the_runtimes_refusal(cache):
     refused = DtypeProbe(host, target.capabilities()).verdict("float4_e2m1fn", 60)
     assert refused.verdict == REFUSED and refused.refused_by == "runtime"
     assert refused_by_of(refused.message) == "runtime"
+
+
+def test_onnxruntime_records_the_raw_bits_adaptation_where_it_makes_it() -> None:
+    """onnxruntime's numpy API refuses bfloat16: the driver feeds and reads raw bits in
+    OrtValues, and says so in the placement of the models where it does (and in its
+    capabilities), never for a type numpy exchanges."""
+    import ml_dtypes
+    from onnx import TensorProto, helper
+
+    from targets.onnxruntime_target import OnnxRuntimeTarget
+    from targets.ort_values import RAW_IO_ADAPTATION
+
+    target = OnnxRuntimeTarget(provider_key="cpu")
+    assert target.capabilities().extra["adaptations"] == [RAW_IO_ADAPTATION]
+    for kind, value, adapted in (
+            (TensorProto.BFLOAT16, np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16), True),
+            (TensorProto.FLOAT, np.array([1.5, -2.0], dtype=np.float32), False)):
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "same",
+                                  [helper.make_tensor_value_info("x", kind, [2])],
+                                  [helper.make_tensor_value_info("y", kind, [2])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        executable = target.compile(model.SerializeToString())
+        (out,) = executable.run({"x": value}).values()
+        assert out.dtype == value.dtype and np.array_equal(out, value)
+        adaptations = executable.placement().get("adaptations", [])
+        assert (adaptations == [RAW_IO_ADAPTATION]) is adapted, adaptations

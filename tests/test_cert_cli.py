@@ -409,6 +409,10 @@ def test_page_discloses_what_computed_the_numbers_and_the_drivers_adaptations(
     envelope = json.loads((center.certs / f"{center.cid}.dsse.json").read_text())
     statement = json.loads(base64.b64decode(envelope["payload"]))
     page = render_certificate(statement, "k" * 64)
+    # onnxruntime-cpu declares the raw-bits exchange of types numpy cannot hand over
+    assert "驱动适配 / Driver adaptations" in page and "raw bits" in page
+    statement["predicate"]["target"]["capabilities"]["extra"].pop("adaptations")
+    page = render_certificate(statement, "k" * 64)
     assert "Computed by" not in page and "Driver adaptations" not in page
     disclosed = copy.deepcopy(statement)
     disclosed["predicate"]["target"]["capabilities"] = {"extra": {

@@ -120,18 +120,14 @@ def test_a_bare_runtime_error_in_the_probe_is_the_runtimes_refusal(cache):
     assert refused_by_of(refused.message) == "runtime"
 
 
-def test_onnxruntime_records_the_raw_bits_adaptation_where_it_makes_it() -> None:
-    """onnxruntime's numpy API refuses bfloat16: the driver feeds and reads raw bits in
-    OrtValues, and says so in the placement of the models where it does (and in its
-    capabilities), never for a type numpy exchanges."""
+def raw_io_samples() -> list[tuple[bytes, np.ndarray, bool]]:
+    """Identity models of a type onnxruntime's numpy API refuses (bfloat16: exchanged as
+    raw bits, an adaptation) and of one it exchanges (float32: none), each with its input
+    and whether the driver adapts it."""
     import ml_dtypes
     from onnx import TensorProto, helper
 
-    from targets.onnxruntime_target import OnnxRuntimeTarget
-    from targets.ort_values import RAW_IO_ADAPTATION
-
-    target = OnnxRuntimeTarget(provider_key="cpu")
-    assert target.capabilities().extra["adaptations"] == [RAW_IO_ADAPTATION]
+    samples = []
     for kind, value, adapted in (
             (TensorProto.BFLOAT16, np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16), True),
             (TensorProto.FLOAT, np.array([1.5, -2.0], dtype=np.float32), False)):
@@ -139,7 +135,22 @@ def test_onnxruntime_records_the_raw_bits_adaptation_where_it_makes_it() -> None
                                   [helper.make_tensor_value_info("x", kind, [2])],
                                   [helper.make_tensor_value_info("y", kind, [2])])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        executable = target.compile(model.SerializeToString())
+        model.ir_version = 8  # what the older onnxruntime of a target environment reads
+        samples.append((model.SerializeToString(), value, adapted))
+    return samples
+
+
+def test_onnxruntime_records_the_raw_bits_adaptation_where_it_makes_it() -> None:
+    """onnxruntime's numpy API refuses bfloat16: the driver feeds and reads raw bits in
+    OrtValues, and says so in the placement of the models where it does (and in its
+    capabilities), never for a type numpy exchanges."""
+    from targets.onnxruntime_target import OnnxRuntimeTarget
+    from targets.ort_values import RAW_IO_ADAPTATION
+
+    target = OnnxRuntimeTarget(provider_key="cpu")
+    assert target.capabilities().extra["adaptations"] == [RAW_IO_ADAPTATION]
+    for model, value, adapted in raw_io_samples():
+        executable = target.compile(model)
         (out,) = executable.run({"x": value}).values()
         assert out.dtype == value.dtype and np.array_equal(out, value)
         adaptations = executable.placement().get("adaptations", [])

@@ -18,12 +18,14 @@ from harness.driver.registry import TargetSpec
 from harness.driver.target import InfraError
 from harness.environments import target_envs as envs
 from harness.isolation.host import ProcessHost
-from targets.aarch64_target import RAW_IO_ADAPTATION, Aarch64Target
+from targets.aarch64_target import Aarch64Target
 from targets.mnn_target import MnnTarget
 from targets.ncnn_target import NcnnTarget
 from targets.nncase_target import NncaseTarget
+from targets.ort_values import RAW_IO_ADAPTATION
 from targets.paddle_target import PaddleTarget
 from targets.rknn_target import RknnTarget
+from tests.test_driver_refusals import raw_io_samples
 
 DRIVERS = [NncaseTarget, RknnTarget, MnnTarget, NcnnTarget, PaddleTarget, Aarch64Target]
 
@@ -216,8 +218,6 @@ def test_a_bfloat16_run_on_aarch64_records_that_it_bypassed_the_numpy_api():
     """Issue 27: onnxruntime's numpy API refuses bfloat16 (the bare sweep's two Range
     disagreements); the driver feeds and reads raw bits, and the run's placement says so,
     while a float32 run's does not."""
-    import ml_dtypes
-
     ready, reason = envs.status("aarch64", envs.known_specs().get("aarch64"))
     if not ready:
         pytest.skip(reason)
@@ -226,16 +226,8 @@ def test_a_bfloat16_run_on_aarch64_records_that_it_bypassed_the_numpy_api():
     launcher, env = envs.worker_launch(Aarch64Target())
     host = ProcessHost(spec, "default", {}, launcher=launcher, env=env)
     try:
-        for kind, value, adapted in (
-                (TensorProto.BFLOAT16, np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16), True),
-                (TensorProto.FLOAT, np.array([1.5, -2.0], dtype=np.float32), False)):
-            graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "same",
-                                      [helper.make_tensor_value_info("x", kind, [2])],
-                                      [helper.make_tensor_value_info("y", kind, [2])])
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-            model.ir_version = 8
-            result = host.run_case(f"same{kind}", model.SerializeToString(), [{"x": value}],
-                                   timeout=300)
+        for model, value, adapted in raw_io_samples():
+            result = host.run_case(f"same-{value.dtype}", model, [{"x": value}], timeout=300)
             assert result["outputs"][0]["y"].dtype == value.dtype
             assert np.array_equal(result["outputs"][0]["y"], value)
             adaptations = result["placement"].get("adaptations", [])

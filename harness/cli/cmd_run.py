@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "is reported as flaky)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     add_run_location_options(parser)
-    parser.add_argument("--lg-coordinator", metavar="HOST:PORT", type=coordinator_address,
+    parser.add_argument("--lg-coordinator", metavar="HOST:PORT", type=coordinator_argument,
                         help="the labgrid coordinator of place= targets and --places "
                              "(default: LG_COORDINATOR; the name labgrid's pytest plugin uses)")
     add_farm_options(parser)
@@ -94,7 +94,7 @@ def bounded_worker_count(text: str) -> str:
     return count
 
 
-def coordinator_address(text: str) -> str:
+def coordinator_argument(text: str) -> str:
     """argparse type for ``--lg-coordinator``: ``HOST[:PORT]``, no spaces or commas."""
     address = text.strip()
     host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
